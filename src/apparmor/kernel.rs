@@ -1,0 +1,235 @@
+//! The real kernel: securityfs for loaded profiles, proc for confinement.
+
+use super::{Kernel, KernelError, top_level};
+use std::collections::BTreeMap;
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+
+/// Parse the securityfs `profiles` format: `name (mode)` per line.
+pub fn parse_profiles_file(
+    path: &Path,
+    text: &str,
+) -> Result<BTreeMap<String, String>, KernelError> {
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let Some((name, mode)) = line
+            .rsplit_once(" (")
+            .and_then(|(n, m)| m.strip_suffix(')').map(|m| (n, m)))
+        else {
+            return Err(KernelError::Format {
+                path: path.to_owned(),
+                line: i + 1,
+                reason: format!("expected `name (mode)`, found {line:?}"),
+            });
+        };
+        out.insert(name.to_owned(), mode.to_owned());
+    }
+    Ok(out)
+}
+
+/// The profiles a process label names: `a (enforce)`, `a//child (complain)`,
+/// stacks `a//&b (enforce)`, namespaces `:ns:a`. `unconfined` gives none.
+pub fn parse_label(label: &str) -> Vec<String> {
+    let label = label.trim_end_matches(['\n', '\0']).trim();
+    let label = match label.rsplit_once(" (") {
+        Some((l, m)) if m.ends_with(')') => l,
+        _ => label,
+    };
+    let mut out = Vec::new();
+    for part in label.split("//&") {
+        let part = part.trim();
+        // Namespaced: `:ns:name` or `:ns://name`.
+        let part = match part.strip_prefix(':').and_then(|p| p.split_once(':')) {
+            Some((_ns, rest)) => rest.trim_start_matches("//"),
+            None => part,
+        };
+        let top = top_level(part);
+        if !top.is_empty() && top != "unconfined" && !out.iter().any(|x| x == top) {
+            out.push(top.to_owned());
+        }
+    }
+    out
+}
+
+/// Reads `/proc/*/attr/apparmor/current` (or `attr/current`).
+#[derive(Debug, Clone)]
+pub struct ProcReader {
+    pub root: PathBuf,
+}
+
+impl ProcReader {
+    pub fn confined(&self) -> Result<BTreeMap<String, Vec<u32>>, KernelError> {
+        let mut out: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
+            Err(source) => {
+                return Err(KernelError::Io {
+                    path: self.root.clone(),
+                    source,
+                });
+            }
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let dir = entry.path().join("attr");
+            // A process can exit at any moment: read errors just skip it.
+            let label = std::fs::read_to_string(dir.join("apparmor/current"))
+                .or_else(|_| std::fs::read_to_string(dir.join("current")));
+            if let Ok(label) = label {
+                for name in parse_label(&label) {
+                    out.entry(name).or_default().push(pid);
+                }
+            }
+        }
+        for pids in out.values_mut() {
+            pids.sort_unstable();
+        }
+        Ok(out)
+    }
+}
+
+/// The kernel through securityfs (`/sys/kernel/security/apparmor`).
+#[derive(Debug, Clone)]
+pub struct SecurityFs {
+    pub root: PathBuf,
+    pub proc: ProcReader,
+}
+
+impl SecurityFs {
+    pub fn profiles_path(&self) -> PathBuf {
+        self.root.join("profiles")
+    }
+    /// Is AppArmor there? Errors name the missing file.
+    pub fn check(&self) -> Result<(), KernelError> {
+        let p = self.profiles_path();
+        if p.exists() {
+            Ok(())
+        } else {
+            Err(KernelError::NotAvailable { path: p })
+        }
+    }
+}
+
+impl Kernel for SecurityFs {
+    fn loaded(&self) -> Result<BTreeMap<String, String>, KernelError> {
+        let path = self.profiles_path();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => parse_profiles_file(&path, &text),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(KernelError::NotAvailable { path }),
+            Err(source) => Err(KernelError::Io { path, source }),
+        }
+    }
+
+    fn remove(&self, name: &str) -> Result<(), KernelError> {
+        let path = self.root.join(".remove");
+        let r = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(name.as_bytes()));
+        match r {
+            Ok(()) => Ok(()),
+            // Already gone: the goal is reached.
+            Err(e) if e.kind() == ErrorKind::NotFound && path.exists() => Ok(()),
+            Err(source) => Err(KernelError::Io { path, source }),
+        }
+    }
+
+    fn confined(&self) -> Result<BTreeMap<String, Vec<u32>>, KernelError> {
+        self.proc.confined()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_format() {
+        let m = parse_profiles_file(
+            Path::new("p"),
+            "docker-default (enforce)\ncustom.a (complain)\ncustom.a//child (complain)\n/usr/bin/x y (kill)\n",
+        )
+        .unwrap();
+        assert_eq!(m["custom.a"], "complain");
+        assert_eq!(m["/usr/bin/x y"], "kill");
+        assert_eq!(m.len(), 4);
+        let e = parse_profiles_file(Path::new("/sys/p"), "ok (enforce)\nbroken\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/sys/p: line 2: expected `name (mode)`, found \"broken\""
+        );
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(parse_label("unconfined\n"), Vec::<String>::new());
+        assert_eq!(parse_label("custom.a (enforce)\n"), ["custom.a"]);
+        assert_eq!(parse_label("custom.a//child (complain)\0"), ["custom.a"]);
+        assert_eq!(parse_label("a//&b (enforce)"), ["a", "b"]);
+        assert_eq!(parse_label(":ns:custom.x (enforce)"), ["custom.x"]);
+    }
+
+    #[test]
+    fn proc_reader_finds_confined_pids() {
+        let t = tempfile::tempdir().unwrap();
+        let mk = |pid: &str, file: &str, label: &str| {
+            let d = t.path().join(pid).join("attr");
+            std::fs::create_dir_all(d.join("apparmor")).unwrap();
+            std::fs::write(d.join(file), label).unwrap();
+        };
+        mk("10", "apparmor/current", "custom.a (enforce)\n");
+        mk("11", "current", "custom.a//hat (enforce)\n");
+        mk("12", "current", "unconfined\n");
+        mk("self", "current", "custom.b (enforce)\n");
+        let m = ProcReader {
+            root: t.path().to_owned(),
+        }
+        .confined()
+        .unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m["custom.a"], [10, 11]);
+    }
+
+    #[test]
+    fn securityfs_remove_writes_name() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("profiles"), "custom.a (enforce)\n").unwrap();
+        std::fs::write(t.path().join(".remove"), "").unwrap();
+        let k = SecurityFs {
+            root: t.path().to_owned(),
+            proc: ProcReader {
+                root: t.path().join("proc"),
+            },
+        };
+        k.check().unwrap();
+        assert_eq!(k.loaded().unwrap().len(), 1);
+        k.remove("custom.a").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(t.path().join(".remove")).unwrap(),
+            "custom.a"
+        );
+        let missing = SecurityFs {
+            root: t.path().join("nope"),
+            proc: ProcReader {
+                root: t.path().into(),
+            },
+        };
+        assert!(
+            missing
+                .check()
+                .unwrap_err()
+                .to_string()
+                .contains("nope/profiles does not exist")
+        );
+    }
+}

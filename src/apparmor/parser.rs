@@ -1,0 +1,393 @@
+//! The real `apparmor_parser`, run with a timeout.
+
+use super::{Diagnostic, LoadOptions, NamesResult, Parser, ParserError};
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The output of a finished child process.
+#[derive(Debug)]
+pub struct Finished {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// Run a command to completion, killing its whole process group when it runs
+/// past `timeout`. Returns `Ok(None)` on timeout.
+pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> std::io::Result<Option<Finished>> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.process_group(0);
+    let mut child = cmd.spawn()?;
+    let pid = child.id() as i32;
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let out_thread = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(o) = out.as_mut() {
+            let _ = o.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(e) = err.as_mut() {
+            let _ = e.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if start.elapsed() >= timeout {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(pause.min(timeout.saturating_sub(start.elapsed())));
+        pause = (pause * 2).min(Duration::from_millis(20));
+    };
+    // The pipes close when the group is gone; a grandchild that escaped the
+    // group could hold them, so the readers are joined only on success.
+    let Some(status) = status else {
+        return Ok(None);
+    };
+    let stdout = out_thread.join().unwrap_or_default();
+    let stderr = err_thread.join().unwrap_or_default();
+    Ok(Some(Finished {
+        code: status.code(),
+        signal: status.signal(),
+        stdout,
+        stderr,
+    }))
+}
+
+/// The features file the parser's own configuration names (`policy-features=`),
+/// used to compile on a kernel without AppArmor.
+pub fn default_features_file() -> Option<PathBuf> {
+    static FOUND: OnceLock<Option<PathBuf>> = OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            let conf = std::fs::read_to_string("/etc/apparmor/parser.conf").unwrap_or_default();
+            let named = conf.lines().find_map(|l| {
+                let l = l.trim();
+                l.strip_prefix("policy-features=")
+                    .or_else(|| l.strip_prefix("policy-features "))
+                    .map(|v| PathBuf::from(v.trim()))
+            });
+            named
+                .into_iter()
+                .chain([PathBuf::from("/usr/share/apparmor-features/features")])
+                .find(|p| p.exists())
+        })
+        .clone()
+}
+
+/// Parse the parser's stderr into diagnostics. `files` are the files of the
+/// run; a line that names one of them is attributed to it.
+pub fn parse_diagnostics(stderr: &str, files: &[PathBuf]) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for raw in stderr.lines() {
+        let line = raw.trim();
+        if line.is_empty()
+            || line.starts_with("Cache read/write disabled")
+            || line.starts_with("Warning")
+        {
+            continue;
+        }
+        out.push(parse_one(line, files));
+    }
+    out
+}
+
+fn parse_one(line: &str, files: &[PathBuf]) -> Diagnostic {
+    // "AppArmor parser error for FILE in profile INNER at line N: MESSAGE"
+    if let Some(rest) = line.strip_prefix("AppArmor parser error for ")
+        && let Some((file, rest)) = rest.split_once(" in profile ")
+        && let Some((inner, rest)) = rest.rsplit_once(" at line ")
+        && let Some((num, msg)) = rest.split_once(": ")
+        && let Ok(n) = num.trim().parse::<u32>()
+    {
+        let file = PathBuf::from(file);
+        let message = if Path::new(inner) != file {
+            format!("in {inner}: {msg}")
+        } else {
+            msg.to_owned()
+        };
+        return Diagnostic {
+            file: Some(file),
+            line: Some(n),
+            message,
+        };
+    }
+    // "AppArmor parser error for FILE in profile INNER: MESSAGE" (no line)
+    if let Some(rest) = line.strip_prefix("AppArmor parser error for ")
+        && let Some((file, rest)) = rest.split_once(" in profile ")
+        && let Some((_inner, msg)) = rest.split_once(": ")
+    {
+        return Diagnostic {
+            file: Some(PathBuf::from(file)),
+            line: None,
+            message: msg.to_owned(),
+        };
+    }
+    // "AppArmor parser error, in FILE line N: MESSAGE" (older parsers)
+    if let Some(rest) = line.strip_prefix("AppArmor parser error, in ")
+        && let Some((file, rest)) = rest.rsplit_once(" line ")
+        && let Some((num, msg)) = rest.split_once(": ")
+        && let Ok(n) = num.trim().parse::<u32>()
+    {
+        return Diagnostic {
+            file: Some(PathBuf::from(file)),
+            line: Some(n),
+            message: msg.to_owned(),
+        };
+    }
+    // Anything else: attribute it to a file of the run it mentions.
+    let file = files
+        .iter()
+        .find(|f| line.contains(&*f.to_string_lossy()))
+        .cloned();
+    Diagnostic {
+        file,
+        line: None,
+        message: line.to_owned(),
+    }
+}
+
+const SEPARATOR_PREFIX: &str = "__armord_separator_";
+
+/// The real `apparmor_parser`.
+#[derive(Debug, Clone)]
+pub struct ParserRunner {
+    pub program: PathBuf,
+    pub timeout: Duration,
+    pub jobs: u32,
+    pub cache_dir: PathBuf,
+    /// Compile against this features file instead of the kernel's (kernels
+    /// without AppArmor, simulation).
+    pub features_file: Option<PathBuf>,
+    /// Where the separator files for batched `--names` live.
+    pub scratch_dir: PathBuf,
+}
+
+impl ParserRunner {
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.program);
+        if let Some(f) = &self.features_file {
+            c.arg("-M").arg(f);
+        }
+        c
+    }
+
+    fn jobs_arg(&self, c: &mut Command) {
+        if self.jobs > 0 {
+            c.arg("-j").arg(self.jobs.to_string());
+        }
+    }
+
+    fn run(&self, cmd: Command, files: &[PathBuf]) -> Result<Finished, ParserError> {
+        let program = self.program.clone();
+        let done = run_with_timeout(cmd, self.timeout)
+            .map_err(|source| ParserError::Spawn {
+                program: program.clone(),
+                source,
+            })?
+            .ok_or_else(|| ParserError::Timeout {
+                program: program.clone(),
+                timeout: self.timeout,
+            })?;
+        if let Some(signal) = done.signal {
+            return Err(ParserError::Signal { program, signal });
+        }
+        if done.code != Some(0) {
+            let stderr = String::from_utf8_lossy(&done.stderr);
+            let mut diagnostics = parse_diagnostics(&stderr, files);
+            if diagnostics.is_empty() {
+                diagnostics.push(Diagnostic {
+                    file: None,
+                    line: None,
+                    message: "failed without a message".into(),
+                });
+            }
+            return Err(ParserError::Failed {
+                program,
+                code: done.code.unwrap_or(-1),
+                diagnostics,
+            });
+        }
+        Ok(done)
+    }
+
+    fn separator(&self, i: usize) -> Result<PathBuf, ParserError> {
+        let path = self.scratch_dir.join(format!("{SEPARATOR_PREFIX}{i}"));
+        if !path.exists() {
+            std::fs::create_dir_all(&self.scratch_dir)
+                .and_then(|_| {
+                    std::fs::write(&path, format!("profile {SEPARATOR_PREFIX}{i} {{}}\n"))
+                })
+                .map_err(|e| ParserError::Output {
+                    program: self.program.clone(),
+                    message: format!("cannot write {}: {e}", path.display()),
+                })?;
+        }
+        Ok(path)
+    }
+
+    fn names_one(&self, file: &Path) -> Result<NamesResult, ParserError> {
+        let mut c = self.command();
+        c.arg("-N").arg(file);
+        match self.run(c, &[file.to_owned()]) {
+            Ok(done) => Ok(Ok(String::from_utf8_lossy(&done.stdout)
+                .lines()
+                .map(str::to_owned)
+                .collect())),
+            Err(e) if e.is_fatal() => Err(e),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+}
+
+impl Parser for ParserRunner {
+    fn names(&self, files: &[PathBuf]) -> Result<Vec<NamesResult>, ParserError> {
+        if files.len() <= 1 {
+            return files.iter().map(|f| self.names_one(f)).collect();
+        }
+        // One run for the batch: a separator profile after each file splits
+        // the output. `-j 1` keeps the output in file order.
+        let mut c = self.command();
+        c.arg("-N").arg("-j").arg("1");
+        let mut args = Vec::with_capacity(files.len());
+        for (i, f) in files.iter().enumerate() {
+            c.arg(f).arg(self.separator(i)?);
+            args.push(f.clone());
+        }
+        let done = match self.run(c, &args) {
+            Ok(done) => done,
+            Err(e) if e.is_fatal() => return Err(e),
+            // Some file is broken, hangs or crashes the parser: ask one at a
+            // time to attribute it.
+            Err(_) => return files.iter().map(|f| self.names_one(f)).collect(),
+        };
+        let stdout = String::from_utf8_lossy(&done.stdout);
+        let mut result = Vec::with_capacity(files.len());
+        let mut current = Vec::new();
+        for line in stdout.lines() {
+            if let Some(n) = line.strip_prefix(SEPARATOR_PREFIX) {
+                if n.parse::<usize>().ok() != Some(result.len()) {
+                    return Err(ParserError::Output {
+                        program: self.program.clone(),
+                        message: format!("--names output out of order at {line}"),
+                    });
+                }
+                result.push(Ok(std::mem::take(&mut current)));
+            } else if !line.is_empty() {
+                current.push(line.to_owned());
+            }
+        }
+        if result.len() != files.len() {
+            return Err(ParserError::Output {
+                program: self.program.clone(),
+                message: format!(
+                    "--names answered for {} of {} files",
+                    result.len(),
+                    files.len()
+                ),
+            });
+        }
+        Ok(result)
+    }
+
+    fn compile(&self, files: &[PathBuf], opts: LoadOptions) -> Result<(), ParserError> {
+        let mut c = self.command();
+        c.arg("-Q")
+            .arg("--write-cache")
+            .arg("--cache-loc")
+            .arg(&self.cache_dir);
+        if opts.complain {
+            c.arg("-C");
+        }
+        self.jobs_arg(&mut c);
+        c.args(files);
+        self.run(c, files).map(drop)
+    }
+
+    fn load(&self, files: &[PathBuf], opts: LoadOptions) -> Result<(), ParserError> {
+        let mut c = Command::new(&self.program);
+        c.arg("-r")
+            .arg("--write-cache")
+            .arg("--cache-loc")
+            .arg(&self.cache_dir);
+        if opts.complain {
+            c.arg("-C");
+        }
+        self.jobs_arg(&mut c);
+        c.args(files);
+        self.run(c, files).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diagnostics_of_the_real_parser_formats() {
+        let files = vec![PathBuf::from("/s/store/abc")];
+        let d = parse_diagnostics(
+            "Cache read/write disabled: interface file missing. (Kernel needs AppArmor 2.4 compatibility patch.)\n\
+             AppArmor parser error for /s/store/abc in profile /s/store/abc at line 3: syntax error, unexpected TOK_ID, expecting TOK_MODE\n\
+             AppArmor parser error for /s/store/abc in profile /etc/apparmor.d/abstractions/x at line 7: bad\n\
+             AppArmor parser error, in /s/store/abc line 9: old style\n\
+             Profile /s/store/abc something odd\n\
+             totally unrelated\n",
+            &files,
+        );
+        assert_eq!(d.len(), 5, "{d:?}");
+        assert_eq!(
+            d[0].to_string(),
+            "/s/store/abc:3: syntax error, unexpected TOK_ID, expecting TOK_MODE"
+        );
+        assert_eq!(
+            d[1].to_string(),
+            "/s/store/abc:7: in /etc/apparmor.d/abstractions/x: bad"
+        );
+        assert_eq!(d[2].line, Some(9));
+        assert_eq!(d[3].file.as_deref(), Some(Path::new("/s/store/abc")));
+        assert_eq!(d[4].file, None);
+    }
+
+    #[test]
+    fn timeout_kills_and_reports() {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg("sleep 30");
+        let start = Instant::now();
+        let r = run_with_timeout(c, Duration::from_millis(200)).unwrap();
+        assert!(r.is_none());
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn captures_output_and_status() {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg("echo out; echo err >&2; exit 3");
+        let r = run_with_timeout(c, Duration::from_secs(10))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.code, Some(3));
+        assert_eq!(r.stdout, b"out\n");
+        assert_eq!(r.stderr, b"err\n");
+    }
+}

@@ -1,0 +1,277 @@
+//! A tolerant scanner for top-level profile headers and their flags.
+//!
+//! The parser is the authority on names; this scanner only answers what the
+//! parser does not tell us without a kernel: the mode a profile declares
+//! (`flags=(complain)`), which the simulated kernel records and the
+//! `mode = "enforce"` check reads. It also stands in for `--names` when
+//! simulation runs on a machine without `apparmor_parser`.
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredProfile {
+    pub name: String,
+    /// `enforce`, `complain`, `kill`, `unconfined` (from `flags=`).
+    pub mode: String,
+}
+
+/// Remove comments (a `#` outside quotes, except `#include`), keep newlines.
+fn strip_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("#include") {
+            out.push('\n');
+            continue;
+        }
+        let mut in_quote = false;
+        for c in line.chars() {
+            match c {
+                '"' => in_quote = !in_quote,
+                '#' if !in_quote => break,
+                _ => {}
+            }
+            out.push(c);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn unquote(tok: &str) -> String {
+    tok.strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(tok)
+        .to_owned()
+}
+
+/// Split a header into tokens, keeping quoted strings whole.
+fn tokens(header: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_quote = false;
+    for c in header.chars() {
+        match c {
+            '"' => {
+                in_quote = !in_quote;
+                cur.push(c);
+            }
+            c if c.is_whitespace() && !in_quote => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn header_profile(header: &str) -> Option<DeclaredProfile> {
+    let toks = tokens(header);
+    let (name, rest) = match toks.first()?.as_str() {
+        "profile" => (unquote(toks.get(1)?), &toks[2..]),
+        t if !t.contains('=')
+            && (t.starts_with('/')
+                || t.starts_with('"')
+                || t.starts_with("@{")
+                || t.starts_with(':')) =>
+        {
+            (unquote(t), &toks[1..])
+        }
+        _ => return None,
+    };
+    let flags = rest
+        .iter()
+        .skip_while(|t| !t.starts_with("flags="))
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mode = ["complain", "kill", "unconfined", "prompt"]
+        .into_iter()
+        .find(|m| {
+            flags
+                .split(|c: char| !c.is_alphanumeric() && c != '_')
+                .any(|w| w == *m)
+        })
+        .unwrap_or("enforce");
+    Some(DeclaredProfile {
+        name,
+        mode: mode.to_owned(),
+    })
+}
+
+/// The top-level profiles a file declares, in order.
+pub fn declared_profiles(text: &str) -> Vec<DeclaredProfile> {
+    let text = strip_comments(text);
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut header = String::new();
+    let mut chars = text.chars().peekable();
+    let mut prev = ' ';
+    let mut in_quote = false;
+    let mut parens = 0usize;
+    while let Some(c) = chars.next() {
+        if c == '"' {
+            in_quote = !in_quote;
+        }
+        if in_quote {
+            if depth == 0 {
+                header.push(c);
+            }
+            prev = c;
+            continue;
+        }
+        match c {
+            // Variable reference `@{X}` or alternation `a{b,c}`: not a block.
+            '{' if prev == '@' || !(prev.is_whitespace() || prev == ')') => {
+                let mut level = 1;
+                if depth == 0 {
+                    header.push(c);
+                }
+                for d in chars.by_ref() {
+                    if depth == 0 {
+                        header.push(d);
+                    }
+                    match d {
+                        '{' => level += 1,
+                        '}' => {
+                            level -= 1;
+                            if level == 0 {
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                prev = '}';
+                continue;
+            }
+            '{' => {
+                if depth == 0
+                    && let Some(p) = header_profile(header.trim())
+                {
+                    out.push(p);
+                }
+                header.clear();
+                parens = 0;
+                depth += 1;
+            }
+            '}' => {
+                depth = depth.saturating_sub(1);
+                header.clear();
+            }
+            '(' if depth == 0 => {
+                parens += 1;
+                header.push(c);
+            }
+            ')' if depth == 0 => {
+                parens = parens.saturating_sub(1);
+                header.push(c);
+            }
+            ',' if depth == 0 && parens > 0 => header.push(c),
+            ',' | '\n' if depth == 0 => {
+                // A statement ends at `,`; a header may span lines, so a
+                // newline only ends it when the line was a complete statement.
+                if c == ',' || header_profile(header.trim()).is_none() {
+                    header.clear();
+                } else {
+                    header.push(' ');
+                }
+            }
+            c if depth == 0 => header.push(c),
+            _ => {}
+        }
+        prev = c;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_and_modes() {
+        let text = r#"
+abi <abi/3.0>,
+include <tunables/global>
+@{HOMEDIRS}={/home/,/srv/}
+# profile commented {
+profile custom.a /usr/bin/{a,b} flags=(attach_disconnected, complain) {
+  include <abstractions/base>
+  /etc/{passwd,group} r,
+  profile child { }
+  ^hat { }
+}
+/usr/sbin/daemon {
+  @{PROC}/** r,
+}
+profile "custom.with space" flags=(kill) {}
+profile custom.enf {}
+"#;
+        let p = declared_profiles(text);
+        let got: Vec<(&str, &str)> = p
+            .iter()
+            .map(|d| (d.name.as_str(), d.mode.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("custom.a", "complain"),
+                ("/usr/sbin/daemon", "enforce"),
+                ("custom.with space", "kill"),
+                ("custom.enf", "enforce")
+            ]
+        );
+    }
+
+    #[test]
+    fn real_profiles_agree_with_the_parser_on_top_level_names() {
+        // Every profile Debian ships in /etc/apparmor.d: when the parser is
+        // present, the scanner must find the same top-level names.
+        let parser = std::path::Path::new("/usr/sbin/apparmor_parser");
+        let Some(features) = super::super::default_features_file() else {
+            return;
+        };
+        if !parser.exists() {
+            return;
+        }
+        let mut checked = 0;
+        for entry in std::fs::read_dir("/etc/apparmor.d").unwrap().flatten() {
+            let path = entry.path();
+            if !path.is_file() {
+                continue;
+            }
+            let out = std::process::Command::new(parser)
+                .arg("-M")
+                .arg(&features)
+                .arg("-N")
+                .arg(&path)
+                .output()
+                .unwrap();
+            if !out.status.success() {
+                continue;
+            }
+            let mut want: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| !l.contains("//"))
+                .map(str::to_owned)
+                .collect();
+            let mut got: Vec<String> = declared_profiles(&std::fs::read_to_string(&path).unwrap())
+                .into_iter()
+                .map(|d| d.name)
+                .collect();
+            want.sort();
+            got.sort();
+            // Variables in names are expanded by the parser; skip those files.
+            if got.iter().any(|n| n.contains("@{")) {
+                continue;
+            }
+            assert_eq!(got, want, "{}", path.display());
+            checked += 1;
+        }
+        assert!(checked > 5, "checked only {checked} files");
+    }
+}

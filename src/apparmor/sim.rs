@@ -1,0 +1,183 @@
+//! The simulated kernel for `--simulate`.
+//!
+//! It keeps its loaded set in `<dir>/profiles`, in exactly the securityfs
+//! format, reads confinement from `<dir>/proc/<pid>/attr/current`, and still
+//! compiles every profile with the real parser when one is installed.
+
+use super::{
+    Kernel, KernelError, LoadOptions, NamesResult, Parser, ParserError, ParserRunner, ProcReader,
+    declared_profiles, parse_profiles_file, top_level,
+};
+use std::collections::BTreeMap;
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+#[derive(Debug)]
+pub struct SimKernel {
+    dir: PathBuf,
+    /// The real parser, when installed.
+    parser: Option<ParserRunner>,
+    lock: Mutex<()>,
+}
+
+impl SimKernel {
+    pub fn new(dir: PathBuf, parser: Option<ParserRunner>) -> Self {
+        SimKernel {
+            dir,
+            parser,
+            lock: Mutex::new(()),
+        }
+    }
+
+    pub fn profiles_path(&self) -> PathBuf {
+        self.dir.join("profiles")
+    }
+
+    pub fn proc_root(&self) -> PathBuf {
+        self.dir.join("proc")
+    }
+
+    pub fn has_real_parser(&self) -> bool {
+        self.parser.is_some()
+    }
+
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KernelError + '_ {
+        move |source| KernelError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    fn read(&self) -> Result<BTreeMap<String, String>, KernelError> {
+        let path = self.profiles_path();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => parse_profiles_file(&path, &text),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(Self::io(&path)(e)),
+        }
+    }
+
+    fn write(&self, set: &BTreeMap<String, String>) -> Result<(), KernelError> {
+        let path = self.profiles_path();
+        std::fs::create_dir_all(&self.dir).map_err(Self::io(&self.dir))?;
+        let tmp = self.dir.join(".profiles.tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(Self::io(&tmp))?;
+        for (name, mode) in set {
+            writeln!(f, "{name} ({mode})").map_err(Self::io(&tmp))?;
+        }
+        f.sync_all().map_err(Self::io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(Self::io(&path))
+    }
+
+    fn scan_names(files: &[PathBuf]) -> Vec<NamesResult> {
+        files
+            .iter()
+            .map(|f| match std::fs::read_to_string(f) {
+                Ok(text) => Ok(declared_profiles(&text)
+                    .into_iter()
+                    .map(|d| d.name)
+                    .collect()),
+                Err(e) => Err(ParserError::Output {
+                    program: f.clone(),
+                    message: e.to_string(),
+                }),
+            })
+            .collect()
+    }
+}
+
+impl Kernel for SimKernel {
+    fn loaded(&self) -> Result<BTreeMap<String, String>, KernelError> {
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.read()
+    }
+
+    fn remove(&self, name: &str) -> Result<(), KernelError> {
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut set = self.read()?;
+        set.retain(|n, _| top_level(n) != name);
+        self.write(&set)
+    }
+
+    fn confined(&self) -> Result<BTreeMap<String, Vec<u32>>, KernelError> {
+        ProcReader {
+            root: self.proc_root(),
+        }
+        .confined()
+    }
+}
+
+impl Parser for SimKernel {
+    fn names(&self, files: &[PathBuf]) -> Result<Vec<NamesResult>, ParserError> {
+        match &self.parser {
+            Some(p) => p.names(files),
+            None => Ok(Self::scan_names(files)),
+        }
+    }
+
+    fn compile(&self, files: &[PathBuf], opts: LoadOptions) -> Result<(), ParserError> {
+        match &self.parser {
+            Some(p) => p.compile(files, opts),
+            None => Ok(()),
+        }
+    }
+
+    fn load(&self, files: &[PathBuf], opts: LoadOptions) -> Result<(), ParserError> {
+        self.compile(files, opts)?;
+        let names = self.names(files)?;
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut set = self.read().map_err(|e| ParserError::Output {
+            program: self.profiles_path(),
+            message: e.to_string(),
+        })?;
+        for (file, names) in files.iter().zip(names) {
+            let names = names?;
+            let declared = std::fs::read_to_string(file)
+                .map(|t| declared_profiles(&t))
+                .unwrap_or_default();
+            for name in names {
+                let mode = if opts.complain {
+                    "complain".to_owned()
+                } else {
+                    declared
+                        .iter()
+                        .find(|d| d.name == top_level(&name))
+                        .map(|d| d.mode.clone())
+                        .unwrap_or_else(|| "enforce".to_owned())
+                };
+                set.insert(name, mode);
+            }
+        }
+        self.write(&set).map_err(|e| ParserError::Output {
+            program: self.profiles_path(),
+            message: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_and_remove_without_a_parser() {
+        let t = tempfile::tempdir().unwrap();
+        let k = SimKernel::new(t.path().join("sim"), None);
+        let f = t.path().join("p");
+        std::fs::write(
+            &f,
+            "profile custom.a flags=(complain) { }\nprofile custom.b { }\n",
+        )
+        .unwrap();
+        k.load(&[f.clone()], LoadOptions::default()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(k.profiles_path()).unwrap(),
+            "custom.a (complain)\ncustom.b (enforce)\n"
+        );
+        k.load(&[f], LoadOptions { complain: true }).unwrap();
+        assert_eq!(k.loaded().unwrap()["custom.b"], "complain");
+        k.remove("custom.a").unwrap();
+        assert_eq!(k.loaded().unwrap().keys().collect::<Vec<_>>(), ["custom.b"]);
+    }
+}

@@ -1,0 +1,10 @@
+//! armord: keeps a node's AppArmor profiles in step with a sync directory and
+//! turns AppArmor audit records into queryable denial events.
+//!
+//! The module map and the rules that never bend are in DESIGN.md.
+
+pub mod apparmor;
+pub mod config;
+pub mod reconcile;
+pub mod source;
+pub mod state;

@@ -1,0 +1,644 @@
+//! Reconcile: snapshot the sources, validate changed files with the parser,
+//! `plan` (pure), then `apply` through the `Parser` and `Kernel` traits,
+//! recording every step in the manifest and store.
+
+mod plan;
+
+pub use plan::{
+    Desired, DesiredFile, Held, LoadAction, LoadKind, Plan, Policy, Problem, ProblemKind,
+    RESERVED_NAMES, Verdict, plan,
+};
+
+use crate::apparmor::{
+    Diagnostic, Kernel, KernelError, LoadOptions, Parser, ParserError, declared_profiles,
+};
+use crate::config::{Config, ForcedMode};
+use crate::source::{self, Limits, SnapshotResult};
+use crate::state::{Loaded, Manifest, Owned, PendingLoad, StateDir, StateError};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("state: {0}")]
+    State(#[from] StateError),
+    #[error("kernel: {0}")]
+    Kernel(#[from] KernelError),
+    #[error("parser: {0}")]
+    Parser(ParserError),
+}
+
+/// The outcome of one reconcile (or boot restore).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub loaded: Vec<String>,
+    pub replaced: Vec<String>,
+    pub restored: Vec<String>,
+    pub removed: Vec<String>,
+    pub deferred: Vec<(String, Vec<u32>)>,
+    pub unchanged: usize,
+    pub held: Vec<Held>,
+    pub problems: Vec<Problem>,
+    /// Profiles a crash left unconfirmed that the kernel holds: adopted.
+    pub adopted: Vec<String>,
+}
+
+impl Report {
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    pub fn changed(&self) -> bool {
+        !(self.loaded.is_empty()
+            && self.replaced.is_empty()
+            && self.restored.is_empty()
+            && self.removed.is_empty())
+    }
+
+    /// One line: `3 loaded, 1 replaced, 0 removed, 0 deferred, 12 unchanged, 1 invalid`.
+    pub fn summary(&self) -> String {
+        let count =
+            |k: &[ProblemKind]| self.problems.iter().filter(|p| k.contains(&p.kind)).count();
+        format!(
+            "{} loaded, {} replaced, {} restored, {} removed, {} deferred, {} unchanged, {} invalid, {} refused, {} unavailable",
+            self.loaded.len(),
+            self.replaced.len(),
+            self.restored.len(),
+            self.removed.len(),
+            self.deferred.len(),
+            self.unchanged,
+            count(&[ProblemKind::Invalid, ProblemKind::LoadFailed]),
+            count(&[ProblemKind::Refused, ProblemKind::Conflict]),
+            count(&[ProblemKind::Unavailable]),
+        )
+    }
+}
+
+/// What to do with each plan, and with what.
+pub struct Engine<'a> {
+    pub parser: &'a dyn Parser,
+    pub kernel: &'a dyn Kernel,
+    pub state: &'a StateDir,
+    pub opts: LoadOptions,
+}
+
+/// Map diagnostics that name a store path back to the source file.
+fn rename_diagnostics(diags: Vec<Diagnostic>, store_path: &Path, file: &Path) -> Vec<Diagnostic> {
+    diags
+        .into_iter()
+        .map(|mut d| {
+            if d.file.as_deref().is_none_or(|f| f == store_path) {
+                d.file = Some(file.to_owned());
+            }
+            d.message = d
+                .message
+                .replace(&*store_path.to_string_lossy(), &file.to_string_lossy());
+            d
+        })
+        .collect()
+}
+
+fn error_diagnostics(e: &ParserError, file: &Path) -> Vec<Diagnostic> {
+    match e {
+        ParserError::Failed { diagnostics, .. } => diagnostics
+            .iter()
+            .filter(|d| d.file.as_deref().is_none_or(|f| f == file))
+            .cloned()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .chain(diagnostics.is_empty().then(|| Diagnostic {
+                file: None,
+                line: None,
+                message: e.to_string(),
+            }))
+            .collect(),
+        other => vec![Diagnostic {
+            file: None,
+            line: None,
+            message: other.to_string(),
+        }],
+    }
+}
+
+impl Engine<'_> {
+    /// Run `op` over all files at once; when that fails, over each file alone
+    /// to isolate the failure. Returns the per-file errors (empty: all good).
+    fn batched(
+        &self,
+        files: &[PathBuf],
+        op: impl Fn(&[PathBuf]) -> Result<(), ParserError>,
+    ) -> Result<BTreeMap<PathBuf, ParserError>, ApplyError> {
+        let mut failed = BTreeMap::new();
+        if files.is_empty() {
+            return Ok(failed);
+        }
+        let first = match op(files) {
+            Ok(()) => return Ok(failed),
+            Err(e) if e.is_fatal() => return Err(ApplyError::Parser(e)),
+            Err(e) => e,
+        };
+        if files.len() == 1 {
+            failed.insert(files[0].clone(), first);
+            return Ok(failed);
+        }
+        // Files the parser named are set aside; if the rest passes in one run,
+        // we are done. Otherwise, one run per file.
+        let named: Vec<&PathBuf> = files
+            .iter()
+            .filter(|f| {
+                first
+                    .diagnostics()
+                    .iter()
+                    .any(|d| d.file.as_ref() == Some(*f))
+            })
+            .collect();
+        let rest: Vec<PathBuf> = files
+            .iter()
+            .filter(|f| !named.contains(f))
+            .cloned()
+            .collect();
+        let retry_each: Vec<PathBuf> = if !named.is_empty() && !rest.is_empty() && op(&rest).is_ok()
+        {
+            named.into_iter().cloned().collect()
+        } else if !named.is_empty() && rest.is_empty() {
+            named.into_iter().cloned().collect()
+        } else {
+            files.to_vec()
+        };
+        for f in retry_each {
+            match op(std::slice::from_ref(&f)) {
+                Ok(()) => {}
+                Err(e) if e.is_fatal() => return Err(ApplyError::Parser(e)),
+                Err(e) => {
+                    failed.insert(f, e);
+                }
+            }
+        }
+        Ok(failed)
+    }
+
+    /// Carry out a plan. The manifest is written before each kernel change
+    /// (intent) and after (result), so a crash at any point converges.
+    pub fn apply(&self, plan: &Plan, manifest: &mut Manifest) -> Result<Report, ApplyError> {
+        let mut report = Report {
+            unchanged: plan.keeps.len(),
+            held: plan.held.clone(),
+            problems: plan.problems.clone(),
+            ..Default::default()
+        };
+        for (name, file, source) in &plan.relocations {
+            if let Some(o) = manifest.profiles.get_mut(name) {
+                o.file = file.clone();
+                o.source = source.clone();
+            }
+        }
+
+        // Loads: record intent, load in one batch, isolate failures.
+        let mut by_path: BTreeMap<PathBuf, &LoadAction> = BTreeMap::new();
+        for a in &plan.loads {
+            let path = self.state.store_path(&a.sha256);
+            if self.state.store_get(&a.sha256).is_none() {
+                report.problems.push(Problem::new(
+                    ProblemKind::LoadFailed,
+                    a.file.clone(),
+                    format!("stored copy {} is missing or damaged", path.display()),
+                ));
+                continue;
+            }
+            for n in &a.names {
+                manifest.pending.insert(
+                    n.clone(),
+                    PendingLoad {
+                        file: a.file.clone(),
+                        source: a.source.clone(),
+                        sha256: a.sha256.clone(),
+                        complain: self.opts.complain,
+                    },
+                );
+            }
+            by_path.insert(path, a);
+        }
+        if !by_path.is_empty() {
+            self.state.save_manifest(manifest)?;
+            let paths: Vec<PathBuf> = by_path.keys().cloned().collect();
+            let failed = self.batched(&paths, |fs| self.parser.load(fs, self.opts))?;
+            let kernel = self.kernel.loaded()?;
+            for (path, a) in &by_path {
+                if let Some(e) = failed.get(path) {
+                    for d in rename_diagnostics(error_diagnostics(e, path), path, &a.file) {
+                        report.problems.push(Problem::from_diagnostic(
+                            ProblemKind::LoadFailed,
+                            &a.file,
+                            &d,
+                        ));
+                    }
+                    continue;
+                }
+                for n in &a.names {
+                    manifest.pending.remove(n);
+                    let Some(mode) = kernel.get(n) else {
+                        report.problems.push(Problem::new(
+                            ProblemKind::LoadFailed,
+                            a.file.clone(),
+                            format!("the parser loaded the file but the kernel does not list profile `{n}`"),
+                        ));
+                        continue;
+                    };
+                    manifest.profiles.insert(
+                        n.clone(),
+                        Owned {
+                            file: a.file.clone(),
+                            source: a.source.clone(),
+                            sha256: a.sha256.clone(),
+                            complain: self.opts.complain,
+                            mode: mode.clone(),
+                        },
+                    );
+                    match a.kind {
+                        LoadKind::New => report.loaded.push(n.clone()),
+                        LoadKind::Replace => report.replaced.push(n.clone()),
+                        LoadKind::Restore => report.restored.push(n.clone()),
+                    }
+                }
+            }
+            // Failed loads: whatever the kernel holds now is still ours.
+            report.adopted = manifest.recover(&kernel);
+            self.state.save_manifest(manifest)?;
+        }
+
+        // Removals: mark, remove, forget.
+        if !plan.removes.is_empty() {
+            manifest.removing.extend(plan.removes.iter().cloned());
+            self.state.save_manifest(manifest)?;
+            for name in &plan.removes {
+                manifest.removing.remove(name);
+                match self.kernel.remove(name) {
+                    Ok(()) => {
+                        manifest.profiles.remove(name);
+                        report.removed.push(name.clone());
+                    }
+                    Err(e) => {
+                        let file = manifest
+                            .profiles
+                            .get(name)
+                            .map(|o| o.file.clone())
+                            .unwrap_or_default();
+                        report.problems.push(Problem::new(
+                            ProblemKind::RemoveFailed,
+                            file,
+                            format!("cannot remove profile `{name}`: {e}"),
+                        ));
+                    }
+                }
+            }
+        }
+        for name in &plan.forgets {
+            manifest.profiles.remove(name);
+        }
+        report.deferred = plan.defers.clone();
+        for v in [
+            &mut report.loaded,
+            &mut report.replaced,
+            &mut report.restored,
+            &mut report.removed,
+        ] {
+            v.sort();
+        }
+        if !plan.removes.is_empty() || !plan.forgets.is_empty() || !plan.relocations.is_empty() {
+            self.state.save_manifest(manifest)?;
+        }
+        Ok(report)
+    }
+}
+
+/// Remembers verdicts by content, so an unchanged file is never compiled
+/// twice and a broken one is not retried until it changes.
+#[derive(Debug, Default)]
+pub struct Validator {
+    memo: HashMap<(String, bool), Verdict>,
+}
+
+const MEMO_LIMIT: usize = 20_000;
+
+impl Validator {
+    pub fn forget(&mut self) {
+        self.memo.clear();
+    }
+
+    fn remember(&mut self, sha256: &str, complain: bool, verdict: &Verdict) {
+        if self.memo.len() > MEMO_LIMIT {
+            self.memo.clear();
+        }
+        self.memo
+            .insert((sha256.to_owned(), complain), verdict.clone());
+    }
+
+    /// Validate every file of the snapshots. Files whose content armord
+    /// already loaded, or already judged, need no parser call.
+    pub fn validate(
+        &mut self,
+        files: Vec<(source::SourceFile, PathBuf)>,
+        manifest: &Manifest,
+        engine: &Engine,
+        mode: ForcedMode,
+    ) -> Result<Vec<DesiredFile>, ApplyError> {
+        let complain = engine.opts.complain;
+        let mut by_sha: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (name, o) in &manifest.profiles {
+            if o.complain == complain && !o.sha256.is_empty() {
+                by_sha
+                    .entry(o.sha256.as_str())
+                    .or_default()
+                    .push(name.clone());
+            }
+        }
+        let mut out = Vec::with_capacity(files.len());
+        let mut check: Vec<(usize, PathBuf)> = Vec::new();
+        for (f, src) in files {
+            let verdict = if let Some(names) = by_sha.get(f.sha256.as_str()) {
+                Some(Verdict::Valid {
+                    names: names.clone(),
+                })
+            } else if let Some(v) = self.memo.get(&(f.sha256.clone(), complain)) {
+                Some(v.clone())
+            } else if mode == ForcedMode::Enforce
+                && let Some(d) = declared_profiles(&f.content)
+                    .into_iter()
+                    .find(|d| d.mode == "complain")
+            {
+                Some(Verdict::Refused {
+                    reason: format!(
+                        "profile `{}` declares complain mode, and mode = \"enforce\" is configured",
+                        d.name
+                    ),
+                })
+            } else {
+                None
+            };
+            if verdict.is_none() {
+                let path = engine.state.store_put(&f.sha256, f.content.as_bytes())?;
+                check.push((out.len(), path));
+            }
+            out.push(DesiredFile {
+                path: f.path,
+                source: src,
+                sha256: f.sha256,
+                verdict: verdict.unwrap_or(Verdict::Valid { names: Vec::new() }),
+            });
+        }
+        if check.is_empty() {
+            return Ok(out);
+        }
+
+        // Names, in one parser run.
+        let paths: Vec<PathBuf> = check.iter().map(|(_, p)| p.clone()).collect();
+        let names = engine.parser.names(&paths).map_err(ApplyError::Parser)?;
+        let mut compile: Vec<(usize, PathBuf)> = Vec::new();
+        for ((i, path), names) in check.into_iter().zip(names) {
+            match names {
+                Ok(names) => {
+                    let top: Vec<String> =
+                        names.into_iter().filter(|n| !n.contains("//")).collect();
+                    out[i].verdict = Verdict::Valid { names: top };
+                    compile.push((i, path));
+                }
+                Err(e) => {
+                    out[i].verdict = Verdict::Invalid {
+                        diagnostics: rename_diagnostics(
+                            error_diagnostics(&e, &path),
+                            &path,
+                            &out[i].path,
+                        ),
+                    };
+                    if e.is_rejection() {
+                        self.remember(&out[i].sha256, complain, &out[i].verdict);
+                    }
+                }
+            }
+        }
+
+        // Compile, in one run, isolating failures.
+        let paths: Vec<PathBuf> = compile.iter().map(|(_, p)| p.clone()).collect();
+        let failed = engine.batched(&paths, |fs| engine.parser.compile(fs, engine.opts))?;
+        for (i, path) in &compile {
+            if let Some(e) = failed.get(path) {
+                let rejection = e.is_rejection();
+                out[*i].verdict = Verdict::Invalid {
+                    diagnostics: rename_diagnostics(
+                        error_diagnostics(e, path),
+                        path,
+                        &out[*i].path,
+                    ),
+                };
+                // Timeouts and crashes may pass next time: do not remember them.
+                if !rejection {
+                    continue;
+                }
+            }
+            self.remember(&out[*i].sha256, complain, &out[*i].verdict);
+        }
+        Ok(out)
+    }
+}
+
+/// Everything one node's reconcile needs, for `--once` and the daemon.
+pub struct Reconciler {
+    pub config: Config,
+    pub parser: Arc<dyn Parser>,
+    pub kernel: Arc<dyn Kernel>,
+    pub state: StateDir,
+    pub manifest: Manifest,
+    pub validator: Validator,
+    /// Said once at open: a missing or corrupt manifest that was rebuilt.
+    pub notes: Vec<String>,
+}
+
+impl Reconciler {
+    /// Open the state: read the manifest, or rebuild it from the store and
+    /// the kernel when it is missing or corrupt (nothing is unloaded).
+    pub fn open(
+        config: Config,
+        parser: Arc<dyn Parser>,
+        kernel: Arc<dyn Kernel>,
+    ) -> Result<Self, ApplyError> {
+        let state = StateDir::new(config.state_dir.clone());
+        state.prepare()?;
+        let mut notes = Vec::new();
+        let loaded = kernel.loaded()?;
+        let mut manifest = match state.load_manifest() {
+            Loaded::Found(m) => m,
+            Loaded::Missing if state.store_entries().is_empty() => Manifest::new(),
+            found => {
+                let why = match &found {
+                    Loaded::Corrupt(e) => e.to_string(),
+                    _ => format!("{}: missing", state.manifest_path().display()),
+                };
+                if let Loaded::Corrupt(_) = found {
+                    let aside = state.manifest_path().with_extension("json.corrupt");
+                    let _ = std::fs::rename(state.manifest_path(), &aside);
+                }
+                let m = rebuild(&state, parser.as_ref(), &loaded);
+                notes.push(format!(
+                    "{why}; rebuilt from the store and the kernel: {} profiles owned",
+                    m.profiles.len()
+                ));
+                m
+            }
+        };
+        let adopted = manifest.recover(&loaded);
+        if !adopted.is_empty() {
+            notes.push(format!(
+                "adopted {} profiles an interrupted run had loaded: {}",
+                adopted.len(),
+                adopted.join(", ")
+            ));
+        }
+        state.save_manifest(&manifest)?;
+        Ok(Reconciler {
+            config,
+            parser,
+            kernel,
+            state,
+            manifest,
+            validator: Validator::default(),
+            notes,
+        })
+    }
+
+    pub fn opts(&self) -> LoadOptions {
+        LoadOptions {
+            complain: self.config.mode == ForcedMode::Complain,
+        }
+    }
+
+    /// Boot restore: load every owned profile the kernel lacks from the
+    /// store, before any source is read.
+    pub fn restore(&mut self) -> Result<Report, ApplyError> {
+        let kernel = self.kernel.loaded()?;
+        let mut groups: BTreeMap<String, (Owned, Vec<String>)> = BTreeMap::new();
+        for (name, o) in &self.manifest.profiles {
+            if !kernel.contains_key(name)
+                && !self.manifest.removing.contains(name)
+                && !o.sha256.is_empty()
+            {
+                groups
+                    .entry(o.sha256.clone())
+                    .or_insert_with(|| (o.clone(), Vec::new()))
+                    .1
+                    .push(name.clone());
+            }
+        }
+        // An interrupted removal is finished by the next reconcile, not undone.
+        self.manifest.removing.clear();
+        let plan = Plan {
+            loads: groups
+                .into_iter()
+                .map(|(sha, (o, names))| LoadAction {
+                    file: o.file,
+                    source: o.source,
+                    sha256: sha,
+                    names,
+                    kind: LoadKind::Restore,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let opts = self.opts();
+        let engine = Engine {
+            parser: self.parser.as_ref(),
+            kernel: self.kernel.as_ref(),
+            state: &self.state,
+            opts,
+        };
+        engine.apply(&plan, &mut self.manifest)
+    }
+
+    /// Read every source, validate what changed, plan and apply.
+    pub fn reconcile(&mut self) -> Result<Report, ApplyError> {
+        let limits = Limits {
+            max_file_bytes: self.config.max_file_bytes,
+            max_files: self.config.max_profiles,
+        };
+        let mut desired = Desired {
+            configured: self.config.sources.iter().map(|s| s.path.clone()).collect(),
+            ..Default::default()
+        };
+        let mut files = Vec::new();
+        for src in &self.config.sources {
+            match source::snapshot(src, &limits) {
+                SnapshotResult::Ok(snap) => {
+                    for r in snap.refused {
+                        desired.files.push(DesiredFile {
+                            path: r.path,
+                            source: src.path.clone(),
+                            sha256: String::new(),
+                            verdict: Verdict::Refused { reason: r.reason },
+                        });
+                    }
+                    files.extend(snap.files.into_iter().map(|f| (f, src.path.clone())));
+                }
+                SnapshotResult::Unavailable(u) => desired.unavailable.push(u),
+            }
+        }
+        let opts = self.opts();
+        let engine = Engine {
+            parser: self.parser.as_ref(),
+            kernel: self.kernel.as_ref(),
+            state: &self.state,
+            opts,
+        };
+        let validated =
+            self.validator
+                .validate(files, &self.manifest, &engine, self.config.mode)?;
+        desired.files.extend(validated);
+        let kernel = self.kernel.loaded()?;
+        let in_use = self.kernel.confined()?;
+        let policy = Policy {
+            prefix: &self.config.profile_prefix,
+            takeover: self.config.takeover,
+            remove_in_use: self.config.remove_in_use,
+            complain: opts.complain,
+        };
+        let plan = plan(&desired, &self.manifest, &kernel, &in_use, &policy);
+        let report = engine.apply(&plan, &mut self.manifest)?;
+        let _ = self.state.store_gc(&self.manifest.referenced());
+        Ok(report)
+    }
+}
+
+/// Rebuild a manifest from the store: every stored file whose profiles the
+/// kernel holds is taken as owned. The file path is unknown until the next
+/// reconcile finds the same content in a source.
+fn rebuild(state: &StateDir, parser: &dyn Parser, kernel: &BTreeMap<String, String>) -> Manifest {
+    let mut m = Manifest::new();
+    let shas = state.store_entries();
+    let paths: Vec<PathBuf> = shas.iter().map(|s| state.store_path(s)).collect();
+    let Ok(names) = parser.names(&paths) else {
+        return m;
+    };
+    for (sha, names) in shas.iter().zip(names) {
+        for n in names.unwrap_or_default() {
+            if n.contains("//") {
+                continue;
+            }
+            if let Some(mode) = kernel.get(&n) {
+                m.profiles.insert(
+                    n,
+                    Owned {
+                        file: state.store_path(sha),
+                        source: PathBuf::new(),
+                        sha256: sha.clone(),
+                        complain: mode == "complain",
+                        mode: mode.clone(),
+                    },
+                );
+            }
+        }
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests;

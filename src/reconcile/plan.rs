@@ -1,0 +1,357 @@
+//! `plan`: a pure function from what the sources want, what armord owns, what
+//! the kernel holds and which profiles confine processes, to the actions that
+//! bring the kernel in step. Every rule that never bends lives here.
+
+use crate::apparmor::Diagnostic;
+use crate::config::RemoveInUse;
+use crate::source::Unavailable;
+use crate::state::{Manifest, Owned};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+/// Names no source may define.
+pub const RESERVED_NAMES: &[&str] = &["unconfined"];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "verdict")]
+pub enum Verdict {
+    /// Compiles; defines these top-level profiles.
+    Valid { names: Vec<String> },
+    /// The parser rejected it.
+    Invalid { diagnostics: Vec<Diagnostic> },
+    /// armord refused it before the parser (size, encoding, symlink, mode, …).
+    Refused { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DesiredFile {
+    pub path: PathBuf,
+    pub source: PathBuf,
+    pub sha256: String,
+    pub verdict: Verdict,
+}
+
+/// What the sources want.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Desired {
+    pub files: Vec<DesiredFile>,
+    /// Sources that are missing or unreadable: what they held stays loaded.
+    pub unavailable: Vec<Unavailable>,
+    /// Every configured source path.
+    pub configured: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy<'a> {
+    pub prefix: &'a str,
+    pub takeover: bool,
+    pub remove_in_use: RemoveInUse,
+    /// Profiles are loaded with `-C`.
+    pub complain: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoadKind {
+    New,
+    Replace,
+    /// Unchanged, but missing from the kernel (drift).
+    Restore,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LoadAction {
+    pub file: PathBuf,
+    pub source: PathBuf,
+    pub sha256: String,
+    pub names: Vec<String>,
+    pub kind: LoadKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProblemKind {
+    Invalid,
+    Refused,
+    Conflict,
+    Unavailable,
+    LoadFailed,
+    RemoveFailed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub kind: ProblemKind,
+    pub file: PathBuf,
+    pub line: Option<u32>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{l}: {}", self.file.display(), self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+impl Problem {
+    pub fn new(kind: ProblemKind, file: PathBuf, message: impl Into<String>) -> Self {
+        Problem {
+            kind,
+            file,
+            line: None,
+            message: message.into(),
+        }
+    }
+    pub fn from_diagnostic(kind: ProblemKind, file: &std::path::Path, d: &Diagnostic) -> Self {
+        Problem {
+            kind,
+            file: d.file.clone().unwrap_or_else(|| file.to_owned()),
+            line: d.line,
+            message: d.message.clone(),
+        }
+    }
+}
+
+/// Why an owned profile that no source defines stays loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Held {
+    pub name: String,
+    pub file: PathBuf,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub loads: Vec<LoadAction>,
+    pub removes: Vec<String>,
+    pub defers: Vec<(String, Vec<u32>)>,
+    /// Owned, unchanged and loaded.
+    pub keeps: Vec<String>,
+    /// Owned, not defined by a good file right now, but kept loaded.
+    pub held: Vec<Held>,
+    /// Owned and wanted gone, but already gone from the kernel.
+    pub forgets: Vec<String>,
+    /// Unchanged profiles whose file or source moved: manifest updates only.
+    pub relocations: Vec<(String, PathBuf, PathBuf)>,
+    pub problems: Vec<Problem>,
+}
+
+impl Plan {
+    pub fn is_noop(&self) -> bool {
+        self.loads.is_empty()
+            && self.removes.is_empty()
+            && self.forgets.is_empty()
+            && self.relocations.is_empty()
+    }
+}
+
+fn refusal(policy: &Policy, name: &str) -> Option<String> {
+    if RESERVED_NAMES.contains(&name) {
+        return Some(format!("profile `{name}` uses a reserved name"));
+    }
+    if !name.starts_with(policy.prefix) {
+        return Some(format!(
+            "profile `{name}` does not start with the required prefix `{}`",
+            policy.prefix
+        ));
+    }
+    None
+}
+
+/// Compute the actions. Pure: no I/O.
+pub fn plan(
+    desired: &Desired,
+    manifest: &Manifest,
+    kernel: &BTreeMap<String, String>,
+    in_use: &BTreeMap<String, Vec<u32>>,
+    policy: &Policy,
+) -> Plan {
+    let mut out = Plan::default();
+
+    // Which valid files define each name.
+    let mut definers: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, f) in desired.files.iter().enumerate() {
+        if let Verdict::Valid { names } = &f.verdict {
+            for n in names {
+                definers.entry(n.as_str()).or_default().push(i);
+            }
+        }
+    }
+
+    // Files that will not be loaded; what they owned stays as it is.
+    let mut blocked: BTreeSet<&PathBuf> = BTreeSet::new();
+    let mut accepted: Vec<usize> = Vec::new();
+    for (i, f) in desired.files.iter().enumerate() {
+        let names = match &f.verdict {
+            Verdict::Valid { names } => names,
+            Verdict::Invalid { diagnostics } => {
+                blocked.insert(&f.path);
+                if diagnostics.is_empty() {
+                    out.problems.push(Problem::new(
+                        ProblemKind::Invalid,
+                        f.path.clone(),
+                        "rejected by apparmor_parser",
+                    ));
+                }
+                for d in diagnostics {
+                    out.problems
+                        .push(Problem::from_diagnostic(ProblemKind::Invalid, &f.path, d));
+                }
+                continue;
+            }
+            Verdict::Refused { reason } => {
+                blocked.insert(&f.path);
+                out.problems.push(Problem::new(
+                    ProblemKind::Refused,
+                    f.path.clone(),
+                    reason.clone(),
+                ));
+                continue;
+            }
+        };
+        let mut problem = None;
+        if names.is_empty() {
+            problem = Some((ProblemKind::Refused, "holds no profile".to_owned()));
+        }
+        for n in names {
+            if problem.is_some() {
+                break;
+            }
+            if let Some(reason) = refusal(policy, n) {
+                problem = Some((ProblemKind::Refused, reason));
+            } else if let Some(others) = definers.get(n.as_str()).filter(|v| v.len() > 1) {
+                let other = others
+                    .iter()
+                    .find(|&&j| j != i)
+                    .map(|&j| desired.files[j].path.display().to_string())
+                    .unwrap_or_default();
+                problem = Some((
+                    ProblemKind::Conflict,
+                    format!("profile `{n}` is also defined in {other}"),
+                ));
+            } else if kernel.contains_key(n)
+                && !manifest.profiles.contains_key(n)
+                && !policy.takeover
+            {
+                problem = Some((
+                    ProblemKind::Conflict,
+                    format!(
+                        "profile `{n}` is already loaded and armord does not own it (set takeover = true to manage it)"
+                    ),
+                ));
+            }
+        }
+        match problem {
+            Some((kind, message)) => {
+                blocked.insert(&f.path);
+                out.problems
+                    .push(Problem::new(kind, f.path.clone(), message));
+            }
+            None => accepted.push(i),
+        }
+    }
+
+    let mut wanted: BTreeSet<&str> = BTreeSet::new();
+    for &i in &accepted {
+        let f = &desired.files[i];
+        let Verdict::Valid { names } = &f.verdict else {
+            continue;
+        };
+        wanted.extend(names.iter().map(String::as_str));
+        let owned: Vec<Option<&Owned>> = names.iter().map(|n| manifest.profiles.get(n)).collect();
+        let unchanged = owned
+            .iter()
+            .all(|o| o.is_some_and(|o| o.sha256 == f.sha256 && o.complain == policy.complain));
+        let kind = if unchanged {
+            if names.iter().all(|n| kernel.contains_key(n)) {
+                for (n, o) in names.iter().zip(&owned) {
+                    out.keeps.push(n.clone());
+                    if let Some(o) = o
+                        && (o.file != f.path || o.source != f.source)
+                    {
+                        out.relocations
+                            .push((n.clone(), f.path.clone(), f.source.clone()));
+                    }
+                }
+                continue;
+            }
+            LoadKind::Restore
+        } else if owned.iter().any(Option::is_some) {
+            LoadKind::Replace
+        } else {
+            LoadKind::New
+        };
+        out.loads.push(LoadAction {
+            file: f.path.clone(),
+            source: f.source.clone(),
+            sha256: f.sha256.clone(),
+            names: names.clone(),
+            kind,
+        });
+    }
+
+    let unavailable: BTreeSet<&PathBuf> = desired.unavailable.iter().map(|u| &u.path).collect();
+    for u in &desired.unavailable {
+        out.problems.push(Problem::new(
+            ProblemKind::Unavailable,
+            u.path.clone(),
+            format!("source {}", u.reason),
+        ));
+    }
+    let mut restores: BTreeMap<&str, (&Owned, Vec<String>)> = BTreeMap::new();
+    for (name, o) in &manifest.profiles {
+        if wanted.contains(name.as_str()) {
+            continue;
+        }
+        let hold = if blocked.contains(&o.file) {
+            Some("its file is not valid; the last good version stays loaded")
+        } else if unavailable.contains(&o.source) {
+            Some("its source is unavailable; missing is not empty")
+        } else if !desired.configured.contains(&o.source) {
+            Some("its source is no longer configured")
+        } else {
+            None
+        };
+        if let Some(reason) = hold {
+            if kernel.contains_key(name) {
+                out.held.push(Held {
+                    name: name.clone(),
+                    file: o.file.clone(),
+                    reason: reason.to_owned(),
+                });
+            } else if !o.sha256.is_empty() {
+                // Drift on a held profile: bring back the last good version.
+                restores
+                    .entry(o.sha256.as_str())
+                    .or_insert_with(|| (o, Vec::new()))
+                    .1
+                    .push(name.clone());
+            }
+            continue;
+        }
+        if !kernel.contains_key(name) {
+            out.forgets.push(name.clone());
+        } else if let Some(pids) = in_use
+            .get(name)
+            .filter(|p| !p.is_empty() && policy.remove_in_use == RemoveInUse::Defer)
+        {
+            out.defers.push((name.clone(), pids.clone()));
+        } else {
+            out.removes.push(name.clone());
+        }
+    }
+    for (sha, (o, names)) in restores {
+        out.loads.push(LoadAction {
+            file: o.file.clone(),
+            source: o.source.clone(),
+            sha256: sha.to_owned(),
+            names,
+            kind: LoadKind::Restore,
+        });
+    }
+    out
+}

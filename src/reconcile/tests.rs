@@ -1,0 +1,744 @@
+use super::*;
+use crate::apparmor::{ParserRunner, ProcReader, SecurityFs};
+use crate::config::{RemoveInUse, SourceConfig};
+use crate::source::Unavailable;
+use proptest::prelude::*;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+// ---------- plan ----------
+
+fn owned(file: &str, sha: &str) -> Owned {
+    Owned {
+        file: file.into(),
+        source: "/src".into(),
+        sha256: sha.into(),
+        complain: false,
+        mode: "enforce".into(),
+    }
+}
+
+fn valid(path: &str, sha: &str, names: &[&str]) -> DesiredFile {
+    DesiredFile {
+        path: path.into(),
+        source: "/src".into(),
+        sha256: sha.into(),
+        verdict: Verdict::Valid {
+            names: names.iter().map(|s| s.to_string()).collect(),
+        },
+    }
+}
+
+fn invalid(path: &str) -> DesiredFile {
+    DesiredFile {
+        path: path.into(),
+        source: "/src".into(),
+        sha256: "bad".into(),
+        verdict: Verdict::Invalid {
+            diagnostics: vec![Diagnostic {
+                file: Some(path.into()),
+                line: Some(3),
+                message: "syntax error".into(),
+            }],
+        },
+    }
+}
+
+fn desired(files: Vec<DesiredFile>) -> Desired {
+    Desired {
+        files,
+        unavailable: vec![],
+        configured: vec!["/src".into()],
+    }
+}
+
+fn kmap(names: &[&str]) -> BTreeMap<String, String> {
+    names
+        .iter()
+        .map(|n| (n.to_string(), "enforce".to_string()))
+        .collect()
+}
+
+fn manifest(entries: &[(&str, Owned)]) -> Manifest {
+    let mut m = Manifest::new();
+    for (n, o) in entries {
+        m.profiles.insert(n.to_string(), o.clone());
+    }
+    m
+}
+
+const POLICY: Policy = Policy {
+    prefix: "",
+    takeover: false,
+    remove_in_use: RemoveInUse::Defer,
+    complain: false,
+};
+
+fn load_names(p: &Plan, kind: LoadKind) -> Vec<String> {
+    p.loads
+        .iter()
+        .filter(|a| a.kind == kind)
+        .flat_map(|a| a.names.clone())
+        .collect()
+}
+
+#[test]
+fn plan_new_replace_keep_restore() {
+    let d = desired(vec![
+        valid("/src/a", "a1", &["a"]),
+        valid("/src/b", "b2", &["b"]),
+        valid("/src/c", "c1", &["c"]),
+        valid("/src/d", "d1", &["d"]),
+    ]);
+    let m = manifest(&[
+        ("b", owned("/src/b", "b1")),
+        ("c", owned("/src/c", "c1")),
+        ("d", owned("/src/d", "d1")),
+    ]);
+    let p = plan(&d, &m, &kmap(&["b", "c"]), &BTreeMap::new(), &POLICY);
+    assert_eq!(load_names(&p, LoadKind::New), ["a"]);
+    assert_eq!(load_names(&p, LoadKind::Replace), ["b"]);
+    assert_eq!(load_names(&p, LoadKind::Restore), ["d"]);
+    assert_eq!(p.keeps, ["c"]);
+    assert!(p.removes.is_empty() && p.problems.is_empty());
+}
+
+#[test]
+fn plan_removes_defers_and_forgets_only_owned() {
+    let d = desired(vec![]);
+    let m = manifest(&[
+        ("a", owned("/src/a", "1")),
+        ("b", owned("/src/b", "1")),
+        ("c", owned("/src/c", "1")),
+    ]);
+    let in_use = [("b".to_string(), vec![42])].into();
+    let p = plan(
+        &d,
+        &m,
+        &kmap(&["a", "b", "docker-default"]),
+        &in_use,
+        &POLICY,
+    );
+    assert_eq!(p.removes, ["a"]);
+    assert_eq!(p.defers, [("b".to_string(), vec![42])]);
+    assert_eq!(p.forgets, ["c"]);
+    let force = Policy {
+        remove_in_use: RemoveInUse::Force,
+        ..POLICY
+    };
+    let p = plan(&d, &m, &kmap(&["a", "b"]), &in_use, &force);
+    assert_eq!(p.removes, ["a", "b"]);
+}
+
+#[test]
+fn plan_invalid_file_keeps_the_loaded_version() {
+    let d = desired(vec![invalid("/src/a")]);
+    let m = manifest(&[("a", owned("/src/a", "1"))]);
+    let p = plan(&d, &m, &kmap(&["a"]), &BTreeMap::new(), &POLICY);
+    assert!(p.loads.is_empty() && p.removes.is_empty());
+    assert_eq!(p.held.len(), 1);
+    assert_eq!(p.problems[0].to_string(), "/src/a:3: syntax error");
+    assert_eq!(p.problems[0].kind, ProblemKind::Invalid);
+    // Drift on a held profile restores the last good version.
+    let p = plan(&d, &m, &kmap(&[]), &BTreeMap::new(), &POLICY);
+    assert_eq!(load_names(&p, LoadKind::Restore), ["a"]);
+    assert_eq!(p.loads[0].sha256, "1");
+}
+
+#[test]
+fn plan_unavailable_or_unconfigured_source_holds() {
+    let mut d = desired(vec![]);
+    d.unavailable.push(Unavailable {
+        path: "/src".into(),
+        reason: "does not exist".into(),
+    });
+    let mut other = owned("/old/x", "1");
+    other.source = "/old".into();
+    let m = manifest(&[("a", owned("/src/a", "1")), ("x", other)]);
+    let p = plan(&d, &m, &kmap(&["a", "x"]), &BTreeMap::new(), &POLICY);
+    assert!(p.removes.is_empty());
+    assert_eq!(p.held.len(), 2);
+    assert_eq!(p.problems[0].to_string(), "/src: source does not exist");
+}
+
+#[test]
+fn plan_refusals() {
+    let policy = Policy {
+        prefix: "custom.",
+        ..POLICY
+    };
+    let d = desired(vec![
+        valid("/src/noprefix", "1", &["other"]),
+        valid("/src/dup1", "2", &["custom.dup"]),
+        valid("/src/dup2", "3", &["custom.dup"]),
+        valid("/src/distro", "4", &["custom.taken"]),
+        valid("/src/empty", "5", &[]),
+        valid("/src/ok", "6", &["custom.ok"]),
+    ]);
+    let p = plan(
+        &d,
+        &Manifest::new(),
+        &kmap(&["custom.taken"]),
+        &BTreeMap::new(),
+        &policy,
+    );
+    let msgs: Vec<String> = p.problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        msgs,
+        [
+            "/src/noprefix: profile `other` does not start with the required prefix `custom.`",
+            "/src/dup1: profile `custom.dup` is also defined in /src/dup2",
+            "/src/dup2: profile `custom.dup` is also defined in /src/dup1",
+            "/src/distro: profile `custom.taken` is already loaded and armord does not own it (set takeover = true to manage it)",
+            "/src/empty: holds no profile",
+        ]
+    );
+    assert_eq!(load_names(&p, LoadKind::New), ["custom.ok"]);
+    let d = desired(vec![valid("/src/u", "1", &["unconfined"])]);
+    let p = plan(&d, &Manifest::new(), &kmap(&[]), &BTreeMap::new(), &POLICY);
+    assert_eq!(
+        p.problems[0].message,
+        "profile `unconfined` uses a reserved name"
+    );
+    // takeover = true manages a profile it did not load.
+    let d = desired(vec![valid("/src/distro", "4", &["custom.taken"])]);
+    let take = Policy {
+        takeover: true,
+        ..policy
+    };
+    let p = plan(
+        &d,
+        &Manifest::new(),
+        &kmap(&["custom.taken"]),
+        &BTreeMap::new(),
+        &take,
+    );
+    assert_eq!(load_names(&p, LoadKind::New), ["custom.taken"]);
+}
+
+#[test]
+fn plan_forced_complain_change_replaces_and_moves_relocate() {
+    let d = desired(vec![valid("/src/new-name", "1", &["a"])]);
+    let m = manifest(&[("a", owned("/src/a", "1"))]);
+    let p = plan(&d, &m, &kmap(&["a"]), &BTreeMap::new(), &POLICY);
+    assert_eq!(p.keeps, ["a"]);
+    assert_eq!(
+        p.relocations,
+        [(
+            "a".to_string(),
+            PathBuf::from("/src/new-name"),
+            PathBuf::from("/src")
+        )]
+    );
+    let c = Policy {
+        complain: true,
+        ..POLICY
+    };
+    let p = plan(&d, &m, &kmap(&["a"]), &BTreeMap::new(), &c);
+    assert_eq!(load_names(&p, LoadKind::Replace), ["a"]);
+}
+
+fn arb_case() -> impl Strategy<
+    Value = (
+        Desired,
+        Manifest,
+        BTreeMap<String, String>,
+        BTreeMap<String, Vec<u32>>,
+        bool,
+        bool,
+    ),
+> {
+    let names =
+        prop::sample::subsequence((0..8).map(|i| format!("p{i}")).collect::<Vec<_>>(), 0..4);
+    let file = (0u8..4, names, 0u8..3, 0u8..3).prop_map(|(kind, names, sha, src)| {
+        let source = PathBuf::from(format!("/s{src}"));
+        let verdict = match kind {
+            0 => Verdict::Invalid {
+                diagnostics: vec![],
+            },
+            1 => Verdict::Refused { reason: "x".into() },
+            _ => Verdict::Valid { names },
+        };
+        (source, format!("h{sha}"), verdict)
+    });
+    let files = prop::collection::vec(file, 0..6).prop_map(|v| {
+        v.into_iter()
+            .enumerate()
+            .map(|(i, (source, sha, verdict))| DesiredFile {
+                path: source.join(format!("f{i}")),
+                source,
+                sha256: sha,
+                verdict,
+            })
+            .collect::<Vec<_>>()
+    });
+    let owned = prop::collection::btree_map(
+        (0..8u8).prop_map(|i| format!("p{i}")),
+        (0u8..6, 0u8..3, 0u8..3).prop_map(|(f, s, src)| Owned {
+            file: PathBuf::from(format!("/s{src}/f{f}")),
+            source: PathBuf::from(format!("/s{src}")),
+            sha256: format!("h{s}"),
+            complain: false,
+            mode: "enforce".into(),
+        }),
+        0..6,
+    );
+    let kernel = prop::collection::btree_set(
+        (0..10u8).prop_map(|i| {
+            if i < 8 {
+                format!("p{i}")
+            } else {
+                format!("distro{i}")
+            }
+        }),
+        0..10,
+    );
+    let in_use = prop::collection::btree_map(
+        (0..10u8).prop_map(|i| format!("p{i}")),
+        prop::collection::vec(1u32..100, 0..3),
+        0..5,
+    );
+    let unavailable = prop::collection::btree_set(0u8..3, 0..2);
+    (
+        files,
+        owned,
+        kernel,
+        in_use,
+        unavailable,
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(files, owned, kernel, in_use, unavail, takeover, defer)| {
+            let mut files = files;
+            files.retain(|f| {
+                !unavail.contains(&f.source.to_string_lossy()[2..].parse::<u8>().unwrap_or(9))
+            });
+            let d = Desired {
+                files,
+                unavailable: unavail
+                    .iter()
+                    .map(|s| Unavailable {
+                        path: PathBuf::from(format!("/s{s}")),
+                        reason: "gone".into(),
+                    })
+                    .collect(),
+                configured: (0..3).map(|s| PathBuf::from(format!("/s{s}"))).collect(),
+            };
+            let mut m = Manifest::new();
+            m.profiles = owned;
+            let k = kernel
+                .into_iter()
+                .map(|n| (n, "enforce".to_string()))
+                .collect();
+            (d, m, k, in_use, takeover, defer)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #[test]
+    fn plan_never_breaks_the_rules((d, m, k, in_use, takeover, defer) in arb_case()) {
+        let policy = Policy {
+            prefix: "",
+            takeover,
+            remove_in_use: if defer { RemoveInUse::Defer } else { RemoveInUse::Force },
+            complain: false,
+        };
+        let p = plan(&d, &m, &k, &in_use, &policy);
+        // Nothing outside the manifest is ever removed.
+        for n in &p.removes {
+            prop_assert!(m.profiles.contains_key(n), "removed non-owned {}", n);
+        }
+        // Under defer, a profile that confines a process is never removed.
+        if defer {
+            for n in &p.removes {
+                prop_assert!(in_use.get(n).is_none_or(|v| v.is_empty()), "removed in-use {}", n);
+            }
+        }
+        let bad_files: BTreeSet<&PathBuf> = d.files.iter().filter(|f| !matches!(f.verdict, Verdict::Valid { .. })).map(|f| &f.path).collect();
+        let unavailable: BTreeSet<&PathBuf> = d.unavailable.iter().map(|u| &u.path).collect();
+        for a in &p.loads {
+            // No invalid file replaces a loaded version: every load is a valid
+            // file's content, or the stored last-good content of a held one.
+            let from_valid = d.files.iter().any(|f| f.path == a.file && f.sha256 == a.sha256 && matches!(f.verdict, Verdict::Valid { .. }));
+            let from_store = a.kind == LoadKind::Restore && a.names.iter().all(|n| m.profiles.get(n).is_some_and(|o| o.sha256 == a.sha256));
+            prop_assert!(from_valid || from_store, "bad load {:?}", a);
+            // A profile loaded by someone else is never replaced without takeover.
+            for n in &a.names {
+                prop_assert!(takeover || m.profiles.contains_key(n) || !k.contains_key(n), "took over {}", n);
+            }
+        }
+        // A profile whose file is broken or whose source is missing stays loaded.
+        for (n, o) in &m.profiles {
+            if bad_files.contains(&o.file) || unavailable.contains(&o.source) {
+                prop_assert!(!p.removes.contains(n), "removed held {}", n);
+            }
+        }
+        // Every name is decided at most once.
+        let mut seen = BTreeSet::new();
+        for n in p.removes.iter().chain(p.defers.iter().map(|(n, _)| n)).chain(&p.keeps).chain(&p.forgets) {
+            prop_assert!(seen.insert(n.clone()), "{} twice", n);
+        }
+    }
+}
+
+// ---------- apply, with a fake parser process and a temp securityfs ----------
+
+pub(crate) struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub src: PathBuf,
+    pub secfs: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("profiles.d");
+        let secfs = dir.path().join("secfs");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::create_dir_all(&secfs).unwrap();
+        std::fs::write(secfs.join("profiles"), "docker-default (enforce)\n").unwrap();
+        std::fs::write(secfs.join(".remove"), "").unwrap();
+        let log = dir.path().join("parser.log");
+        Fixture {
+            dir,
+            src,
+            secfs,
+            log,
+        }
+    }
+
+    fn parser_script(&self) -> PathBuf {
+        let fake =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_apparmor_parser");
+        let wrapper = self.dir.path().join("apparmor_parser");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nFAKE_SECURITYFS='{}' FAKE_PARSER_LOG='{}' exec '{}' \"$@\"\n",
+                self.secfs.display(),
+                self.log.display(),
+                fake.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        wrapper
+    }
+
+    pub fn config(&self) -> Config {
+        let mut c = Config::default();
+        c.sources = vec![SourceConfig {
+            path: self.src.clone(),
+            layout: crate::config::LayoutKind::Auto,
+            link: None,
+            subdir: None,
+        }];
+        c.state_dir = self.dir.path().join("state");
+        c.securityfs = self.secfs.clone();
+        c.proc = self.dir.path().join("proc");
+        c.parser.path = self.parser_script();
+        c.parser.timeout_secs = 1;
+        c.parser.cache_dir = self.dir.path().join("cache");
+        c
+    }
+
+    pub fn open(&self) -> Reconciler {
+        let c = self.config();
+        let parser = ParserRunner {
+            program: c.parser.path.clone(),
+            timeout: Duration::from_millis(700),
+            jobs: 0,
+            cache_dir: c.parser.cache_dir.clone(),
+            features_file: None,
+            scratch_dir: c.state_dir.join("tmp"),
+        };
+        let kernel = SecurityFs {
+            root: self.secfs.clone(),
+            proc: ProcReader {
+                root: c.proc.clone(),
+            },
+        };
+        Reconciler::open(c, Arc::new(parser), Arc::new(kernel)).unwrap()
+    }
+
+    pub fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.src.join(name), text).unwrap();
+    }
+
+    pub fn kernel(&self) -> BTreeMap<String, String> {
+        crate::apparmor::parse_profiles_file(
+            Path::new("p"),
+            &std::fs::read_to_string(self.secfs.join("profiles")).unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// The invariant: everything armord owns is loaded, and everything
+    /// loaded besides the distro profile is owned.
+    pub fn assert_manifest_matches_kernel(&self, r: &Reconciler) {
+        let kernel = self.kernel();
+        let on_disk = match r.state.load_manifest() {
+            Loaded::Found(m) => m,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(on_disk, r.manifest, "manifest on disk differs from memory");
+        for n in r.manifest.profiles.keys() {
+            assert!(kernel.contains_key(n), "owned {n} is not loaded");
+        }
+        for n in kernel.keys().filter(|n| *n != "docker-default") {
+            assert!(
+                r.manifest.profiles.contains_key(n),
+                "loaded {n} is not owned"
+            );
+        }
+        assert!(r.manifest.pending.is_empty());
+    }
+
+    fn calls(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+}
+
+#[test]
+fn apply_loads_replaces_and_removes() {
+    let f = Fixture::new();
+    f.write("a", "profile custom.a {\n}\n");
+    f.write(
+        "b",
+        "profile custom.b flags=(complain) {\n}\nprofile custom.b2 {\n}\n",
+    );
+    let mut r = f.open();
+    let rep = r.reconcile().unwrap();
+    assert_eq!(rep.loaded, ["custom.a", "custom.b", "custom.b2"]);
+    assert!(rep.is_clean(), "{:?}", rep.problems);
+    assert_eq!(f.kernel()["custom.b"], "complain");
+    f.assert_manifest_matches_kernel(&r);
+
+    // Nothing changed: no parser call at all.
+    let before = f.calls();
+    let rep = r.reconcile().unwrap();
+    assert_eq!(rep.unchanged, 3);
+    assert_eq!(f.calls(), before, "an unchanged reconcile ran the parser");
+
+    f.write("a", "profile custom.a {\n  /etc/x r,\n}\n");
+    std::fs::remove_file(f.src.join("b")).unwrap();
+    let rep = r.reconcile().unwrap();
+    assert_eq!(rep.replaced, ["custom.a"]);
+    assert_eq!(rep.removed, ["custom.b", "custom.b2"]);
+    assert_eq!(
+        std::fs::read_to_string(f.secfs.join(".remove")).unwrap(),
+        "custom.b2"
+    );
+    settle_removals(&f, &rep.removed);
+    f.assert_manifest_matches_kernel(&r);
+}
+
+/// The fake securityfs `.remove` is a plain file: make removal real for the
+/// fixture by rewriting `profiles` after each apply.
+fn settle_removals(f: &Fixture, removed: &[String]) {
+    let mut k = f.kernel();
+    for n in removed {
+        k.remove(n);
+    }
+    let text: String = k.iter().map(|(n, m)| format!("{n} ({m})\n")).collect();
+    std::fs::write(f.secfs.join("profiles"), text).unwrap();
+}
+
+#[test]
+fn apply_broken_file_keeps_old_version_and_reports_line() {
+    let f = Fixture::new();
+    f.write("a", "profile custom.a {\n}\n");
+    let mut r = f.open();
+    r.reconcile().unwrap();
+    let good_sha = r.manifest.profiles["custom.a"].sha256.clone();
+    f.write("a", "profile custom.a {\n  BROKEN\n}\n");
+    let rep = r.reconcile().unwrap();
+    assert_eq!(rep.problems.len(), 1);
+    assert_eq!(
+        rep.problems[0].to_string(),
+        format!(
+            "{}:2: syntax error, unexpected TOK_ID, expecting TOK_MODE",
+            f.src.join("a").display()
+        )
+    );
+    assert_eq!(r.manifest.profiles["custom.a"].sha256, good_sha);
+    assert!(f.kernel().contains_key("custom.a"));
+    assert_eq!(rep.held.len(), 1);
+    f.assert_manifest_matches_kernel(&r);
+    // A broken file is not compiled again until it changes.
+    let before = f.calls();
+    r.reconcile().unwrap();
+    assert_eq!(f.calls(), before);
+}
+
+#[test]
+fn apply_one_bad_file_in_a_batch_does_not_block_the_rest() {
+    let f = Fixture::new();
+    for i in 0..5 {
+        f.write(&format!("p{i}"), &format!("profile custom.p{i} {{\n}}\n"));
+    }
+    f.write("p2", "profile custom.p2 {\nBROKEN\n}\n");
+    let mut r = f.open();
+    let rep = r.reconcile().unwrap();
+    assert_eq!(
+        rep.loaded,
+        ["custom.p0", "custom.p1", "custom.p3", "custom.p4"]
+    );
+    assert_eq!(rep.problems.len(), 1);
+    assert_eq!(rep.problems[0].line, Some(2));
+    assert_eq!(rep.problems[0].file, f.src.join("p2"));
+    f.assert_manifest_matches_kernel(&r);
+}
+
+#[test]
+fn apply_survives_parser_hang_and_crash() {
+    for (marker, expect) in [
+        ("HANG", "did not finish within"),
+        ("CRASH", "killed by signal 11"),
+        ("LOADFAIL", "Unable to replace"),
+    ] {
+        let f = Fixture::new();
+        f.write("good", "profile custom.good {\n}\n");
+        f.write("other", "profile custom.other {\n}\n");
+        let mut r = f.open();
+        r.reconcile().unwrap();
+        f.write("good", "profile custom.good {\n  /etc/new r,\n}\n");
+        f.write(
+            "other",
+            &format!("profile custom.other {{\n  # {marker}\n}}\n"),
+        );
+        let rep = r.reconcile().unwrap();
+        assert_eq!(rep.replaced, ["custom.good"], "{marker}: {rep:?}");
+        assert_eq!(rep.problems.len(), 1, "{marker}: {:?}", rep.problems);
+        assert_eq!(rep.problems[0].file, f.src.join("other"), "{marker}");
+        assert!(
+            rep.problems[0].message.contains(expect),
+            "{marker}: {}",
+            rep.problems[0].message
+        );
+        // The old version of the failing file is still loaded and owned.
+        assert!(f.kernel().contains_key("custom.other"), "{marker}");
+        f.assert_manifest_matches_kernel(&r);
+    }
+}
+
+#[test]
+fn missing_parser_is_fatal_and_changes_nothing() {
+    let f = Fixture::new();
+    f.write("a", "profile custom.a {\n}\n");
+    let mut r = f.open();
+    r.parser = Arc::new(ParserRunner {
+        program: f.dir.path().join("no-such-parser"),
+        timeout: Duration::from_secs(1),
+        jobs: 0,
+        cache_dir: f.dir.path().join("cache"),
+        features_file: None,
+        scratch_dir: f.dir.path().join("tmp"),
+    });
+    let e = r.reconcile().err().expect("must fail");
+    assert!(e.to_string().contains("no-such-parser"), "{e}");
+    assert_eq!(f.kernel().len(), 1);
+}
+
+#[test]
+fn interrupted_load_is_adopted_on_next_open() {
+    let f = Fixture::new();
+    f.write("a", "profile custom.a {\n}\n");
+    let r = f.open();
+    // As if armord died after the parser call, before the manifest write.
+    let mut m = r.manifest.clone();
+    m.pending.insert(
+        "custom.a".into(),
+        PendingLoad {
+            file: f.src.join("a"),
+            source: f.src.clone(),
+            sha256: "x".into(),
+            complain: false,
+        },
+    );
+    r.state.save_manifest(&m).unwrap();
+    std::fs::write(
+        f.secfs.join("profiles"),
+        "docker-default (enforce)\ncustom.a (enforce)\n",
+    )
+    .unwrap();
+    drop(r);
+    let mut r = f.open();
+    assert!(r.manifest.profiles.contains_key("custom.a"));
+    assert!(
+        r.notes.iter().any(|n| n.contains("adopted")),
+        "{:?}",
+        r.notes
+    );
+    let rep = r.reconcile().unwrap();
+    assert_eq!(rep.replaced, ["custom.a"]);
+    f.assert_manifest_matches_kernel(&r);
+}
+
+#[test]
+fn corrupt_manifest_is_rebuilt_without_unloading() {
+    let f = Fixture::new();
+    f.write("a", "profile custom.a {\n}\n");
+    let mut r = f.open();
+    r.reconcile().unwrap();
+    std::fs::write(r.state.manifest_path(), "{ not json").unwrap();
+    drop(r);
+    let mut r = f.open();
+    assert!(r.notes[0].contains("corrupt manifest"), "{:?}", r.notes);
+    assert!(r.manifest.profiles.contains_key("custom.a"));
+    assert!(
+        r.state
+            .manifest_path()
+            .with_extension("json.corrupt")
+            .exists()
+    );
+    let rep = r.reconcile().unwrap();
+    assert!(rep.removed.is_empty() && rep.is_clean(), "{rep:?}");
+    assert_eq!(rep.unchanged, 1);
+    assert_eq!(r.manifest.profiles["custom.a"].file, f.src.join("a"));
+    f.assert_manifest_matches_kernel(&r);
+}
+
+#[test]
+fn boot_restore_loads_from_store_when_source_is_gone() {
+    let f = Fixture::new();
+    f.write("a", "profile custom.a {\n}\n");
+    let mut r = f.open();
+    r.reconcile().unwrap();
+    drop(r);
+    // Reboot: the kernel is empty, the source has not appeared yet.
+    std::fs::write(f.secfs.join("profiles"), "").unwrap();
+    std::fs::remove_dir_all(&f.src).unwrap();
+    let mut r = f.open();
+    let rep = r.restore().unwrap();
+    assert_eq!(rep.restored, ["custom.a"]);
+    let rep = r.reconcile().unwrap();
+    assert!(rep.removed.is_empty());
+    assert_eq!(rep.problems[0].kind, ProblemKind::Unavailable);
+    f.assert_manifest_matches_kernel(&r);
+}
+
+#[test]
+fn defer_in_use_until_the_process_is_gone() {
+    let f = Fixture::new();
+    f.write("a", "profile custom.a {\n}\n");
+    let mut r = f.open();
+    r.reconcile().unwrap();
+    let attr = f.dir.path().join("proc/4242/attr");
+    std::fs::create_dir_all(&attr).unwrap();
+    std::fs::write(attr.join("current"), "custom.a (enforce)\n").unwrap();
+    std::fs::remove_file(f.src.join("a")).unwrap();
+    let rep = r.reconcile().unwrap();
+    assert_eq!(rep.deferred, [("custom.a".to_string(), vec![4242])]);
+    assert!(rep.removed.is_empty());
+    std::fs::remove_dir_all(f.dir.path().join("proc/4242")).unwrap();
+    let rep = r.reconcile().unwrap();
+    assert_eq!(rep.removed, ["custom.a"]);
+    settle_removals(&f, &rep.removed);
+    f.assert_manifest_matches_kernel(&r);
+}
