@@ -259,10 +259,57 @@ fn parse_file(path: &Path) -> Result<RawConfig, ConfigError> {
 }
 
 fn parse_str(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Parse {
+    let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_owned(),
         message: toml_message(text, &e),
-    })
+    })?;
+    if let Some(dir) = path.parent() {
+        raw.rebase(dir);
+    }
+    Ok(raw)
+}
+
+/// A relative path in a configuration file is relative to that file's
+/// directory. A bare program name (`apparmor_parser`) stays a name, looked up
+/// on PATH.
+fn rebase_path(p: &mut PathBuf, dir: &Path) {
+    if p.is_relative() && !p.as_os_str().is_empty() {
+        *p = dir.join(&*p);
+    }
+}
+
+fn rebase_program(p: &mut PathBuf, dir: &Path) {
+    if p.components().count() > 1 {
+        rebase_path(p, dir);
+    }
+}
+
+impl RawConfig {
+    fn rebase(&mut self, dir: &Path) {
+        for s in &mut self.source {
+            rebase_path(&mut s.path, dir);
+        }
+        for p in [&mut self.state_dir, &mut self.securityfs, &mut self.proc]
+            .into_iter()
+            .flatten()
+        {
+            rebase_path(p, dir);
+        }
+        if let Some(parser) = &mut self.parser {
+            for p in [&mut parser.cache_dir, &mut parser.features_file]
+                .into_iter()
+                .flatten()
+            {
+                rebase_path(p, dir);
+            }
+            if let Some(p) = &mut parser.path {
+                rebase_program(p, dir);
+            }
+        }
+        if let Some(p) = self.denials.as_mut().and_then(|d| d.journalctl.as_mut()) {
+            rebase_program(p, dir);
+        }
+    }
 }
 
 fn toml_message(text: &str, e: &toml::de::Error) -> String {
@@ -673,10 +720,8 @@ mod tests {
     #[test]
     fn bad_values_name_file_and_key() {
         let cases = [
-            ("state_dir = \"relative\"\n", "state_dir"),
             ("max_profiles = 0\n", "max_profiles"),
             ("[parser]\ntimeout_secs = 0\n", "parser.timeout_secs"),
-            ("[[source]]\npath = \"rel\"\n", "source.path"),
             (
                 "[[source]]\npath = \"/a\"\nsubdir = \"../x\"\n",
                 "source.subdir",
@@ -700,6 +745,21 @@ mod tests {
             assert!(msg.starts_with("/x/c.toml: key `"), "{text}: {msg}");
             assert!(msg.contains(&format!("`{key}`")), "{text}: {msg}");
         }
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_file() {
+        let c = load_from_strs(&[(
+            "/etc/armord/armord.toml.d/10.toml",
+            "state_dir = \"../state\"\n[[source]]\npath = \"p\"\n[parser]\npath = \"apparmor_parser\"\ncache_dir = \"c\"\n",
+        )])
+        .unwrap();
+        assert_eq!(c.state_dir, Path::new("/etc/armord/armord.toml.d/../state"));
+        assert_eq!(c.sources[0].path, Path::new("/etc/armord/armord.toml.d/p"));
+        assert_eq!(c.parser.path, Path::new("apparmor_parser"));
+        assert_eq!(c.parser.cache_dir, Path::new("/etc/armord/armord.toml.d/c"));
+        let e = load_from_strs(&[("rel.toml", "state_dir = \"x\"\n")]).unwrap_err();
+        assert!(e.to_string().contains("`state_dir`"), "{e}");
     }
 
     #[test]

@@ -5,6 +5,8 @@
 
 pub mod apparmor;
 pub mod config;
+pub mod daemon;
+pub mod logging;
 pub mod reconcile;
 pub mod source;
 pub mod state;

@@ -765,7 +765,11 @@ mod tests {
             std::thread::spawn(move || {
                 let mut n = 1u32;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let files = if n % 2 == 0 { &files_a } else { &files_b };
+                    let files = if n.is_multiple_of(2) {
+                        &files_a
+                    } else {
+                        &files_b
+                    };
                     let f: Vec<(&str, &str)> = files
                         .iter()
                         .map(|(a, b)| (a.as_str(), b.as_str()))

@@ -303,7 +303,7 @@ mod tests {
         let sha = crate::source::sha256_hex(b"profile x {}");
         s.store_put(&sha, b"profile x {}").unwrap();
         assert_eq!(s.store_get(&sha).unwrap(), b"profile x {}");
-        assert_eq!(s.store_entries(), [sha.clone()]);
+        assert_eq!(s.store_entries(), std::slice::from_ref(&sha));
         // A damaged entry is not returned, and a put repairs it.
         std::fs::write(s.store_path(&sha), "garbage").unwrap();
         assert!(s.store_get(&sha).is_none());

@@ -170,7 +170,8 @@ mod tests {
             "profile custom.a flags=(complain) { }\nprofile custom.b { }\n",
         )
         .unwrap();
-        k.load(&[f.clone()], LoadOptions::default()).unwrap();
+        k.load(std::slice::from_ref(&f), LoadOptions::default())
+            .unwrap();
         assert_eq!(
             std::fs::read_to_string(k.profiles_path()).unwrap(),
             "custom.a (complain)\ncustom.b (enforce)\n"

@@ -1,1 +1,118 @@
-fn main() {}
+//! armord: keeps the node's AppArmor profiles in step with its sync directories.
+
+use armord::config::{self, SourceConfig};
+use armord::daemon;
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "armord",
+    version,
+    about = "Keeps a node's AppArmor profiles in step with a sync directory"
+)]
+struct Args {
+    /// Configuration file; its drop-ins are read from PATH.d/*.toml.
+    #[arg(long, value_name = "PATH", default_value = config::DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// A source directory (plain, ConfigMap or git-sync; detected). Repeat
+    /// for more. Replaces the configured sources.
+    #[arg(long, value_name = "DIR")]
+    source: Vec<PathBuf>,
+    /// State directory (manifest and store). Overrides the configuration.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Run one reconcile, print a summary and exit: 0 in step, 2 when a file
+    /// was invalid or refused, 1 on a fatal error.
+    #[arg(long)]
+    once: bool,
+    /// Use a simulated kernel under the state directory (no AppArmor needed).
+    #[arg(long)]
+    simulate: bool,
+    /// Print the effective configuration (or its errors, exit 1) and exit.
+    #[arg(long)]
+    check_config: bool,
+    /// Log debug messages.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+fn absolute(p: PathBuf) -> PathBuf {
+    if p.is_absolute() {
+        p
+    } else {
+        std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p)
+    }
+}
+
+fn load_config(args: &Args) -> Result<config::Config, config::ConfigError> {
+    let mut cfg = config::load(&absolute(args.config.clone()))?;
+    if !args.source.is_empty() {
+        cfg.sources = args
+            .source
+            .iter()
+            .map(|p| SourceConfig {
+                path: absolute(p.clone()),
+                layout: config::LayoutKind::Auto,
+                link: None,
+                subdir: None,
+            })
+            .collect();
+    }
+    if let Some(d) = &args.state_dir {
+        cfg.state_dir = absolute(d.clone());
+    }
+    if args.simulate {
+        daemon::simulate_paths(&mut cfg);
+    }
+    Ok(cfg)
+}
+
+fn print_error(e: &dyn std::error::Error) {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let s_msg = s.to_string();
+        if !msg.contains(&s_msg) {
+            msg.push_str(": ");
+            msg.push_str(&s_msg);
+        }
+        src = s.source();
+    }
+    eprintln!("armord: error: {msg}");
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    armord::logging::init("armord", args.verbose);
+    let cfg = match load_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            print_error(&e);
+            return ExitCode::from(1);
+        }
+    };
+    if args.check_config {
+        print!("{}", cfg.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    if args.simulate {
+        log::info!(
+            "simulation: state, cache and kernel under {}",
+            cfg.state_dir.display()
+        );
+    }
+    let result = if args.once {
+        daemon::run_once(cfg, args.simulate)
+    } else {
+        daemon::run(cfg, args.simulate, &args.config)
+    };
+    match result {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            print_error(&e);
+            ExitCode::from(1)
+        }
+    }
+}

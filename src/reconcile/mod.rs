@@ -159,10 +159,8 @@ impl Engine<'_> {
             .filter(|f| !named.contains(f))
             .cloned()
             .collect();
-        let retry_each: Vec<PathBuf> = if !named.is_empty() && !rest.is_empty() && op(&rest).is_ok()
-        {
-            named.into_iter().cloned().collect()
-        } else if !named.is_empty() && rest.is_empty() {
+        let named_only = !named.is_empty() && (rest.is_empty() || op(&rest).is_ok());
+        let retry_each: Vec<PathBuf> = if named_only {
             named.into_iter().cloned().collect()
         } else {
             files.to_vec()

@@ -238,6 +238,7 @@ fn plan_forced_complain_change_replaces_and_moves_relocate() {
     assert_eq!(load_names(&p, LoadKind::Replace), ["a"]);
 }
 
+#[allow(clippy::type_complexity)]
 fn arb_case() -> impl Strategy<
     Value = (
         Desired,
@@ -429,16 +430,18 @@ impl Fixture {
     }
 
     pub fn config(&self) -> Config {
-        let mut c = Config::default();
-        c.sources = vec![SourceConfig {
-            path: self.src.clone(),
-            layout: crate::config::LayoutKind::Auto,
-            link: None,
-            subdir: None,
-        }];
-        c.state_dir = self.dir.path().join("state");
-        c.securityfs = self.secfs.clone();
-        c.proc = self.dir.path().join("proc");
+        let mut c = Config {
+            sources: vec![SourceConfig {
+                path: self.src.clone(),
+                layout: crate::config::LayoutKind::Auto,
+                link: None,
+                subdir: None,
+            }],
+            state_dir: self.dir.path().join("state"),
+            securityfs: self.secfs.clone(),
+            proc: self.dir.path().join("proc"),
+            ..Config::default()
+        };
         c.parser.path = self.parser_script();
         c.parser.timeout_secs = 1;
         c.parser.cache_dir = self.dir.path().join("cache");
@@ -640,7 +643,7 @@ fn missing_parser_is_fatal_and_changes_nothing() {
         features_file: None,
         scratch_dir: f.dir.path().join("tmp"),
     });
-    let e = r.reconcile().err().expect("must fail");
+    let e = r.reconcile().expect_err("must fail");
     assert!(e.to_string().contains("no-such-parser"), "{e}");
     assert_eq!(f.kernel().len(), 1);
 }

@@ -1,0 +1,189 @@
+//! Wiring: from a configuration to a working reconciler (real or simulated
+//! kernel), and the one-shot run.
+
+use crate::apparmor::{
+    Kernel, Parser, ParserRunner, ProcReader, SecurityFs, SimKernel, default_features_file,
+};
+use crate::config::{self, Config};
+use crate::reconcile::{ApplyError, Reconciler, Report};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("configuration: {0}")]
+    Config(#[from] config::ConfigError),
+    #[error("{0}")]
+    Apply(#[from] ApplyError),
+    #[error("apparmor_parser not found: {0} (install the `apparmor` package, or set parser.path)")]
+    NoParser(PathBuf),
+    #[error("{0}")]
+    Kernel(#[from] crate::apparmor::KernelError),
+}
+
+/// Find a program by path, or on PATH and the sbin directories.
+pub fn find_program(p: &Path) -> Option<PathBuf> {
+    if p.components().count() > 1 {
+        return p.is_file().then(|| p.to_owned());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin"].map(PathBuf::from))
+        .map(|d| d.join(p))
+        .find(|c| c.is_file())
+}
+
+/// Where a simulation keeps its state when the configuration names none of
+/// its own: never the system's `/var/lib/armord`.
+pub fn simulation_state_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("armord-simulate")
+}
+
+/// Adjust a configuration for simulation: state, cache and kernel live under
+/// the state dir, and nothing touches system paths.
+pub fn simulate_paths(cfg: &mut Config) {
+    if cfg.state_dir == Path::new(config::DEFAULT_STATE_DIR) {
+        cfg.state_dir = simulation_state_dir();
+    }
+    cfg.parser.cache_dir = cfg.state_dir.join("cache");
+}
+
+fn runner(cfg: &Config, program: PathBuf, features_file: Option<PathBuf>) -> ParserRunner {
+    ParserRunner {
+        program,
+        timeout: Duration::from_secs(cfg.parser.timeout_secs),
+        jobs: cfg.parser.jobs,
+        cache_dir: cfg.parser.cache_dir.clone(),
+        features_file,
+        scratch_dir: cfg.state_dir.join("tmp"),
+    }
+}
+
+/// The parser and kernel for a configuration.
+/// The parser and the kernel a node works with.
+pub type System = (Arc<dyn Parser>, Arc<dyn Kernel>);
+
+pub fn system(cfg: &Config, simulate: bool) -> Result<System, DaemonError> {
+    let found = find_program(&cfg.parser.path);
+    if simulate {
+        let features = cfg
+            .parser
+            .features_file
+            .clone()
+            .or_else(default_features_file);
+        let parser = found.map(|p| runner(cfg, p, features));
+        if parser.is_none() {
+            log::warn!(
+                "{} not found: the simulation does not compile profiles (install the `apparmor` package for real validation)",
+                cfg.parser.path.display()
+            );
+        }
+        let sim = Arc::new(SimKernel::new(cfg.state_dir.join("simulate"), parser));
+        return Ok((sim.clone(), sim));
+    }
+    let program = found.ok_or_else(|| DaemonError::NoParser(cfg.parser.path.clone()))?;
+    let kernel = SecurityFs {
+        root: cfg.securityfs.clone(),
+        proc: ProcReader {
+            root: cfg.proc.clone(),
+        },
+    };
+    kernel.check()?;
+    // With AppArmor in the kernel, the kernel's own features are used.
+    let features = if cfg.securityfs.join("features").exists() {
+        None
+    } else {
+        cfg.parser.features_file.clone()
+    };
+    Ok((Arc::new(runner(cfg, program, features)), Arc::new(kernel)))
+}
+
+/// Open the reconciler for a configuration and log what opening found.
+pub fn open(cfg: Config, simulate: bool) -> Result<Reconciler, DaemonError> {
+    let (parser, kernel) = system(&cfg, simulate)?;
+    let r = Reconciler::open(cfg, parser, kernel)?;
+    for n in &r.notes {
+        log::warn!("{n}");
+    }
+    Ok(r)
+}
+
+/// Log a report: one line per change and per problem, with fields.
+pub fn log_report(what: &str, r: &Report) {
+    for (list, verb) in [
+        (&r.loaded, "loaded"),
+        (&r.replaced, "replaced"),
+        (&r.restored, "restored"),
+        (&r.removed, "removed"),
+    ] {
+        for name in list {
+            log::info!(profile = name.as_str(), action = verb; "{verb} profile {name}");
+        }
+    }
+    for (name, pids) in &r.deferred {
+        log::info!(profile = name.as_str(); "removal of {name} deferred: it still confines pids {pids:?}");
+    }
+    for p in &r.problems {
+        let file = p.file.display().to_string();
+        log::warn!(file = file.as_str(), kind = format!("{:?}", p.kind).to_lowercase().as_str(); "{p}");
+    }
+    log::info!("{what}: {}", r.summary());
+}
+
+/// `armord --once`: restore, reconcile, print the summary. The exit code is
+/// 0 when the node matches the sources and 2 when a file was invalid or
+/// refused (the rest still applied).
+pub fn run_once(cfg: Config, simulate: bool) -> Result<i32, DaemonError> {
+    let mut r = open(cfg, simulate)?;
+    let restored = r.restore()?;
+    let mut report = r.reconcile()?;
+    report.restored.extend(restored.restored);
+    report.problems.splice(0..0, restored.problems);
+    print_report(&report);
+    Ok(if report.is_clean() { 0 } else { 2 })
+}
+
+pub fn print_report(r: &Report) {
+    let mut out = String::new();
+    for (list, verb) in [
+        (&r.loaded, "loaded"),
+        (&r.replaced, "replaced"),
+        (&r.restored, "restored"),
+        (&r.removed, "removed"),
+    ] {
+        if !list.is_empty() {
+            out.push_str(&format!("{verb}: {}\n", list.join(" ")));
+        }
+    }
+    for (name, pids) in &r.deferred {
+        let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+        out.push_str(&format!(
+            "deferred: {name} (still confines pid {})\n",
+            pids.join(", ")
+        ));
+    }
+    for h in &r.held {
+        out.push_str(&format!(
+            "kept: {} ({}: {})\n",
+            h.name,
+            h.file.display(),
+            h.reason
+        ));
+    }
+    for p in &r.problems {
+        out.push_str(&format!("error: {p}\n"));
+    }
+    out.push_str(&format!("summary: {}\n", r.summary()));
+    print!("{out}");
+}
+
+/// The long-running service.
+pub fn run(cfg: Config, simulate: bool, _config_path: &Path) -> Result<i32, DaemonError> {
+    log::info!("watching is not built yet: running one reconcile");
+    run_once(cfg, simulate)
+}

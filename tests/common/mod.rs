@@ -1,0 +1,90 @@
+//! Shared helpers for the integration tests: temp trees, the fake parser and
+//! running the real binaries.
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const ARMORD: &str = env!("CARGO_BIN_EXE_armord");
+pub const ARMORCTL: &str = env!("CARGO_BIN_EXE_armorctl");
+
+/// The real apparmor_parser, when installed. Under CI it must be.
+pub fn real_parser() -> Option<PathBuf> {
+    let p = ["/usr/sbin/apparmor_parser", "/sbin/apparmor_parser"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    if p.is_none() && std::env::var_os("CI").is_some() {
+        panic!("CI must install the apparmor package: apparmor_parser is missing");
+    }
+    if p.is_none() {
+        eprintln!("apparmor_parser not installed: skipping the real-parser part of this test");
+    }
+    p
+}
+
+pub struct Tree {
+    pub dir: tempfile::TempDir,
+}
+
+impl Tree {
+    pub fn new() -> Self {
+        Tree {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap_or_default()
+    }
+
+    /// A fake apparmor_parser bound to a fake securityfs under this tree.
+    pub fn fake_parser(&self) -> PathBuf {
+        let fake =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_apparmor_parser");
+        let secfs = self.path("secfs");
+        std::fs::create_dir_all(&secfs).unwrap();
+        if !secfs.join("profiles").exists() {
+            std::fs::write(secfs.join("profiles"), "").unwrap();
+        }
+        let wrapper = self.path("bin/apparmor_parser");
+        std::fs::create_dir_all(wrapper.parent().unwrap()).unwrap();
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nFAKE_SECURITYFS='{}' FAKE_PARSER_LOG='{}' exec '{}' \"$@\"\n",
+                secfs.display(),
+                self.path("parser.log").display(),
+                fake.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        wrapper
+    }
+}
+
+pub fn run(bin: &str, args: &[&str]) -> Output {
+    Command::new(bin)
+        .args(args)
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .unwrap()
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
