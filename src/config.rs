@@ -18,18 +18,11 @@ pub const DEFAULT_SECURITYFS: &str = "/sys/kernel/security/apparmor";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: key `{key}`: {reason}")]
-    Invalid {
-        path: PathBuf,
-        key: String,
-        reason: String,
-    },
+    Invalid { path: PathBuf, key: String, reason: String },
 }
 
 /// How profiles are put into the kernel.
@@ -296,10 +289,7 @@ impl RawConfig {
             rebase_path(p, dir);
         }
         if let Some(parser) = &mut self.parser {
-            for p in [&mut parser.cache_dir, &mut parser.features_file]
-                .into_iter()
-                .flatten()
-            {
+            for p in [&mut parser.cache_dir, &mut parser.features_file].into_iter().flatten() {
                 rebase_path(p, dir);
             }
             if let Some(p) = &mut parser.path {
@@ -410,11 +400,7 @@ fn invalid(file: &Path, key: &str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-fn absolute(
-    o: Option<Origin<PathBuf>>,
-    key: &str,
-    default: PathBuf,
-) -> Result<PathBuf, ConfigError> {
+fn absolute(o: Option<Origin<PathBuf>>, key: &str, default: PathBuf) -> Result<PathBuf, ConfigError> {
     match o {
         None => Ok(default),
         Some(o) if o.value.is_absolute() => Ok(o.value),
@@ -426,11 +412,7 @@ fn absolute(
     }
 }
 
-fn positive<T: PartialOrd + Default + Copy>(
-    o: Option<Origin<T>>,
-    key: &str,
-    default: T,
-) -> Result<T, ConfigError> {
+fn positive<T: PartialOrd + Default + Copy>(o: Option<Origin<T>>, key: &str, default: T) -> Result<T, ConfigError> {
     match o {
         None => Ok(default),
         Some(o) if o.value > T::default() => Ok(o.value),
@@ -456,11 +438,7 @@ fn validate(m: Merged) -> Result<Config, ConfigError> {
         }
         if let Some(link) = &s.link {
             if s.layout != LayoutKind::GitSync && s.layout != LayoutKind::Auto {
-                return Err(invalid(
-                    &o.file,
-                    "source.link",
-                    "only a git-sync source has a link",
-                ));
+                return Err(invalid(&o.file, "source.link", "only a git-sync source has a link"));
             }
             if link.is_empty() || link.contains('/') || link == "." || link == ".." {
                 return Err(invalid(
@@ -471,10 +449,7 @@ fn validate(m: Merged) -> Result<Config, ConfigError> {
             }
         }
         if let Some(sub) = &s.subdir
-            && (sub.is_absolute()
-                || sub
-                    .components()
-                    .any(|c| !matches!(c, std::path::Component::Normal(_))))
+            && (sub.is_absolute() || sub.components().any(|c| !matches!(c, std::path::Component::Normal(_))))
         {
             return Err(invalid(
                 &o.file,
@@ -500,10 +475,7 @@ fn validate(m: Merged) -> Result<Config, ConfigError> {
         sources = d.sources.clone();
     }
     let profile_prefix = value(m.profile_prefix, d.profile_prefix);
-    if profile_prefix
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control())
-    {
+    if profile_prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(invalid(
             Path::new("(merged)"),
             "profile_prefix",
@@ -525,11 +497,7 @@ fn validate(m: Merged) -> Result<Config, ConfigError> {
         None => None,
         Some(o) if o.value.is_absolute() => Some(o.value),
         Some(o) => {
-            return Err(invalid(
-                &o.file,
-                "parser.features_file",
-                "must be an absolute path",
-            ));
+            return Err(invalid(&o.file, "parser.features_file", "must be an absolute path"));
         }
     };
     let parser_path = match m.parser_path {
@@ -552,18 +520,10 @@ fn validate(m: Merged) -> Result<Config, ConfigError> {
         proc: absolute(m.proc, "proc", d.proc)?,
         debounce_ms,
         debounce_max_ms,
-        resync_interval_secs: positive(
-            m.resync_interval_secs,
-            "resync_interval_secs",
-            d.resync_interval_secs,
-        )?,
+        resync_interval_secs: positive(m.resync_interval_secs, "resync_interval_secs", d.resync_interval_secs)?,
         parser: ParserConfig {
             path: parser_path,
-            timeout_secs: positive(
-                m.parser_timeout_secs,
-                "parser.timeout_secs",
-                d.parser.timeout_secs,
-            )?,
+            timeout_secs: positive(m.parser_timeout_secs, "parser.timeout_secs", d.parser.timeout_secs)?,
             jobs: value(m.parser_jobs, d.parser.jobs),
             cache_dir: absolute(m.parser_cache_dir, "parser.cache_dir", d.parser.cache_dir)?,
             features_file,
@@ -572,11 +532,7 @@ fn validate(m: Merged) -> Result<Config, ConfigError> {
             enabled: value(m.denials_enabled, d.denials.enabled),
             journalctl: value(m.denials_journalctl, d.denials.journalctl),
             scope: value(m.denials_scope, d.denials.scope),
-            rate_limit_burst: positive(
-                m.denials_burst,
-                "denials.rate_limit_burst",
-                d.denials.rate_limit_burst,
-            )?,
+            rate_limit_burst: positive(m.denials_burst, "denials.rate_limit_burst", d.denials.rate_limit_burst)?,
             rate_limit_interval_secs: positive(
                 m.denials_interval,
                 "denials.rate_limit_interval_secs",
@@ -667,17 +623,9 @@ mod tests {
     fn dropins_merge_in_lexical_order_later_wins() {
         let dir = tempfile::tempdir().unwrap();
         let main = dir.path().join("armord.toml");
-        std::fs::write(
-            &main,
-            "profile_prefix = \"a.\"\nmax_profiles = 5\n[parser]\njobs = 2\n",
-        )
-        .unwrap();
+        std::fs::write(&main, "profile_prefix = \"a.\"\nmax_profiles = 5\n[parser]\njobs = 2\n").unwrap();
         std::fs::create_dir(dir.path().join("armord.toml.d")).unwrap();
-        std::fs::write(
-            dir.path().join("armord.toml.d/20-b.toml"),
-            "profile_prefix = \"b.\"\n",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("armord.toml.d/20-b.toml"), "profile_prefix = \"b.\"\n").unwrap();
         std::fs::write(
             dir.path().join("armord.toml.d/10-a.toml"),
             "profile_prefix = \"x.\"\n[parser]\njobs = 3\n",
@@ -694,7 +642,10 @@ mod tests {
     fn sources_accumulate_and_replace_the_default() {
         let c = load_from_strs(&[
             ("a.toml", "[[source]]\npath = \"/srv/a\"\n"),
-            ("b.toml", "[[source]]\npath = \"/srv/b\"\nlayout = \"git-sync\"\nlink = \"current\"\nsubdir = \"profiles\"\n"),
+            (
+                "b.toml",
+                "[[source]]\npath = \"/srv/b\"\nlayout = \"git-sync\"\nlink = \"current\"\nsubdir = \"profiles\"\n",
+            ),
         ])
         .unwrap();
         assert_eq!(c.sources.len(), 2);
@@ -704,8 +655,7 @@ mod tests {
 
     #[test]
     fn unknown_key_names_file_and_line() {
-        let e = load_from_strs(&[("/etc/armord/armord.toml", "\nprofile_prefx = \"x\"\n")])
-            .unwrap_err();
+        let e = load_from_strs(&[("/etc/armord/armord.toml", "\nprofile_prefx = \"x\"\n")]).unwrap_err();
         let msg = e.to_string();
         assert!(msg.starts_with("/etc/armord/armord.toml: line 2:"), "{msg}");
         assert!(msg.contains("profile_prefx"), "{msg}");
@@ -722,22 +672,13 @@ mod tests {
         let cases = [
             ("max_profiles = 0\n", "max_profiles"),
             ("[parser]\ntimeout_secs = 0\n", "parser.timeout_secs"),
-            (
-                "[[source]]\npath = \"/a\"\nsubdir = \"../x\"\n",
-                "source.subdir",
-            ),
+            ("[[source]]\npath = \"/a\"\nsubdir = \"../x\"\n", "source.subdir"),
             (
                 "[[source]]\npath = \"/a\"\nlayout = \"plain\"\nlink = \"l\"\n",
                 "source.link",
             ),
-            (
-                "[[source]]\npath = \"/a\"\n[[source]]\npath = \"/a\"\n",
-                "source.path",
-            ),
-            (
-                "debounce_ms = 500\ndebounce_max_ms = 100\n",
-                "debounce_max_ms",
-            ),
+            ("[[source]]\npath = \"/a\"\n[[source]]\npath = \"/a\"\n", "source.path"),
+            ("debounce_ms = 500\ndebounce_max_ms = 100\n", "debounce_max_ms"),
         ];
         for (text, key) in cases {
             let e = load_from_strs(&[("/x/c.toml", text)]).unwrap_err();

@@ -11,11 +11,7 @@ struct Stderr {
 struct Fields<'a>(&'a mut String);
 
 impl<'kvs> log::kv::VisitSource<'kvs> for Fields<'_> {
-    fn visit_pair(
-        &mut self,
-        key: log::kv::Key<'kvs>,
-        value: log::kv::Value<'kvs>,
-    ) -> Result<(), log::kv::Error> {
+    fn visit_pair(&mut self, key: log::kv::Key<'kvs>, value: log::kv::Value<'kvs>) -> Result<(), log::kv::Error> {
         self.0.push_str(&format!(" {key}={value}"));
         Ok(())
     }
@@ -38,23 +34,14 @@ impl Log for Stderr {
             log::Level::Debug => "debug",
             log::Level::Trace => "trace",
         };
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "{}: {level}: {}{fields}",
-            self.name,
-            r.args()
-        );
+        let _ = writeln!(std::io::stderr().lock(), "{}: {level}: {}{fields}", self.name, r.args());
     }
     fn flush(&self) {}
 }
 
 /// Install the logger. `verbose` turns on debug messages.
 pub fn init(name: &'static str, verbose: bool) {
-    let level = if verbose {
-        LevelFilter::Debug
-    } else {
-        LevelFilter::Info
-    };
+    let level = if verbose { LevelFilter::Debug } else { LevelFilter::Info };
     let installed = systemd_journal_logger::connected_to_journal()
         && systemd_journal_logger::JournalLog::new()
             .map(|j| j.with_syslog_identifier(name.to_owned()))

@@ -148,17 +148,12 @@ fn worktree_of(root: &Path, target: &Path) -> Option<PathBuf> {
     let rel = target.strip_prefix(root).ok()?;
     let mut comps = rel.components();
     match (comps.next(), comps.next(), comps.next()) {
-        (Some(Component::Normal(w)), Some(Component::Normal(_)), None) if w == ".worktrees" => {
-            Some(rel.to_owned())
-        }
+        (Some(Component::Normal(w)), Some(Component::Normal(_)), None) if w == ".worktrees" => Some(rel.to_owned()),
         _ => None,
     }
 }
 
-fn find_git_sync_link(
-    root: &Path,
-    wanted: Option<&str>,
-) -> std::io::Result<Option<(PathBuf, PathBuf)>> {
+fn find_git_sync_link(root: &Path, wanted: Option<&str>) -> std::io::Result<Option<(PathBuf, PathBuf)>> {
     if let Some(name) = wanted {
         let link = root.join(name);
         return match link_target(&link) {
@@ -205,8 +200,7 @@ pub fn resolve(cfg: &SourceConfig) -> Result<Resolved, Unavailable> {
     let meta = fs::symlink_metadata(path).map_err(|e| unavailable(path, io_reason(&e)))?;
 
     // `path` may itself be the git-sync link: ROOT/LINK -> .worktrees/<hash>.
-    if meta.file_type().is_symlink() && matches!(cfg.layout, LayoutKind::Auto | LayoutKind::GitSync)
-    {
+    if meta.file_type().is_symlink() && matches!(cfg.layout, LayoutKind::Auto | LayoutKind::GitSync) {
         let target = link_target(path).map_err(|e| unavailable(path, io_reason(&e)))?;
         if let Some(parent) = path.parent()
             && let Some(rev) = worktree_of(parent, &normalize(&target))
@@ -247,8 +241,7 @@ pub fn resolve(cfg: &SourceConfig) -> Result<Resolved, Unavailable> {
             if !has_data {
                 return Err(unavailable(path, "ConfigMap layout has no ..data link yet"));
             }
-            let target =
-                fs::read_link(&data_link).map_err(|e| unavailable(&data_link, io_reason(&e)))?;
+            let target = fs::read_link(&data_link).map_err(|e| unavailable(&data_link, io_reason(&e)))?;
             let rev = normalize(&target);
             if rev.is_absolute() || rev.components().count() != 1 {
                 return Err(unavailable(
@@ -268,14 +261,7 @@ pub fn resolve(cfg: &SourceConfig) -> Result<Resolved, Unavailable> {
         Layout::GitSync => match find_git_sync_link(path, cfg.link.as_deref()) {
             Ok(Some((link, rev))) => {
                 let display = link.clone();
-                Ok(finish(
-                    cfg,
-                    layout,
-                    path.clone(),
-                    Some(link),
-                    Some(rev),
-                    display,
-                ))
+                Ok(finish(cfg, layout, path.clone(), Some(link), Some(rev), display))
             }
             Ok(None) => Err(unavailable(
                 path,
@@ -324,13 +310,7 @@ enum Read1 {
     Vanished,
 }
 
-fn read_entry(
-    dir: &Path,
-    root_canon: &Path,
-    name: &str,
-    display: PathBuf,
-    limits: &Limits,
-) -> Read1 {
+fn read_entry(dir: &Path, root_canon: &Path, name: &str, display: PathBuf, limits: &Limits) -> Read1 {
     let path = dir.join(name);
     let lmeta = match fs::symlink_metadata(&path) {
         Ok(m) => m,
@@ -414,11 +394,7 @@ fn read_entry(
 
 /// Read every file of a resolved source. `None` when the directory vanished
 /// (the revision was swapped out while we read).
-fn read_dir_once(
-    cfg: &SourceConfig,
-    r: &Resolved,
-    limits: &Limits,
-) -> Result<Option<SourceSnapshot>, Unavailable> {
+fn read_dir_once(cfg: &SourceConfig, r: &Resolved, limits: &Limits) -> Result<Option<SourceSnapshot>, Unavailable> {
     let entries = match fs::read_dir(&r.dir) {
         Ok(e) => e,
         Err(e) if e.kind() == ErrorKind::NotFound && r.link.is_some() => return Ok(None),
@@ -459,16 +435,10 @@ fn read_dir_once(
         match read_entry(&r.dir, &root_canon, &name, display.clone(), limits) {
             Read1::File(f) if snap.files.len() >= limits.max_files => snap.refused.push(Refusal {
                 path: f.path,
-                reason: format!(
-                    "the source holds more than {} files (max_profiles)",
-                    limits.max_files
-                ),
+                reason: format!("the source holds more than {} files (max_profiles)", limits.max_files),
             }),
             Read1::File(f) => snap.files.push(f),
-            Read1::Refused(reason) => snap.refused.push(Refusal {
-                path: display,
-                reason,
-            }),
+            Read1::Refused(reason) => snap.refused.push(Refusal { path: display, reason }),
             Read1::Skip => {}
             Read1::Vanished if r.link.is_some() => return Ok(None),
             // A plain source: a file removed while we read is simply gone.
@@ -682,11 +652,7 @@ mod tests {
         symlink("nowhere", root.join("dangling")).unwrap();
         fs::write(root.join("target"), "ok").unwrap();
         symlink("target", root.join("inside")).unwrap();
-        nix::unistd::mkfifo(
-            &root.join("fifo"),
-            nix::sys::stat::Mode::from_bits_truncate(0o600),
-        )
-        .unwrap();
+        nix::unistd::mkfifo(&root.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let s = ok(snapshot(&src(&root), &LIMITS));
         assert_eq!(names(&s), ["inside", "target"]);
         let got: Vec<(String, &str)> = s
@@ -700,10 +666,7 @@ mod tests {
             })
             .collect();
         let want = [
-            (
-                "big",
-                "1001 bytes is over the limit of 1000 bytes (max_file_bytes)",
-            ),
+            ("big", "1001 bytes is over the limit of 1000 bytes (max_file_bytes)"),
             ("dangling", "dangling symlink"),
             ("escape", "symlink leaves the source root"),
             ("fifo", "not a regular file"),
@@ -733,10 +696,7 @@ mod tests {
         assert_eq!(names(&s), ["p0", "p1", "p2"]);
         assert_eq!(s.refused.len(), 2);
         assert_eq!(s.refused[0].path, t.path().join("p3"));
-        assert_eq!(
-            s.refused[0].reason,
-            "the source holds more than 3 files (max_profiles)"
-        );
+        assert_eq!(s.refused[0].reason, "the source holds more than 3 files (max_profiles)");
     }
 
     /// Swap the link back and forth as fast as possible while snapshots are
@@ -744,17 +704,9 @@ mod tests {
     fn swap_race(publish: fn(&Path, &str, &[(&str, &str)]), cleanup: fn(&Path, &str)) {
         let t = tempfile::tempdir().unwrap();
         let root = t.path().to_owned();
-        let files_a: Vec<(String, String)> = (0..30)
-            .map(|i| (format!("p{i:02}"), "rev-a".to_owned()))
-            .collect();
-        let files_b: Vec<(String, String)> = (0..30)
-            .map(|i| (format!("p{i:02}"), "rev-b".to_owned()))
-            .collect();
-        let as_ref = |v: &Vec<(String, String)>| {
-            v.iter()
-                .map(|(a, b)| (a.clone(), b.clone()))
-                .collect::<Vec<_>>()
-        };
+        let files_a: Vec<(String, String)> = (0..30).map(|i| (format!("p{i:02}"), "rev-a".to_owned())).collect();
+        let files_b: Vec<(String, String)> = (0..30).map(|i| (format!("p{i:02}"), "rev-b".to_owned())).collect();
+        let as_ref = |v: &Vec<(String, String)>| v.iter().map(|(a, b)| (a.clone(), b.clone())).collect::<Vec<_>>();
         let fa = as_ref(&files_a);
         let fa: Vec<(&str, &str)> = fa.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         publish(&root, "rev0", &fa);
@@ -765,15 +717,8 @@ mod tests {
             std::thread::spawn(move || {
                 let mut n = 1u32;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let files = if n.is_multiple_of(2) {
-                        &files_a
-                    } else {
-                        &files_b
-                    };
-                    let f: Vec<(&str, &str)> = files
-                        .iter()
-                        .map(|(a, b)| (a.as_str(), b.as_str()))
-                        .collect();
+                    let files = if n.is_multiple_of(2) { &files_a } else { &files_b };
+                    let f: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
                     let rev = format!("rev{n}");
                     publish(&root, &rev, &f);
                     // Delete the previous revision, as the tools do.
@@ -786,8 +731,7 @@ mod tests {
         let mut seen = 0;
         for _ in 0..200 {
             if let SnapshotResult::Ok(s) = snapshot(&cfg, &LIMITS) {
-                let contents: std::collections::BTreeSet<&str> =
-                    s.files.iter().map(|f| f.content.as_str()).collect();
+                let contents: std::collections::BTreeSet<&str> = s.files.iter().map(|f| f.content.as_str()).collect();
                 assert_eq!(s.files.len(), 30, "a snapshot lost files: {:?}", s.revision);
                 assert_eq!(contents.len(), 1, "mixed revisions: {contents:?}");
                 seen += 1;

@@ -11,10 +11,7 @@ pub const MANIFEST_VERSION: u32 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: corrupt manifest: {reason}")]
     Corrupt { path: PathBuf, reason: String },
 }
@@ -42,9 +39,7 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> Result<(), StateError> {
         f.write_all(data).map_err(io_err(&tmp))?;
         f.sync_all().map_err(io_err(&tmp))?;
         std::fs::rename(&tmp, path).map_err(io_err(path))?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(dir))
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -281,10 +276,7 @@ mod tests {
         }
         std::fs::write(s.manifest_path(), "{\"version\": 1, \"profiles\": {").unwrap();
         match s.load_manifest() {
-            Loaded::Corrupt(e) => assert!(
-                e.to_string().contains("state.json: corrupt manifest"),
-                "{e}"
-            ),
+            Loaded::Corrupt(e) => assert!(e.to_string().contains("state.json: corrupt manifest"), "{e}"),
             other => panic!("{other:?}"),
         }
         // No temp files are left behind.
@@ -328,11 +320,10 @@ mod tests {
         m.pending.insert("custom.new".into(), p("22"));
         m.pending.insert("custom.old".into(), p("33"));
         m.pending.insert("custom.never".into(), p("44"));
-        let kernel: BTreeMap<String, String> =
-            [("custom.new", "enforce"), ("custom.old", "enforce")]
-                .into_iter()
-                .map(|(a, b)| (a.into(), b.into()))
-                .collect();
+        let kernel: BTreeMap<String, String> = [("custom.new", "enforce"), ("custom.old", "enforce")]
+            .into_iter()
+            .map(|(a, b)| (a.into(), b.into()))
+            .collect();
         let adopted = m.recover(&kernel);
         assert_eq!(adopted, ["custom.new", "custom.old"]);
         assert!(m.pending.is_empty());

@@ -5,8 +5,7 @@ use common::*;
 
 const GOOD: &str = "abi <abi/3.0>,\ninclude <tunables/global>\nprofile custom.good {\n  include <abstractions/base>\n  /etc/hostname r,\n}\n";
 const GOOD_V2: &str = "abi <abi/3.0>,\ninclude <tunables/global>\nprofile custom.good {\n  include <abstractions/base>\n  /etc/hostname r,\n  /etc/hosts r,\n}\n";
-const BROKEN: &str =
-    "abi <abi/3.0>,\nprofile custom.broken {\n  /etc/** r,\n  this is not a rule,\n}\n";
+const BROKEN: &str = "abi <abi/3.0>,\nprofile custom.broken {\n  /etc/** r,\n  this is not a rule,\n}\n";
 
 fn once_sim(t: &Tree) -> std::process::Output {
     let src = t.path("profiles.d");
@@ -62,10 +61,7 @@ fn simulate_once_with_the_real_parser() {
 
     // Break a loaded file: the old version stays loaded, the error is reported.
     let store_before = std::fs::read_dir(t.path("state/store")).unwrap().count();
-    t.write(
-        "profiles.d/good",
-        &GOOD_V2.replace("/etc/hosts r,", "/etc/hosts rz,"),
-    );
+    t.write("profiles.d/good", &GOOD_V2.replace("/etc/hosts r,", "/etc/hosts rz,"));
     let out = once_sim(&t);
     let s = text(&out);
     assert_eq!(out.status.code(), Some(2), "{s}");
@@ -78,17 +74,9 @@ fn simulate_once_with_the_real_parser() {
         "custom.broken (enforce)\ncustom.good (enforce)\n"
     );
     let manifest: serde_json::Value = serde_json::from_str(&t.read("state/state.json")).unwrap();
-    let sha = manifest["profiles"]["custom.good"]["sha256"]
-        .as_str()
-        .unwrap();
-    assert_eq!(
-        std::fs::read_to_string(t.path("state/store").join(sha)).unwrap(),
-        GOOD
-    );
-    assert_eq!(
-        std::fs::read_dir(t.path("state/store")).unwrap().count(),
-        store_before
-    );
+    let sha = manifest["profiles"]["custom.good"]["sha256"].as_str().unwrap();
+    assert_eq!(std::fs::read_to_string(t.path("state/store").join(sha)).unwrap(), GOOD);
+    assert_eq!(std::fs::read_dir(t.path("state/store")).unwrap().count(), store_before);
 
     // A good change replaces it.
     t.write("profiles.d/good", GOOD_V2);
@@ -134,11 +122,7 @@ fn fatal_errors_exit_1() {
     );
     let out = run(ARMORD, &["--once", "--config", cfg.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out).contains("AppArmor is not available"),
-        "{}",
-        text(&out)
-    );
+    assert!(text(&out).contains("AppArmor is not available"), "{}", text(&out));
     // No parser.
     let cfg = t.write(
         "b.toml",
@@ -173,30 +157,18 @@ fn check_config_prints_effective_config_or_errors() {
     let t = Tree::new();
     let cfg = t.write("armord.toml", "profile_prefix = \"custom.\"\n");
     t.write("armord.toml.d/50-site.toml", "takeover = true\n");
-    let out = run(
-        ARMORD,
-        &["--check-config", "--config", cfg.to_str().unwrap()],
-    );
+    let out = run(ARMORD, &["--check-config", "--config", cfg.to_str().unwrap()]);
     let s = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0));
     assert!(
         s.contains("profile_prefix = \"custom.\"") && s.contains("takeover = true"),
         "{s}"
     );
-    t.write(
-        "armord.toml.d/60-bad.toml",
-        "[denials]\nscope = \"everything\"\n",
-    );
-    let out = run(
-        ARMORD,
-        &["--check-config", "--config", cfg.to_str().unwrap()],
-    );
+    t.write("armord.toml.d/60-bad.toml", "[denials]\nscope = \"everything\"\n");
+    let out = run(ARMORD, &["--check-config", "--config", cfg.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let s = text(&out);
-    assert!(
-        s.contains("60-bad.toml: line 2:") && s.contains("everything"),
-        "{s}"
-    );
+    assert!(s.contains("60-bad.toml: line 2:") && s.contains("everything"), "{s}");
 }
 
 #[test]
@@ -217,8 +189,5 @@ fn simulate_never_touches_system_paths() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        t.read("xdg/armord-simulate/simulate/profiles")
-            .contains("custom.a")
-    );
+    assert!(t.read("xdg/armord-simulate/simulate/profiles").contains("custom.a"));
 }

@@ -23,13 +23,9 @@ fn valid_profile_compiles_and_names_come_back() {
     let Some(p) = runner(&t) else { return };
     let a = t.write("a", "abi <abi/3.0>,\ninclude <tunables/global>\nprofile custom.a {\n  include <abstractions/base>\n  profile child { }\n}\nprofile custom.b { }\n");
     let b = t.write("b", "profile custom.c flags=(complain) { /tmp/** rw, }\n");
-    p.compile(&[a.clone(), b.clone()], LoadOptions::default())
-        .unwrap();
+    p.compile(&[a.clone(), b.clone()], LoadOptions::default()).unwrap();
     let names = p.names(&[a, b]).unwrap();
-    assert_eq!(
-        names[0].as_ref().unwrap(),
-        &["custom.a", "custom.a//child", "custom.b"]
-    );
+    assert_eq!(names[0].as_ref().unwrap(), &["custom.a", "custom.a//child", "custom.b"]);
     assert_eq!(names[1].as_ref().unwrap(), &["custom.c"]);
 }
 
@@ -37,10 +33,7 @@ fn valid_profile_compiles_and_names_come_back() {
 fn broken_profile_gives_line_and_message() {
     let t = Tree::new();
     let Some(p) = runner(&t) else { return };
-    let bad = t.write(
-        "bad",
-        "profile custom.bad {\n  /etc/** r,\n  /etc/x rwz,\n}\n",
-    );
+    let bad = t.write("bad", "profile custom.bad {\n  /etc/** r,\n  /etc/x rwz,\n}\n");
     let e = p
         .compile(std::slice::from_ref(&bad), LoadOptions::default())
         .unwrap_err();
@@ -69,9 +62,5 @@ fn debian_profiles_all_compile_in_one_batch() {
     p.compile(&files, LoadOptions::default()).unwrap();
     let names = p.names(&files).unwrap();
     assert_eq!(names.len(), files.len());
-    assert!(
-        names
-            .iter()
-            .all(|n| n.as_ref().is_ok_and(|n| !n.is_empty()))
-    );
+    assert!(names.iter().all(|n| n.as_ref().is_ok_and(|n| !n.is_empty())));
 }

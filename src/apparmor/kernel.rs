@@ -6,10 +6,7 @@ use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
 /// Parse the securityfs `profiles` format: `name (mode)` per line.
-pub fn parse_profiles_file(
-    path: &Path,
-    text: &str,
-) -> Result<BTreeMap<String, String>, KernelError> {
+pub fn parse_profiles_file(path: &Path, text: &str) -> Result<BTreeMap<String, String>, KernelError> {
     let mut out = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -74,11 +71,7 @@ impl ProcReader {
             }
         };
         for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
+            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
                 continue;
             };
             let dir = entry.path().join("attr");
@@ -214,15 +207,10 @@ mod tests {
         k.check().unwrap();
         assert_eq!(k.loaded().unwrap().len(), 1);
         k.remove("custom.a").unwrap();
-        assert_eq!(
-            std::fs::read_to_string(t.path().join(".remove")).unwrap(),
-            "custom.a"
-        );
+        assert_eq!(std::fs::read_to_string(t.path().join(".remove")).unwrap(), "custom.a");
         let missing = SecurityFs {
             root: t.path().join("nope"),
-            proc: ProcReader {
-                root: t.path().into(),
-            },
+            proc: ProcReader { root: t.path().into() },
         };
         assert!(
             missing

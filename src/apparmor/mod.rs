@@ -36,10 +36,7 @@ impl std::fmt::Display for Diagnostic {
 #[derive(Debug, thiserror::Error)]
 pub enum ParserError {
     #[error("cannot run {program}: {source}")]
-    Spawn {
-        program: PathBuf,
-        source: std::io::Error,
-    },
+    Spawn { program: PathBuf, source: std::io::Error },
     #[error("{program} did not finish within {:.1}s and was killed", .timeout.as_secs_f64())]
     Timeout {
         program: PathBuf,
@@ -90,16 +87,9 @@ pub enum KernelError {
     )]
     NotAvailable { path: PathBuf },
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: line {line}: {reason}")]
-    Format {
-        path: PathBuf,
-        line: usize,
-        reason: String,
-    },
+    Format { path: PathBuf, line: usize, reason: String },
 }
 
 /// Per-file result of asking the parser for profile names: the names, or

@@ -20,9 +20,7 @@ pub struct Finished {
 /// Run a command to completion, killing its whole process group when it runs
 /// past `timeout`. Returns `Ok(None)` on timeout.
 pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> std::io::Result<Option<Finished>> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd.process_group(0);
     let mut child = cmd.spawn()?;
     let pid = child.id() as i32;
@@ -49,10 +47,7 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> std::io::Result<
             break Some(status);
         }
         if start.elapsed() >= timeout {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
             let _ = child.wait();
             break None;
         }
@@ -101,10 +96,7 @@ pub fn parse_diagnostics(stderr: &str, files: &[PathBuf]) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for raw in stderr.lines() {
         let line = raw.trim();
-        if line.is_empty()
-            || line.starts_with("Cache read/write disabled")
-            || line.starts_with("Warning")
-        {
+        if line.is_empty() || line.starts_with("Cache read/write disabled") || line.starts_with("Warning") {
             continue;
         }
         out.push(parse_one(line, files));
@@ -156,10 +148,7 @@ fn parse_one(line: &str, files: &[PathBuf]) -> Diagnostic {
         };
     }
     // Anything else: attribute it to a file of the run it mentions.
-    let file = files
-        .iter()
-        .find(|f| line.contains(&*f.to_string_lossy()))
-        .cloned();
+    let file = files.iter().find(|f| line.contains(&*f.to_string_lossy())).cloned();
     Diagnostic {
         file,
         line: None,
@@ -235,9 +224,7 @@ impl ParserRunner {
         let path = self.scratch_dir.join(format!("{SEPARATOR_PREFIX}{i}"));
         if !path.exists() {
             std::fs::create_dir_all(&self.scratch_dir)
-                .and_then(|_| {
-                    std::fs::write(&path, format!("profile {SEPARATOR_PREFIX}{i} {{}}\n"))
-                })
+                .and_then(|_| std::fs::write(&path, format!("profile {SEPARATOR_PREFIX}{i} {{}}\n")))
                 .map_err(|e| ParserError::Output {
                     program: self.program.clone(),
                     message: format!("cannot write {}: {e}", path.display()),
@@ -300,11 +287,7 @@ impl Parser for ParserRunner {
         if result.len() != files.len() {
             return Err(ParserError::Output {
                 program: self.program.clone(),
-                message: format!(
-                    "--names answered for {} of {} files",
-                    result.len(),
-                    files.len()
-                ),
+                message: format!("--names answered for {} of {} files", result.len(), files.len()),
             });
         }
         Ok(result)
@@ -312,10 +295,7 @@ impl Parser for ParserRunner {
 
     fn compile(&self, files: &[PathBuf], opts: LoadOptions) -> Result<(), ParserError> {
         let mut c = self.command();
-        c.arg("-Q")
-            .arg("--write-cache")
-            .arg("--cache-loc")
-            .arg(&self.cache_dir);
+        c.arg("-Q").arg("--write-cache").arg("--cache-loc").arg(&self.cache_dir);
         if opts.complain {
             c.arg("-C");
         }
@@ -326,10 +306,7 @@ impl Parser for ParserRunner {
 
     fn load(&self, files: &[PathBuf], opts: LoadOptions) -> Result<(), ParserError> {
         let mut c = Command::new(&self.program);
-        c.arg("-r")
-            .arg("--write-cache")
-            .arg("--cache-loc")
-            .arg(&self.cache_dir);
+        c.arg("-r").arg("--write-cache").arg("--cache-loc").arg(&self.cache_dir);
         if opts.complain {
             c.arg("-C");
         }
@@ -383,9 +360,7 @@ mod tests {
     fn captures_output_and_status() {
         let mut c = Command::new("sh");
         c.arg("-c").arg("echo out; echo err >&2; exit 3");
-        let r = run_with_timeout(c, Duration::from_secs(10))
-            .unwrap()
-            .unwrap();
+        let r = run_with_timeout(c, Duration::from_secs(10)).unwrap().unwrap();
         assert_eq!(r.code, Some(3));
         assert_eq!(r.stdout, b"out\n");
         assert_eq!(r.stderr, b"err\n");

@@ -73,10 +73,7 @@ fn header_profile(header: &str) -> Option<DeclaredProfile> {
     let (name, rest) = match toks.first()?.as_str() {
         "profile" => (unquote(toks.get(1)?), &toks[2..]),
         t if !t.contains('=')
-            && (t.starts_with('/')
-                || t.starts_with('"')
-                || t.starts_with("@{")
-                || t.starts_with(':')) =>
+            && (t.starts_with('/') || t.starts_with('"') || t.starts_with("@{") || t.starts_with(':')) =>
         {
             (unquote(t), &toks[1..])
         }
@@ -90,11 +87,7 @@ fn header_profile(header: &str) -> Option<DeclaredProfile> {
         .join(" ");
     let mode = ["complain", "kill", "unconfined", "prompt"]
         .into_iter()
-        .find(|m| {
-            flags
-                .split(|c: char| !c.is_alphanumeric() && c != '_')
-                .any(|w| w == *m)
-        })
+        .find(|m| flags.split(|c: char| !c.is_alphanumeric() && c != '_').any(|w| w == *m))
         .unwrap_or("enforce");
     Some(DeclaredProfile {
         name,
@@ -212,10 +205,7 @@ profile "custom.with space" flags=(kill) {}
 profile custom.enf {}
 "#;
         let p = declared_profiles(text);
-        let got: Vec<(&str, &str)> = p
-            .iter()
-            .map(|d| (d.name.as_str(), d.mode.as_str()))
-            .collect();
+        let got: Vec<(&str, &str)> = p.iter().map(|d| (d.name.as_str(), d.mode.as_str())).collect();
         assert_eq!(
             got,
             [

@@ -5,8 +5,8 @@
 //! compiles every profile with the real parser when one is installed.
 
 use super::{
-    Kernel, KernelError, LoadOptions, NamesResult, Parser, ParserError, ParserRunner, ProcReader,
-    declared_profiles, parse_profiles_file, top_level,
+    Kernel, KernelError, LoadOptions, NamesResult, Parser, ParserError, ParserRunner, ProcReader, declared_profiles,
+    parse_profiles_file, top_level,
 };
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Write};
@@ -74,10 +74,7 @@ impl SimKernel {
         files
             .iter()
             .map(|f| match std::fs::read_to_string(f) {
-                Ok(text) => Ok(declared_profiles(&text)
-                    .into_iter()
-                    .map(|d| d.name)
-                    .collect()),
+                Ok(text) => Ok(declared_profiles(&text).into_iter().map(|d| d.name).collect()),
                 Err(e) => Err(ParserError::Output {
                     program: f.clone(),
                     message: e.to_string(),
@@ -101,10 +98,7 @@ impl Kernel for SimKernel {
     }
 
     fn confined(&self) -> Result<BTreeMap<String, Vec<u32>>, KernelError> {
-        ProcReader {
-            root: self.proc_root(),
-        }
-        .confined()
+        ProcReader { root: self.proc_root() }.confined()
     }
 }
 
@@ -165,13 +159,8 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let k = SimKernel::new(t.path().join("sim"), None);
         let f = t.path().join("p");
-        std::fs::write(
-            &f,
-            "profile custom.a flags=(complain) { }\nprofile custom.b { }\n",
-        )
-        .unwrap();
-        k.load(std::slice::from_ref(&f), LoadOptions::default())
-            .unwrap();
+        std::fs::write(&f, "profile custom.a flags=(complain) { }\nprofile custom.b { }\n").unwrap();
+        k.load(std::slice::from_ref(&f), LoadOptions::default()).unwrap();
         assert_eq!(
             std::fs::read_to_string(k.profiles_path()).unwrap(),
             "custom.a (complain)\ncustom.b (enforce)\n"

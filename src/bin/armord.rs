@@ -98,10 +98,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if args.simulate {
-        log::info!(
-            "simulation: state, cache and kernel under {}",
-            cfg.state_dir.display()
-        );
+        log::info!("simulation: state, cache and kernel under {}", cfg.state_dir.display());
     }
     let result = if args.once {
         daemon::run_once(cfg, args.simulate)

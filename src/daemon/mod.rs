@@ -1,9 +1,7 @@
 //! Wiring: from a configuration to a working reconciler (real or simulated
 //! kernel), and the one-shot run.
 
-use crate::apparmor::{
-    Kernel, Parser, ParserRunner, ProcReader, SecurityFs, SimKernel, default_features_file,
-};
+use crate::apparmor::{Kernel, Parser, ParserRunner, ProcReader, SecurityFs, SimKernel, default_features_file};
 use crate::config::{self, Config};
 use crate::reconcile::{ApplyError, Reconciler, Report};
 use std::path::{Path, PathBuf};
@@ -71,11 +69,7 @@ pub type System = (Arc<dyn Parser>, Arc<dyn Kernel>);
 pub fn system(cfg: &Config, simulate: bool) -> Result<System, DaemonError> {
     let found = find_program(&cfg.parser.path);
     if simulate {
-        let features = cfg
-            .parser
-            .features_file
-            .clone()
-            .or_else(default_features_file);
+        let features = cfg.parser.features_file.clone().or_else(default_features_file);
         let parser = found.map(|p| runner(cfg, p, features));
         if parser.is_none() {
             log::warn!(
@@ -89,9 +83,7 @@ pub fn system(cfg: &Config, simulate: bool) -> Result<System, DaemonError> {
     let program = found.ok_or_else(|| DaemonError::NoParser(cfg.parser.path.clone()))?;
     let kernel = SecurityFs {
         root: cfg.securityfs.clone(),
-        proc: ProcReader {
-            root: cfg.proc.clone(),
-        },
+        proc: ProcReader { root: cfg.proc.clone() },
     };
     kernel.check()?;
     // With AppArmor in the kernel, the kernel's own features are used.
@@ -162,18 +154,10 @@ pub fn print_report(r: &Report) {
     }
     for (name, pids) in &r.deferred {
         let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
-        out.push_str(&format!(
-            "deferred: {name} (still confines pid {})\n",
-            pids.join(", ")
-        ));
+        out.push_str(&format!("deferred: {name} (still confines pid {})\n", pids.join(", ")));
     }
     for h in &r.held {
-        out.push_str(&format!(
-            "kept: {} ({}: {})\n",
-            h.name,
-            h.file.display(),
-            h.reason
-        ));
+        out.push_str(&format!("kept: {} ({}: {})\n", h.name, h.file.display(), h.reason));
     }
     for p in &r.problems {
         out.push_str(&format!("error: {p}\n"));

@@ -5,13 +5,10 @@
 mod plan;
 
 pub use plan::{
-    Desired, DesiredFile, Held, LoadAction, LoadKind, Plan, Policy, Problem, ProblemKind,
-    RESERVED_NAMES, Verdict, plan,
+    Desired, DesiredFile, Held, LoadAction, LoadKind, Plan, Policy, Problem, ProblemKind, RESERVED_NAMES, Verdict, plan,
 };
 
-use crate::apparmor::{
-    Diagnostic, Kernel, KernelError, LoadOptions, Parser, ParserError, declared_profiles,
-};
+use crate::apparmor::{Diagnostic, Kernel, KernelError, LoadOptions, Parser, ParserError, declared_profiles};
 use crate::config::{Config, ForcedMode};
 use crate::source::{self, Limits, SnapshotResult};
 use crate::state::{Loaded, Manifest, Owned, PendingLoad, StateDir, StateError};
@@ -19,6 +16,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -43,6 +41,10 @@ pub struct Report {
     pub problems: Vec<Problem>,
     /// Profiles a crash left unconfirmed that the kernel holds: adopted.
     pub adopted: Vec<String>,
+    /// A parser run timed out or crashed: worth a retry later, with backoff.
+    pub transient: bool,
+    /// Stopped early because armord is shutting down.
+    pub cancelled: bool,
 }
 
 impl Report {
@@ -51,16 +53,12 @@ impl Report {
     }
 
     pub fn changed(&self) -> bool {
-        !(self.loaded.is_empty()
-            && self.replaced.is_empty()
-            && self.restored.is_empty()
-            && self.removed.is_empty())
+        !(self.loaded.is_empty() && self.replaced.is_empty() && self.restored.is_empty() && self.removed.is_empty())
     }
 
     /// One line: `3 loaded, 1 replaced, 0 removed, 0 deferred, 12 unchanged, 1 invalid`.
     pub fn summary(&self) -> String {
-        let count =
-            |k: &[ProblemKind]| self.problems.iter().filter(|p| k.contains(&p.kind)).count();
+        let count = |k: &[ProblemKind]| self.problems.iter().filter(|p| k.contains(&p.kind)).count();
         format!(
             "{} loaded, {} replaced, {} restored, {} removed, {} deferred, {} unchanged, {} invalid, {} refused, {} unavailable",
             self.loaded.len(),
@@ -82,6 +80,8 @@ pub struct Engine<'a> {
     pub kernel: &'a dyn Kernel,
     pub state: &'a StateDir,
     pub opts: LoadOptions,
+    /// Set when armord is stopping: finish the current step, start no other.
+    pub cancel: &'a AtomicBool,
 }
 
 /// Map diagnostics that name a store path back to the source file.
@@ -123,6 +123,10 @@ fn error_diagnostics(e: &ParserError, file: &Path) -> Vec<Diagnostic> {
 }
 
 impl Engine<'_> {
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
+
     /// Run `op` over all files at once; when that fails, over each file alone
     /// to isolate the failure. Returns the per-file errors (empty: all good).
     fn batched(
@@ -147,18 +151,9 @@ impl Engine<'_> {
         // we are done. Otherwise, one run per file.
         let named: Vec<&PathBuf> = files
             .iter()
-            .filter(|f| {
-                first
-                    .diagnostics()
-                    .iter()
-                    .any(|d| d.file.as_ref() == Some(*f))
-            })
+            .filter(|f| first.diagnostics().iter().any(|d| d.file.as_ref() == Some(*f)))
             .collect();
-        let rest: Vec<PathBuf> = files
-            .iter()
-            .filter(|f| !named.contains(f))
-            .cloned()
-            .collect();
+        let rest: Vec<PathBuf> = files.iter().filter(|f| !named.contains(f)).cloned().collect();
         let named_only = !named.is_empty() && (rest.is_empty() || op(&rest).is_ok());
         let retry_each: Vec<PathBuf> = if named_only {
             named.into_iter().cloned().collect()
@@ -166,6 +161,9 @@ impl Engine<'_> {
             files.to_vec()
         };
         for f in retry_each {
+            if self.cancelled() {
+                break;
+            }
             match op(std::slice::from_ref(&f)) {
                 Ok(()) => {}
                 Err(e) if e.is_fatal() => return Err(ApplyError::Parser(e)),
@@ -193,6 +191,10 @@ impl Engine<'_> {
             }
         }
 
+        if self.cancelled() {
+            report.cancelled = true;
+            return Ok(report);
+        }
         // Loads: record intent, load in one batch, isolate failures.
         let mut by_path: BTreeMap<PathBuf, &LoadAction> = BTreeMap::new();
         for a in &plan.loads {
@@ -225,12 +227,11 @@ impl Engine<'_> {
             let kernel = self.kernel.loaded()?;
             for (path, a) in &by_path {
                 if let Some(e) = failed.get(path) {
+                    report.transient |= !e.is_rejection();
                     for d in rename_diagnostics(error_diagnostics(e, path), path, &a.file) {
-                        report.problems.push(Problem::from_diagnostic(
-                            ProblemKind::LoadFailed,
-                            &a.file,
-                            &d,
-                        ));
+                        report
+                            .problems
+                            .push(Problem::from_diagnostic(ProblemKind::LoadFailed, &a.file, &d));
                     }
                     continue;
                 }
@@ -272,17 +273,17 @@ impl Engine<'_> {
             self.state.save_manifest(manifest)?;
             for name in &plan.removes {
                 manifest.removing.remove(name);
+                if self.cancelled() {
+                    report.cancelled = true;
+                    continue;
+                }
                 match self.kernel.remove(name) {
                     Ok(()) => {
                         manifest.profiles.remove(name);
                         report.removed.push(name.clone());
                     }
                     Err(e) => {
-                        let file = manifest
-                            .profiles
-                            .get(name)
-                            .map(|o| o.file.clone())
-                            .unwrap_or_default();
+                        let file = manifest.profiles.get(name).map(|o| o.file.clone()).unwrap_or_default();
                         report.problems.push(Problem::new(
                             ProblemKind::RemoveFailed,
                             file,
@@ -316,6 +317,8 @@ impl Engine<'_> {
 #[derive(Debug, Default)]
 pub struct Validator {
     memo: HashMap<(String, bool), Verdict>,
+    /// Parser runs in the last validation that timed out or crashed.
+    pub transient: usize,
 }
 
 const MEMO_LIMIT: usize = 20_000;
@@ -329,8 +332,7 @@ impl Validator {
         if self.memo.len() > MEMO_LIMIT {
             self.memo.clear();
         }
-        self.memo
-            .insert((sha256.to_owned(), complain), verdict.clone());
+        self.memo.insert((sha256.to_owned(), complain), verdict.clone());
     }
 
     /// Validate every file of the snapshots. Files whose content armord
@@ -343,28 +345,22 @@ impl Validator {
         mode: ForcedMode,
     ) -> Result<Vec<DesiredFile>, ApplyError> {
         let complain = engine.opts.complain;
+        self.transient = 0;
         let mut by_sha: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for (name, o) in &manifest.profiles {
             if o.complain == complain && !o.sha256.is_empty() {
-                by_sha
-                    .entry(o.sha256.as_str())
-                    .or_default()
-                    .push(name.clone());
+                by_sha.entry(o.sha256.as_str()).or_default().push(name.clone());
             }
         }
         let mut out = Vec::with_capacity(files.len());
         let mut check: Vec<(usize, PathBuf)> = Vec::new();
         for (f, src) in files {
             let verdict = if let Some(names) = by_sha.get(f.sha256.as_str()) {
-                Some(Verdict::Valid {
-                    names: names.clone(),
-                })
+                Some(Verdict::Valid { names: names.clone() })
             } else if let Some(v) = self.memo.get(&(f.sha256.clone(), complain)) {
                 Some(v.clone())
             } else if mode == ForcedMode::Enforce
-                && let Some(d) = declared_profiles(&f.content)
-                    .into_iter()
-                    .find(|d| d.mode == "complain")
+                && let Some(d) = declared_profiles(&f.content).into_iter().find(|d| d.mode == "complain")
             {
                 Some(Verdict::Refused {
                     reason: format!(
@@ -397,21 +393,18 @@ impl Validator {
         for ((i, path), names) in check.into_iter().zip(names) {
             match names {
                 Ok(names) => {
-                    let top: Vec<String> =
-                        names.into_iter().filter(|n| !n.contains("//")).collect();
+                    let top: Vec<String> = names.into_iter().filter(|n| !n.contains("//")).collect();
                     out[i].verdict = Verdict::Valid { names: top };
                     compile.push((i, path));
                 }
                 Err(e) => {
                     out[i].verdict = Verdict::Invalid {
-                        diagnostics: rename_diagnostics(
-                            error_diagnostics(&e, &path),
-                            &path,
-                            &out[i].path,
-                        ),
+                        diagnostics: rename_diagnostics(error_diagnostics(&e, &path), &path, &out[i].path),
                     };
                     if e.is_rejection() {
                         self.remember(&out[i].sha256, complain, &out[i].verdict);
+                    } else {
+                        self.transient += 1;
                     }
                 }
             }
@@ -424,14 +417,11 @@ impl Validator {
             if let Some(e) = failed.get(path) {
                 let rejection = e.is_rejection();
                 out[*i].verdict = Verdict::Invalid {
-                    diagnostics: rename_diagnostics(
-                        error_diagnostics(e, path),
-                        path,
-                        &out[*i].path,
-                    ),
+                    diagnostics: rename_diagnostics(error_diagnostics(e, path), path, &out[*i].path),
                 };
                 // Timeouts and crashes may pass next time: do not remember them.
                 if !rejection {
+                    self.transient += 1;
                     continue;
                 }
             }
@@ -451,16 +441,17 @@ pub struct Reconciler {
     pub validator: Validator,
     /// Said once at open: a missing or corrupt manifest that was rebuilt.
     pub notes: Vec<String>,
+    /// Set to stop an apply in flight after its current step.
+    pub cancel: Arc<AtomicBool>,
+    /// What the sources wanted at the last reconcile: `replan` works from it
+    /// without reading a single file.
+    pub last: Option<Desired>,
 }
 
 impl Reconciler {
     /// Open the state: read the manifest, or rebuild it from the store and
     /// the kernel when it is missing or corrupt (nothing is unloaded).
-    pub fn open(
-        config: Config,
-        parser: Arc<dyn Parser>,
-        kernel: Arc<dyn Kernel>,
-    ) -> Result<Self, ApplyError> {
+    pub fn open(config: Config, parser: Arc<dyn Parser>, kernel: Arc<dyn Kernel>) -> Result<Self, ApplyError> {
         let state = StateDir::new(config.state_dir.clone());
         state.prepare()?;
         let mut notes = Vec::new();
@@ -502,6 +493,8 @@ impl Reconciler {
             manifest,
             validator: Validator::default(),
             notes,
+            cancel: Arc::new(AtomicBool::new(false)),
+            last: None,
         })
     }
 
@@ -517,10 +510,7 @@ impl Reconciler {
         let kernel = self.kernel.loaded()?;
         let mut groups: BTreeMap<String, (Owned, Vec<String>)> = BTreeMap::new();
         for (name, o) in &self.manifest.profiles {
-            if !kernel.contains_key(name)
-                && !self.manifest.removing.contains(name)
-                && !o.sha256.is_empty()
-            {
+            if !kernel.contains_key(name) && !self.manifest.removing.contains(name) && !o.sha256.is_empty() {
                 groups
                     .entry(o.sha256.clone())
                     .or_insert_with(|| (o.clone(), Vec::new()))
@@ -549,6 +539,7 @@ impl Reconciler {
             kernel: self.kernel.as_ref(),
             state: &self.state,
             opts,
+            cancel: &self.cancel,
         };
         engine.apply(&plan, &mut self.manifest)
     }
@@ -586,23 +577,51 @@ impl Reconciler {
             kernel: self.kernel.as_ref(),
             state: &self.state,
             opts,
+            cancel: &self.cancel,
         };
-        let validated =
-            self.validator
-                .validate(files, &self.manifest, &engine, self.config.mode)?;
+        let validated = self.validator.validate(files, &self.manifest, &engine, self.config.mode)?;
         desired.files.extend(validated);
-        let kernel = self.kernel.loaded()?;
-        let in_use = self.kernel.confined()?;
-        let policy = Policy {
-            prefix: &self.config.profile_prefix,
-            takeover: self.config.takeover,
-            remove_in_use: self.config.remove_in_use,
-            complain: opts.complain,
-        };
-        let plan = plan(&desired, &self.manifest, &kernel, &in_use, &policy);
-        let report = engine.apply(&plan, &mut self.manifest)?;
+        let transient = self.validator.transient > 0;
+        self.last = Some(desired);
+        let mut report = self.replan()?;
+        report.transient |= transient;
         let _ = self.state.store_gc(&self.manifest.referenced());
         Ok(report)
+    }
+
+    /// Plan and apply against what the sources wanted at the last reconcile,
+    /// with a fresh look at the kernel and at confinement: drift repair and
+    /// deferred removals, without reading any profile file.
+    pub fn replan(&mut self) -> Result<Report, ApplyError> {
+        let Some(desired) = self.last.take() else {
+            return self.reconcile();
+        };
+        let opts = self.opts();
+        let engine = Engine {
+            parser: self.parser.as_ref(),
+            kernel: self.kernel.as_ref(),
+            state: &self.state,
+            opts,
+            cancel: &self.cancel,
+        };
+        let result = (|| {
+            let kernel = self.kernel.loaded()?;
+            let in_use = self.kernel.confined()?;
+            let policy = Policy {
+                prefix: &self.config.profile_prefix,
+                takeover: self.config.takeover,
+                remove_in_use: self.config.remove_in_use,
+                complain: opts.complain,
+            };
+            let plan = plan(&desired, &self.manifest, &kernel, &in_use, &policy);
+            let report = engine.apply(&plan, &mut self.manifest)?;
+            if report.changed() {
+                let _ = self.state.store_gc(&self.manifest.referenced());
+            }
+            Ok(report)
+        })();
+        self.last = Some(desired);
+        result
     }
 }
 

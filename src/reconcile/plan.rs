@@ -142,10 +142,7 @@ pub struct Plan {
 
 impl Plan {
     pub fn is_noop(&self) -> bool {
-        self.loads.is_empty()
-            && self.removes.is_empty()
-            && self.forgets.is_empty()
-            && self.relocations.is_empty()
+        self.loads.is_empty() && self.removes.is_empty() && self.forgets.is_empty() && self.relocations.is_empty()
     }
 }
 
@@ -205,11 +202,8 @@ pub fn plan(
             }
             Verdict::Refused { reason } => {
                 blocked.insert(&f.path);
-                out.problems.push(Problem::new(
-                    ProblemKind::Refused,
-                    f.path.clone(),
-                    reason.clone(),
-                ));
+                out.problems
+                    .push(Problem::new(ProblemKind::Refused, f.path.clone(), reason.clone()));
                 continue;
             }
         };
@@ -233,10 +227,7 @@ pub fn plan(
                     ProblemKind::Conflict,
                     format!("profile `{n}` is also defined in {other}"),
                 ));
-            } else if kernel.contains_key(n)
-                && !manifest.profiles.contains_key(n)
-                && !policy.takeover
-            {
+            } else if kernel.contains_key(n) && !manifest.profiles.contains_key(n) && !policy.takeover {
                 problem = Some((
                     ProblemKind::Conflict,
                     format!(
@@ -248,8 +239,7 @@ pub fn plan(
         match problem {
             Some((kind, message)) => {
                 blocked.insert(&f.path);
-                out.problems
-                    .push(Problem::new(kind, f.path.clone(), message));
+                out.problems.push(Problem::new(kind, f.path.clone(), message));
             }
             None => accepted.push(i),
         }
@@ -273,8 +263,7 @@ pub fn plan(
                     if let Some(o) = o
                         && (o.file != f.path || o.source != f.source)
                     {
-                        out.relocations
-                            .push((n.clone(), f.path.clone(), f.source.clone()));
+                        out.relocations.push((n.clone(), f.path.clone(), f.source.clone()));
                     }
                 }
                 continue;

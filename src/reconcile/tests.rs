@@ -53,10 +53,7 @@ fn desired(files: Vec<DesiredFile>) -> Desired {
 }
 
 fn kmap(names: &[&str]) -> BTreeMap<String, String> {
-    names
-        .iter()
-        .map(|n| (n.to_string(), "enforce".to_string()))
-        .collect()
+    names.iter().map(|n| (n.to_string(), "enforce".to_string())).collect()
 }
 
 fn manifest(entries: &[(&str, Owned)]) -> Manifest {
@@ -112,13 +109,7 @@ fn plan_removes_defers_and_forgets_only_owned() {
         ("c", owned("/src/c", "1")),
     ]);
     let in_use = [("b".to_string(), vec![42])].into();
-    let p = plan(
-        &d,
-        &m,
-        &kmap(&["a", "b", "docker-default"]),
-        &in_use,
-        &POLICY,
-    );
+    let p = plan(&d, &m, &kmap(&["a", "b", "docker-default"]), &in_use, &POLICY);
     assert_eq!(p.removes, ["a"]);
     assert_eq!(p.defers, [("b".to_string(), vec![42])]);
     assert_eq!(p.forgets, ["c"]);
@@ -196,23 +187,14 @@ fn plan_refusals() {
     assert_eq!(load_names(&p, LoadKind::New), ["custom.ok"]);
     let d = desired(vec![valid("/src/u", "1", &["unconfined"])]);
     let p = plan(&d, &Manifest::new(), &kmap(&[]), &BTreeMap::new(), &POLICY);
-    assert_eq!(
-        p.problems[0].message,
-        "profile `unconfined` uses a reserved name"
-    );
+    assert_eq!(p.problems[0].message, "profile `unconfined` uses a reserved name");
     // takeover = true manages a profile it did not load.
     let d = desired(vec![valid("/src/distro", "4", &["custom.taken"])]);
     let take = Policy {
         takeover: true,
         ..policy
     };
-    let p = plan(
-        &d,
-        &Manifest::new(),
-        &kmap(&["custom.taken"]),
-        &BTreeMap::new(),
-        &take,
-    );
+    let p = plan(&d, &Manifest::new(), &kmap(&["custom.taken"]), &BTreeMap::new(), &take);
     assert_eq!(load_names(&p, LoadKind::New), ["custom.taken"]);
 }
 
@@ -224,11 +206,7 @@ fn plan_forced_complain_change_replaces_and_moves_relocate() {
     assert_eq!(p.keeps, ["a"]);
     assert_eq!(
         p.relocations,
-        [(
-            "a".to_string(),
-            PathBuf::from("/src/new-name"),
-            PathBuf::from("/src")
-        )]
+        [("a".to_string(), PathBuf::from("/src/new-name"), PathBuf::from("/src"))]
     );
     let c = Policy {
         complain: true,
@@ -249,14 +227,11 @@ fn arb_case() -> impl Strategy<
         bool,
     ),
 > {
-    let names =
-        prop::sample::subsequence((0..8).map(|i| format!("p{i}")).collect::<Vec<_>>(), 0..4);
+    let names = prop::sample::subsequence((0..8).map(|i| format!("p{i}")).collect::<Vec<_>>(), 0..4);
     let file = (0u8..4, names, 0u8..3, 0u8..3).prop_map(|(kind, names, sha, src)| {
         let source = PathBuf::from(format!("/s{src}"));
         let verdict = match kind {
-            0 => Verdict::Invalid {
-                diagnostics: vec![],
-            },
+            0 => Verdict::Invalid { diagnostics: vec![] },
             1 => Verdict::Refused { reason: "x".into() },
             _ => Verdict::Valid { names },
         };
@@ -285,13 +260,7 @@ fn arb_case() -> impl Strategy<
         0..6,
     );
     let kernel = prop::collection::btree_set(
-        (0..10u8).prop_map(|i| {
-            if i < 8 {
-                format!("p{i}")
-            } else {
-                format!("distro{i}")
-            }
-        }),
+        (0..10u8).prop_map(|i| if i < 8 { format!("p{i}") } else { format!("distro{i}") }),
         0..10,
     );
     let in_use = prop::collection::btree_map(
@@ -300,20 +269,10 @@ fn arb_case() -> impl Strategy<
         0..5,
     );
     let unavailable = prop::collection::btree_set(0u8..3, 0..2);
-    (
-        files,
-        owned,
-        kernel,
-        in_use,
-        unavailable,
-        any::<bool>(),
-        any::<bool>(),
-    )
-        .prop_map(|(files, owned, kernel, in_use, unavail, takeover, defer)| {
+    (files, owned, kernel, in_use, unavailable, any::<bool>(), any::<bool>()).prop_map(
+        |(files, owned, kernel, in_use, unavail, takeover, defer)| {
             let mut files = files;
-            files.retain(|f| {
-                !unavail.contains(&f.source.to_string_lossy()[2..].parse::<u8>().unwrap_or(9))
-            });
+            files.retain(|f| !unavail.contains(&f.source.to_string_lossy()[2..].parse::<u8>().unwrap_or(9)));
             let d = Desired {
                 files,
                 unavailable: unavail
@@ -327,12 +286,10 @@ fn arb_case() -> impl Strategy<
             };
             let mut m = Manifest::new();
             m.profiles = owned;
-            let k = kernel
-                .into_iter()
-                .map(|n| (n, "enforce".to_string()))
-                .collect();
+            let k = kernel.into_iter().map(|n| (n, "enforce".to_string())).collect();
             (d, m, k, in_use, takeover, defer)
-        })
+        },
+    )
 }
 
 proptest! {
@@ -402,17 +359,11 @@ impl Fixture {
         std::fs::write(secfs.join("profiles"), "docker-default (enforce)\n").unwrap();
         std::fs::write(secfs.join(".remove"), "").unwrap();
         let log = dir.path().join("parser.log");
-        Fixture {
-            dir,
-            src,
-            secfs,
-            log,
-        }
+        Fixture { dir, src, secfs, log }
     }
 
     fn parser_script(&self) -> PathBuf {
-        let fake =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_apparmor_parser");
+        let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_apparmor_parser");
         let wrapper = self.dir.path().join("apparmor_parser");
         std::fs::write(
             &wrapper,
@@ -460,9 +411,7 @@ impl Fixture {
         };
         let kernel = SecurityFs {
             root: self.secfs.clone(),
-            proc: ProcReader {
-                root: c.proc.clone(),
-            },
+            proc: ProcReader { root: c.proc.clone() },
         };
         Reconciler::open(c, Arc::new(parser), Arc::new(kernel)).unwrap()
     }
@@ -492,10 +441,7 @@ impl Fixture {
             assert!(kernel.contains_key(n), "owned {n} is not loaded");
         }
         for n in kernel.keys().filter(|n| *n != "docker-default") {
-            assert!(
-                r.manifest.profiles.contains_key(n),
-                "loaded {n} is not owned"
-            );
+            assert!(r.manifest.profiles.contains_key(n), "loaded {n} is not owned");
         }
         assert!(r.manifest.pending.is_empty());
     }
@@ -511,10 +457,7 @@ impl Fixture {
 fn apply_loads_replaces_and_removes() {
     let f = Fixture::new();
     f.write("a", "profile custom.a {\n}\n");
-    f.write(
-        "b",
-        "profile custom.b flags=(complain) {\n}\nprofile custom.b2 {\n}\n",
-    );
+    f.write("b", "profile custom.b flags=(complain) {\n}\nprofile custom.b2 {\n}\n");
     let mut r = f.open();
     let rep = r.reconcile().unwrap();
     assert_eq!(rep.loaded, ["custom.a", "custom.b", "custom.b2"]);
@@ -533,10 +476,7 @@ fn apply_loads_replaces_and_removes() {
     let rep = r.reconcile().unwrap();
     assert_eq!(rep.replaced, ["custom.a"]);
     assert_eq!(rep.removed, ["custom.b", "custom.b2"]);
-    assert_eq!(
-        std::fs::read_to_string(f.secfs.join(".remove")).unwrap(),
-        "custom.b2"
-    );
+    assert_eq!(std::fs::read_to_string(f.secfs.join(".remove")).unwrap(), "custom.b2");
     settle_removals(&f, &rep.removed);
     f.assert_manifest_matches_kernel(&r);
 }
@@ -588,10 +528,7 @@ fn apply_one_bad_file_in_a_batch_does_not_block_the_rest() {
     f.write("p2", "profile custom.p2 {\nBROKEN\n}\n");
     let mut r = f.open();
     let rep = r.reconcile().unwrap();
-    assert_eq!(
-        rep.loaded,
-        ["custom.p0", "custom.p1", "custom.p3", "custom.p4"]
-    );
+    assert_eq!(rep.loaded, ["custom.p0", "custom.p1", "custom.p3", "custom.p4"]);
     assert_eq!(rep.problems.len(), 1);
     assert_eq!(rep.problems[0].line, Some(2));
     assert_eq!(rep.problems[0].file, f.src.join("p2"));
@@ -611,10 +548,7 @@ fn apply_survives_parser_hang_and_crash() {
         let mut r = f.open();
         r.reconcile().unwrap();
         f.write("good", "profile custom.good {\n  /etc/new r,\n}\n");
-        f.write(
-            "other",
-            &format!("profile custom.other {{\n  # {marker}\n}}\n"),
-        );
+        f.write("other", &format!("profile custom.other {{\n  # {marker}\n}}\n"));
         let rep = r.reconcile().unwrap();
         assert_eq!(rep.replaced, ["custom.good"], "{marker}: {rep:?}");
         assert_eq!(rep.problems.len(), 1, "{marker}: {:?}", rep.problems);
@@ -673,11 +607,7 @@ fn interrupted_load_is_adopted_on_next_open() {
     drop(r);
     let mut r = f.open();
     assert!(r.manifest.profiles.contains_key("custom.a"));
-    assert!(
-        r.notes.iter().any(|n| n.contains("adopted")),
-        "{:?}",
-        r.notes
-    );
+    assert!(r.notes.iter().any(|n| n.contains("adopted")), "{:?}", r.notes);
     let rep = r.reconcile().unwrap();
     assert_eq!(rep.replaced, ["custom.a"]);
     f.assert_manifest_matches_kernel(&r);
@@ -694,12 +624,7 @@ fn corrupt_manifest_is_rebuilt_without_unloading() {
     let mut r = f.open();
     assert!(r.notes[0].contains("corrupt manifest"), "{:?}", r.notes);
     assert!(r.manifest.profiles.contains_key("custom.a"));
-    assert!(
-        r.state
-            .manifest_path()
-            .with_extension("json.corrupt")
-            .exists()
-    );
+    assert!(r.state.manifest_path().with_extension("json.corrupt").exists());
     let rep = r.reconcile().unwrap();
     assert!(rep.removed.is_empty() && rep.is_clean(), "{rep:?}");
     assert_eq!(rep.unchanged, 1);

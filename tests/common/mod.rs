@@ -49,8 +49,7 @@ impl Tree {
 
     /// A fake apparmor_parser bound to a fake securityfs under this tree.
     pub fn fake_parser(&self) -> PathBuf {
-        let fake =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_apparmor_parser");
+        let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_apparmor_parser");
         let secfs = self.path("secfs");
         std::fs::create_dir_all(&secfs).unwrap();
         if !secfs.join("profiles").exists() {
