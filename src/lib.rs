@@ -7,6 +7,8 @@ pub mod apparmor;
 pub mod config;
 pub mod daemon;
 pub mod logging;
+pub mod notify;
 pub mod reconcile;
 pub mod source;
 pub mod state;
+pub mod watch;

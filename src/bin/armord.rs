@@ -6,7 +6,7 @@ use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(
     name = "armord",
     version,
@@ -103,7 +103,8 @@ fn main() -> ExitCode {
     let result = if args.once {
         daemon::run_once(cfg, args.simulate)
     } else {
-        daemon::run(cfg, args.simulate, &args.config)
+        let reload_args = args.clone();
+        daemon::run(cfg, args.simulate, Box::new(move || load_config(&reload_args)))
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),

@@ -1,5 +1,9 @@
 //! Wiring: from a configuration to a working reconciler (real or simulated
-//! kernel), and the one-shot run.
+//! kernel), the one-shot run, and the service loop.
+
+mod service;
+
+pub use service::{Status, run};
 
 use crate::apparmor::{Kernel, Parser, ParserRunner, ProcReader, SecurityFs, SimKernel, default_features_file};
 use crate::config::{self, Config};
@@ -18,6 +22,10 @@ pub enum DaemonError {
     NoParser(PathBuf),
     #[error("{0}")]
     Kernel(#[from] crate::apparmor::KernelError),
+    #[error("{0}")]
+    Watch(#[from] crate::watch::WatchError),
+    #[error("internal: {0}")]
+    Task(String),
 }
 
 /// Find a program by path, or on PATH and the sbin directories.
@@ -164,10 +172,4 @@ pub fn print_report(r: &Report) {
     }
     out.push_str(&format!("summary: {}\n", r.summary()));
     print!("{out}");
-}
-
-/// The long-running service.
-pub fn run(cfg: Config, simulate: bool, _config_path: &Path) -> Result<i32, DaemonError> {
-    log::info!("watching is not built yet: running one reconcile");
-    run_once(cfg, simulate)
 }

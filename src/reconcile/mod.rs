@@ -358,6 +358,11 @@ impl Validator {
             let verdict = if let Some(names) = by_sha.get(f.sha256.as_str()) {
                 Some(Verdict::Valid { names: names.clone() })
             } else if let Some(v) = self.memo.get(&(f.sha256.clone(), complain)) {
+                // Judged good before but not loaded now: its stored copy may
+                // have been collected since.
+                if matches!(v, Verdict::Valid { .. }) {
+                    engine.state.store_put(&f.sha256, f.content.as_bytes())?;
+                }
                 Some(v.clone())
             } else if mode == ForcedMode::Enforce
                 && let Some(d) = declared_profiles(&f.content).into_iter().find(|d| d.mode == "complain")
@@ -579,7 +584,9 @@ impl Reconciler {
             opts,
             cancel: &self.cancel,
         };
-        let validated = self.validator.validate(files, &self.manifest, &engine, self.config.mode)?;
+        let validated = self
+            .validator
+            .validate(files, &self.manifest, &engine, self.config.mode)?;
         desired.files.extend(validated);
         let transient = self.validator.transient > 0;
         self.last = Some(desired);

@@ -670,3 +670,19 @@ fn defer_in_use_until_the_process_is_gone() {
     settle_removals(&f, &rep.removed);
     f.assert_manifest_matches_kernel(&r);
 }
+
+#[test]
+fn reverting_to_an_earlier_version_reloads_it() {
+    let f = Fixture::new();
+    f.write("a", "profile custom.a {\n}\n");
+    let mut r = f.open();
+    r.reconcile().unwrap();
+    f.write("a", "profile custom.a {\n  /x r,\n}\n");
+    assert_eq!(r.reconcile().unwrap().replaced, ["custom.a"]);
+    // Back to the first content, which the validator remembers as good.
+    f.write("a", "profile custom.a {\n}\n");
+    let rep = r.reconcile().unwrap();
+    assert!(rep.is_clean(), "{:?}", rep.problems);
+    assert_eq!(rep.replaced, ["custom.a"]);
+    f.assert_manifest_matches_kernel(&r);
+}
