@@ -1,0 +1,321 @@
+//! The real `armord` service against a temp tree: a fake parser and a temp
+//! securityfs, with NOTIFY_SOCKET pointing at a socket the test reads.
+
+mod common;
+use common::*;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Daemon {
+    tree: Tree,
+    child: Option<Child>,
+    notify: UnixDatagram,
+    config: PathBuf,
+}
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn profile(name: &str) -> String {
+    format!("profile {name} {{\n  /etc/hostname r,\n}}\n")
+}
+
+impl Daemon {
+    /// A tree with a fake parser; `extra` is appended to the config.
+    fn tree(extra: &str) -> (Tree, PathBuf) {
+        let t = Tree::new();
+        let parser = t.fake_parser();
+        let config = t.write(
+            "armord.toml",
+            &format!(
+                "state_dir = \"state\"\nsecurityfs = \"secfs\"\nproc = \"proc\"\ndebounce_ms = 250\ndebounce_max_ms = 2000\n\
+                 resync_interval_secs = 1\n[parser]\npath = \"{}\"\ncache_dir = \"cache\"\n[[source]]\npath = \"src\"\n{extra}",
+                parser.display()
+            ),
+        );
+        (t, config)
+    }
+
+    fn start(tree: Tree, config: PathBuf) -> Daemon {
+        let sock = tree.path("notify.sock");
+        let notify = UnixDatagram::bind(&sock).unwrap();
+        notify.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let log = std::fs::File::create(tree.path("armord.log")).unwrap();
+        let child = Command::new(ARMORD)
+            .args(["--config", config.to_str().unwrap(), "--verbose"])
+            .env("NOTIFY_SOCKET", &sock)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Daemon {
+            tree,
+            child: Some(child),
+            notify,
+            config,
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.tree.path(rel)
+    }
+
+    fn log(&self) -> String {
+        self.tree.read("armord.log")
+    }
+
+    fn kernel(&self) -> String {
+        self.tree.read("secfs/profiles")
+    }
+
+    /// Read notify messages until one satisfies `f`; all messages read are returned.
+    fn wait_notify(&self, f: impl Fn(&str) -> bool) -> Vec<String> {
+        let start = Instant::now();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while start.elapsed() < WAIT {
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let done = f(&msg);
+                seen.push(msg);
+                if done {
+                    return seen;
+                }
+            }
+        }
+        panic!("no matching notify message; saw {seen:?}\nlog:\n{}", self.log());
+    }
+
+    fn wait_ready(&self) -> String {
+        self.wait_notify(|m| m.contains("READY=1")).pop().unwrap()
+    }
+
+    fn wait_until(&self, what: &str, f: impl Fn(&Daemon) -> bool) {
+        let start = Instant::now();
+        while start.elapsed() < WAIT {
+            if f(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "timed out waiting for {what}\nkernel:\n{}\nlog:\n{}",
+            self.kernel(),
+            self.log()
+        );
+    }
+
+    fn reconciles(&self) -> usize {
+        self.log().matches("reconcile (change)").count()
+    }
+
+    /// The number of change reconciles, once no more are coming.
+    fn settled(&self) -> usize {
+        let mut n = self.reconciles();
+        loop {
+            std::thread::sleep(Duration::from_millis(700));
+            let m = self.reconciles();
+            if m == n {
+                return n;
+            }
+            n = m;
+        }
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.as_ref().unwrap().id() as i32);
+        nix::sys::signal::kill(pid, sig).unwrap();
+    }
+
+    fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let mut child = self.child.take().unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(start.elapsed() < WAIT, "armord did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn ready_after_initial_reconcile_then_stop_leaves_kernel_as_is() {
+    let (t, cfg) = Daemon::tree("");
+    t.write("src/a", &profile("custom.a"));
+    t.write("src/b", &profile("custom.b"));
+    t.write("src/broken", "profile custom.broken {\n BROKEN\n}\n");
+    let mut d = Daemon::start(t, cfg);
+    let ready = d.wait_ready();
+    // At READY the kernel already holds the profiles.
+    let kernel = d.kernel();
+    assert!(
+        kernel.contains("custom.a (enforce)") && kernel.contains("custom.b (enforce)"),
+        "{kernel}"
+    );
+    assert!(
+        ready.contains("STATUS=2 loaded, 1 invalid, 0 refused, 0 deferred"),
+        "{ready}"
+    );
+
+    let before = d.kernel();
+    let st = d.stop();
+    assert!(st.success(), "{st:?}");
+    let msgs = d.wait_notify(|m| m.contains("STOPPING=1"));
+    assert!(msgs.last().unwrap().contains("STOPPING=1"));
+    assert_eq!(d.kernel(), before, "stopping changed the kernel");
+}
+
+#[test]
+fn sighup_reloads_and_a_broken_config_keeps_the_old_one() {
+    let (t, cfg) = Daemon::tree("");
+    t.write("src/a", &profile("custom.a"));
+    let d = Daemon::start(t, cfg);
+    d.wait_ready();
+
+    // A new source through a drop-in.
+    d.tree
+        .write("armord.toml.d/10-more.toml", "[[source]]\npath = \"../more\"\n");
+    d.tree.write("more/m", &profile("custom.m"));
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    let msgs = d.wait_notify(|m| m.contains("READY=1"));
+    let reload = msgs
+        .iter()
+        .find(|m| m.contains("RELOADING=1"))
+        .expect("RELOADING=1 before READY=1");
+    assert!(reload.contains("MONOTONIC_USEC="), "{reload}");
+    assert!(d.kernel().contains("custom.m"));
+
+    // A broken config: READY again, old config kept, still watching.
+    d.tree.write("armord.toml.d/20-bad.toml", "this is not toml\n");
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    let msgs = d.wait_notify(|m| m.contains("READY=1"));
+    assert!(msgs.iter().any(|m| m.contains("RELOADING=1")));
+    assert!(d.log().contains("keeping the old one"), "{}", d.log());
+    assert!(d.log().contains("20-bad.toml"), "{}", d.log());
+    d.tree.write("more/n", &profile("custom.n"));
+    d.wait_until("a change after a failed reload", |d| d.kernel().contains("custom.n"));
+    let _ = &d.config;
+}
+
+#[test]
+fn plain_configmap_and_git_sync_changes_are_picked_up() {
+    let (t, cfg) = Daemon::tree("[[source]]\npath = \"cm\"\n[[source]]\npath = \"gs\"\n");
+    t.write("src/a", &profile("custom.a"));
+    // ConfigMap volume.
+    t.write("cm/..v1/c1", &profile("custom.c1"));
+    std::os::unix::fs::symlink("..v1", t.path("cm/..data")).unwrap();
+    std::os::unix::fs::symlink("..data/c1", t.path("cm/c1")).unwrap();
+    // git-sync.
+    t.write("gs/.worktrees/h1/g0", &profile("custom.g0"));
+    std::os::unix::fs::symlink(".worktrees/h1", t.path("gs/current")).unwrap();
+    let d = Daemon::start(t, cfg);
+    d.wait_ready();
+    assert!(d.kernel().contains("custom.c1") && d.kernel().contains("custom.g0"));
+
+    // Plain: a write.
+    d.tree.write("src/a", &format!("{}# v2\n", profile("custom.a")));
+    d.wait_until("plain change", |d| d.log().contains("replaced profile custom.a"));
+
+    // ConfigMap: new data dir, `..data` swapped by rename, old dir removed.
+    d.tree.write("cm/..v2/c1", &profile("custom.c1"));
+    d.tree.write("cm/..v2/c2", &profile("custom.c2"));
+    std::os::unix::fs::symlink("..v2", d.path("cm/..data_tmp")).unwrap();
+    std::fs::rename(d.path("cm/..data_tmp"), d.path("cm/..data")).unwrap();
+    std::os::unix::fs::symlink("..data/c2", d.path("cm/c2")).unwrap();
+    std::fs::remove_dir_all(d.path("cm/..v1")).unwrap();
+    d.wait_until("configmap swap", |d| d.kernel().contains("custom.c2"));
+
+    // git-sync: a new worktree with 50 files, the link renamed over: one reconcile.
+    let before = d.settled();
+    for i in 0..50 {
+        d.tree
+            .write(&format!("gs/.worktrees/h2/g{i}"), &profile(&format!("custom.g{i}")));
+    }
+    std::os::unix::fs::symlink(".worktrees/h2", d.path("gs/tmp-link")).unwrap();
+    std::fs::rename(d.path("gs/tmp-link"), d.path("gs/current")).unwrap();
+    std::fs::remove_dir_all(d.path("gs/.worktrees/h1")).unwrap();
+    d.wait_until("git-sync swap", |d| d.kernel().contains("custom.g49"));
+    assert_eq!(
+        d.settled(),
+        before + 1,
+        "a git-sync swap of 50 files must cause one reconcile\n{}",
+        d.log()
+    );
+}
+
+#[test]
+fn late_source_is_picked_up_and_deleting_a_source_removes_nothing() {
+    let (t, cfg) = Daemon::tree("");
+    let d = Daemon::start(t, cfg);
+    let ready = d.wait_ready();
+    assert!(ready.contains("unavailable"), "{ready}");
+    // The source appears after start (git-sync finished cloning, say).
+    std::fs::create_dir_all(d.path("src.tmp")).unwrap();
+    d.tree.write("src.tmp/a", &profile("custom.a"));
+    std::fs::rename(d.path("src.tmp"), d.path("src")).unwrap();
+    d.wait_until("late source", |d| d.kernel().contains("custom.a"));
+    // Deleting the source: nothing is removed.
+    std::fs::remove_dir_all(d.path("src")).unwrap();
+    d.wait_until("the deletion seen", |d| d.log().contains("source does not exist"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(d.kernel().contains("custom.a"));
+    assert!(!d.log().contains("removed profile"), "{}", d.log());
+    assert_eq!(d.tree.read("secfs/.remove"), "");
+}
+
+#[test]
+fn drift_is_restored_at_resync_and_deferred_removal_completes() {
+    let (t, cfg) = Daemon::tree("");
+    t.write("src/a", &profile("custom.a"));
+    t.write("src/b", &profile("custom.b"));
+    std::fs::write(t.path("secfs/.remove"), "").unwrap();
+    let d = Daemon::start(t, cfg);
+    d.wait_ready();
+    // Someone removes custom.a behind armord's back.
+    let k = d.kernel().replace("custom.a (enforce)\n", "");
+    std::fs::write(d.path("secfs/profiles"), k).unwrap();
+    d.wait_until("drift restore", |d| d.log().contains("restored profile custom.a"));
+    assert!(d.kernel().contains("custom.a (enforce)"));
+
+    // custom.b confines a (fake) process, and its file is deleted.
+    d.tree.write("proc/4242/attr/current", "custom.b (enforce)\n");
+    std::fs::remove_file(d.path("src/b")).unwrap();
+    d.wait_until("deferral", |d| d.log().contains("removal of custom.b deferred"));
+    assert!(!d.log().contains("removed profile custom.b"));
+    d.wait_notify(|m| m.contains("1 deferred"));
+    // The process goes away: the removal completes.
+    std::fs::remove_dir_all(d.path("proc/4242")).unwrap();
+    d.wait_until("deferred removal", |d| d.log().contains("removed profile custom.b"));
+    assert_eq!(d.tree.read("secfs/.remove"), "custom.b");
+}
+
+#[test]
+fn boot_restore_loads_from_the_store_when_the_source_is_absent() {
+    let (t, cfg) = Daemon::tree("");
+    t.write("src/a", &profile("custom.a"));
+    let out = run(ARMORD, &["--once", "--config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Reboot: empty kernel, the source not there yet.
+    std::fs::write(t.path("secfs/profiles"), "").unwrap();
+    std::fs::remove_dir_all(t.path("src")).unwrap();
+    let d = Daemon::start(t, cfg);
+    let ready = d.wait_ready();
+    assert_eq!(d.kernel(), "custom.a (enforce)\n");
+    assert!(ready.contains("STATUS=1 loaded"), "{ready}");
+    assert!(ready.contains("unavailable, last-good policy kept"), "{ready}");
+    assert!(d.log().contains("boot restore"), "{}", d.log());
+    let _ = Path::new("");
+}
