@@ -1,0 +1,248 @@
+//! End-to-end daemon figures, printed as a table:
+//!
+//! - change-to-parser latency: a file in a 1000-profile source is rewritten
+//!   200 times; the time from the write to the parser's first call for it
+//!   (armord's own overhead: the parser is a no-op stand-in);
+//! - an idle daemon's CPU time and context switches (wakeups) over 60 s.
+//!
+//! Run: `cargo bench --bench daemon` (BENCH_IDLE_SECS, BENCH_PROFILES and
+//! BENCH_CHANGES change the sizes).
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn now_ns() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+/// The no-op parser: log the call with a timestamp, answer `-N`, record
+/// `-r` loads in the fake securityfs.
+fn fake_parser() {
+    let t = now_ns();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let log = std::env::var("BENCH_LOG").unwrap_or_default();
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&log) {
+        let _ = writeln!(f, "{t} {}", args.join(" "));
+    }
+    let mode = if args.iter().any(|a| a == "-N") {
+        'N'
+    } else if args.iter().any(|a| a == "-r") {
+        'r'
+    } else {
+        'Q'
+    };
+    let mut skip = false;
+    let mut out = String::new();
+    let mut loaded = Vec::new();
+    for a in &args {
+        if skip {
+            skip = false;
+            continue;
+        }
+        if matches!(a.as_str(), "-M" | "-L" | "--cache-loc" | "-j") {
+            skip = true;
+            continue;
+        }
+        if a.starts_with('-') {
+            continue;
+        }
+        let text = std::fs::read_to_string(a).unwrap_or_default();
+        for line in text.lines() {
+            if let Some(rest) = line.trim_start().strip_prefix("profile ")
+                && let Some(name) = rest.split_whitespace().next()
+            {
+                out.push_str(name);
+                out.push('\n');
+                loaded.push(name.to_owned());
+            }
+        }
+    }
+    if mode == 'N' {
+        print!("{out}");
+    }
+    if mode == 'r' {
+        let secfs = PathBuf::from(std::env::var("BENCH_SECFS").unwrap_or_default()).join("profiles");
+        let mut set: std::collections::BTreeSet<String> =
+            std::fs::read_to_string(&secfs).unwrap_or_default().lines().map(str::to_owned).collect();
+        for n in loaded {
+            set.insert(format!("{n} (enforce)"));
+        }
+        let text: String = set.into_iter().map(|l| l + "\n").collect();
+        let _ = std::fs::write(&secfs, text);
+    }
+}
+
+struct Run {
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(profiles: usize, debounce_ms: u64) -> Run {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = |s: &str| dir.path().join(s);
+    std::fs::create_dir_all(p("src")).unwrap();
+    std::fs::create_dir_all(p("secfs")).unwrap();
+    std::fs::write(p("secfs/profiles"), "").unwrap();
+    for i in 0..profiles {
+        std::fs::write(p(&format!("src/p{i:04}")), format!("profile custom.p{i:04} {{\n  /etc/hostname r,\n}}\n")).unwrap();
+    }
+    let me = std::env::current_exe().unwrap();
+    let wrapper = p("apparmor_parser");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nARMORD_BENCH_FAKE=1 BENCH_LOG='{}' BENCH_SECFS='{}' exec '{}' \"$@\"\n",
+            p("parser.log").display(),
+            p("secfs").display(),
+            me.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        p("armord.toml"),
+        format!(
+            "state_dir = \"state\"\nsecurityfs = \"secfs\"\nproc = \"proc\"\ndebounce_ms = {debounce_ms}\n\
+             debounce_max_ms = {}\n[parser]\npath = \"{}\"\ncache_dir = \"cache\"\n[[source]]\npath = \"src\"\n",
+            debounce_ms.max(1) * 10,
+            wrapper.display()
+        ),
+    )
+    .unwrap();
+    let sock = p("notify.sock");
+    let notify = UnixDatagram::bind(&sock).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_armord"))
+        .arg("--config")
+        .arg(p("armord.toml"))
+        .env("NOTIFY_SOCKET", &sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start armord");
+    notify.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = notify.recv(&mut buf).expect("READY from armord");
+        if String::from_utf8_lossy(&buf[..n]).contains("READY=1") {
+            break;
+        }
+    }
+    Run { dir, child }
+}
+
+/// Time of the first `-N` call logged after `after`, naming `file`.
+fn first_call_after(log: &Path, after: u128, file_sha: &str) -> Option<u128> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines().filter_map(|l| l.split_once(' ')).find_map(|(t, args)| {
+        let t: u128 = t.parse().ok()?;
+        (t >= after && args.contains(file_sha) && args.contains("-N")).then_some(t)
+    })
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn latency(profiles: usize, changes: usize, debounce_ms: u64) -> Vec<f64> {
+    let run = start(profiles, debounce_ms);
+    let log = run.dir.path().join("parser.log");
+    let mut out = Vec::with_capacity(changes);
+    for i in 0..changes {
+        let k = (i * 7919) % profiles;
+        let text = format!("profile custom.p{k:04} {{\n  /etc/hostname r,\n  # change {i}\n}}\n");
+        let sha = sha256_hex(text.as_bytes());
+        let file = run.dir.path().join(format!("src/p{k:04}"));
+        let t0 = now_ns();
+        std::fs::write(&file, &text).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let t1 = loop {
+            if let Some(t) = first_call_after(&log, t0, &sha) {
+                break t;
+            }
+            assert!(Instant::now() < deadline, "no parser call for change {i}");
+            std::thread::sleep(Duration::from_micros(500));
+        };
+        out.push((t1 - t0) as f64 / 1e6);
+        // Let the reconcile finish before the next change.
+        std::thread::sleep(Duration::from_millis(debounce_ms + 30));
+    }
+    out.sort_by(|a, b| a.total_cmp(b));
+    out
+}
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// (CPU seconds, context switches) of a process, all threads.
+fn usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let tick = 100.0;
+    let cpu = (f.get(11).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0))
+        / tick;
+    let mut switches = 0;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let s = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            for l in s.lines() {
+                if l.starts_with("voluntary_ctxt_switches") || l.starts_with("nonvoluntary_ctxt_switches") {
+                    switches += l.split_whitespace().last().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+                }
+            }
+        }
+    }
+    (cpu, switches)
+}
+
+fn main() {
+    if std::env::var_os("ARMORD_BENCH_FAKE").is_some() {
+        fake_parser();
+        return;
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let profiles = env("BENCH_PROFILES", 1000);
+    let changes = env("BENCH_CHANGES", 200);
+    let idle = env("BENCH_IDLE_SECS", 60) as u64;
+
+    println!("| figure | value |");
+    println!("|---|---|");
+    for debounce in [200u64, 0] {
+        let v = latency(profiles, changes, debounce);
+        println!(
+            "| write → parser call, {changes} changes, {profiles} profiles, debounce {debounce} ms | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms |",
+            pct(&v, 0.5),
+            pct(&v, 0.99),
+            v[v.len() - 1]
+        );
+    }
+
+    let run = start(profiles, 200);
+    // Let the blocking pool's threads retire first.
+    std::thread::sleep(Duration::from_secs(12));
+    let calls_before = std::fs::read_to_string(run.dir.path().join("parser.log")).unwrap_or_default().lines().count();
+    let (c0, s0) = usage(run.child.id());
+    std::thread::sleep(Duration::from_secs(idle));
+    let (c1, s1) = usage(run.child.id());
+    let calls_after = std::fs::read_to_string(run.dir.path().join("parser.log")).unwrap_or_default().lines().count();
+    println!("| idle {idle} s, {profiles} profiles: CPU time | {:.2} s |", c1 - c0);
+    println!("| idle {idle} s: context switches (wakeups) | {} |", s1 - s0);
+    println!("| idle {idle} s: parser calls | {} |", calls_after - calls_before);
+}
