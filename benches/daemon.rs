@@ -16,7 +16,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn now_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 /// The no-op parser: log the call with a timestamp, answer `-N`, record
@@ -66,8 +69,11 @@ fn fake_parser() {
     }
     if mode == 'r' {
         let secfs = PathBuf::from(std::env::var("BENCH_SECFS").unwrap_or_default()).join("profiles");
-        let mut set: std::collections::BTreeSet<String> =
-            std::fs::read_to_string(&secfs).unwrap_or_default().lines().map(str::to_owned).collect();
+        let mut set: std::collections::BTreeSet<String> = std::fs::read_to_string(&secfs)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect();
         for n in loaded {
             set.insert(format!("{n} (enforce)"));
         }
@@ -95,7 +101,11 @@ fn start(profiles: usize, debounce_ms: u64) -> Run {
     std::fs::create_dir_all(p("secfs")).unwrap();
     std::fs::write(p("secfs/profiles"), "").unwrap();
     for i in 0..profiles {
-        std::fs::write(p(&format!("src/p{i:04}")), format!("profile custom.p{i:04} {{\n  /etc/hostname r,\n}}\n")).unwrap();
+        std::fs::write(
+            p(&format!("src/p{i:04}")),
+            format!("profile custom.p{i:04} {{\n  /etc/hostname r,\n}}\n"),
+        )
+        .unwrap();
     }
     let me = std::env::current_exe().unwrap();
     let wrapper = p("apparmor_parser");
@@ -201,7 +211,11 @@ fn usage(pid: u32) -> (f64, u64) {
             let s = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
             for l in s.lines() {
                 if l.starts_with("voluntary_ctxt_switches") || l.starts_with("nonvoluntary_ctxt_switches") {
-                    switches += l.split_whitespace().last().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+                    switches += l
+                        .split_whitespace()
+                        .last()
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .unwrap_or(0);
                 }
             }
         }
@@ -237,11 +251,17 @@ fn main() {
     let run = start(profiles, 200);
     // Let the blocking pool's threads retire first.
     std::thread::sleep(Duration::from_secs(12));
-    let calls_before = std::fs::read_to_string(run.dir.path().join("parser.log")).unwrap_or_default().lines().count();
+    let calls_before = std::fs::read_to_string(run.dir.path().join("parser.log"))
+        .unwrap_or_default()
+        .lines()
+        .count();
     let (c0, s0) = usage(run.child.id());
     std::thread::sleep(Duration::from_secs(idle));
     let (c1, s1) = usage(run.child.id());
-    let calls_after = std::fs::read_to_string(run.dir.path().join("parser.log")).unwrap_or_default().lines().count();
+    let calls_after = std::fs::read_to_string(run.dir.path().join("parser.log"))
+        .unwrap_or_default()
+        .lines()
+        .count();
     println!("| idle {idle} s, {profiles} profiles: CPU time | {:.2} s |", c1 - c0);
     println!("| idle {idle} s: context switches (wakeups) | {} |", s1 - s0);
     println!("| idle {idle} s: parser calls | {} |", calls_after - calls_before);

@@ -4,6 +4,7 @@
 //! The module map and the rules that never bend are in DESIGN.md.
 
 pub mod apparmor;
+pub mod audit;
 pub mod config;
 pub mod daemon;
 pub mod logging;

@@ -1,0 +1,1 @@
+//! Suggested rules (filled in below).
