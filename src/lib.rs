@@ -7,6 +7,7 @@ pub mod apparmor;
 pub mod audit;
 pub mod config;
 pub mod daemon;
+pub mod journal;
 pub mod logging;
 pub mod notify;
 pub mod reconcile;

@@ -1,0 +1,443 @@
+//! Denials from the journal: a `journalctl --output=json` follower with a
+//! cursor saved after the events it covers are handled, de-duplication of
+//! records that arrive over both the audit and the kernel transport, and the
+//! structured re-logging of each denial.
+
+mod relog;
+
+pub use relog::{Counters, MESSAGE_ID, RateLimit, SUPPRESSED_MESSAGE_ID, relog, relog_fields};
+
+use crate::audit::{self, AuditId, Record};
+use std::collections::{HashSet, VecDeque};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Lines longer than this are not journal entries we can use: skipped.
+pub const MAX_LINE: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot run {program}: {source}")]
+    Spawn { program: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Cursor { path: PathBuf, source: std::io::Error },
+}
+
+/// The parts of a journal entry the follower uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub cursor: String,
+    pub boot_id: String,
+    pub transport: String,
+    pub audit_type: Option<u32>,
+    pub audit_serial: Option<u64>,
+    pub source_realtime_us: Option<u64>,
+    pub message: String,
+}
+
+fn field_string(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        // journalctl writes non-UTF-8 values as arrays of bytes.
+        serde_json::Value::Array(a) => {
+            let bytes: Vec<u8> = a.iter().filter_map(|b| b.as_u64().map(|b| b as u8)).collect();
+            Some(String::from_utf8_lossy(&bytes).into_owned())
+        }
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Parse one line of `journalctl --output=json`.
+pub fn parse_entry(line: &str) -> Option<Entry> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let get = |k: &str| v.get(k).and_then(field_string);
+    Some(Entry {
+        cursor: get("__CURSOR")?,
+        boot_id: get("_BOOT_ID").unwrap_or_default(),
+        transport: get("_TRANSPORT").unwrap_or_default(),
+        audit_type: get("_AUDIT_TYPE").and_then(|s| s.parse().ok()),
+        audit_serial: get("_AUDIT_ID").and_then(|s| s.parse().ok()),
+        source_realtime_us: get("_SOURCE_REALTIME_TIMESTAMP").and_then(|s| s.parse().ok()),
+        message: get("MESSAGE").unwrap_or_default(),
+    })
+}
+
+/// A denial (or any AppArmor record) ready to be handled once.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub boot_id: String,
+    pub record: Record<'static>,
+}
+
+impl Event {
+    pub fn key(&self) -> Option<(String, AuditId)> {
+        Some((self.boot_id.clone(), self.record.audit_id?))
+    }
+}
+
+/// What one journal entry is.
+#[derive(Debug)]
+pub enum Classified {
+    Event(Event),
+    /// The kernel or auditd says records were lost.
+    Lost(u64),
+    Other,
+}
+
+/// Keep AppArmor records from the audit transport (1400, and 1107 for D-Bus)
+/// and from the kernel transport; notice loss markers.
+pub fn classify(e: &Entry) -> Classified {
+    let audit = e.transport == "audit";
+    if let Some(n) = audit::loss_marker(&e.message)
+        && (audit || e.transport == "kernel")
+    {
+        return Classified::Lost(n);
+    }
+    let wanted = match e.transport.as_str() {
+        "audit" => matches!(e.audit_type, Some(1400 | 1107)) || e.message.contains("apparmor="),
+        "kernel" => e.message.contains("apparmor="),
+        _ => false,
+    };
+    if !wanted {
+        return Classified::Other;
+    }
+    let Ok(mut record) = audit::parse(&e.message).map(Record::into_owned) else {
+        return Classified::Other;
+    };
+    if record.audit_id.is_none()
+        && let (Some(serial), Some(us)) = (e.audit_serial, e.source_realtime_us)
+    {
+        record.audit_id = Some(AuditId {
+            epoch: us / 1_000_000,
+            millis: ((us / 1000) % 1000) as u32,
+            serial,
+        });
+    }
+    Classified::Event(Event {
+        boot_id: e.boot_id.clone(),
+        record,
+    })
+}
+
+/// Remembers recently handled keys (boot id + audit id), bounded.
+#[derive(Debug)]
+pub struct Dedupe {
+    seen: HashSet<(String, AuditId)>,
+    order: VecDeque<(String, AuditId)>,
+    cap: usize,
+}
+
+impl Dedupe {
+    pub fn new(cap: usize) -> Self {
+        Dedupe {
+            seen: HashSet::new(),
+            order: VecDeque::new(),
+            cap,
+        }
+    }
+    /// True the first time a key is offered.
+    pub fn first(&mut self, key: (String, AuditId)) -> bool {
+        if self.seen.contains(&key) {
+            return false;
+        }
+        if self.order.len() >= self.cap
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        self.order.push_back(key.clone());
+        self.seen.insert(key);
+        true
+    }
+}
+
+pub fn load_cursor(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+pub fn save_cursor(path: &Path, cursor: &str) -> Result<(), JournalError> {
+    crate::state::atomic_write(path, format!("{cursor}\n").as_bytes()).map_err(|e| JournalError::Cursor {
+        path: path.to_owned(),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
+/// Settings of a follower.
+#[derive(Debug, Clone)]
+pub struct FollowerConfig {
+    pub journalctl: PathBuf,
+    pub cursor_path: PathBuf,
+    /// First restart delay after journalctl exits; doubles up to `backoff_max`.
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+    /// Save the cursor at least this often while events flow.
+    pub commit_every: Duration,
+}
+
+/// Lost-event and restart counters the follower keeps.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FollowerStats {
+    pub lost: u64,
+    pub restarts: u64,
+    pub duplicates: u64,
+    pub malformed: u64,
+}
+
+/// Follows the journal, hands every new AppArmor record to `handle` once,
+/// and saves the cursor after the records before it are handled.
+pub struct Follower {
+    pub cfg: FollowerConfig,
+    pub stop: Arc<AtomicBool>,
+    pub stats: Arc<Mutex<FollowerStats>>,
+    dedupe: Dedupe,
+    child: Arc<Mutex<Option<u32>>>,
+    /// Without a cursor, read from the oldest entry rather than this boot.
+    from_oldest: bool,
+}
+
+impl Follower {
+    pub fn new(cfg: FollowerConfig) -> Self {
+        Follower {
+            cfg,
+            stop: Arc::new(AtomicBool::new(false)),
+            stats: Arc::new(Mutex::new(FollowerStats::default())),
+            dedupe: Dedupe::new(1 << 16),
+            child: Arc::new(Mutex::new(None)),
+            from_oldest: false,
+        }
+    }
+
+    /// A handle that stops the follower from another thread.
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            stop: self.stop.clone(),
+            child: self.child.clone(),
+        }
+    }
+
+    fn spawn(&self, cursor: Option<&str>) -> Result<Child, JournalError> {
+        let mut c = Command::new(&self.cfg.journalctl);
+        c.args(["--output=json", "--follow", "--no-pager", "--no-tail"]);
+        match cursor {
+            Some(cur) => {
+                c.arg(format!("--after-cursor={cur}"));
+            }
+            None if self.from_oldest => {}
+            None => {
+                c.arg("--boot");
+            }
+        }
+        c.args([
+            "_TRANSPORT=audit",
+            "_AUDIT_TYPE=1400",
+            "_AUDIT_TYPE=1107",
+            "+",
+            "_TRANSPORT=kernel",
+        ]);
+        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.spawn().map_err(|source| JournalError::Spawn {
+            program: self.cfg.journalctl.clone(),
+            source,
+        })
+    }
+
+    fn stats(&self) -> std::sync::MutexGuard<'_, FollowerStats> {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run until stopped. Returns the last saved cursor.
+    pub fn run(&mut self, mut handle: impl FnMut(&Event)) -> Option<String> {
+        let mut cursor = load_cursor(&self.cfg.cursor_path);
+        let mut backoff = self.cfg.backoff;
+        while !self.stop.load(Ordering::SeqCst) {
+            let started = Instant::now();
+            let mut child = match self.spawn(cursor.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    log::error!("{e}; denials are not followed until it can run");
+                    self.sleep(backoff);
+                    backoff = (backoff * 2).min(self.cfg.backoff_max);
+                    continue;
+                }
+            };
+            *self.child.lock().unwrap_or_else(|p| p.into_inner()) = Some(child.id());
+            let stderr = child.stderr.take();
+            let err_thread = std::thread::spawn(move || {
+                let mut s = String::new();
+                if let Some(mut e) = stderr {
+                    let _ = e.by_ref().take(64 * 1024).read_to_string(&mut s);
+                }
+                s
+            });
+            let got_any = match child.stdout.take() {
+                Some(out) => self.read(out, &mut cursor, &mut handle),
+                None => false,
+            };
+            let _ = child.kill();
+            let status = child.wait().ok();
+            *self.child.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            let stderr = err_thread.join().unwrap_or_default();
+            if self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            self.stats().restarts += 1;
+            if !got_any && cursor.is_some() && stderr.to_lowercase().contains("cursor") {
+                log::warn!(
+                    "the saved journal cursor is gone (journal vacuumed?): {}; resuming from the oldest entry",
+                    stderr.trim()
+                );
+                cursor = None;
+                let _ = std::fs::remove_file(&self.cfg.cursor_path);
+                self.from_oldest = true;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                backoff = self.cfg.backoff;
+            }
+            log::warn!(
+                "journalctl exited ({}); restarting in {} ms",
+                status.map(|s| s.to_string()).unwrap_or_default(),
+                backoff.as_millis()
+            );
+            self.sleep(backoff);
+            backoff = (backoff * 2).min(self.cfg.backoff_max);
+        }
+        cursor
+    }
+
+    fn sleep(&self, d: Duration) {
+        let end = Instant::now() + d;
+        while Instant::now() < end && !self.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(10).min(end - Instant::now()));
+        }
+    }
+
+    /// Read entries until the stream ends. Returns whether any entry came.
+    fn read(&mut self, out: impl Read, cursor: &mut Option<String>, handle: &mut impl FnMut(&Event)) -> bool {
+        let mut reader = BufReader::with_capacity(256 * 1024, out);
+        let mut line = Vec::with_capacity(4096);
+        let mut pending: Option<String> = None;
+        let mut last_commit = Instant::now();
+        let mut any = false;
+        loop {
+            line.clear();
+            // Bounded read of one line.
+            let n = match read_line_bounded(&mut reader, &mut line, MAX_LINE) {
+                Ok(n) => n,
+                Err(_) => break,
+            };
+            if n == 0 {
+                break;
+            }
+            let Some(text) = line.strip_suffix(b"\n") else {
+                // The stream ended mid-line (journalctl died): drop the
+                // fragment; it is read again from the cursor.
+                break;
+            };
+            if text.len() > MAX_LINE {
+                self.stats().malformed += 1;
+                log::warn!("skipped a journal entry of more than {MAX_LINE} bytes");
+                continue;
+            }
+            any = true;
+            let Some(entry) = parse_entry(&String::from_utf8_lossy(text)) else {
+                self.stats().malformed += 1;
+                log::warn!("skipped a journal line that is not a JSON entry");
+                continue;
+            };
+            match classify(&entry) {
+                Classified::Event(ev) => {
+                    let fresh = ev.key().is_none_or(|k| self.dedupe.first(k));
+                    if fresh {
+                        handle(&ev);
+                    } else {
+                        self.stats().duplicates += 1;
+                    }
+                }
+                Classified::Lost(n) => {
+                    self.stats().lost += n;
+                    log::warn!("the kernel lost {n} audit records: {}", entry.message);
+                }
+                Classified::Other => {}
+            }
+            pending = Some(entry.cursor);
+            // Commit when the reader has nothing more buffered, or often enough.
+            if reader.buffer().is_empty() || last_commit.elapsed() >= self.cfg.commit_every {
+                if let Some(c) = pending.take() {
+                    self.commit(&c, cursor);
+                }
+                last_commit = Instant::now();
+            }
+            if self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+        if let Some(c) = pending.take() {
+            self.commit(&c, cursor);
+        }
+        any
+    }
+
+    fn commit(&self, c: &str, cursor: &mut Option<String>) {
+        match save_cursor(&self.cfg.cursor_path, c) {
+            Ok(()) => *cursor = Some(c.to_owned()),
+            Err(e) => log::error!("cannot save the journal cursor: {e}"),
+        }
+    }
+}
+
+/// Read up to and including `\n`, keeping at most `max + 1` bytes of a
+/// longer line (the rest is consumed and dropped).
+fn read_line_bounded(r: &mut impl BufRead, out: &mut Vec<u8>, max: usize) -> std::io::Result<usize> {
+    let mut total = 0;
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(total);
+        }
+        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..=i], true),
+            None => (buf, false),
+        };
+        let n = chunk.len();
+        let room = (max + 1).saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..n.min(room)]);
+        if done && out.last() != Some(&b'\n') {
+            out.push(b'\n');
+        }
+        r.consume(n);
+        total += n;
+        if done {
+            return Ok(total);
+        }
+    }
+}
+
+/// Stops a running follower from another thread.
+#[derive(Clone)]
+pub struct Stopper {
+    stop: Arc<AtomicBool>,
+    child: Arc<Mutex<Option<u32>>>,
+}
+
+impl Stopper {
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(pid) = *self.child.lock().unwrap_or_else(|p| p.into_inner()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

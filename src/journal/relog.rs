@@ -1,0 +1,199 @@
+//! Re-logging each denial as one structured journal entry, rate-limited per
+//! (profile, operation, name), and counting denials per profile and kind.
+
+use super::Event;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+/// The `MESSAGE_ID` of armord's denial entries (see the shipped catalog).
+pub const MESSAGE_ID: &str = "3c1f6a0e8b2d4c57a9e4d21b7f5c8e90";
+/// The `MESSAGE_ID` of the entry that says how many were suppressed.
+pub const SUPPRESSED_MESSAGE_ID: &str = "8d0b5e7a1c3f4e2b9a6d0c4f7e1b3a52";
+
+/// The journal fields of one event.
+pub fn relog_fields(ev: &Event) -> Vec<(&'static str, String)> {
+    let r = &ev.record;
+    let s = |k: &str| r.str(k).map(|v| v.into_owned()).unwrap_or_default();
+    let mut f = vec![
+        ("MESSAGE_ID", MESSAGE_ID.to_owned()),
+        ("ARMORD_KIND", r.kind.to_string()),
+        (
+            "ARMORD_PROFILE",
+            r.profile().map(|p| p.into_owned()).unwrap_or_default(),
+        ),
+        ("ARMORD_OPERATION", s("operation")),
+        (
+            "ARMORD_NAME",
+            r.str("name")
+                .or_else(|| r.str("capname"))
+                .map(|v| v.into_owned())
+                .unwrap_or_default(),
+        ),
+        (
+            "ARMORD_REQUESTED",
+            r.str("requested")
+                .or_else(|| r.str("mask"))
+                .map(|v| v.into_owned())
+                .unwrap_or_default(),
+        ),
+        (
+            "ARMORD_DENIED",
+            r.str("denied")
+                .or_else(|| r.str("mask"))
+                .map(|v| v.into_owned())
+                .unwrap_or_default(),
+        ),
+        ("ARMORD_PID", s("pid")),
+        (
+            "ARMORD_COMM",
+            r.str("comm")
+                .or_else(|| r.str("exe"))
+                .map(|v| v.into_owned())
+                .unwrap_or_default(),
+        ),
+        ("ARMORD_AUDIT_ID", r.audit_id.map(|a| a.to_string()).unwrap_or_default()),
+    ];
+    // The whole record, so `armorctl suggest` can rebuild it from the journal.
+    if let Ok(json) = serde_json::to_string(r) {
+        f.push(("ARMORD_RECORD", json));
+    }
+    f.retain(|(_, v)| !v.is_empty());
+    f
+}
+
+fn message(ev: &Event) -> String {
+    let r = &ev.record;
+    let s = |k: &str| r.str(k).map(|v| v.into_owned());
+    let mut m = format!(
+        "apparmor {} {} {}",
+        r.kind,
+        r.profile().as_deref().unwrap_or("?"),
+        s("operation").unwrap_or_default()
+    );
+    if let Some(n) = s("name").or_else(|| s("capname")) {
+        m.push_str(&format!(" {n}"));
+    }
+    if let Some(d) = s("denied").or_else(|| s("mask")) {
+        m.push_str(&format!(" ({d})"));
+    }
+    if let Some(c) = s("comm").or_else(|| s("exe")) {
+        m.push_str(&format!(" comm={c}"));
+    }
+    if let Some(p) = s("pid") {
+        m.push_str(&format!(" pid={p}"));
+    }
+    m
+}
+
+fn emit(level: log::Level, fields: &[(&str, String)], msg: &str) {
+    let kv: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    log::logger().log(
+        &log::Record::builder()
+            .level(level)
+            .target("armord::denial")
+            .args(format_args!("{msg}"))
+            .key_values(&kv)
+            .build(),
+    );
+}
+
+/// A token bucket per key: `burst` entries per `interval`; the rest are
+/// counted and reported when the key's next interval starts.
+#[derive(Debug)]
+pub struct RateLimit {
+    burst: u32,
+    interval: Duration,
+    keys: HashMap<(String, String, String), (Instant, u32, u64)>,
+}
+
+impl RateLimit {
+    pub fn new(burst: u32, interval: Duration) -> Self {
+        RateLimit {
+            burst,
+            interval,
+            keys: HashMap::new(),
+        }
+    }
+
+    /// Should this event be logged? The second value is how many of the same
+    /// key were suppressed in the interval that just ended.
+    pub fn check(&mut self, key: (String, String, String), now: Instant) -> (bool, u64) {
+        if self.keys.len() > 100_000 {
+            self.keys.clear();
+        }
+        let e = self.keys.entry(key).or_insert((now, 0, 0));
+        let mut reported = 0;
+        if now.duration_since(e.0) >= self.interval {
+            reported = e.2;
+            *e = (now, 0, 0);
+        }
+        if e.1 < self.burst {
+            e.1 += 1;
+            (true, reported)
+        } else {
+            e.2 += 1;
+            (false, reported)
+        }
+    }
+}
+
+/// Denial counters: per profile and kind, and lost records.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    pub by_profile: BTreeMap<String, BTreeMap<String, u64>>,
+    pub suppressed: u64,
+    pub lost: u64,
+}
+
+impl Counters {
+    pub fn count(&mut self, ev: &Event) {
+        let profile = ev.record.profile().map(|p| p.into_owned()).unwrap_or_default();
+        *self
+            .by_profile
+            .entry(profile)
+            .or_default()
+            .entry(ev.record.kind.to_string())
+            .or_default() += 1;
+    }
+    pub fn total(&self) -> u64 {
+        self.by_profile.values().flat_map(|m| m.values()).sum()
+    }
+}
+
+/// Re-log one event (if the rate limit allows) and count it.
+pub fn relog(ev: &Event, rl: &mut RateLimit, counters: &mut Counters) {
+    counters.count(ev);
+    let r = &ev.record;
+    let key = (
+        r.profile().map(|p| p.into_owned()).unwrap_or_default(),
+        r.str("operation").map(|v| v.into_owned()).unwrap_or_default(),
+        r.str("name").map(|v| v.into_owned()).unwrap_or_default(),
+    );
+    let (log_it, suppressed) = rl.check(key.clone(), Instant::now());
+    if suppressed > 0 {
+        let fields = vec![
+            ("MESSAGE_ID", SUPPRESSED_MESSAGE_ID.to_owned()),
+            ("ARMORD_PROFILE", key.0.clone()),
+            ("ARMORD_OPERATION", key.1.clone()),
+            ("ARMORD_NAME", key.2.clone()),
+            ("ARMORD_SUPPRESSED", suppressed.to_string()),
+        ];
+        emit(
+            log::Level::Warn,
+            &fields,
+            &format!(
+                "suppressed {suppressed} more apparmor records for {} {} {}",
+                key.0, key.1, key.2
+            ),
+        );
+    }
+    if !log_it {
+        counters.suppressed += 1;
+        return;
+    }
+    let level = match r.kind.as_ref() {
+        "DENIED" | "KILLED" | "ERROR" => log::Level::Warn,
+        _ => log::Level::Info,
+    };
+    emit(level, &relog_fields(ev), &message(ev));
+}

@@ -1,0 +1,234 @@
+use super::*;
+use std::os::unix::fs::PermissionsExt;
+
+fn audit_entry(i: usize, serial: u64) -> String {
+    serde_json::json!({
+        "__CURSOR": format!("s=fake;i={i}"),
+        "_BOOT_ID": "b1",
+        "_TRANSPORT": "audit",
+        "_AUDIT_TYPE": "1400",
+        "_AUDIT_ID": serial.to_string(),
+        "_SOURCE_REALTIME_TIMESTAMP": format!("{}", 1_700_000_000_000_000u64 + serial * 1000),
+        "MESSAGE": format!("AVC apparmor=\"DENIED\" operation=\"open\" profile=\"custom.p{}\" name=\"/etc/f{serial}\" pid=10 comm=\"cat\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0", serial % 7),
+    })
+    .to_string()
+}
+
+fn kernel_entry(i: usize, serial: u64) -> String {
+    let us = 1_700_000_000_000_000u64 + serial * 1000;
+    serde_json::json!({
+        "__CURSOR": format!("s=fake;i={i}"),
+        "_BOOT_ID": "b1",
+        "_TRANSPORT": "kernel",
+        "MESSAGE": format!("audit: type=1400 audit({}.{:03}:{serial}): apparmor=\"DENIED\" operation=\"open\" profile=\"custom.p{}\" name=\"/etc/f{serial}\" pid=10 comm=\"cat\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0", us / 1_000_000, (us / 1000) % 1000, serial % 7),
+    })
+    .to_string()
+}
+
+fn other_entry(i: usize, msg: &str, transport: &str) -> String {
+    serde_json::json!({"__CURSOR": format!("s=fake;i={i}"), "_BOOT_ID": "b1", "_TRANSPORT": transport, "MESSAGE": msg})
+        .to_string()
+}
+
+#[test]
+fn both_transports_give_the_same_key() {
+    let a = parse_entry(&audit_entry(1, 42)).unwrap();
+    let k = parse_entry(&kernel_entry(2, 42)).unwrap();
+    let (Classified::Event(a), Classified::Event(k)) = (classify(&a), classify(&k)) else {
+        panic!("not events")
+    };
+    assert_eq!(a.key(), k.key());
+    assert_eq!(a.record.audit_id.unwrap().to_string(), "1700000000.042:42");
+    let mut d = Dedupe::new(10);
+    assert!(d.first(a.key().unwrap()));
+    assert!(!d.first(k.key().unwrap()));
+}
+
+#[test]
+fn classify_skips_other_records_and_counts_losses() {
+    let e = parse_entry(&other_entry(1, "audit: audit_lost=5 audit_rate_limit=0", "kernel")).unwrap();
+    assert!(matches!(classify(&e), Classified::Lost(5)));
+    let e = parse_entry(&other_entry(2, "usb 1-1: new device", "kernel")).unwrap();
+    assert!(matches!(classify(&e), Classified::Other));
+    let e = parse_entry(&other_entry(3, "apparmor=\"DENIED\" operation=\"open\"", "stdout")).unwrap();
+    assert!(matches!(classify(&e), Classified::Other));
+    // Binary MESSAGE as an array of bytes.
+    let e = parse_entry(r#"{"__CURSOR":"c","_TRANSPORT":"kernel","MESSAGE":[97,112,112]}"#).unwrap();
+    assert_eq!(e.message, "app");
+    assert!(parse_entry("{not json").is_none());
+    assert!(parse_entry(r#"{"MESSAGE":"no cursor"}"#).is_none());
+}
+
+#[test]
+fn bounded_lines() {
+    let data = format!("{}\nshort\n", "x".repeat(100));
+    let mut r = std::io::BufReader::with_capacity(16, data.as_bytes());
+    let mut out = Vec::new();
+    read_line_bounded(&mut r, &mut out, 10).unwrap();
+    assert_eq!(out.len(), 12);
+    out.clear();
+    read_line_bounded(&mut r, &mut out, 10).unwrap();
+    assert_eq!(out, b"short\n");
+}
+
+struct FakeJournal {
+    dir: tempfile::TempDir,
+}
+
+impl FakeJournal {
+    fn new(lines: &[String], die_at: &[usize]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("journal.json");
+        std::fs::write(&data, lines.join("\n") + "\n").unwrap();
+        let die = dir.path().join("die");
+        std::fs::write(&die, die_at.iter().map(|n| format!("{n}\n")).collect::<String>()).unwrap();
+        let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_journalctl");
+        let wrapper = dir.path().join("journalctl");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nFAKE_JOURNAL='{}' FAKE_JOURNAL_DIE='{}' FAKE_JOURNAL_LOG='{}' exec '{}' \"$@\"\n",
+                data.display(),
+                die.display(),
+                dir.path().join("calls").display(),
+                fake.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        FakeJournal { dir }
+    }
+
+    fn config(&self) -> FollowerConfig {
+        FollowerConfig {
+            journalctl: self.dir.path().join("journalctl"),
+            cursor_path: self.dir.path().join("journal.cursor"),
+            backoff: Duration::from_millis(20),
+            backoff_max: Duration::from_millis(100),
+            commit_every: Duration::from_millis(50),
+        }
+    }
+}
+
+/// 10,000 records through 5 forced restarts of the follower and 2 crashes
+/// of journalctl mid-line: every record handled exactly once.
+#[test]
+fn ten_thousand_records_exactly_once_through_restarts_and_crashes() {
+    const N: u64 = 10_000;
+    let mut lines = Vec::new();
+    for serial in 1..=N {
+        let i = lines.len() + 1;
+        // Half come over the audit transport, half over the kernel one;
+        // every tenth also arrives over the other transport.
+        if serial % 2 == 0 {
+            lines.push(audit_entry(i, serial));
+        } else {
+            lines.push(kernel_entry(i, serial));
+        }
+        if serial % 10 == 0 {
+            let i = lines.len() + 1;
+            lines.push(kernel_entry(i, serial));
+        }
+        if serial % 1000 == 0 {
+            let i = lines.len() + 1;
+            lines.push(other_entry(i, "systemd[1]: Started something.", "journal"));
+            lines.push("{this is not json".to_owned());
+        }
+    }
+    let i = lines.len() + 1;
+    lines.push(other_entry(i, "audit: audit_lost=3", "kernel"));
+    let total_lines = lines.len();
+    let j = FakeJournal::new(&lines, &[2_500, 7_000]);
+
+    let handled: Arc<Mutex<Vec<AuditId>>> = Arc::new(Mutex::new(Vec::new()));
+    let lost = Arc::new(Mutex::new(0u64));
+    let count = || handled.lock().unwrap().len();
+    let restart_at = [1_000usize, 3_000, 5_000, 6_000, 8_000];
+    let mut restarts = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut f = Follower::new(j.config());
+        let stopper = f.stopper();
+        let stats = f.stats.clone();
+        let h = handled.clone();
+        let thread = std::thread::spawn(move || {
+            f.run(|ev| h.lock().unwrap().push(ev.record.audit_id.unwrap()));
+        });
+        // Let it run to the next restart point, or to the end.
+        let target = restart_at.get(restarts).copied();
+        loop {
+            assert!(Instant::now() < deadline, "stuck at {} handled", count());
+            let n = count();
+            if target.is_some_and(|t| n >= t) || n as u64 >= N {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if target.is_none() {
+            // Give a duplicate a chance to show up, then stop.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        stopper.stop();
+        thread.join().unwrap();
+        *lost.lock().unwrap() += stats.lock().unwrap().lost;
+        if target.is_none() {
+            break;
+        }
+        restarts += 1;
+    }
+    let handled = handled.lock().unwrap();
+    let unique: std::collections::BTreeSet<_> = handled.iter().collect();
+    assert_eq!(restarts, 5);
+    assert_eq!(unique.len() as u64, N, "lost events");
+    assert_eq!(handled.len() as u64, N, "events handled twice");
+    assert_eq!(*lost.lock().unwrap(), 3);
+    // journalctl died twice on its own.
+    let die = std::fs::read_to_string(j.dir.path().join("die")).unwrap();
+    assert!(die.trim().is_empty(), "the fake did not die where told: {die:?}");
+    let calls = std::fs::read_to_string(j.dir.path().join("calls")).unwrap();
+    assert!(calls.lines().count() >= 8, "{calls}");
+    assert!(
+        calls.lines().skip(1).all(|c| c.contains("--after-cursor=s=fake;i=")),
+        "{calls}"
+    );
+    assert!(total_lines > N as usize);
+}
+
+#[test]
+fn a_vanished_cursor_resumes_from_the_oldest_entry() {
+    let lines = vec![audit_entry(1, 1), audit_entry(2, 2)];
+    let j = FakeJournal::new(&lines, &[]);
+    std::fs::write(j.dir.path().join("journal.cursor"), "s=gone;i=99\n").unwrap();
+    let mut f = Follower::new(j.config());
+    let stopper = f.stopper();
+    let handled = Arc::new(Mutex::new(0));
+    let h = handled.clone();
+    let t = std::thread::spawn(move || f.run(|_| *h.lock().unwrap() += 1));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while *handled.lock().unwrap() < 2 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stopper.stop();
+    let cursor = t.join().unwrap();
+    assert_eq!(cursor.as_deref(), Some("s=fake;i=2"));
+    let calls = std::fs::read_to_string(j.dir.path().join("calls")).unwrap();
+    let second = calls.lines().nth(1).unwrap();
+    assert!(
+        !second.contains("--after-cursor") && !second.contains("--boot"),
+        "{calls}"
+    );
+}
+
+#[test]
+fn rate_limit_suppresses_and_reports() {
+    let mut rl = RateLimit::new(2, Duration::from_secs(60));
+    let k = || ("p".to_owned(), "open".to_owned(), "/x".to_owned());
+    let t0 = Instant::now();
+    assert_eq!(rl.check(k(), t0), (true, 0));
+    assert_eq!(rl.check(k(), t0), (true, 0));
+    assert_eq!(rl.check(k(), t0), (false, 0));
+    assert_eq!(rl.check(k(), t0), (false, 0));
+    assert_eq!(rl.check(("q".into(), "open".into(), "/x".into()), t0), (true, 0));
+    assert_eq!(rl.check(k(), t0 + Duration::from_secs(61)), (true, 2));
+}
