@@ -5,6 +5,7 @@
 
 pub mod apparmor;
 pub mod audit;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod journal;

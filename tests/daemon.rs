@@ -24,13 +24,17 @@ fn profile(name: &str) -> String {
 impl Daemon {
     /// A tree with a fake parser; `extra` is appended to the config.
     fn tree(extra: &str) -> (Tree, PathBuf) {
+        Self::tree_with(extra, "[denials]\nenabled = false\n")
+    }
+
+    fn tree_with(extra: &str, denials: &str) -> (Tree, PathBuf) {
         let t = Tree::new();
         let parser = t.fake_parser();
         let config = t.write(
             "armord.toml",
             &format!(
                 "state_dir = \"state\"\nsecurityfs = \"secfs\"\nproc = \"proc\"\ndebounce_ms = 250\ndebounce_max_ms = 2000\n\
-                 resync_interval_secs = 1\n[parser]\npath = \"{}\"\ncache_dir = \"cache\"\n[[source]]\npath = \"src\"\n{extra}",
+                 resync_interval_secs = 1\n{denials}[parser]\npath = \"{}\"\ncache_dir = \"cache\"\n[[source]]\npath = \"src\"\n{extra}",
                 parser.display()
             ),
         );
@@ -121,6 +125,11 @@ impl Daemon {
             }
             n = m;
         }
+    }
+
+    fn settled_denials(&self) -> usize {
+        std::thread::sleep(Duration::from_millis(300));
+        self.log().matches("apparmor DENIED").count()
     }
 
     fn signal(&self, sig: nix::sys::signal::Signal) {
@@ -318,4 +327,61 @@ fn boot_restore_loads_from_the_store_when_the_source_is_absent() {
     assert!(ready.contains("unavailable, last-good policy kept"), "{ready}");
     assert!(d.log().contains("boot restore"), "{}", d.log());
     let _ = Path::new("");
+}
+
+#[test]
+fn denials_of_owned_profiles_are_relogged_with_fields() {
+    let t0 = Tree::new();
+    let journal = t0.write(
+        "journal.json",
+        &[
+            r#"{"__CURSOR":"s=1","_BOOT_ID":"b","_TRANSPORT":"audit","_AUDIT_TYPE":"1400","_AUDIT_ID":"7","_SOURCE_REALTIME_TIMESTAMP":"1700000000123000","MESSAGE":"AVC apparmor=\"DENIED\" operation=\"open\" class=\"file\" profile=\"custom.a\" name=\"/etc/shadow\" pid=42 comm=\"cat\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0"}"#,
+            r#"{"__CURSOR":"s=2","_BOOT_ID":"b","_TRANSPORT":"kernel","MESSAGE":"audit: type=1400 audit(1700000000.123:7): apparmor=\"DENIED\" operation=\"open\" class=\"file\" profile=\"custom.a\" name=\"/etc/shadow\" pid=42 comm=\"cat\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0"}"#,
+            r#"{"__CURSOR":"s=3","_BOOT_ID":"b","_TRANSPORT":"kernel","MESSAGE":"audit: type=1400 audit(1700000000.200:8): apparmor=\"DENIED\" operation=\"open\" profile=\"docker-default\" name=\"/x\" pid=43 comm=\"sh\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0"}"#,
+        ]
+        .join("\n"),
+    );
+    let fake = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_journalctl");
+    let wrapper = t0.write(
+        "journalctl",
+        &format!(
+            "#!/bin/sh\nFAKE_JOURNAL='{}' exec '{}' \"$@\"\n",
+            journal.display(),
+            fake.display()
+        ),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (t, cfg) = Daemon::tree_with("", &format!("[denials]\njournalctl = \"{}\"\n", wrapper.display()));
+    t.write("src/a", &profile("custom.a"));
+    let mut d = Daemon::start(t, cfg);
+    d.wait_ready();
+    d.wait_until("the denial re-logged", |d| {
+        d.log().contains("apparmor DENIED custom.a open /etc/shadow")
+    });
+    let log = d.log();
+    let line = log.lines().find(|l| l.contains("apparmor DENIED custom.a")).unwrap();
+    for field in [
+        "MESSAGE_ID=3c1f6a0e8b2d4c57a9e4d21b7f5c8e90",
+        "ARMORD_PROFILE=custom.a",
+        "ARMORD_OPERATION=open",
+        "ARMORD_NAME=/etc/shadow",
+        "ARMORD_DENIED=r",
+        "ARMORD_PID=42",
+        "ARMORD_COMM=cat",
+        "ARMORD_AUDIT_ID=1700000000.123:7",
+    ] {
+        assert!(line.contains(field), "{field} missing: {line}");
+    }
+    // The same record over the kernel transport counts once; a profile armord
+    // does not own is not re-logged (scope = owned).
+    assert!(d.settled_denials() == 1, "{log}");
+    assert!(!log.contains("docker-default open"), "{log}");
+    assert!(d.stop().success());
+    assert_eq!(d.tree.read("state/journal.cursor"), "s=3\n");
+    assert!(
+        d.log().contains("denial follower stopped: 1 records handled"),
+        "{}",
+        d.log()
+    );
 }

@@ -1,1 +1,314 @@
-//! Suggested rules (filled in below).
+//! Suggested rules: the AppArmor rules that would allow a set of records.
+//! File rules get the union of masks per path; the output is de-duplicated
+//! and sorted, ready to paste into the profile.
+
+use super::Record;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Quote and escape a path so that it matches only itself.
+pub fn path_literal(p: &str) -> String {
+    let mut out = String::with_capacity(p.len() + 2);
+    for c in p.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '{' | '}' | '^' | '\\' | '"') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    if out.chars().any(|c| c.is_whitespace() || c == ',' || c == '#') || out.is_empty() {
+        format!("\"{out}\"")
+    } else {
+        out
+    }
+}
+
+/// A bare value that the rule syntax accepts unquoted; quoted otherwise.
+fn word(v: &str) -> String {
+    if !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@+".contains(c)) {
+        v.to_owned()
+    } else {
+        format!("\"{}\"", v.replace('"', "\\\""))
+    }
+}
+
+const FILE_OPS: &[&str] = &[
+    "open",
+    "mknod",
+    "mkdir",
+    "rmdir",
+    "unlink",
+    "rename_src",
+    "rename_dest",
+    "link",
+    "symlink",
+    "truncate",
+    "chmod",
+    "chown",
+    "getattr",
+    "setattr",
+    "exec",
+    "file_mmap",
+    "file_perm",
+    "file_lock",
+    "file_receive",
+    "file_inherit",
+];
+
+fn file_perms(mask: &str, exec_mode: bool) -> BTreeSet<char> {
+    let mut out = BTreeSet::new();
+    for c in mask.chars() {
+        match c {
+            'r' => drop(out.insert('r')),
+            'w' | 'c' | 'd' => drop(out.insert('w')),
+            'a' => drop(out.insert('a')),
+            'l' => drop(out.insert('l')),
+            'k' => drop(out.insert('k')),
+            'm' => drop(out.insert('m')),
+            'x' => drop(out.insert('x')),
+            _ => {}
+        }
+    }
+    if exec_mode {
+        out.insert('x');
+    }
+    out
+}
+
+fn perm_string(p: &BTreeSet<char>) -> String {
+    let mut s = String::new();
+    for c in ['r', 'w', 'a', 'l', 'k', 'm'] {
+        if p.contains(&c) && !(c == 'a' && p.contains(&'w')) {
+            s.push(c);
+        }
+    }
+    if p.contains(&'x') {
+        s.push_str("ix");
+    }
+    s
+}
+
+/// The rules for these records (one profile's). Records that need no rule
+/// (STATUS, HINT) or that no rule can express are skipped.
+pub fn rules<'r, 'a: 'r>(records: impl IntoIterator<Item = &'r Record<'a>>) -> Vec<String> {
+    let mut files: BTreeMap<String, BTreeSet<char>> = BTreeMap::new();
+    let mut other: BTreeSet<String> = BTreeSet::new();
+    for r in records {
+        if !matches!(r.kind.as_ref(), "DENIED" | "ALLOWED" | "AUDIT" | "KILLED") {
+            continue;
+        }
+        let s = |k: &str| r.str(k).map(|v| v.into_owned()).filter(|v| !v.is_empty());
+        let op = s("operation").unwrap_or_default();
+        let mask = s("denied")
+            .or_else(|| s("requested"))
+            .or_else(|| s("mask"))
+            .unwrap_or_default();
+        let class = s("class").unwrap_or_default();
+        if op == "capable" || class == "cap" {
+            if let Some(cap) = s("capname") {
+                other.insert(format!("capability {cap},"));
+            }
+        } else if op == "signal" {
+            let mut rule = format!("signal ({})", mask.replace(' ', ", "));
+            if let Some(sig) = s("signal") {
+                rule.push_str(&format!(" set=({sig})"));
+            }
+            if let Some(peer) = s("peer") {
+                rule.push_str(&format!(" peer={}", word(&peer)));
+            }
+            other.insert(rule + ",");
+        } else if op == "ptrace" {
+            let mut rule = format!("ptrace ({})", mask.replace(' ', ", "));
+            if let Some(peer) = s("peer").or_else(|| s("target")) {
+                rule.push_str(&format!(" peer={}", word(&peer)));
+            }
+            other.insert(rule + ",");
+        } else if op.starts_with("dbus_") {
+            let mut rule = format!("dbus ({})", if mask.is_empty() { "send".into() } else { mask.clone() });
+            for (k, key) in [
+                ("bus", "bus"),
+                ("path", "path"),
+                ("interface", "interface"),
+                ("member", "member"),
+            ] {
+                if let Some(v) = s(key) {
+                    rule.push_str(&format!(" {k}={}", word(&v)));
+                }
+            }
+            if op == "dbus_bind" {
+                if let Some(n) = s("name") {
+                    rule.push_str(&format!(" name={}", word(&n)));
+                }
+            } else {
+                let mut peer = Vec::new();
+                if let Some(n) = s("name") {
+                    peer.push(format!("name={}", word(&n)));
+                }
+                if let Some(l) = s("peer_label").or_else(|| s("peer_profile")) {
+                    peer.push(format!("label={}", word(&l)));
+                }
+                if !peer.is_empty() {
+                    rule.push_str(&format!(" peer=({})", peer.join(", ")));
+                }
+            }
+            other.insert(rule + ",");
+        } else if op == "mount" || op == "remount" {
+            let mut rule = "mount".to_owned();
+            if let Some(f) = s("flags") {
+                rule.push_str(&format!(" options=({})", f.replace(' ', "")));
+            }
+            if let Some(t) = s("fstype") {
+                rule.push_str(&format!(" fstype={}", word(&t)));
+            }
+            if let Some(src) = s("srcname") {
+                rule.push_str(&format!(" {}", path_literal(&src)));
+            }
+            if let Some(n) = s("name") {
+                rule.push_str(&format!(" -> {}", path_literal(&n)));
+            }
+            other.insert(rule + ",");
+        } else if op == "umount" {
+            if let Some(n) = s("name") {
+                other.insert(format!("umount {},", path_literal(&n)));
+            }
+        } else if op == "pivotroot" {
+            let mut rule = "pivot_root".to_owned();
+            if let Some(src) = s("srcname") {
+                rule.push_str(&format!(" oldroot={}", path_literal(&src)));
+            }
+            if let Some(n) = s("name") {
+                rule.push_str(&format!(" {}", path_literal(&n)));
+            }
+            other.insert(rule + ",");
+        } else if op == "change_profile" || op == "change_onexec" {
+            if let Some(t) = s("target").or_else(|| s("name")) {
+                other.insert(format!("change_profile -> {},", word(&t)));
+            }
+        } else if class == "net" || s("family").is_some() {
+            let family = s("family").unwrap_or_default();
+            if family == "unix" {
+                let mut rule = format!("unix ({})", mask.replace(' ', ", "));
+                if let Some(t) = s("sock_type") {
+                    rule.push_str(&format!(" type={t}"));
+                }
+                other.insert(rule + ",");
+            } else if !family.is_empty() {
+                let mut rule = format!("network {family}");
+                if let Some(t) = s("sock_type").filter(|t| !t.starts_with("unknown")) {
+                    rule.push_str(&format!(" {t}"));
+                }
+                other.insert(rule + ",");
+            }
+        } else if (class == "file" || class.is_empty() && FILE_OPS.contains(&op.as_str()))
+            && let Some(name) = s("name")
+        {
+            let perms = file_perms(&mask, op == "exec");
+            if !perms.is_empty() {
+                files.entry(name).or_default().extend(perms);
+            }
+        }
+    }
+    let mut out: Vec<String> = files
+        .iter()
+        .map(|(p, m)| format!("{} {},", path_literal(p), perm_string(m)))
+        .collect();
+    out.extend(other);
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Insert `rules` at the end of the block of top-level profile `name` in a
+/// profile file. `None` when the profile's block cannot be found.
+pub fn insert_rules(text: &str, name: &str, rules: &[String]) -> Option<String> {
+    let candidates = [
+        format!("profile {name} "),
+        format!("profile {name}{{"),
+        format!("profile \"{name}\""),
+        format!("{name} "),
+    ];
+    let start = candidates.iter().filter_map(|c| text.find(c.as_str())).min()?;
+    let open = start + text[start..].find('{')?;
+    let mut depth = 0usize;
+    for (i, c) in text[open..].char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    let at = open + i;
+                    let mut out = String::with_capacity(text.len() + rules.len() * 40);
+                    out.push_str(&text[..at]);
+                    out.push_str("\n  # suggested by armorctl\n");
+                    for r in rules {
+                        out.push_str("  ");
+                        out.push_str(r);
+                        out.push('\n');
+                    }
+                    out.push_str(&text[at..]);
+                    return Some(out);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::parse;
+
+    fn suggest(lines: &[&str]) -> Vec<String> {
+        let recs: Vec<Record> = lines.iter().map(|l| parse(l).unwrap()).collect();
+        rules(&recs)
+    }
+
+    #[test]
+    fn file_masks_union_per_path() {
+        let r = suggest(&[
+            r#"apparmor="DENIED" operation="open" profile="p" name="/etc/a" requested_mask="r" denied_mask="r""#,
+            r#"apparmor="DENIED" operation="open" profile="p" name="/etc/a" requested_mask="wc" denied_mask="wc""#,
+            r#"apparmor="DENIED" operation="exec" profile="p" name="/bin/sh" requested_mask="x" denied_mask="x""#,
+            r#"apparmor="DENIED" operation="open" profile="p" name="/tmp/a b*" requested_mask="a" denied_mask="a""#,
+            r#"apparmor="STATUS" operation="profile_load" name="p""#,
+        ]);
+        assert_eq!(r, ["\"/tmp/a b\\*\" a,", "/bin/sh ix,", "/etc/a rw,"]);
+    }
+
+    #[test]
+    fn every_rule_kind() {
+        let r = suggest(&[
+            r#"apparmor="DENIED" operation="capable" class="cap" profile="p" capability=13 capname="net_raw""#,
+            r#"apparmor="DENIED" operation="create" class="net" profile="p" family="inet" sock_type="raw" protocol=1 requested="create" denied="create""#,
+            r#"apparmor="DENIED" operation="connect" class="net" profile="p" family="unix" sock_type="stream" requested="connect" denied="connect""#,
+            r#"apparmor="DENIED" operation="signal" profile="p" requested_mask="send" denied_mask="send" signal=kill peer="unconfined""#,
+            r#"apparmor="DENIED" operation="ptrace" profile="p" requested_mask="read" denied_mask="read" peer="unconfined""#,
+            r#"apparmor="DENIED" operation="dbus_method_call" bus="system" path="/org/x" interface="org.x.I" member="Get" mask="send" name="org.x" label="p" peer_label="unconfined""#,
+            r#"apparmor="DENIED" operation="mount" info="failed flags match" error=-13 profile="p" name="/mnt/" fstype="ext4" srcname="/dev/sda1" flags="rw, nosuid""#,
+            r#"apparmor="DENIED" operation="change_profile" profile="p" name="q" target="q""#,
+        ]);
+        let want = [
+            "capability net_raw,",
+            "change_profile -> q,",
+            "dbus (send) bus=system path=/org/x interface=org.x.I member=Get peer=(name=org.x, label=unconfined),",
+            "mount options=(rw,nosuid) fstype=ext4 /dev/sda1 -> /mnt/,",
+            "network inet raw,",
+            "ptrace (read) peer=unconfined,",
+            "signal (send) set=(kill) peer=unconfined,",
+            "unix (connect) type=stream,",
+        ];
+        assert_eq!(r, want);
+    }
+
+    #[test]
+    fn insert_into_the_right_block() {
+        let text =
+            "abi <abi/3.0>,\nprofile other { }\nprofile custom.x flags=(complain) {\n  /a r,\n  profile child { }\n}\n";
+        let out = insert_rules(text, "custom.x", &["/b r,".to_owned()]).unwrap();
+        assert!(
+            out.ends_with("  profile child { }\n\n  # suggested by armorctl\n  /b r,\n}\n"),
+            "{out}"
+        );
+        assert!(insert_rules(text, "missing", &[]).is_none());
+    }
+}

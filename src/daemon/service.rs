@@ -1,12 +1,16 @@
 //! The one event loop: watch events, timers, signals.
 
 use super::{DaemonError, log_report, open};
+use crate::config::DenialScope;
 use crate::config::{Config, ConfigError};
+use crate::journal::{Counters, Follower, FollowerConfig, RateLimit, Stopper, relog};
 use crate::notify;
 use crate::reconcile::{ProblemKind, Reconciler, Report};
 use crate::watch::{Change, Debounce, Watcher};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::time::{Instant, sleep_until};
@@ -90,6 +94,7 @@ pub struct Service {
     debounce: Debounce,
     signals: Signals,
     status: Status,
+    denials: Option<Denials>,
     stopping: bool,
     retry_at: Option<Instant>,
     backoff: Duration,
@@ -164,7 +169,16 @@ impl Service {
         Ok(())
     }
 
+    /// Tell the denial follower which profiles armord owns now.
+    fn share_owned(&self) {
+        if let (Some(d), Some(rec)) = (&self.denials, &self.rec) {
+            let names = rec.manifest.profiles.keys().cloned().collect();
+            *d.owned.write().unwrap_or_else(|p| p.into_inner()) = names;
+        }
+    }
+
     fn after(&mut self, report: &Report) {
+        self.share_owned();
         if report.transient {
             self.retry_at = Some(Instant::now() + self.backoff);
             log::warn!(
@@ -224,6 +238,8 @@ impl Service {
         }
         notify::ready(&self.status.text());
         log::info!("ready: {}", self.status.text());
+        self.denials = Denials::start(&self.rec().config);
+        self.share_owned();
 
         let resync = self.rec().config.resync_interval();
         let mut next_resync = Instant::now() + resync;
@@ -286,6 +302,72 @@ impl Service {
     }
 }
 
+/// The denial follower's thread and what it shares with the loop.
+pub struct Denials {
+    pub owned: Arc<RwLock<HashSet<String>>>,
+    pub counters: Arc<Mutex<Counters>>,
+    stopper: Stopper,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Denials {
+    fn start(cfg: &Config) -> Option<Denials> {
+        if !cfg.denials.enabled {
+            return None;
+        }
+        let owned: Arc<RwLock<HashSet<String>>> = Arc::default();
+        let counters: Arc<Mutex<Counters>> = Arc::default();
+        let mut follower = Follower::new(FollowerConfig {
+            journalctl: cfg.denials.journalctl.clone(),
+            cursor_path: cfg.cursor_path(),
+            backoff: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(60),
+            commit_every: Duration::from_millis(200),
+        });
+        let stopper = follower.stopper();
+        let scope_all = cfg.denials.scope == DenialScope::All;
+        let mut rate = RateLimit::new(
+            cfg.denials.rate_limit_burst,
+            Duration::from_secs(cfg.denials.rate_limit_interval_secs),
+        );
+        let (o, c) = (owned.clone(), counters.clone());
+        let stats = follower.stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("denials".into())
+            .spawn(move || {
+                follower.run(|ev| {
+                    let profile = ev.record.profile().map(|p| p.into_owned()).unwrap_or_default();
+                    let top = crate::apparmor::top_level(&profile).to_owned();
+                    if !scope_all && !o.read().unwrap_or_else(|p| p.into_inner()).contains(&top) {
+                        return;
+                    }
+                    let mut c = c.lock().unwrap_or_else(|p| p.into_inner());
+                    relog(ev, &mut rate, &mut c);
+                    c.lost = stats.lock().map(|s| s.lost).unwrap_or(0);
+                });
+            })
+            .ok()?;
+        Some(Denials {
+            owned,
+            counters,
+            stopper,
+            thread,
+        })
+    }
+
+    fn stop(self) {
+        self.stopper.stop();
+        let _ = self.thread.join();
+        let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        log::info!(
+            "denial follower stopped: {} records handled, {} suppressed, {} lost",
+            c.total(),
+            c.suppressed,
+            c.lost
+        );
+    }
+}
+
 /// Run the service until SIGTERM or SIGINT.
 pub fn run(
     cfg: Config,
@@ -316,10 +398,15 @@ pub fn run(
             debounce,
             signals,
             status: Status::default(),
+            denials: None,
             stopping: false,
             retry_at: None,
             backoff: BACKOFF_FIRST,
         };
-        service.serve().await
+        let code = service.serve().await;
+        if let Some(d) = service.denials.take() {
+            d.stop();
+        }
+        code
     })
 }

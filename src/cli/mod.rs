@@ -1,0 +1,374 @@
+//! `armorctl`: the operator's tool. Offline commands work without the daemon.
+
+use crate::apparmor::default_features_file;
+use crate::audit::{self, Record, suggest};
+use crate::config;
+use crate::journal::MESSAGE_ID;
+use crate::state::{Loaded, StateDir};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "armorctl",
+    version,
+    about = "Inspect and drive armord, and debug AppArmor denials"
+)]
+pub struct Cli {
+    /// armord's configuration (for the state directory and tool paths).
+    #[arg(long, global = true, value_name = "PATH", default_value = config::DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Work with AppArmor audit records offline.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Show the denials armord re-logged to the journal (works when armord is down).
+    Denials(DenialsArgs),
+    /// Print the rules that would allow a profile's observed denials.
+    Suggest(SuggestArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Parse audit lines (audit.log, syslog, dmesg, journal MESSAGE) into one JSON object per line.
+    Parse {
+        /// A file, or `-` for standard input.
+        #[arg(default_value = "-")]
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Args)]
+pub struct DenialsArgs {
+    /// Only this profile.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Only since this time (anything `journalctl --since` accepts).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Keep printing new denials.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// One JSON object per denial.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SuggestArgs {
+    pub profile: String,
+    #[arg(long)]
+    pub since: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("cannot run {0}: {1}")]
+    Spawn(PathBuf, std::io::Error),
+    #[error("configuration: {0}")]
+    Config(#[from] config::ConfigError),
+}
+
+fn config_or_default(path: &std::path::Path) -> config::Config {
+    config::load(path).unwrap_or_default()
+}
+
+pub fn run(cli: Cli) -> Result<i32, CliError> {
+    match cli.command {
+        Cmd::Audit(AuditCmd::Parse { file, format }) => audit_parse(&file, format),
+        Cmd::Denials(a) => denials(&config_or_default(&cli.config), &a),
+        Cmd::Suggest(a) => suggest_cmd(&config_or_default(&cli.config), &a),
+    }
+}
+
+fn text_line(r: &Record) -> String {
+    let s = |k: &str| r.str(k).map(|v| v.into_owned()).unwrap_or_default();
+    let mut out = format!(
+        "{} {} {}",
+        r.kind,
+        r.profile().as_deref().unwrap_or("-"),
+        s("operation")
+    );
+    for k in ["name", "capname", "denied", "mask", "comm", "pid"] {
+        if let Some(v) = r.str(k) {
+            out.push_str(&format!(" {k}={v}"));
+        }
+    }
+    if let Some(id) = r.audit_id {
+        out.push_str(&format!(" audit_id={id}"));
+    }
+    out
+}
+
+fn audit_parse(file: &PathBuf, format: Format) -> Result<i32, CliError> {
+    let input: Box<dyn BufRead> = if file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(file).map_err(|e| CliError::Io(file.clone(), e))?,
+        ))
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut bad = 0;
+    for line in input.split(b'\n') {
+        let line = line.map_err(|e| CliError::Io(file.clone(), e))?;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&line);
+        let printed = match (audit::parse(&text), format) {
+            (Ok(r), Format::Json) => serde_json::to_string(&r).unwrap_or_default(),
+            (Ok(r), Format::Text) => text_line(&r),
+            (Err(e), Format::Json) => {
+                bad += 1;
+                serde_json::json!({ "error": e.to_string() }).to_string()
+            }
+            (Err(e), Format::Text) => {
+                bad += 1;
+                format!("error: {e}")
+            }
+        };
+        if writeln!(out, "{printed}").is_err() {
+            return Ok(0);
+        }
+    }
+    let _ = out.flush();
+    Ok(if bad > 0 { 2 } else { 0 })
+}
+
+/// Run `journalctl -o json` over armord's denial entries.
+fn journal_query(
+    cfg: &config::Config,
+    profile: Option<&str>,
+    since: Option<&str>,
+    follow: bool,
+) -> Result<std::process::Child, CliError> {
+    let mut c = Command::new(&cfg.denials.journalctl);
+    c.args(["--output=json", "--no-pager"]);
+    c.arg(format!("MESSAGE_ID={MESSAGE_ID}"));
+    if let Some(p) = profile {
+        c.arg(format!("ARMORD_PROFILE={p}"));
+    }
+    if let Some(s) = since {
+        c.arg(format!("--since={s}"));
+    }
+    if follow {
+        c.arg("--follow");
+    }
+    c.stdout(Stdio::piped()).stdin(Stdio::null());
+    c.spawn()
+        .map_err(|e| CliError::Spawn(cfg.denials.journalctl.clone(), e))
+}
+
+/// Each re-logged record from the journal (the ARMORD_RECORD field).
+fn journal_records(
+    child: &mut std::process::Child,
+    mut each: impl FnMut(serde_json::Value, serde_json::Value) -> bool,
+) {
+    let Some(out) = child.stdout.take() else { return };
+    for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        let Some(rec) = entry
+            .get("ARMORD_RECORD")
+            .and_then(|v| v.as_str())
+            .and_then(|s| serde_json::from_str(s).ok())
+        else {
+            continue;
+        };
+        if !each(entry, rec) {
+            break;
+        }
+    }
+}
+
+fn denials(cfg: &config::Config, a: &DenialsArgs) -> Result<i32, CliError> {
+    let mut child = journal_query(cfg, a.profile.as_deref(), a.since.as_deref(), a.follow)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut n = 0;
+    journal_records(&mut child, |entry, rec| {
+        n += 1;
+        let line = if a.json {
+            rec.to_string()
+        } else {
+            let s = |k: &str| {
+                rec.get(k)
+                    .map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))
+                    .unwrap_or_default()
+            };
+            let when = entry
+                .get("__REALTIME_TIMESTAMP")
+                .and_then(|v| v.as_str())
+                .and_then(|us| us.parse::<u64>().ok())
+                .map(|us| format!("{}", us / 1_000_000))
+                .unwrap_or_default();
+            format!(
+                "{when} {} {} {} {} {} comm={} pid={}",
+                s("kind"),
+                if rec.get("profile").is_some() {
+                    s("profile")
+                } else {
+                    s("label")
+                },
+                s("operation"),
+                if rec.get("name").is_some() {
+                    s("name")
+                } else {
+                    s("capname")
+                },
+                if rec.get("denied").is_some() {
+                    s("denied")
+                } else {
+                    s("mask")
+                },
+                s("comm"),
+                s("pid")
+            )
+        };
+        writeln!(out, "{line}").is_ok()
+    });
+    let _ = child.wait();
+    if n == 0 && !a.json {
+        eprintln!(
+            "armorctl: no denials recorded{}",
+            a.profile.as_ref().map(|p| format!(" for {p}")).unwrap_or_default()
+        );
+    }
+    Ok(0)
+}
+
+/// The profile text armord loaded for `name`, from its store.
+fn loaded_profile_text(cfg: &config::Config, name: &str) -> Option<String> {
+    let state = StateDir::new(cfg.state_dir.clone());
+    let Loaded::Found(m) = state.load_manifest() else {
+        return None;
+    };
+    let o = m.profiles.get(name)?;
+    String::from_utf8(state.store_get(&o.sha256)?).ok()
+}
+
+fn compiles(cfg: &config::Config, text: &str) -> Result<(), String> {
+    let parser = crate::daemon::find_program(&cfg.parser.path).ok_or("apparmor_parser not found")?;
+    let dir = tempfile_dir().map_err(|e| e.to_string())?;
+    let file = dir.join("profile");
+    std::fs::write(&file, text).map_err(|e| e.to_string())?;
+    let mut c = Command::new(parser);
+    c.args(["-Q", "-K"]);
+    if !cfg.securityfs.join("features").exists()
+        && let Some(f) = cfg.parser.features_file.clone().or_else(default_features_file)
+    {
+        c.arg("-M").arg(f);
+    }
+    let out = c.arg(&file).output().map_err(|e| e.to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = out?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .find(|l| !l.starts_with("Cache"))
+            .unwrap_or("rejected")
+            .to_owned())
+    }
+}
+
+fn tempfile_dir() -> std::io::Result<PathBuf> {
+    let base = std::env::temp_dir().join(format!(
+        "armorctl-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&base)?;
+    Ok(base)
+}
+
+fn suggest_cmd(cfg: &config::Config, a: &SuggestArgs) -> Result<i32, CliError> {
+    let mut child = journal_query(cfg, Some(&a.profile), a.since.as_deref(), false)?;
+    let mut lines = Vec::new();
+    journal_records(&mut child, |_, rec| {
+        lines.push(rec);
+        true
+    });
+    let _ = child.wait();
+    // Rebuild records from their JSON form.
+    let owned: Vec<Record<'static>> = lines.iter().filter_map(record_from_json).collect();
+    let rules = suggest::rules(&owned);
+    if rules.is_empty() {
+        eprintln!("armorctl: no denials of {} to suggest rules for", a.profile);
+        return Ok(1);
+    }
+    // Check each rule in a copy of the loaded profile (or a bare profile).
+    let base = loaded_profile_text(cfg, &a.profile);
+    let mut out = String::new();
+    let mut failed = 0;
+    for rule in &rules {
+        let text = base
+            .as_deref()
+            .and_then(|t| suggest::insert_rules(t, &a.profile, std::slice::from_ref(rule)))
+            .unwrap_or_else(|| format!("abi <abi/3.0>,\nprofile armorctl.check {{\n  {rule}\n}}\n"));
+        match compiles(cfg, &text) {
+            Ok(()) => out.push_str(&format!("  {rule}\n")),
+            Err(e) => {
+                failed += 1;
+                out.push_str(&format!("  # {rule}  (does not compile: {e})\n"));
+            }
+        }
+    }
+    if base.is_none() {
+        eprintln!(
+            "armorctl: {} is not in armord's store; each rule was checked in a bare profile",
+            a.profile
+        );
+    }
+    print!("{out}");
+    Ok(if failed > 0 { 2 } else { 0 })
+}
+
+/// A record from the JSON `armorctl audit parse` and ARMORD_RECORD write.
+pub fn record_from_json(v: &serde_json::Value) -> Option<Record<'static>> {
+    let obj = v.as_object()?;
+    let mut rec = Record {
+        kind: obj.get("kind")?.as_str()?.to_owned().into(),
+        audit_id: obj
+            .get("audit_id")
+            .and_then(|s| s.as_str())
+            .and_then(audit::AuditId::parse),
+        fields: Vec::new(),
+    };
+    for (k, val) in obj {
+        if k == "kind" || k == "audit_id" {
+            continue;
+        }
+        let val = match val {
+            serde_json::Value::Number(n) => audit::Value::Num(n.as_i64()?),
+            serde_json::Value::String(s) => audit::Value::Str(s.clone().into()),
+            _ => continue,
+        };
+        rec.fields.push((k.clone().into(), val));
+    }
+    Some(rec)
+}

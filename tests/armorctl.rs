@@ -1,0 +1,130 @@
+//! armorctl's offline commands: audit parse, denials, suggest.
+
+mod common;
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+
+fn fake_journal(t: &Tree, entries: &[serde_json::Value]) -> std::path::PathBuf {
+    let data = t.write(
+        "journal.json",
+        &entries.iter().map(|e| e.to_string() + "\n").collect::<String>(),
+    );
+    let fake = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_journalctl");
+    let w = t.write(
+        "journalctl",
+        &format!(
+            "#!/bin/sh\nFAKE_JOURNAL='{}' exec '{}' \"$@\"\n",
+            data.display(),
+            fake.display()
+        ),
+    );
+    std::fs::set_permissions(&w, std::fs::Permissions::from_mode(0o755)).unwrap();
+    w
+}
+
+fn relogged(i: usize, line: &str) -> serde_json::Value {
+    let rec = armord::audit::parse(line).unwrap();
+    let mut e = serde_json::json!({
+        "__CURSOR": format!("c{i}"),
+        "__REALTIME_TIMESTAMP": "1700000000000000",
+        "MESSAGE": "apparmor ...",
+    });
+    for (k, v) in armord::journal::relog_fields(&armord::journal::Event {
+        boot_id: "b".into(),
+        record: rec.into_owned(),
+    }) {
+        e[k] = serde_json::Value::String(v);
+    }
+    e
+}
+
+#[test]
+fn audit_parse_json_and_errors() {
+    let t = Tree::new();
+    let f = t.write(
+        "audit.log",
+        "type=AVC msg=audit(1279948288.415:39): apparmor=\"DENIED\" operation=\"open\" profile=\"/usr/sbin/cupsd\" name=2F746D702F6120622E747874 pid=12333 comm=\"ls\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=1000\n\
+         Oct 29 07:55:58 host syslogd 1.5.0: restart.\n\
+         [ 97.49] audit: type=1400 audit(1431116353.523:77): apparmor=\"DENIED\" operation=\"capable\" profile=\"p\" pid=3 comm=\"x\" capability=12 capname=\"net_admin\"\n",
+    );
+    let out = run(ARMORCTL, &["audit", "parse", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["name"], "/tmp/a b.txt");
+    assert_eq!(lines[0]["audit_id"], "1279948288.415:39");
+    assert_eq!(lines[0]["pid"], 12333);
+    assert_eq!(lines[0]["requested"], "r");
+    assert_eq!(lines[1]["error"], "not an AppArmor record");
+    assert_eq!(lines[2]["capname"], "net_admin");
+    let out = run(ARMORCTL, &["audit", "parse", "--format", "text", f.to_str().unwrap()]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.starts_with("DENIED /usr/sbin/cupsd open name=/tmp/a b.txt denied=r comm=ls pid=12333"),
+        "{s}"
+    );
+}
+
+#[test]
+fn denials_and_suggest_from_the_journal() {
+    let t = Tree::new();
+    let j = fake_journal(
+        &t,
+        &[
+            relogged(
+                1,
+                r#"audit: type=1400 audit(1700000000.1:1): apparmor="DENIED" operation="open" class="file" profile="custom.app" name="/etc/shadow" pid=42 comm="cat" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#,
+            ),
+            relogged(
+                2,
+                r#"audit: type=1400 audit(1700000000.2:2): apparmor="DENIED" operation="open" class="file" profile="custom.app" name="/var/log/app.log" pid=42 comm="app" requested_mask="wc" denied_mask="wc" fsuid=0 ouid=0"#,
+            ),
+            relogged(
+                3,
+                r#"audit: type=1400 audit(1700000000.3:3): apparmor="DENIED" operation="capable" class="cap" profile="custom.app" pid=42 comm="app" capability=12 capname="net_admin""#,
+            ),
+            relogged(
+                4,
+                r#"audit: type=1400 audit(1700000000.4:4): apparmor="DENIED" operation="open" class="file" profile="custom.other" name="/x" pid=5 comm="sh" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#,
+            ),
+        ],
+    );
+    let cfg = t.write(
+        "armord.toml",
+        &format!("state_dir = \"state\"\n[denials]\njournalctl = \"{}\"\n", j.display()),
+    );
+    let out = run(
+        ARMORCTL,
+        &["--config", cfg.to_str().unwrap(), "denials", "--profile", "custom.app"],
+    );
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(s.lines().count(), 3, "{s}");
+    assert!(
+        s.contains("DENIED custom.app open /etc/shadow r comm=cat pid=42"),
+        "{s}"
+    );
+    let out = run(ARMORCTL, &["--config", cfg.to_str().unwrap(), "denials", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 4);
+
+    if real_parser().is_none() {
+        return;
+    }
+    // The loaded profile, as armord's store holds it.
+    let profile = "abi <abi/3.0>,\ninclude <tunables/global>\nprofile custom.app {\n  include <abstractions/base>\n}\n";
+    let sha = armord::source::sha256_hex(profile.as_bytes());
+    t.write(&format!("state/store/{sha}"), profile);
+    t.write(
+        "state/state.json",
+        &serde_json::json!({"version": 1, "profiles": {"custom.app": {"file": "/x", "source": "/", "sha256": sha, "mode": "enforce"}}}).to_string(),
+    );
+    let out = run(ARMORCTL, &["--config", cfg.to_str().unwrap(), "suggest", "custom.app"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "  /etc/shadow r,\n  /var/log/app.log w,\n  capability net_admin,\n"
+    );
+}
