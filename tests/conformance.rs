@@ -102,10 +102,10 @@ fn agrees_with_libapparmor() {
         let expected = std::fs::read_to_string(input.with_extension("out")).unwrap();
         let mut want: Vec<(String, String)> = Vec::new();
         for l in expected.lines().skip_while(|l| *l != "START").skip(1) {
-            if let Some((k, v)) = l.split_once(": ").or_else(|| l.strip_suffix(':').map(|k| (k, ""))) {
-                if k != "File" {
-                    want.push((k.to_owned(), v.to_owned()));
-                }
+            if let Some((k, v)) = l.split_once(": ").or_else(|| l.strip_suffix(':').map(|k| (k, "")))
+                && k != "File"
+            {
+                want.push((k.to_owned(), v.to_owned()));
             }
         }
         let parsed = parse(&line);
