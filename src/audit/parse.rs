@@ -191,6 +191,9 @@ fn alias(key: &str) -> &str {
         "requested_mask" => "requested",
         "denied_mask" => "denied",
         "apparmor" => "kind",
+        // The record's own keys: a field of that name is kept apart.
+        "kind" => "field_kind",
+        "audit_id" => "field_audit_id",
         k => k,
     }
 }
@@ -399,7 +402,10 @@ pub fn parse(line: &str) -> Result<Record<'_>, ParseError> {
             continue;
         }
         let key: Cow<'_, str> = if t.enriched {
-            Cow::Borrowed(t.key)
+            Cow::Borrowed(match t.key {
+                "kind" | "audit_id" => alias(t.key),
+                k => k,
+            })
         } else {
             Cow::Borrowed(alias(t.key))
         };
@@ -472,6 +478,48 @@ pub fn loss_marker(line: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #[test]
+        fn never_panics_on_any_bytes(data in prop::collection::vec(any::<u8>(), 0..600)) {
+            let _ = parse_bytes(&data);
+        }
+
+        #[test]
+        fn never_panics_on_near_records(
+            prefix in prop::sample::select(vec!["", "type=AVC msg=audit(1.2:3): ", "audit: type=1400 audit(9.999:1): ", "AVC ", "[ 1.0] ", "type=USER_AVC msg=audit(1.2:3): pid=1 msg='"]),
+            fields in prop::collection::vec(("[a-z_]{1,10}", "[ -~\\x1d]{0,12}", 0u8..4), 0..12),
+        ) {
+            let mut line = prefix.to_owned();
+            line.push_str("apparmor=\"DENIED\" ");
+            for (k, v, q) in &fields {
+                match q {
+                    0 => line.push_str(&format!("{k}=\"{v}\" ")),
+                    1 => line.push_str(&format!("{k}={} ", v.replace(' ', ""))),
+                    2 => line.push_str(&format!("{k}={} ", v.bytes().map(|b| format!("{b:02X}")).collect::<String>())),
+                    _ => line.push_str(&format!("{v} ")),
+                }
+            }
+            let r = parse(&line);
+            // A record with `apparmor=` and no broken audit id always parses.
+            prop_assert!(r.is_ok() || !prefix.contains("audit("), "{line}: {r:?}");
+            if let Ok(r) = r {
+                prop_assert_eq!(r.kind.as_ref(), "DENIED");
+                prop_assert!(serde_json::to_string(&r).is_ok());
+            }
+        }
+
+        #[test]
+        fn hex_values_decode_to_what_was_encoded(name in "[ -~]{1,40}") {
+            let hex: String = name.bytes().map(|b| format!("{b:02X}")).collect();
+            let line = format!("apparmor=\"DENIED\" operation=\"open\" name={hex}");
+            let r = parse(&line).unwrap();
+            let got = r.str("name").unwrap().into_owned();
+            prop_assert_eq!(got, name);
+        }
+    }
 
     fn json(line: &str) -> serde_json::Value {
         serde_json::to_value(parse(line).unwrap()).unwrap()
@@ -557,6 +605,15 @@ mod tests {
             Err(ParseError::BadAuditId(_))
         ));
         assert_eq!(parse("").unwrap_err(), ParseError::NotAppArmor);
+    }
+
+    #[test]
+    fn fields_named_like_the_record_keys_are_kept_apart() {
+        let j = json(r#"type=AVC msg=audit(1.001:2): apparmor="DENIED" operation="x" audit_id=6 kind=7"#);
+        assert_eq!(j["audit_id"], "1.001:2");
+        assert_eq!(j["kind"], "DENIED");
+        assert_eq!(j["field_audit_id"], "6");
+        assert_eq!(j["field_kind"], "7");
     }
 
     #[test]
