@@ -57,7 +57,11 @@ fn main() {
                 }
                 best = best.min(t.elapsed().as_secs_f64());
             }
-            println!("armord {:.0} records/s ({} lines, {ok} AppArmor records)", lines.len() as f64 / best, lines.len());
+            println!(
+                "armord {:.0} records/s ({} lines, {ok} AppArmor records)",
+                lines.len() as f64 / best,
+                lines.len()
+            );
         }
         _ => {
             // `cargo bench` with no arguments: a quick run on generated lines.
@@ -69,7 +73,10 @@ fn main() {
             let ok = text.lines().filter(|l| armord::audit::parse(l).is_ok()).count();
             let dt = t.elapsed().as_secs_f64();
             let _ = std::fs::remove_file(&path);
-            println!("armord {:.0} records/s (100000 lines, {ok} AppArmor records)", 100_000.0 / dt);
+            println!(
+                "armord {:.0} records/s (100000 lines, {ok} AppArmor records)",
+                100_000.0 / dt
+            );
         }
     }
 }
