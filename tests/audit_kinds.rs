@@ -4,7 +4,10 @@
 use armord::audit::parse;
 
 /// (line, kind, field checks)
-const CASES: &[(&str, &str, &[(&str, &str)])] = &[
+/// (line, kind, field checks)
+type Case = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+
+const CASES: &[Case] = &[
     (
         r#"type=AVC msg=audit(1700000000.100:1): apparmor="DENIED" operation="open" class="file" profile="custom.app" name="/etc/shadow" pid=42 comm="cat" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#,
         "DENIED",
