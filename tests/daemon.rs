@@ -378,7 +378,10 @@ fn denials_of_owned_profiles_are_relogged_with_fields() {
     assert!(d.settled_denials() == 1, "{log}");
     assert!(!log.contains("docker-default open"), "{log}");
     assert!(d.stop().success());
-    assert_eq!(d.tree.read("state/journal.cursor"), "s=3\n");
+    assert_eq!(
+        d.tree.read("state/journal.cursor"),
+        "s=3\nb 1700000000.123:7\nb 1700000000.200:8\n"
+    );
     assert!(
         d.log().contains("denial follower stopped: 1 records handled"),
         "{}",

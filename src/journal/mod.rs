@@ -156,15 +156,34 @@ impl Dedupe {
     }
 }
 
+/// How many recently handled keys are saved with the cursor: a record that
+/// arrives over the second transport after a restart is still known.
+const SAVED_KEYS: usize = 1024;
+
+/// The cursor file: the cursor on the first line, then recently handled
+/// keys, one `BOOT_ID AUDIT_ID` per line.
 pub fn load_cursor(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
+    load_cursor_file(path).0
 }
 
-pub fn save_cursor(path: &Path, cursor: &str) -> Result<(), JournalError> {
-    crate::state::atomic_write(path, format!("{cursor}\n").as_bytes()).map_err(|e| JournalError::Cursor {
+fn load_cursor_file(path: &Path) -> (Option<String>, Vec<(String, AuditId)>) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut lines = text.lines();
+    let cursor = lines.next().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    let keys = lines
+        .filter_map(|l| l.split_once(' '))
+        .filter_map(|(b, id)| Some((b.to_owned(), AuditId::parse(id)?)))
+        .collect();
+    (cursor, keys)
+}
+
+pub fn save_cursor(path: &Path, cursor: &str, keys: &VecDeque<(String, AuditId)>) -> Result<(), JournalError> {
+    let mut text = format!("{cursor}\n");
+    let skip = keys.len().saturating_sub(SAVED_KEYS);
+    for (boot, id) in keys.iter().skip(skip) {
+        text.push_str(&format!("{boot} {id}\n"));
+    }
+    crate::state::atomic_write(path, text.as_bytes()).map_err(|e| JournalError::Cursor {
         path: path.to_owned(),
         source: std::io::Error::other(e.to_string()),
     })
@@ -255,7 +274,10 @@ impl Follower {
 
     /// Run until stopped. Returns the last saved cursor.
     pub fn run(&mut self, mut handle: impl FnMut(&Event)) -> Option<String> {
-        let mut cursor = load_cursor(&self.cfg.cursor_path);
+        let (mut cursor, keys) = load_cursor_file(&self.cfg.cursor_path);
+        for k in keys {
+            self.dedupe.first(k);
+        }
         let mut backoff = self.cfg.backoff;
         while !self.stop.load(Ordering::SeqCst) {
             let started = Instant::now();
@@ -386,7 +408,7 @@ impl Follower {
     }
 
     fn commit(&self, c: &str, cursor: &mut Option<String>) {
-        match save_cursor(&self.cfg.cursor_path, c) {
+        match save_cursor(&self.cfg.cursor_path, c, &self.dedupe.order) {
             Ok(()) => *cursor = Some(c.to_owned()),
             Err(e) => log::error!("cannot save the journal cursor: {e}"),
         }

@@ -186,7 +186,9 @@ fn ten_thousand_records_exactly_once_through_restarts_and_crashes() {
     let die = std::fs::read_to_string(j.dir.path().join("die")).unwrap();
     assert!(die.trim().is_empty(), "the fake did not die where told: {die:?}");
     let calls = std::fs::read_to_string(j.dir.path().join("calls")).unwrap();
-    assert!(calls.lines().count() >= 8, "{calls}");
+    // Six followers, and at least one restart after a crash (a crash can
+    // coincide with a forced restart).
+    assert!(calls.lines().count() >= 7, "{calls}");
     assert!(
         calls.lines().skip(1).all(|c| c.contains("--after-cursor=s=fake;i=")),
         "{calls}"
