@@ -95,6 +95,19 @@ pub struct ParserConfig {
     pub features_file: Option<PathBuf>,
 }
 
+/// Files kept current after every reconcile; each off unless set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ExportsConfig {
+    /// node-feature-discovery feature file (e.g.
+    /// `/etc/kubernetes/node-feature-discovery/features.d/armord`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nfd_features_file: Option<PathBuf>,
+    /// Prometheus textfile-collector file (e.g.
+    /// `/var/lib/prometheus/node-exporter/armord.prom`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prometheus_textfile: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DenialsConfig {
     pub enabled: bool,
@@ -123,6 +136,7 @@ pub struct Config {
     pub resync_interval_secs: u64,
     pub parser: ParserConfig,
     pub denials: DenialsConfig,
+    pub exports: ExportsConfig,
 }
 
 impl Default for Config {
@@ -160,6 +174,7 @@ impl Default for Config {
                 rate_limit_burst: 10,
                 rate_limit_interval_secs: 60,
             },
+            exports: ExportsConfig::default(),
         }
     }
 }
@@ -211,6 +226,14 @@ struct RawConfig {
     resync_interval_secs: Option<u64>,
     parser: Option<RawParser>,
     denials: Option<RawDenials>,
+    exports: Option<RawExports>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExports {
+    nfd_features_file: Option<PathBuf>,
+    prometheus_textfile: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -299,6 +322,14 @@ impl RawConfig {
         if let Some(p) = self.denials.as_mut().and_then(|d| d.journalctl.as_mut()) {
             rebase_program(p, dir);
         }
+        if let Some(e) = &mut self.exports {
+            for p in [&mut e.nfd_features_file, &mut e.prometheus_textfile]
+                .into_iter()
+                .flatten()
+            {
+                rebase_path(p, dir);
+            }
+        }
     }
 }
 
@@ -355,6 +386,8 @@ struct Merged {
     denials_scope: Option<Origin<DenialScope>>,
     denials_burst: Option<Origin<u32>>,
     denials_interval: Option<Origin<u64>>,
+    nfd_features_file: Option<Origin<PathBuf>>,
+    prometheus_textfile: Option<Origin<PathBuf>>,
 }
 
 impl Merged {
@@ -389,6 +422,9 @@ impl Merged {
         merge!(self.denials_scope, d.scope, file);
         merge!(self.denials_burst, d.rate_limit_burst, file);
         merge!(self.denials_interval, d.rate_limit_interval_secs, file);
+        let e = raw.exports.unwrap_or_default();
+        merge!(self.nfd_features_file, e.nfd_features_file, file);
+        merge!(self.prometheus_textfile, e.prometheus_textfile, file);
     }
 }
 
@@ -417,6 +453,14 @@ fn positive<T: PartialOrd + Default + Copy>(o: Option<Origin<T>>, key: &str, def
         None => Ok(default),
         Some(o) if o.value > T::default() => Ok(o.value),
         Some(o) => Err(invalid(&o.file, key, "must be greater than 0")),
+    }
+}
+
+fn optional_absolute(o: Option<Origin<PathBuf>>, key: &str) -> Result<Option<PathBuf>, ConfigError> {
+    match o {
+        None => Ok(None),
+        Some(o) if o.value.is_absolute() => Ok(Some(o.value)),
+        Some(o) => Err(invalid(&o.file, key, "must be an absolute path")),
     }
 }
 
@@ -538,6 +582,10 @@ fn validate(m: Merged) -> Result<Config, ConfigError> {
                 "denials.rate_limit_interval_secs",
                 d.denials.rate_limit_interval_secs,
             )?,
+        },
+        exports: ExportsConfig {
+            nfd_features_file: optional_absolute(m.nfd_features_file, "exports.nfd_features_file")?,
+            prometheus_textfile: optional_absolute(m.prometheus_textfile, "exports.prometheus_textfile")?,
         },
     })
 }

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dbus;
 pub mod journal;
 pub mod logging;
 pub mod notify;

@@ -392,6 +392,26 @@ fn read_entry(dir: &Path, root_canon: &Path, name: &str, display: PathBuf, limit
     })
 }
 
+/// Read one file with a source's rules (size, encoding, NUL bytes), for
+/// offline validation. The file's own directory is its root.
+pub fn read_one(path: &Path, limits: &Limits) -> Result<SourceFile, String> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or("file name is not UTF-8")?;
+    let root_canon = fs::canonicalize(dir).map_err(|e| io_reason(&e))?;
+    match read_entry(dir, &root_canon, name, path.to_owned(), limits) {
+        Read1::File(f) => Ok(f),
+        Read1::Refused(r) => Err(r),
+        Read1::Skip => Err("is a directory".into()),
+        Read1::Vanished => Err("does not exist".into()),
+    }
+}
+
 /// Read every file of a resolved source. `None` when the directory vanished
 /// (the revision was swapped out while we read).
 fn read_dir_once(cfg: &SourceConfig, r: &Resolved, limits: &Limits) -> Result<Option<SourceSnapshot>, Unavailable> {

@@ -128,3 +128,55 @@ fn denials_and_suggest_from_the_journal() {
         "  /etc/shadow r,\n  /var/log/app.log w,\n  capability net_admin,\n"
     );
 }
+
+#[test]
+fn validate_gives_the_same_verdicts_as_armord() {
+    if real_parser().is_none() {
+        return;
+    }
+    let t = Tree::new();
+    t.write(
+        "src/good",
+        "abi <abi/3.0>,\nprofile custom.good {\n  /etc/hostname r,\n}\n",
+    );
+    t.write("src/broken", "profile custom.broken {\n  /etc/** rz,\n}\n");
+    t.write("src/noprefix", "profile other.name {\n}\n");
+    t.write("src/reserved", "profile unconfined {\n}\n");
+    t.write("src/dup1", "profile custom.dup {\n}\n");
+    t.write("src/dup2", "profile custom.dup {\n  /tmp/x r,\n}\n");
+    t.write(
+        "src/big",
+        &format!("profile custom.big {{\n#{}\n}}\n", "x".repeat(3000)),
+    );
+    t.write("src/complain", "profile custom.trial flags=(complain) {\n}\n");
+    let cfg = t.write("armord.toml", "profile_prefix = \"custom.\"\nmode = \"enforce\"\nmax_file_bytes = 2000\nstate_dir = \"state\"\n[[source]]\npath = \"src\"\n");
+    let once = run(ARMORD, &["--simulate", "--once", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(once.status.code(), Some(2), "{}", text(&once));
+    let mut from_armord: Vec<String> = String::from_utf8_lossy(&once.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("error: "))
+        .map(str::to_owned)
+        .collect();
+    let names = [
+        "good", "broken", "noprefix", "reserved", "dup1", "dup2", "big", "complain",
+    ];
+    let files: Vec<String> = names
+        .iter()
+        .map(|n| t.path(&format!("src/{n}")).display().to_string())
+        .collect();
+    let mut args = vec!["--config", cfg.to_str().unwrap(), "validate"];
+    args.extend(files.iter().map(String::as_str));
+    let val = run(ARMORCTL, &args);
+    assert_eq!(val.status.code(), Some(2), "{}", text(&val));
+    let out = String::from_utf8_lossy(&val.stdout);
+    assert!(out.contains(&format!("ok: {}", files[0])), "{out}");
+    let mut from_validate: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("error: "))
+        .map(str::to_owned)
+        .collect();
+    from_armord.sort();
+    from_validate.sort();
+    assert_eq!(from_validate.len(), 7, "{from_validate:#?}");
+    assert_eq!(from_validate, from_armord);
+}

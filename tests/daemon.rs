@@ -47,7 +47,7 @@ impl Daemon {
         notify.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
         let log = std::fs::File::create(tree.path("armord.log")).unwrap();
         let child = Command::new(ARMORD)
-            .args(["--config", config.to_str().unwrap(), "--verbose"])
+            .args(["--config", config.to_str().unwrap(), "--verbose", "--bus", "none"])
             .env("NOTIFY_SOCKET", &sock)
             .stdout(Stdio::null())
             .stderr(log)

@@ -33,6 +33,9 @@ struct Args {
     /// Print the effective configuration (or its errors, exit 1) and exit.
     #[arg(long)]
     check_config: bool,
+    /// The D-Bus bus to serve on (`none`: no D-Bus).
+    #[arg(long, value_enum, default_value = "system")]
+    bus: armord::dbus::Bus,
     /// Log debug messages.
     #[arg(long, short)]
     verbose: bool,
@@ -104,7 +107,12 @@ fn main() -> ExitCode {
         daemon::run_once(cfg, args.simulate)
     } else {
         let reload_args = args.clone();
-        daemon::run(cfg, args.simulate, Box::new(move || load_config(&reload_args)))
+        daemon::run(
+            cfg,
+            args.simulate,
+            args.bus,
+            Box::new(move || load_config(&reload_args)),
+        )
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),

@@ -3,6 +3,7 @@
 use crate::apparmor::default_features_file;
 use crate::audit::{self, Record, suggest};
 use crate::config;
+use crate::dbus::Bus;
 use crate::journal::MESSAGE_ID;
 use crate::state::{Loaded, StateDir};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -20,12 +21,35 @@ pub struct Cli {
     /// armord's configuration (for the state directory and tool paths).
     #[arg(long, global = true, value_name = "PATH", default_value = config::DEFAULT_CONFIG)]
     pub config: PathBuf,
+    /// The bus armord serves on.
+    #[arg(long, global = true, value_enum, default_value = "system")]
+    pub bus: Bus,
     #[command(subcommand)]
     pub command: Cmd,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
+    /// armord's state, counts and every problem (exit 0 when ready and clean).
+    Status,
+    /// The profiles armord owns or refused.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reconcile now and print the summary (non-zero when a file is invalid).
+    Sync,
+    /// Wait until armord is ready (for cloud-init, before kubeadm join).
+    Wait {
+        /// Give up after this long: `90`, `30s`, `5m`.
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Check profile files offline with the checks armord applies.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Work with AppArmor audit records offline.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -84,6 +108,77 @@ pub enum CliError {
     Spawn(PathBuf, std::io::Error),
     #[error("configuration: {0}")]
     Config(#[from] config::ConfigError),
+    #[error("armord is not running (no org.armord.Armord1 on the D-Bus {1} bus)")]
+    NotRunning(zbus::Error, &'static str),
+    #[error("permission denied: run as root or join group armord")]
+    PermissionDenied,
+    #[error("cannot reach the D-Bus {1} bus: {0}")]
+    NoBus(zbus::Error, &'static str),
+    #[error("D-Bus: {0}")]
+    Bus(zbus::Error),
+    #[error("armord was not ready within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("{0}")]
+    Other(String),
+}
+
+fn bus_name(b: Bus) -> &'static str {
+    match b {
+        Bus::Session => "session",
+        _ => "system",
+    }
+}
+
+fn bus_error(e: zbus::Error, bus: Bus) -> CliError {
+    let name = match &e {
+        zbus::Error::MethodError(n, _, _) => n.as_str().to_owned(),
+        zbus::Error::FDO(f) => zbus::DBusError::name(f.as_ref()).to_string(),
+        _ => String::new(),
+    };
+    match name.as_str() {
+        "org.freedesktop.DBus.Error.ServiceUnknown" | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
+            CliError::NotRunning(e, bus_name(bus))
+        }
+        "org.freedesktop.DBus.Error.AccessDenied" => CliError::PermissionDenied,
+        _ => CliError::Bus(e),
+    }
+}
+
+/// `90`, `30s`, `5m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = s
+        .trim()
+        .split_at(s.trim().find(|c: char| !c.is_ascii_digit()).unwrap_or(s.trim().len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 90, 30s, 5m)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "ms" => return Ok(std::time::Duration::from_millis(n)),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m or h)")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Other(e.to_string()))
+}
+
+async fn proxy(bus: Bus) -> Result<(zbus::Connection, crate::dbus::Armord1Proxy<'static>), CliError> {
+    let conn = crate::dbus::connect(bus)
+        .await
+        .map_err(|e| CliError::NoBus(e, bus_name(bus)))?;
+    let p = crate::dbus::Armord1Proxy::builder(&conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .map_err(|e| bus_error(e, bus))?;
+    Ok((conn, p))
 }
 
 fn config_or_default(path: &std::path::Path) -> config::Config {
@@ -91,7 +186,13 @@ fn config_or_default(path: &std::path::Path) -> config::Config {
 }
 
 pub fn run(cli: Cli) -> Result<i32, CliError> {
+    let bus = cli.bus;
     match cli.command {
+        Cmd::Status => runtime()?.block_on(status(bus)),
+        Cmd::List { json } => runtime()?.block_on(list(bus, json)),
+        Cmd::Sync => runtime()?.block_on(sync(bus)),
+        Cmd::Wait { timeout } => runtime()?.block_on(wait(bus, timeout)),
+        Cmd::Validate { files } => validate(&config::load(&cli.config)?, &files),
         Cmd::Audit(AuditCmd::Parse { file, format }) => audit_parse(&file, format),
         Cmd::Denials(a) => denials(&config_or_default(&cli.config), &a),
         Cmd::Suggest(a) => suggest_cmd(&config_or_default(&cli.config), &a),
@@ -371,4 +472,110 @@ pub fn record_from_json(v: &serde_json::Value) -> Option<Record<'static>> {
         rec.fields.push((k.clone().into(), val));
     }
     Some(rec)
+}
+
+async fn status(bus: Bus) -> Result<i32, CliError> {
+    let (_c, p) = proxy(bus).await?;
+    let state = p.state().await.map_err(|e| bus_error(e, bus))?;
+    let counts = p.counts().await.map_err(|e| bus_error(e, bus))?;
+    let (_, summary) = p.last_sync().await.map_err(|e| bus_error(e, bus))?;
+    let profiles = p.list_profiles().await.map_err(|e| bus_error(e, bus))?;
+    let n = |k: &str| counts.get(k).copied().unwrap_or(0);
+    println!("state: {state}");
+    println!(
+        "profiles: {} loaded, {} invalid, {} refused, {} deferred, {} sources unavailable",
+        n("loaded"),
+        n("invalid"),
+        n("refused"),
+        n("deferred"),
+        n("unavailable")
+    );
+    println!("last sync: {summary}");
+    let mut problems: Vec<&str> = profiles
+        .iter()
+        .filter(|p| !p.error.is_empty())
+        .map(|p| p.error.as_str())
+        .collect();
+    problems.sort();
+    problems.dedup();
+    for e in &problems {
+        println!("error: {e}");
+    }
+    Ok(if state == "ready" && problems.is_empty() { 0 } else { 2 })
+}
+
+async fn list(bus: Bus, json: bool) -> Result<i32, CliError> {
+    let (_c, p) = proxy(bus).await?;
+    let profiles = p.list_profiles().await.map_err(|e| bus_error(e, bus))?;
+    for pr in &profiles {
+        if json {
+            println!("{}", serde_json::to_string(pr).unwrap_or_default());
+        } else {
+            let name = if pr.name.is_empty() { "-" } else { &pr.name };
+            let mode = if pr.mode.is_empty() { "-" } else { &pr.mode };
+            print!("{name}\t{mode}\t{}\t{}", pr.state, pr.file);
+            if !pr.error.is_empty() {
+                print!("\t{}", pr.error);
+            }
+            println!();
+        }
+    }
+    Ok(0)
+}
+
+async fn sync(bus: Bus) -> Result<i32, CliError> {
+    let (_c, p) = proxy(bus).await?;
+    let r = p.sync().await.map_err(|e| bus_error(e, bus))?;
+    println!("{}", r.summary);
+    for e in &r.problems {
+        println!("error: {e}");
+    }
+    Ok(if r.clean { 0 } else { 2 })
+}
+
+async fn wait(bus: Bus, timeout: std::time::Duration) -> Result<i32, CliError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        let state = async {
+            let (_c, p) = proxy(bus).await?;
+            p.state().await.map_err(|e| bus_error(e, bus))
+        }
+        .await;
+        match state {
+            Ok(s) if s == "ready" => return Ok(0),
+            Ok(s) if s == "degraded" => {
+                eprintln!("armorctl: armord is ready with problems (see armorctl status)");
+                return Ok(0);
+            }
+            Err(CliError::PermissionDenied) => return Err(CliError::PermissionDenied),
+            Ok(s) => last = Some(s),
+            Err(_) => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            if let Some(s) = last {
+                eprintln!("armorctl: armord is {s}");
+            }
+            return Err(CliError::Timeout(timeout));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// The checks armord applies, offline: the file rules of a source, the
+/// configured prefix and mode, reserved and duplicate names, and the real
+/// parser. Kernel ownership is not checked (it needs the running node).
+fn validate(cfg: &config::Config, files: &[PathBuf]) -> Result<i32, CliError> {
+    let verdicts = crate::daemon::validate_files(cfg, files).map_err(|e| CliError::Other(e.to_string()))?;
+    let mut bad = 0;
+    for (file, problem) in verdicts {
+        match problem {
+            None => println!("ok: {}", file.display()),
+            Some(p) => {
+                bad += 1;
+                println!("error: {p}");
+            }
+        }
+    }
+    Ok(if bad > 0 { 2 } else { 0 })
 }

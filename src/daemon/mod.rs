@@ -1,6 +1,7 @@
 //! Wiring: from a configuration to a working reconciler (real or simulated
 //! kernel), the one-shot run, and the service loop.
 
+pub mod exports;
 mod service;
 
 pub use service::{Status, run};
@@ -172,4 +173,78 @@ pub fn print_report(r: &Report) {
     }
     out.push_str(&format!("summary: {}\n", r.summary()));
     print!("{out}");
+}
+
+/// The verdict armord would give each file, offline: source rules, the real
+/// parser, and the plan's refusals (prefix, reserved and duplicate names,
+/// mode). `None` means the file is good.
+pub fn validate_files(cfg: &Config, files: &[PathBuf]) -> Result<Vec<(PathBuf, Option<String>)>, DaemonError> {
+    use crate::reconcile::{Desired, DesiredFile, Engine, Policy, Validator, Verdict, plan};
+    use crate::source::{Limits, read_one};
+    let program = find_program(&cfg.parser.path).ok_or_else(|| DaemonError::NoParser(cfg.parser.path.clone()))?;
+    let scratch = std::env::temp_dir().join(format!("armorctl-validate-{}", std::process::id()));
+    let mut c = cfg.clone();
+    c.state_dir = scratch.clone();
+    c.parser.cache_dir = scratch.join("cache");
+    let features = cfg.parser.features_file.clone().or_else(default_features_file);
+    let runner = runner(&c, program, features);
+    let sim = SimKernel::new(scratch.join("simulate"), Some(runner));
+    let state = crate::state::StateDir::new(scratch.clone());
+    let result = (|| {
+        state.prepare().map_err(ApplyError::from)?;
+        let limits = Limits {
+            max_file_bytes: cfg.max_file_bytes,
+            max_files: usize::MAX,
+        };
+        let mut desired = Desired {
+            configured: vec![PathBuf::new()],
+            ..Default::default()
+        };
+        let mut read = Vec::new();
+        for f in files {
+            match read_one(f, &limits) {
+                Ok(sf) => read.push((sf, PathBuf::new())),
+                Err(reason) => desired.files.push(DesiredFile {
+                    path: f.clone(),
+                    source: PathBuf::new(),
+                    sha256: String::new(),
+                    verdict: Verdict::Refused { reason },
+                }),
+            }
+        }
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        let engine = Engine {
+            parser: &sim,
+            kernel: &sim,
+            state: &state,
+            opts: crate::apparmor::LoadOptions {
+                complain: cfg.mode == config::ForcedMode::Complain,
+            },
+            cancel: &cancel,
+        };
+        let manifest = crate::state::Manifest::new();
+        desired
+            .files
+            .extend(Validator::default().validate(read, &manifest, &engine, cfg.mode)?);
+        let policy = Policy {
+            prefix: &cfg.profile_prefix,
+            takeover: true,
+            remove_in_use: cfg.remove_in_use,
+            complain: engine.opts.complain,
+        };
+        let p = plan(&desired, &manifest, &Default::default(), &Default::default(), &policy);
+        Ok::<_, DaemonError>(
+            files
+                .iter()
+                .map(|f| {
+                    (
+                        f.clone(),
+                        p.problems.iter().find(|pr| &pr.file == f).map(|pr| pr.to_string()),
+                    )
+                })
+                .collect(),
+        )
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
 }

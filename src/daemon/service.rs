@@ -3,6 +3,7 @@
 use super::{DaemonError, log_report, open};
 use crate::config::DenialScope;
 use crate::config::{Config, ConfigError};
+use crate::dbus::{self, Armord, Bus, Command, OBJECT_PATH, ProfileInfo, Published, SyncResult};
 use crate::journal::{Counters, Follower, FollowerConfig, RateLimit, Stopper, relog};
 use crate::notify;
 use crate::reconcile::{ProblemKind, Reconciler, Report};
@@ -13,7 +14,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
+use zbus::object_server::SignalEmitter;
 
 /// How often deferred removals are looked at while any exist.
 const DEFERRED_RETRY: Duration = Duration::from_secs(2);
@@ -62,6 +65,7 @@ impl Status {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Trigger {
     Start,
+    Sync,
     Change,
     Resync,
     Reload,
@@ -72,6 +76,7 @@ impl Trigger {
     fn as_str(self) -> &'static str {
         match self {
             Trigger::Start => "start",
+            Trigger::Sync => "sync",
             Trigger::Change => "change",
             Trigger::Resync => "resync",
             Trigger::Reload => "reload",
@@ -96,6 +101,14 @@ pub struct Service {
     status: Status,
     denials: Option<Denials>,
     stopping: bool,
+    /// What D-Bus callers read; updated after each reconcile.
+    published: Arc<RwLock<Published>>,
+    commands: mpsc::Receiver<Command>,
+    denial_events: mpsc::Receiver<DenialEvent>,
+    denial_tx: mpsc::Sender<DenialEvent>,
+    counters: Arc<Mutex<Counters>>,
+    bus: Option<zbus::Connection>,
+    metrics: super::exports::Metrics,
     retry_at: Option<Instant>,
     backoff: Duration,
 }
@@ -156,17 +169,30 @@ impl Service {
         self.watcher.arm(&sources);
     }
 
-    async fn reconcile(&mut self, trigger: Trigger, full: bool) -> Result<(), DaemonError> {
+    async fn reconcile(&mut self, trigger: Trigger, full: bool) -> Result<Report, DaemonError> {
         // Re-arm first: changes made while we read are then seen again.
         self.rearm();
+        let started = Instant::now();
         let report = self.job(if full { Job::Reconcile } else { Job::Replan }).await?;
+        if full {
+            self.metrics.reconciles += 1;
+            self.metrics.last_duration_secs = started.elapsed().as_secs_f64();
+            self.metrics.parser_failures += report
+                .problems
+                .iter()
+                .filter(|p| matches!(p.kind, ProblemKind::Invalid | ProblemKind::LoadFailed))
+                .count() as u64;
+        }
         if full || report.changed() || !report.deferred.is_empty() {
             log_report(&format!("reconcile ({})", trigger.as_str()), &report);
         } else {
             log::debug!("recheck: {}", report.summary());
         }
         self.after(&report);
-        Ok(())
+        if full || report.changed() {
+            self.signal_report(&report).await;
+        }
+        Ok(report)
     }
 
     /// Tell the denial follower which profiles armord owns now.
@@ -195,10 +221,44 @@ impl Service {
             notify::status(&status.text());
         }
         self.status = status;
+        self.publish(report);
+    }
+
+    /// Update what D-Bus callers read, and the exports.
+    fn publish(&mut self, report: &Report) {
+        let Some(rec) = &self.rec else { return };
+        let published = published_from(rec, report, &self.status);
+        super::exports::write(&rec.config, &published, &self.counters, &self.metrics);
+        *self.published.write().unwrap_or_else(|p| p.into_inner()) = published;
+    }
+
+    fn set_state(&self, state: &str) {
+        self.published.write().unwrap_or_else(|p| p.into_inner()).state = state.to_owned();
+    }
+
+    /// Emit SyncFinished and ProfileChanged for a report.
+    async fn signal_report(&self, report: &Report) {
+        let Some(conn) = &self.bus else { return };
+        let Ok(e) = SignalEmitter::new(conn, OBJECT_PATH) else {
+            return;
+        };
+        let _ = Armord::sync_finished(&e, report.is_clean(), &report.summary()).await;
+        let changes = report
+            .loaded
+            .iter()
+            .chain(&report.replaced)
+            .chain(&report.restored)
+            .map(|n| (n.as_str(), "loaded"))
+            .chain(report.removed.iter().map(|n| (n.as_str(), "removed")))
+            .chain(report.deferred.iter().map(|(n, _)| (n.as_str(), "deferred")));
+        for (name, state) in changes {
+            let _ = Armord::profile_changed(&e, name, state).await;
+        }
     }
 
     async fn reload_config(&mut self) -> Result<(), DaemonError> {
         notify::reloading();
+        self.set_state("reloading");
         log::info!("reloading configuration");
         match (self.reload)() {
             Ok(cfg) if cfg == self.rec().config => log::info!("configuration unchanged"),
@@ -238,7 +298,7 @@ impl Service {
         }
         notify::ready(&self.status.text());
         log::info!("ready: {}", self.status.text());
-        self.denials = Denials::start(&self.rec().config);
+        self.denials = Denials::start(&self.rec().config, self.counters.clone(), self.denial_tx.clone());
         self.share_owned();
 
         let resync = self.rec().config.resync_interval();
@@ -285,6 +345,23 @@ impl Service {
                     next_watchdog = watchdog.map(|w| Instant::now() + w);
                 }
                 _ = self.signals.hup.recv() => self.reload_config().await?,
+                Some(cmd) = self.commands.recv() => match cmd {
+                    Command::Sync(reply) => {
+                        let r = self.reconcile(Trigger::Sync, true).await?;
+                        let _ = reply.send(SyncResult {
+                            clean: r.is_clean(),
+                            summary: r.summary(),
+                            problems: r.problems.iter().map(|p| p.to_string()).collect(),
+                        });
+                    }
+                },
+                Some(ev) = self.denial_events.recv() => {
+                    if let Some(conn) = &self.bus
+                        && let Ok(e) = SignalEmitter::new(conn, OBJECT_PATH)
+                    {
+                        let _ = Armord::denial(&e, &ev.profile, &ev.kind, &ev.operation, &ev.name).await;
+                    }
+                }
                 _ = self.signals.term.recv() => {
                     let c = self.rec().cancel.clone();
                     self.begin_stop(&c);
@@ -311,12 +388,11 @@ pub struct Denials {
 }
 
 impl Denials {
-    fn start(cfg: &Config) -> Option<Denials> {
+    fn start(cfg: &Config, counters: Arc<Mutex<Counters>>, events: mpsc::Sender<DenialEvent>) -> Option<Denials> {
         if !cfg.denials.enabled {
             return None;
         }
         let owned: Arc<RwLock<HashSet<String>>> = Arc::default();
-        let counters: Arc<Mutex<Counters>> = Arc::default();
         let mut follower = Follower::new(FollowerConfig {
             journalctl: cfg.denials.journalctl.clone(),
             cursor_path: cfg.cursor_path(),
@@ -343,6 +419,15 @@ impl Denials {
                     }
                     let mut c = c.lock().unwrap_or_else(|p| p.into_inner());
                     relog(ev, &mut rate, &mut c);
+                    let r = &ev.record;
+                    let s = |k: &str| r.str(k).map(|v| v.into_owned()).unwrap_or_default();
+                    // Best effort: a full queue drops the signal, never the record.
+                    let _ = events.try_send(DenialEvent {
+                        profile: profile.clone(),
+                        kind: r.kind.to_string(),
+                        operation: s("operation"),
+                        name: s("name"),
+                    });
                     c.lost = stats.lock().map(|s| s.lost).unwrap_or(0);
                 });
             })
@@ -372,6 +457,7 @@ impl Denials {
 pub fn run(
     cfg: Config,
     simulate: bool,
+    bus: Bus,
     reload: Box<dyn Fn() -> Result<Config, ConfigError>>,
 ) -> Result<i32, DaemonError> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -390,6 +476,22 @@ pub fn run(
         let rec = tokio::task::spawn_blocking(move || open(cfg, simulate))
             .await
             .map_err(|e| DaemonError::Task(e.to_string()))??;
+        let published = Arc::new(RwLock::new(Published {
+            state: "starting".into(),
+            ..Default::default()
+        }));
+        let counters: Arc<Mutex<Counters>> = Arc::default();
+        let (cmd_tx, commands) = mpsc::channel(8);
+        let (denial_tx, denial_events) = mpsc::channel(1024);
+        let conn = dbus::serve(
+            bus,
+            Armord {
+                published: published.clone(),
+                commands: cmd_tx,
+                denials: counters.clone(),
+            },
+        )
+        .await;
         let mut service = Service {
             rec: Some(rec),
             simulate,
@@ -402,6 +504,13 @@ pub fn run(
             stopping: false,
             retry_at: None,
             backoff: BACKOFF_FIRST,
+            published,
+            commands,
+            denial_events,
+            denial_tx,
+            counters,
+            bus: conn,
+            metrics: Default::default(),
         };
         let code = service.serve().await;
         if let Some(d) = service.denials.take() {
@@ -409,4 +518,84 @@ pub fn run(
         }
         code
     })
+}
+
+/// A denial for the D-Bus `Denial` signal.
+#[derive(Debug)]
+pub struct DenialEvent {
+    pub profile: String,
+    pub kind: String,
+    pub operation: String,
+    pub name: String,
+}
+
+fn now_usec() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// What D-Bus publishes for a reconcile's outcome.
+pub fn published_from(rec: &Reconciler, report: &Report, status: &Status) -> Published {
+    let deferred: HashSet<&str> = report.deferred.iter().map(|(n, _)| n.as_str()).collect();
+    let mut problem_of: std::collections::HashMap<&std::path::Path, String> = Default::default();
+    for p in &report.problems {
+        problem_of.entry(p.file.as_path()).or_insert_with(|| p.to_string());
+    }
+    let mut profiles: Vec<ProfileInfo> = rec
+        .manifest
+        .profiles
+        .iter()
+        .map(|(name, o)| {
+            let error = problem_of.get(o.file.as_path()).cloned().unwrap_or_default();
+            let state = if deferred.contains(name.as_str()) {
+                "deferred"
+            } else if !error.is_empty() {
+                // The last good version is loaded; the current file is not.
+                "invalid"
+            } else {
+                "loaded"
+            };
+            ProfileInfo {
+                name: name.clone(),
+                mode: o.mode.clone(),
+                state: state.into(),
+                file: o.file.display().to_string(),
+                sha256: o.sha256.clone(),
+                error,
+            }
+        })
+        .collect();
+    let owned_files: HashSet<&std::path::Path> = rec.manifest.profiles.values().map(|o| o.file.as_path()).collect();
+    for p in &report.problems {
+        if !owned_files.contains(p.file.as_path()) {
+            profiles.push(ProfileInfo {
+                name: String::new(),
+                mode: String::new(),
+                state: format!("{:?}", p.kind).to_lowercase(),
+                file: p.file.display().to_string(),
+                sha256: String::new(),
+                error: p.to_string(),
+            });
+        }
+    }
+    let counts = [
+        ("loaded", status.loaded),
+        ("invalid", status.invalid),
+        ("refused", status.refused),
+        ("deferred", status.deferred),
+        ("unavailable", status.unavailable.len()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v as u32))
+    .collect();
+    Published {
+        state: if report.is_clean() { "ready" } else { "degraded" }.into(),
+        counts,
+        last_sync_usec: now_usec(),
+        last_sync_summary: report.summary(),
+        profiles,
+        problems: report.problems.iter().map(|p| p.to_string()).collect(),
+    }
 }

@@ -1,0 +1,198 @@
+//! The D-Bus interface `org.armord.Armord1` (server) and its proxy (client).
+//! Methods send commands into the daemon loop; they change no state
+//! themselves. What they read is what the loop published after its last
+//! reconcile.
+
+use crate::journal::Counters;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::{mpsc, oneshot};
+use zbus::object_server::SignalEmitter;
+use zbus::{Type, interface, proxy};
+
+pub const BUS_NAME: &str = "org.armord.Armord1";
+pub const OBJECT_PATH: &str = "/org/armord/Armord1";
+pub const INTERFACE: &str = "org.armord.Armord1";
+
+/// One profile as `ListProfiles` returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct ProfileInfo {
+    pub name: String,
+    pub mode: String,
+    /// loaded | invalid | conflict | refused | deferred | held
+    pub state: String,
+    pub file: String,
+    pub sha256: String,
+    /// The problem, as `file:line: message`; empty when none.
+    pub error: String,
+}
+
+/// The result of `Sync`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct SyncResult {
+    /// True when no file was invalid or refused.
+    pub clean: bool,
+    pub summary: String,
+    /// Each problem as `file:line: message`.
+    pub problems: Vec<String>,
+}
+
+/// What the loop publishes after each reconcile.
+#[derive(Debug, Clone, Default)]
+pub struct Published {
+    /// starting | ready | degraded | reloading
+    pub state: String,
+    pub counts: HashMap<String, u32>,
+    pub last_sync_usec: u64,
+    pub last_sync_summary: String,
+    pub profiles: Vec<ProfileInfo>,
+    pub problems: Vec<String>,
+}
+
+/// A request from a D-Bus caller to the daemon loop.
+#[derive(Debug)]
+pub enum Command {
+    Sync(oneshot::Sender<SyncResult>),
+}
+
+/// The object served at `/org/armord/Armord1`.
+pub struct Armord {
+    pub published: Arc<RwLock<Published>>,
+    pub commands: mpsc::Sender<Command>,
+    pub denials: Arc<Mutex<Counters>>,
+}
+
+impl Armord {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Published> {
+        self.published.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[interface(name = "org.armord.Armord1")]
+impl Armord {
+    /// starting, ready, degraded (ready, with problems) or reloading.
+    #[zbus(property)]
+    fn state(&self) -> String {
+        self.read().state.clone()
+    }
+
+    /// Profiles by state: loaded, invalid, refused, deferred, unavailable.
+    #[zbus(property)]
+    fn counts(&self) -> HashMap<String, u32> {
+        self.read().counts.clone()
+    }
+
+    /// When the last reconcile finished (microseconds since the epoch) and its summary.
+    #[zbus(property)]
+    fn last_sync(&self) -> (u64, String) {
+        let p = self.read();
+        (p.last_sync_usec, p.last_sync_summary.clone())
+    }
+
+    #[zbus(property)]
+    fn version(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_owned()
+    }
+
+    /// Every profile armord owns or refused, with its state and problem.
+    fn list_profiles(&self) -> Vec<ProfileInfo> {
+        self.read().profiles.clone()
+    }
+
+    /// Run a reconcile now and return its result.
+    async fn sync(&self) -> zbus::fdo::Result<SyncResult> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Sync(tx))
+            .await
+            .map_err(|_| zbus::fdo::Error::Failed("armord is shutting down".into()))?;
+        rx.await
+            .map_err(|_| zbus::fdo::Error::Failed("armord is shutting down".into()))
+    }
+
+    /// Denials seen since armord started: profile → kind → count.
+    fn get_denial_counters(&self) -> HashMap<String, HashMap<String, u64>> {
+        let c = self.denials.lock().unwrap_or_else(|p| p.into_inner());
+        c.by_profile
+            .iter()
+            .map(|(p, kinds)| (p.clone(), kinds.iter().map(|(k, n)| (k.clone(), *n)).collect()))
+            .collect()
+    }
+
+    #[zbus(signal)]
+    pub async fn profile_changed(emitter: &SignalEmitter<'_>, name: &str, state: &str) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    pub async fn sync_finished(emitter: &SignalEmitter<'_>, clean: bool, summary: &str) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    pub async fn denial(
+        emitter: &SignalEmitter<'_>,
+        profile: &str,
+        kind: &str,
+        operation: &str,
+        name: &str,
+    ) -> zbus::Result<()>;
+}
+
+/// The client side, for armorctl.
+#[proxy(
+    interface = "org.armord.Armord1",
+    default_service = "org.armord.Armord1",
+    default_path = "/org/armord/Armord1"
+)]
+pub trait Armord1 {
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn counts(&self) -> zbus::Result<HashMap<String, u32>>;
+    #[zbus(property)]
+    fn last_sync(&self) -> zbus::Result<(u64, String)>;
+    #[zbus(property)]
+    fn version(&self) -> zbus::Result<String>;
+    fn list_profiles(&self) -> zbus::Result<Vec<ProfileInfo>>;
+    fn sync(&self) -> zbus::Result<SyncResult>;
+    fn get_denial_counters(&self) -> zbus::Result<HashMap<String, HashMap<String, u64>>>;
+}
+
+/// Which bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Bus {
+    System,
+    Session,
+    /// No D-Bus at all.
+    None,
+}
+
+/// Connect as the service: own the name and serve the object. `None` when
+/// there is no bus (logged; armord keeps working without D-Bus).
+pub async fn serve(bus: Bus, object: Armord) -> Option<zbus::Connection> {
+    let builder = match bus {
+        Bus::System => zbus::connection::Builder::system(),
+        Bus::Session => zbus::connection::Builder::session(),
+        Bus::None => return None,
+    };
+    let built = async { builder.name(BUS_NAME).serve_at(OBJECT_PATH, object).build().await }.await;
+    match built {
+        Ok(c) => {
+            log::info!("D-Bus: serving {BUS_NAME} on the {bus:?} bus");
+            Some(c)
+        }
+        Err(e) => {
+            log::warn!("D-Bus: not available ({e}); armord keeps working without it");
+            None
+        }
+    }
+}
+
+/// Connect as a client.
+pub async fn connect(bus: Bus) -> zbus::Result<zbus::Connection> {
+    match bus {
+        Bus::Session => zbus::Connection::session().await,
+        _ => zbus::Connection::system().await,
+    }
+}
+
+/// The committed introspection XML of the interface (the contract).
+pub const INTROSPECTION_XML: &str = include_str!("org.armord.Armord1.xml");
