@@ -180,3 +180,27 @@ fn validate_gives_the_same_verdicts_as_armord() {
     assert_eq!(from_validate.len(), 7, "{from_validate:#?}");
     assert_eq!(from_validate, from_armord);
 }
+
+#[test]
+fn man_pages_and_completions_are_generated() {
+    let t = Tree::new();
+    let out = run(ARMORCTL, &["generate-assets", t.path("assets").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    for f in [
+        "man/armorctl.1",
+        "man/armorctl-wait.1",
+        "man/armord.8",
+        "completions/bash/armorctl.bash",
+        "completions/zsh/_armorctl",
+        "completions/fish/armord.fish",
+    ] {
+        assert!(t.path(&format!("assets/{f}")).is_file(), "{f}");
+    }
+    let bash = t.read("assets/completions/bash/armorctl.bash");
+    for sub in [
+        "status", "list", "sync", "wait", "validate", "denials", "suggest", "audit",
+    ] {
+        assert!(bash.contains(sub), "{sub} missing from the bash completion");
+    }
+    assert!(t.read("assets/man/armord.8").contains(".TH armord 8"));
+}

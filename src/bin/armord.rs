@@ -1,45 +1,11 @@
 //! armord: keeps the node's AppArmor profiles in step with its sync directories.
 
+use armord::cli::ArmordArgs as Args;
 use armord::config::{self, SourceConfig};
 use armord::daemon;
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-#[derive(Debug, Clone, Parser)]
-#[command(
-    name = "armord",
-    version,
-    about = "Keeps a node's AppArmor profiles in step with a sync directory"
-)]
-struct Args {
-    /// Configuration file; its drop-ins are read from PATH.d/*.toml.
-    #[arg(long, value_name = "PATH", default_value = config::DEFAULT_CONFIG)]
-    config: PathBuf,
-    /// A source directory (plain, ConfigMap or git-sync; detected). Repeat
-    /// for more. Replaces the configured sources.
-    #[arg(long, value_name = "DIR")]
-    source: Vec<PathBuf>,
-    /// State directory (manifest and store). Overrides the configuration.
-    #[arg(long, value_name = "DIR")]
-    state_dir: Option<PathBuf>,
-    /// Run one reconcile, print a summary and exit: 0 in step, 2 when a file
-    /// was invalid or refused, 1 on a fatal error.
-    #[arg(long)]
-    once: bool,
-    /// Use a simulated kernel under the state directory (no AppArmor needed).
-    #[arg(long)]
-    simulate: bool,
-    /// Print the effective configuration (or its errors, exit 1) and exit.
-    #[arg(long)]
-    check_config: bool,
-    /// The D-Bus bus to serve on (`none`: no D-Bus).
-    #[arg(long, value_enum, default_value = "system")]
-    bus: armord::dbus::Bus,
-    /// Log debug messages.
-    #[arg(long, short)]
-    verbose: bool,
-}
 
 fn absolute(p: PathBuf) -> PathBuf {
     if p.is_absolute() {

@@ -1,0 +1,41 @@
+//! `armord`'s command line (here so that man pages and completions are
+//! generated from the same definitions).
+
+use crate::config;
+use clap::Parser;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "armord",
+    version,
+    about = "Keeps a node's AppArmor profiles in step with a sync directory"
+)]
+pub struct ArmordArgs {
+    /// Configuration file; its drop-ins are read from PATH.d/*.toml.
+    #[arg(long, value_name = "PATH", default_value = config::DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// A source directory (plain, ConfigMap or git-sync; detected). Repeat
+    /// for more. Replaces the configured sources.
+    #[arg(long, value_name = "DIR")]
+    pub source: Vec<PathBuf>,
+    /// State directory (manifest and store). Overrides the configuration.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Run one reconcile, print a summary and exit: 0 in step, 2 when a file
+    /// was invalid or refused, 1 on a fatal error.
+    #[arg(long)]
+    pub once: bool,
+    /// Use a simulated kernel under the state directory (no AppArmor needed).
+    #[arg(long)]
+    pub simulate: bool,
+    /// Print the effective configuration (or its errors, exit 1) and exit.
+    #[arg(long)]
+    pub check_config: bool,
+    /// The D-Bus bus to serve on (`none`: no D-Bus).
+    #[arg(long, value_enum, default_value = "system")]
+    pub bus: crate::dbus::Bus,
+    /// Log debug messages.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
