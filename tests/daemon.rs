@@ -257,6 +257,7 @@ fn plain_configmap_and_git_sync_changes_are_picked_up() {
     std::fs::rename(d.path("gs/tmp-link"), d.path("gs/current")).unwrap();
     std::fs::remove_dir_all(d.path("gs/.worktrees/h1")).unwrap();
     d.wait_until("git-sync swap", |d| d.kernel().contains("custom.g49"));
+    d.wait_until("the swap's reconcile logged", |d| d.reconciles() > before);
     assert_eq!(
         d.settled(),
         before + 1,
