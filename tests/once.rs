@@ -191,3 +191,44 @@ fn simulate_never_touches_system_paths() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(t.read("xdg/armord-simulate/simulate/profiles").contains("custom.a"));
 }
+
+#[test]
+fn shipped_conffile_documents_every_key_and_parses_uncommented() {
+    let shipped =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/armord.toml"))
+            .unwrap();
+    let t = Tree::new();
+    let as_is = t.write("as-is.toml", &shipped);
+    let out = run(ARMORD, &["--check-config", "--config", as_is.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Uncomment every documented key: the result must still be valid.
+    let uncommented: String = shipped
+        .lines()
+        .map(|l| {
+            let rest = l.strip_prefix('#').unwrap_or(l);
+            let is_key = rest.starts_with("[[source]]")
+                || rest
+                    .split_once(" = ")
+                    .is_some_and(|(k, _)| !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+            if l.starts_with('#') && is_key {
+                rest.to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .map(|l| l + "\n")
+        .collect();
+    let full = t.write("uncommented.toml", &uncommented);
+    let out = run(ARMORD, &["--check-config", "--config", full.to_str().unwrap()]);
+    assert!(out.status.success(), "{}\n{uncommented}", text(&out));
+    let effective = String::from_utf8_lossy(&out.stdout);
+    // Every key of the effective configuration is documented in the file.
+    for line in effective.lines() {
+        if let Some((k, _)) = line.split_once(" = ") {
+            assert!(
+                shipped.contains(&format!("#{k} = ")),
+                "{k} is not documented in packaging/armord.toml"
+            );
+        }
+    }
+}
