@@ -69,6 +69,8 @@ for u in "$root/usr/lib/systemd/system/armord.service" "$root/etc/systemd/system
     echo "FAIL systemd-analyze verify $(basename "$u"): $out"; fail=1
   fi
 done
+exposure=$(systemd-analyze security --offline=true --root="$root" "$root/usr/lib/systemd/system/armord.service" 2>/dev/null | tail -n 1 || true)
+echo "info $exposure"
 check "kubelet is ordered after armord" bash -c "systemctl --root='$root' show -p After kubelet.service 2>/dev/null | grep -q armord.service || grep -q 'After=armord.service' '$root/etc/systemd/system/kubelet.service.d/10-armord.conf'"
 rm -rf "$root"
 
