@@ -30,7 +30,7 @@ for f in usr/bin/armord usr/bin/armorctl usr/lib/systemd/system/armord.service u
          usr/share/fish/vendor_completions.d/armorctl.fish usr/lib/systemd/system-preset/80-armord.preset \
          usr/share/doc/armord/examples/profiles/custom.deny-write \
          usr/share/doc/armord/examples/kubelet.service.d/10-armord.conf etc/armord/profiles.d/README; do
-  check "deb has /$f" has "$files" " \./$f\$"
+  check "deb has /$f" has "$files" " \./$f(\.gz)?\$"
 done
 check "deb postinst enables through deb-systemd-helper" grep -q 'deb-systemd-helper enable armord.service' "$ctl/DEBIAN/postinst"
 check "deb prerm stops on remove" grep -q 'deb-systemd-invoke stop armord.service' "$ctl/DEBIAN/prerm"
