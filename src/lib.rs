@@ -14,5 +14,6 @@ pub mod logging;
 pub mod notify;
 pub mod reconcile;
 pub mod source;
+pub mod spec;
 pub mod state;
 pub mod watch;

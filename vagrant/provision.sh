@@ -41,7 +41,7 @@ else
 fi
 status=$(systemctl show -p StatusText --value armord.service)
 case "$status" in
-  *"3 loaded"*) pass status-text ;;
+  *" loaded, 0 invalid, 0 refused, 0 deferred"*) pass status-text ;;
   *) fail status-text "$status" ;;
 esac
 

@@ -54,6 +54,8 @@ pub enum Cmd {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Print the profile an allow-list spec (NAME.allow.toml) renders to.
+    Render { spec: PathBuf },
     /// Write man pages and shell completions into DIR (for packaging).
     #[command(hide = true)]
     GenerateAssets { dir: PathBuf },
@@ -105,6 +107,9 @@ pub struct SuggestArgs {
     pub profile: String,
     #[arg(long)]
     pub since: Option<String>,
+    /// Print additions to the profile's allow-list spec instead of rules.
+    #[arg(long)]
+    pub spec: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,6 +206,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         Cmd::Wait { timeout } => runtime()?.block_on(wait(bus, timeout)),
         Cmd::Validate { files } => validate(&config::load(&cli.config)?, &files),
         Cmd::GenerateAssets { dir } => generate_assets(&dir),
+        Cmd::Render { spec } => render(&spec),
         Cmd::Audit(AuditCmd::Parse { file, format }) => audit_parse(&file, format),
         Cmd::Denials(a) => denials(&config_or_default(&cli.config), &a),
         Cmd::Suggest(a) => suggest_cmd(&config_or_default(&cli.config), &a),
@@ -425,6 +431,18 @@ fn suggest_cmd(cfg: &config::Config, a: &SuggestArgs) -> Result<i32, CliError> {
     let _ = child.wait();
     // Rebuild records from their JSON form.
     let owned: Vec<Record<'static>> = lines.iter().filter_map(record_from_json).collect();
+    if a.spec {
+        let lines = crate::spec::suggest(&owned);
+        if lines.is_empty() {
+            eprintln!("armorctl: no denials of {} to suggest spec additions for", a.profile);
+            return Ok(1);
+        }
+        println!("# add to {}{}:", a.profile, crate::spec::SPEC_SUFFIX);
+        for l in lines {
+            println!("{l}");
+        }
+        return Ok(0);
+    }
     let rules = suggest::rules(&owned);
     if rules.is_empty() {
         eprintln!("armorctl: no denials of {} to suggest rules for", a.profile);
@@ -633,4 +651,18 @@ fn generate_assets(dir: &std::path::Path) -> Result<i32, CliError> {
         }
     }
     Ok(0)
+}
+
+fn render(path: &std::path::Path) -> Result<i32, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| CliError::Io(path.to_owned(), e))?;
+    match crate::spec::Spec::parse(&text) {
+        Ok(spec) => {
+            print!("{}", spec.render());
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("armorctl: {}: {e}", path.display());
+            Ok(2)
+        }
+    }
 }

@@ -212,6 +212,7 @@ pub fn validate_files(cfg: &Config, files: &[PathBuf]) -> Result<Vec<(PathBuf, O
                 }),
             }
         }
+        let read = crate::reconcile::render_specs(read, &mut desired.files);
         let cancel = std::sync::atomic::AtomicBool::new(false);
         let engine = Engine {
             parser: &sim,

@@ -576,6 +576,7 @@ impl Reconciler {
                 SnapshotResult::Unavailable(u) => desired.unavailable.push(u),
             }
         }
+        let files = render_specs(files, &mut desired.files);
         let opts = self.opts();
         let engine = Engine {
             parser: self.parser.as_ref(),
@@ -630,6 +631,49 @@ impl Reconciler {
         self.last = Some(desired);
         result
     }
+}
+
+/// Turn allow-list specs (`*.allow.toml`) into the profiles they render to;
+/// a bad spec is refused with the key and the reason.
+pub fn render_specs(
+    files: Vec<(source::SourceFile, PathBuf)>,
+    refused: &mut Vec<DesiredFile>,
+) -> Vec<(source::SourceFile, PathBuf)> {
+    files
+        .into_iter()
+        .filter_map(|(f, src)| {
+            let is_spec = f
+                .path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(crate::spec::is_spec);
+            if !is_spec {
+                return Some((f, src));
+            }
+            match crate::spec::Spec::parse(&f.content) {
+                Ok(spec) => {
+                    let content = spec.render();
+                    Some((
+                        source::SourceFile {
+                            path: f.path,
+                            sha256: source::sha256_hex(content.as_bytes()),
+                            content,
+                        },
+                        src,
+                    ))
+                }
+                Err(e) => {
+                    refused.push(DesiredFile {
+                        path: f.path,
+                        source: src,
+                        sha256: f.sha256,
+                        verdict: Verdict::Refused { reason: e.to_string() },
+                    });
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 /// Rebuild a manifest from the store: every stored file whose profiles the

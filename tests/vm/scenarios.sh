@@ -144,6 +144,19 @@ boot1() {
     fail 6-restart "profiles $n0 -> min $min during restart; denials $total, unique $unique"
   fi
 
+  # 11. Allow-list: a profile rendered from a spec runs its listed program,
+  # refuses an unlisted one (/bin/sh), and the exec denial shows in armorctl.
+  printf 'name = "custom.vmallow"\nexec = ["/usr/bin/env", "/usr/bin/true"]\n' > /etc/armord/profiles.d/custom.vmallow.allow.toml
+  if wait_for 15 loaded custom.vmallow \
+      && aa-exec -p custom.vmallow -- /usr/bin/env /usr/bin/true \
+      && ! aa-exec -p custom.vmallow -- /usr/bin/env /bin/sh -c true 2>/dev/null \
+      && wait_for 20 bash -c "armorctl denials --profile custom.vmallow | grep -q ' exec .*dash'" \
+      && armorctl suggest --spec custom.vmallow | grep -q 'exec = \[\"/usr/bin/dash\"\]'; then
+    pass 11-allow-list
+  else
+    fail 11-allow-list "$(armorctl denials --profile custom.vmallow 2>&1 | tail -n 2)"
+  fi
+
   # Prepare 7: a stand-in kubelet ordered after armord records what it sees,
   # and the sync directory is gone before the reboot (missing is not empty).
   cat > /etc/systemd/system/kubelet.service <<'UNIT'
