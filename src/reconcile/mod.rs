@@ -436,6 +436,20 @@ impl Validator {
     }
 }
 
+/// The engine over a reconciler's parser, kernel, state and cancel flag. A
+/// macro, so that it borrows those fields only and the manifest stays free.
+macro_rules! engine {
+    ($r:expr) => {
+        Engine {
+            parser: $r.parser.as_ref(),
+            kernel: $r.kernel.as_ref(),
+            state: &$r.state,
+            opts: $r.opts(),
+            cancel: &$r.cancel,
+        }
+    };
+}
+
 /// Everything one node's reconcile needs, for `--once` and the daemon.
 pub struct Reconciler {
     pub config: Config,
@@ -538,14 +552,7 @@ impl Reconciler {
                 .collect(),
             ..Default::default()
         };
-        let opts = self.opts();
-        let engine = Engine {
-            parser: self.parser.as_ref(),
-            kernel: self.kernel.as_ref(),
-            state: &self.state,
-            opts,
-            cancel: &self.cancel,
-        };
+        let engine = engine!(self);
         engine.apply(&plan, &mut self.manifest)
     }
 
@@ -577,14 +584,7 @@ impl Reconciler {
             }
         }
         let files = render_specs(files, &mut desired.files);
-        let opts = self.opts();
-        let engine = Engine {
-            parser: self.parser.as_ref(),
-            kernel: self.kernel.as_ref(),
-            state: &self.state,
-            opts,
-            cancel: &self.cancel,
-        };
+        let engine = engine!(self);
         let validated = self
             .validator
             .validate(files, &self.manifest, &engine, self.config.mode)?;
@@ -604,14 +604,8 @@ impl Reconciler {
         let Some(desired) = self.last.take() else {
             return self.reconcile();
         };
-        let opts = self.opts();
-        let engine = Engine {
-            parser: self.parser.as_ref(),
-            kernel: self.kernel.as_ref(),
-            state: &self.state,
-            opts,
-            cancel: &self.cancel,
-        };
+        let engine = engine!(self);
+        let opts = engine.opts;
         let result = (|| {
             let kernel = self.kernel.loaded()?;
             let in_use = self.kernel.confined()?;
