@@ -249,13 +249,13 @@ fn dbus_contract_methods_policy_and_exports() {
     assert!(scrape.samples.iter().any(|s| s.metric == "armord_reconciles_total"));
 
     // A caller who is not root (nor in group armord) is refused; introspection is open.
-    if let Some(out) = as_nobody(&bus, &["sync"]) {
+    if let Some(out) = as_nobody(&t, &bus, &["sync"]) {
         assert_eq!(out.status.code(), Some(1), "{}", text(&out));
         assert_eq!(
             String::from_utf8_lossy(&out.stderr).trim(),
             "armorctl: permission denied: run as root or join group armord"
         );
-        let out = as_nobody(&bus, &["list"]).unwrap();
+        let out = as_nobody(&t, &bus, &["list"]).unwrap();
         assert!(text(&out).contains("permission denied"), "{}", text(&out));
         let intro = Command::new("setpriv")
             .args([
@@ -293,9 +293,16 @@ fn dbus_contract_methods_policy_and_exports() {
     let _ = PathBuf::new();
 }
 
-fn as_nobody(bus: &Bus, args: &[&str]) -> Option<std::process::Output> {
+/// Run armorctl as uid 65534. The binary is copied into the bus directory
+/// (mode 0755), since the build tree may not be reachable for that user.
+fn as_nobody(t: &Tree, bus: &Bus, args: &[&str]) -> Option<std::process::Output> {
     if nix::unistd::geteuid().as_raw() != 0 {
         return None;
+    }
+    let copy = t.path("bus/armorctl");
+    if !copy.exists() {
+        std::fs::copy(ARMORCTL, &copy).unwrap();
+        std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     }
     Some(
         Command::new("setpriv")
@@ -303,7 +310,7 @@ fn as_nobody(bus: &Bus, args: &[&str]) -> Option<std::process::Output> {
                 "--reuid=65534",
                 "--regid=65534",
                 "--clear-groups",
-                ARMORCTL,
+                copy.to_str().unwrap(),
                 "--bus",
                 "session",
             ])
