@@ -251,35 +251,23 @@ impl Spec {
         for p in sorted(&self.exec) {
             let _ = writeln!(o, "  {p} ix,");
         }
-        if !self.read.is_empty() {
-            let _ = writeln!(o, "\n  # Read-only: writes here are denied and logged.");
-            for p in sorted(&self.read) {
-                let _ = writeln!(o, "  {p} r,");
-                let _ = writeln!(o, "  audit deny {p} wl,");
-            }
-        }
-        if !self.write.is_empty() {
-            let _ = writeln!(o, "\n  # Read-write.");
-            for p in sorted(&self.write) {
-                let _ = writeln!(o, "  {p} rwlk,");
-            }
-        }
-        if !self.deny.is_empty() {
-            let _ = writeln!(o, "\n  # No access at all, logged.");
-            for p in sorted(&self.deny) {
-                let _ = writeln!(o, "  audit deny {p} rwlkmx,");
-            }
-        }
-        if !self.capabilities.is_empty() {
-            let _ = writeln!(o, "\n  # Capabilities.");
-            for c in sorted(&self.capabilities) {
-                let _ = writeln!(o, "  capability {c},");
-            }
-        }
-        if !self.network.is_empty() {
-            let _ = writeln!(o, "\n  # Network families.");
-            for f in sorted(&self.network) {
-                let _ = writeln!(o, "  network {f},");
+        let sections: [Section; 5] = [
+            (&self.read, "Read-only: writes here are denied and logged.", |p| {
+                format!("  {p} r,\n  audit deny {p} wl,\n")
+            }),
+            (&self.write, "Read-write.", |p| format!("  {p} rwlk,\n")),
+            (&self.deny, "No access at all, logged.", |p| {
+                format!("  audit deny {p} rwlkmx,\n")
+            }),
+            (&self.capabilities, "Capabilities.", |c| format!("  capability {c},\n")),
+            (&self.network, "Network families.", |f| format!("  network {f},\n")),
+        ];
+        for (items, title, rule) in sections {
+            if !items.is_empty() {
+                let _ = writeln!(o, "\n  # {title}");
+                for item in sorted(items) {
+                    o.push_str(&rule(item));
+                }
             }
         }
         o.push_str(BASE_TAIL);
@@ -287,6 +275,9 @@ impl Spec {
         o
     }
 }
+
+/// An optional part of a rendered spec: its items, heading and rule per item.
+type Section<'a> = (&'a [String], &'static str, fn(&str) -> String);
 
 fn sorted(v: &[String]) -> Vec<&String> {
     let mut s: Vec<&String> = v.iter().collect();

@@ -2,24 +2,9 @@
 
 mod common;
 use common::*;
-use std::os::unix::fs::PermissionsExt;
 
 fn fake_journal(t: &Tree, entries: &[serde_json::Value]) -> std::path::PathBuf {
-    let data = t.write(
-        "journal.json",
-        &entries.iter().map(|e| e.to_string() + "\n").collect::<String>(),
-    );
-    let fake = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_journalctl");
-    let w = t.write(
-        "journalctl",
-        &format!(
-            "#!/bin/sh\nFAKE_JOURNAL='{}' exec '{}' \"$@\"\n",
-            data.display(),
-            fake.display()
-        ),
-    );
-    std::fs::set_permissions(&w, std::fs::Permissions::from_mode(0o755)).unwrap();
-    w
+    t.fake_journalctl(&entries.iter().map(|e| e.to_string() + "\n").collect::<String>())
 }
 
 fn relogged(i: usize, line: &str) -> serde_json::Value {

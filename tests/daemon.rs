@@ -333,8 +333,7 @@ fn boot_restore_loads_from_the_store_when_the_source_is_absent() {
 #[test]
 fn denials_of_owned_profiles_are_relogged_with_fields() {
     let t0 = Tree::new();
-    let journal = t0.write(
-        "journal.json",
+    let wrapper = t0.fake_journalctl(
         &[
             r#"{"__CURSOR":"s=1","_BOOT_ID":"b","_TRANSPORT":"audit","_AUDIT_TYPE":"1400","_AUDIT_ID":"7","_SOURCE_REALTIME_TIMESTAMP":"1700000000123000","MESSAGE":"AVC apparmor=\"DENIED\" operation=\"open\" class=\"file\" profile=\"custom.a\" name=\"/etc/shadow\" pid=42 comm=\"cat\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0"}"#,
             r#"{"__CURSOR":"s=2","_BOOT_ID":"b","_TRANSPORT":"kernel","MESSAGE":"audit: type=1400 audit(1700000000.123:7): apparmor=\"DENIED\" operation=\"open\" class=\"file\" profile=\"custom.a\" name=\"/etc/shadow\" pid=42 comm=\"cat\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0"}"#,
@@ -342,17 +341,6 @@ fn denials_of_owned_profiles_are_relogged_with_fields() {
         ]
         .join("\n"),
     );
-    let fake = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_journalctl");
-    let wrapper = t0.write(
-        "journalctl",
-        &format!(
-            "#!/bin/sh\nFAKE_JOURNAL='{}' exec '{}' \"$@\"\n",
-            journal.display(),
-            fake.display()
-        ),
-    );
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     let (t, cfg) = Daemon::tree_with("", &format!("[denials]\njournalctl = \"{}\"\n", wrapper.display()));
     t.write("src/a", &profile("custom.a"));
     let mut d = Daemon::start(t, cfg);

@@ -72,6 +72,25 @@ impl Tree {
     }
 }
 
+impl Tree {
+    /// A fake journalctl that replays `lines` (JSON entries), as `journalctl`
+    /// under this tree.
+    pub fn fake_journalctl(&self, lines: &str) -> PathBuf {
+        let data = self.write("journal.json", lines);
+        let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_journalctl");
+        let w = self.write(
+            "journalctl",
+            &format!(
+                "#!/bin/sh\nFAKE_JOURNAL='{}' exec '{}' \"$@\"\n",
+                data.display(),
+                fake.display()
+            ),
+        );
+        std::fs::set_permissions(&w, std::fs::Permissions::from_mode(0o755)).unwrap();
+        w
+    }
+}
+
 pub fn run(bin: &str, args: &[&str]) -> Output {
     Command::new(bin)
         .args(args)
