@@ -8,10 +8,12 @@
 use crate::config::{LayoutKind, SourceConfig};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::fs;
 use std::io::{ErrorKind, Read};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How often a snapshot is retried when the link keeps moving under it.
 const SWAP_RETRIES: usize = 8;
@@ -302,6 +304,84 @@ fn finish(
     }
 }
 
+/// What a file's metadata said when it was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of_stat(st: &nix::sys::stat::FileStat) -> Self {
+        Stamp {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size.max(0) as u64,
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+        }
+    }
+
+    fn of(m: &fs::Metadata) -> Self {
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+
+    /// Changed long enough before `read_at` that a later change cannot share
+    /// its timestamps: file times tick in steps of up to a few milliseconds,
+    /// so a file read just after a write could be written again unseen.
+    fn settled(&self, read_at: Duration) -> bool {
+        let ctime = Duration::new(self.ctime.0.max(0) as u64, self.ctime.1.clamp(0, 999_999_999) as u32);
+        ctime + SETTLE < read_at
+    }
+}
+
+/// Files changed more recently than this before they were read are read again.
+const SETTLE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+struct Cached {
+    stamp: Stamp,
+    content: String,
+    sha256: String,
+}
+
+/// The files of one source as last read. A file whose metadata (device,
+/// inode, size, mtime, ctime) is unchanged since a settled read is not read
+/// again: with a thousand files, one changed file costs one read, not a
+/// thousand.
+#[derive(Debug, Default)]
+pub struct ReadCache {
+    /// The directory the files were read from (a layout swap changes it).
+    dir: PathBuf,
+    /// By file name.
+    files: HashMap<String, Cached>,
+    /// Added to the clock when judging whether a file has settled (tests).
+    skew: Duration,
+}
+
+impl ReadCache {
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+fn now_since_epoch() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
 enum Read1 {
     File(SourceFile),
     Refused(String),
@@ -310,15 +390,49 @@ enum Read1 {
     Vanished,
 }
 
-fn read_entry(dir: &Path, root_canon: &Path, name: &str, display: PathBuf, limits: &Limits) -> Read1 {
+/// The cache a read looks in (`old`) and the one it fills (`new`).
+struct CacheIo {
+    /// The directory being read, for one `fstatat` per file.
+    dir: Option<fs::File>,
+    old: HashMap<String, Cached>,
+    new: HashMap<String, Cached>,
+    read_at: Duration,
+}
+
+fn read_entry(
+    dir: &Path,
+    root_canon: &Path,
+    name: &str,
+    display: PathBuf,
+    limits: &Limits,
+    mut cache: Option<&mut CacheIo>,
+) -> Read1 {
     let path = dir.join(name);
+    // The common case first: a regular file, unchanged since a settled read.
+    if let Some(c) = cache.as_deref_mut()
+        && let Some(d) = &c.dir
+        && let Ok(st) = nix::sys::stat::fstatat(d, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        && st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG
+        && (st.st_size.max(0) as u64) <= limits.max_file_bytes
+        && c.old.get(name).is_some_and(|hit| hit.stamp == Stamp::of_stat(&st))
+        && let Some((key, hit)) = c.old.remove_entry(name)
+    {
+        let file = SourceFile {
+            path: display,
+            content: hit.content.clone(),
+            sha256: hit.sha256.clone(),
+        };
+        c.new.insert(key, hit);
+        return Read1::File(file);
+    }
     let lmeta = match fs::symlink_metadata(&path) {
         Ok(m) => m,
         Err(e) if e.kind() == ErrorKind::NotFound => return Read1::Vanished,
         Err(e) => return Read1::Refused(format!("cannot stat: {}", io_reason(&e))),
     };
     let mut open_path = path.clone();
-    if lmeta.file_type().is_symlink() {
+    let is_link = lmeta.file_type().is_symlink();
+    if is_link {
         let canon = match fs::canonicalize(&path) {
             Ok(c) => c,
             Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -334,10 +448,14 @@ fn read_entry(dir: &Path, root_canon: &Path, name: &str, display: PathBuf, limit
         }
         open_path = canon;
     }
-    let meta = match fs::metadata(&open_path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Read1::Vanished,
-        Err(e) => return Read1::Refused(format!("cannot stat: {}", io_reason(&e))),
+    let meta = if is_link {
+        match fs::metadata(&open_path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Read1::Vanished,
+            Err(e) => return Read1::Refused(format!("cannot stat: {}", io_reason(&e))),
+        }
+    } else {
+        lmeta
     };
     if meta.is_dir() {
         return Read1::Skip;
@@ -351,6 +469,20 @@ fn read_entry(dir: &Path, root_canon: &Path, name: &str, display: PathBuf, limit
             meta.len(),
             limits.max_file_bytes
         ));
+    }
+    let stamp = Stamp::of(&meta);
+    // A symlink (a ConfigMap key) whose target is unchanged.
+    if let Some(c) = cache.as_deref_mut()
+        && c.old.get(name).is_some_and(|hit| hit.stamp == stamp)
+        && let Some((key, hit)) = c.old.remove_entry(name)
+    {
+        let file = SourceFile {
+            path: display,
+            content: hit.content.clone(),
+            sha256: hit.sha256.clone(),
+        };
+        c.new.insert(key, hit);
+        return Read1::File(file);
     }
     // O_NONBLOCK so that a file swapped for a FIFO between stat and open cannot block us.
     let file = fs::OpenOptions::new()
@@ -385,11 +517,30 @@ fn read_entry(dir: &Path, root_canon: &Path, name: &str, display: PathBuf, limit
     if let Some(pos) = content.find('\0') {
         return Read1::Refused(format!("contains a NUL byte at offset {pos}"));
     }
+    if let Some(c) = cache
+        && stamp.settled(c.read_at)
+        && file_unchanged(&open_path, &stamp)
+    {
+        c.new.insert(
+            name.to_owned(),
+            Cached {
+                stamp,
+                content: content.clone(),
+                sha256: sha256.clone(),
+            },
+        );
+    }
     Read1::File(SourceFile {
         path: display,
         content,
         sha256,
     })
+}
+
+/// The file still has the metadata it had before the read (it was not
+/// written while we read it).
+fn file_unchanged(path: &Path, before: &Stamp) -> bool {
+    fs::metadata(path).map(|m| Stamp::of(&m) == *before).unwrap_or(false)
 }
 
 /// Read one file with a source's rules (size, encoding, NUL bytes), for
@@ -404,7 +555,7 @@ pub fn read_one(path: &Path, limits: &Limits) -> Result<SourceFile, String> {
         .and_then(|n| n.to_str())
         .ok_or("file name is not UTF-8")?;
     let root_canon = fs::canonicalize(dir).map_err(|e| io_reason(&e))?;
-    match read_entry(dir, &root_canon, name, path.to_owned(), limits) {
+    match read_entry(dir, &root_canon, name, path.to_owned(), limits, None) {
         Read1::File(f) => Ok(f),
         Read1::Refused(r) => Err(r),
         Read1::Skip => Err("is a directory".into()),
@@ -414,7 +565,12 @@ pub fn read_one(path: &Path, limits: &Limits) -> Result<SourceFile, String> {
 
 /// Read every file of a resolved source. `None` when the directory vanished
 /// (the revision was swapped out while we read).
-fn read_dir_once(cfg: &SourceConfig, r: &Resolved, limits: &Limits) -> Result<Option<SourceSnapshot>, Unavailable> {
+fn read_dir_once(
+    cfg: &SourceConfig,
+    r: &Resolved,
+    limits: &Limits,
+    cache: &mut ReadCache,
+) -> Result<Option<SourceSnapshot>, Unavailable> {
     let entries = match fs::read_dir(&r.dir) {
         Ok(e) => e,
         Err(e) if e.kind() == ErrorKind::NotFound && r.link.is_some() => return Ok(None),
@@ -440,6 +596,17 @@ fn read_dir_once(cfg: &SourceConfig, r: &Resolved, limits: &Limits) -> Result<Op
         files: Vec::new(),
         refused: Vec::new(),
     };
+    let old = if cache.dir == r.dir {
+        std::mem::take(&mut cache.files)
+    } else {
+        HashMap::new()
+    };
+    let mut io = CacheIo {
+        dir: (!old.is_empty()).then(|| fs::File::open(&r.dir).ok()).flatten(),
+        new: HashMap::with_capacity(old.len()),
+        old,
+        read_at: now_since_epoch() + cache.skew,
+    };
     for name in names {
         if let Some(lossy) = name.strip_suffix('\u{0}') {
             snap.refused.push(Refusal {
@@ -452,7 +619,7 @@ fn read_dir_once(cfg: &SourceConfig, r: &Resolved, limits: &Limits) -> Result<Op
             continue;
         }
         let display = r.display_dir.join(&name);
-        match read_entry(&r.dir, &root_canon, &name, display.clone(), limits) {
+        match read_entry(&r.dir, &root_canon, &name, display.clone(), limits, Some(&mut io)) {
             Read1::File(f) if snap.files.len() >= limits.max_files => snap.refused.push(Refusal {
                 path: f.path,
                 reason: format!("the source holds more than {} files (max_profiles)", limits.max_files),
@@ -465,17 +632,24 @@ fn read_dir_once(cfg: &SourceConfig, r: &Resolved, limits: &Limits) -> Result<Op
             Read1::Vanished => {}
         }
     }
+    cache.dir = r.dir.clone();
+    cache.files = io.new;
     Ok(Some(snap))
 }
 
 /// Take a snapshot of one source: one revision, never a mix.
 pub fn snapshot(cfg: &SourceConfig, limits: &Limits) -> SnapshotResult {
+    snapshot_cached(cfg, limits, &mut ReadCache::default())
+}
+
+/// [`snapshot`], reading only the files that changed since `cache` was filled.
+pub fn snapshot_cached(cfg: &SourceConfig, limits: &Limits, cache: &mut ReadCache) -> SnapshotResult {
     for _ in 0..SWAP_RETRIES {
         let r = match resolve(cfg) {
             Ok(r) => r,
             Err(u) => return SnapshotResult::Unavailable(u),
         };
-        let snap = match read_dir_once(cfg, &r, limits) {
+        let snap = match read_dir_once(cfg, &r, limits, cache) {
             Ok(s) => s,
             Err(u) => return SnapshotResult::Unavailable(u),
         };
@@ -777,6 +951,56 @@ mod tests {
         swap_race(gitsync_publish, |root, rev| {
             let _ = fs::remove_dir_all(root.join(".worktrees").join(rev));
         });
+    }
+
+    #[test]
+    fn read_cache_serves_settled_files_and_sees_every_change() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path();
+        fs::write(p.join("a"), "profile custom.a {}\n").unwrap();
+        fs::write(p.join("b"), "profile custom.b {}\n").unwrap();
+        let contents = |s: SourceSnapshot| -> Vec<String> { s.files.into_iter().map(|f| f.content).collect() };
+
+        // Just written: not settled, so not kept.
+        let mut cache = ReadCache::default();
+        ok(snapshot_cached(&src(p), &LIMITS, &mut cache));
+        assert!(cache.is_empty());
+
+        // Settled (as if read later): kept, and served from the cache.
+        cache.skew = Duration::from_secs(10);
+        let first = contents(ok(snapshot_cached(&src(p), &LIMITS, &mut cache)));
+        assert_eq!(cache.len(), 2);
+        assert_eq!(contents(ok(snapshot_cached(&src(p), &LIMITS, &mut cache))), first);
+
+        // Same size, rewritten in place: seen.
+        fs::write(p.join("a"), "profile custom.x {}\n").unwrap();
+        // Replaced by a rename: seen.
+        fs::write(p.join(".b.new"), "profile custom.y {}\n").unwrap();
+        fs::rename(p.join(".b.new"), p.join("b")).unwrap();
+        // Removed and added.
+        fs::write(p.join("c"), "profile custom.c {}\n").unwrap();
+        let now = contents(ok(snapshot_cached(&src(p), &LIMITS, &mut cache)));
+        assert_eq!(
+            now,
+            [
+                "profile custom.x {}\n",
+                "profile custom.y {}\n",
+                "profile custom.c {}\n"
+            ]
+        );
+        fs::remove_file(p.join("a")).unwrap();
+        let now = contents(ok(snapshot_cached(&src(p), &LIMITS, &mut cache)));
+        assert_eq!(now, ["profile custom.y {}\n", "profile custom.c {}\n"]);
+        assert_eq!(cache.len(), 2);
+
+        // A file grown past the limit is refused even though it was cached.
+        fs::write(p.join("c"), "x".repeat(100)).unwrap();
+        let tight = Limits {
+            max_file_bytes: 50,
+            max_files: 10,
+        };
+        let s = ok(snapshot_cached(&src(p), &tight, &mut cache));
+        assert_eq!(s.refused.len(), 1);
     }
 
     #[test]

@@ -27,6 +27,12 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
 /// or the new, never a mix: temp file in the same directory, fsync, rename,
 /// fsync the directory.
 pub fn atomic_write(path: &Path, data: &[u8]) -> Result<(), StateError> {
+    write_replace(path, data, true)
+}
+
+/// Like [`atomic_write`], with the fsyncs only when `durable`: readers see
+/// the old content or the new, but a crash may lose the new.
+fn write_replace(path: &Path, data: &[u8], durable: bool) -> Result<(), StateError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let name = path
@@ -37,9 +43,16 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> Result<(), StateError> {
     let result = (|| {
         let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
         f.write_all(data).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
+        if durable {
+            f.sync_all().map_err(io_err(&tmp))?;
+        }
         std::fs::rename(&tmp, path).map_err(io_err(path))?;
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+        if durable {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(dir))?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -198,14 +211,35 @@ impl StateDir {
         atomic_write(&self.manifest_path(), &text)
     }
 
-    /// Put a file's content into the store under its hash. Idempotent.
+    /// Put a file's content into the store under its hash. Idempotent. Not
+    /// yet durable: [`StateDir::store_sync`] makes it so, before the manifest
+    /// refers to it, which keeps fsyncs off the path to the parser.
     pub fn store_put(&self, sha256: &str, content: &[u8]) -> Result<PathBuf, StateError> {
         let path = self.store_path(sha256);
         if self.store_get(sha256).is_some() {
             return Ok(path);
         }
-        atomic_write(&path, content)?;
+        write_replace(&path, content, false)?;
         Ok(path)
+    }
+
+    /// Flush stored files (and the store directory) to disk.
+    pub fn store_sync<'a>(&self, shas: impl IntoIterator<Item = &'a str>) -> Result<(), StateError> {
+        let mut any = false;
+        for sha in shas {
+            let path = self.store_path(sha);
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err(&path))?;
+            any = true;
+        }
+        if any {
+            let dir = self.store_dir();
+            std::fs::File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(&dir))?;
+        }
+        Ok(())
     }
 
     /// The stored content for a hash, when present and intact.

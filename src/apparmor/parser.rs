@@ -6,7 +6,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The output of a finished child process.
 #[derive(Debug)]
@@ -40,19 +40,24 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> std::io::Result<
         }
         buf
     });
-    let start = Instant::now();
-    let mut pause = Duration::from_millis(1);
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break Some(status);
-        }
-        if start.elapsed() >= timeout {
+    // A thread waits for the child, so that its exit is seen the moment it
+    // happens; this thread waits for that or the timeout.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let status = child.wait();
+        let _ = done_tx.send(());
+        status
+    });
+    let status = match done_rx.recv_timeout(timeout) {
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
             let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-            let _ = child.wait();
-            break None;
+            let _ = waiter.join();
+            None
         }
-        std::thread::sleep(pause.min(timeout.saturating_sub(start.elapsed())));
-        pause = (pause * 2).min(Duration::from_millis(20));
+        _ => match waiter.join() {
+            Ok(status) => Some(status?),
+            Err(_) => return Err(std::io::Error::other("the thread waiting for the parser panicked")),
+        },
     };
     // The pipes close when the group is gone; a grandchild that escaped the
     // group could hold them, so the readers are joined only on success.
@@ -350,7 +355,7 @@ mod tests {
     fn timeout_kills_and_reports() {
         let mut c = Command::new("sh");
         c.arg("-c").arg("sleep 30");
-        let start = Instant::now();
+        let start = std::time::Instant::now();
         let r = run_with_timeout(c, Duration::from_millis(200)).unwrap();
         assert!(r.is_none());
         assert!(start.elapsed() < Duration::from_secs(10));

@@ -317,6 +317,11 @@ impl Service {
                     Ok(Change::Changed(path)) => {
                         log::debug!("changed: {}", path.display());
                         self.debounce.poke(Instant::now());
+                        // With no quiet period, go now rather than at the
+                        // timer's next tick.
+                        if self.debounce.fire(Instant::now()) {
+                            self.reconcile(Trigger::Change, true).await?;
+                        }
                     }
                     Err(e) => {
                         log::error!("{e}; falling back to the resync timer");

@@ -221,6 +221,7 @@ impl Engine<'_> {
             by_path.insert(path, a);
         }
         if !by_path.is_empty() {
+            self.state.store_sync(by_path.values().map(|a| a.sha256.as_str()))?;
             self.state.save_manifest(manifest)?;
             let paths: Vec<PathBuf> = by_path.keys().cloned().collect();
             let failed = self.batched(&paths, |fs| self.parser.load(fs, self.opts))?;
@@ -465,6 +466,8 @@ pub struct Reconciler {
     /// What the sources wanted at the last reconcile: `replan` works from it
     /// without reading a single file.
     pub last: Option<Desired>,
+    /// Each source's files as last read: unchanged files are not read again.
+    pub read_caches: HashMap<PathBuf, source::ReadCache>,
 }
 
 impl Reconciler {
@@ -514,6 +517,7 @@ impl Reconciler {
             notes,
             cancel: Arc::new(AtomicBool::new(false)),
             last: None,
+            read_caches: HashMap::new(),
         })
     }
 
@@ -567,8 +571,11 @@ impl Reconciler {
             ..Default::default()
         };
         let mut files = Vec::new();
+        self.read_caches
+            .retain(|path, _| self.config.sources.iter().any(|s| &s.path == path));
         for src in &self.config.sources {
-            match source::snapshot(src, &limits) {
+            let cache = self.read_caches.entry(src.path.clone()).or_default();
+            match source::snapshot_cached(src, &limits, cache) {
                 SnapshotResult::Ok(snap) => {
                     for r in snap.refused {
                         desired.files.push(DesiredFile {

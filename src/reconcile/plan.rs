@@ -7,7 +7,7 @@ use crate::config::RemoveInUse;
 use crate::source::Unavailable;
 use crate::state::{Manifest, Owned};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 
 /// Names no source may define.
@@ -169,12 +169,20 @@ pub fn plan(
 ) -> Plan {
     let mut out = Plan::default();
 
-    // Which valid files define each name.
-    let mut definers: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    // Which valid files define each name: the first two are enough to tell
+    // a conflict and name the other file.
+    let mut definers: HashMap<&str, [usize; 2]> = HashMap::with_capacity(desired.files.len());
     for (i, f) in desired.files.iter().enumerate() {
         if let Verdict::Valid { names } = &f.verdict {
             for n in names {
-                definers.entry(n.as_str()).or_default().push(i);
+                definers
+                    .entry(n.as_str())
+                    .and_modify(|d| {
+                        if d[1] == usize::MAX {
+                            d[1] = i;
+                        }
+                    })
+                    .or_insert([i, usize::MAX]);
             }
         }
     }
@@ -217,7 +225,7 @@ pub fn plan(
             }
             if let Some(reason) = refusal(policy, n) {
                 problem = Some((ProblemKind::Refused, reason));
-            } else if let Some(others) = definers.get(n.as_str()).filter(|v| v.len() > 1) {
+            } else if let Some(others) = definers.get(n.as_str()).filter(|d| d[1] != usize::MAX) {
                 let other = others
                     .iter()
                     .find(|&&j| j != i)
@@ -245,20 +253,18 @@ pub fn plan(
         }
     }
 
-    let mut wanted: BTreeSet<&str> = BTreeSet::new();
+    let mut wanted: HashSet<&str> = HashSet::with_capacity(desired.files.len());
     for &i in &accepted {
         let f = &desired.files[i];
         let Verdict::Valid { names } = &f.verdict else {
             continue;
         };
         wanted.extend(names.iter().map(String::as_str));
-        let owned: Vec<Option<&Owned>> = names.iter().map(|n| manifest.profiles.get(n)).collect();
-        let unchanged = owned
-            .iter()
-            .all(|o| o.is_some_and(|o| o.sha256 == f.sha256 && o.complain == policy.complain));
+        let owned = || names.iter().map(|n| manifest.profiles.get(n));
+        let unchanged = owned().all(|o| o.is_some_and(|o| o.sha256 == f.sha256 && o.complain == policy.complain));
         let kind = if unchanged {
             if names.iter().all(|n| kernel.contains_key(n)) {
-                for (n, o) in names.iter().zip(&owned) {
+                for (n, o) in names.iter().zip(owned()) {
                     out.keeps.push(n.clone());
                     if let Some(o) = o
                         && (o.file != f.path || o.source != f.source)
@@ -269,7 +275,7 @@ pub fn plan(
                 continue;
             }
             LoadKind::Restore
-        } else if owned.iter().any(Option::is_some) {
+        } else if owned().any(|o| o.is_some()) {
             LoadKind::Replace
         } else {
             LoadKind::New

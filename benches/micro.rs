@@ -1,0 +1,121 @@
+//! Micro benchmarks (criterion) of the steps on the path from a change to
+//! the parser: reading a source, planning, and parsing an audit line.
+//!
+//! Run: `cargo bench --bench micro`.
+
+use armord::config::{LayoutKind, RemoveInUse, SourceConfig};
+use armord::reconcile::{Desired, DesiredFile, Policy, Verdict, plan};
+use armord::source::{Limits, ReadCache, SnapshotResult, snapshot, snapshot_cached};
+use armord::state::{Manifest, Owned};
+use criterion::{Criterion, criterion_group, criterion_main};
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const PROFILES: usize = 1000;
+
+const LIMITS: Limits = Limits {
+    max_file_bytes: 1 << 20,
+    max_files: 10_000,
+};
+
+fn source_tree() -> (tempfile::TempDir, SourceConfig) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for i in 0..PROFILES {
+        std::fs::write(
+            dir.path().join(format!("p{i:04}")),
+            format!("profile custom.p{i:04} {{\n  /etc/hostname r,\n  /var/lib/app{i}/** rw,\n}}\n"),
+        )
+        .expect("write profile");
+    }
+    let cfg = SourceConfig {
+        path: dir.path().to_owned(),
+        layout: LayoutKind::Auto,
+        link: None,
+        subdir: None,
+    };
+    (dir, cfg)
+}
+
+fn files(r: SnapshotResult) -> usize {
+    match r {
+        SnapshotResult::Ok(s) => s.files.len(),
+        SnapshotResult::Unavailable(u) => panic!("{u:?}"),
+    }
+}
+
+fn bench_snapshot(c: &mut Criterion) {
+    let (_dir, cfg) = source_tree();
+    // Files changed in the last two seconds are always read again.
+    std::thread::sleep(Duration::from_millis(2100));
+    let mut g = c.benchmark_group("snapshot");
+    g.bench_function("1000 files, every file read", |b| {
+        b.iter(|| assert_eq!(files(snapshot(black_box(&cfg), &LIMITS)), PROFILES))
+    });
+    let mut cache = ReadCache::default();
+    files(snapshot_cached(&cfg, &LIMITS, &mut cache));
+    assert_eq!(cache.len(), PROFILES);
+    g.bench_function("1000 files, none changed (read cache)", |b| {
+        b.iter(|| assert_eq!(files(snapshot_cached(black_box(&cfg), &LIMITS, &mut cache)), PROFILES))
+    });
+    g.finish();
+}
+
+fn bench_plan(c: &mut Criterion) {
+    let mut desired = Desired {
+        configured: vec![PathBuf::from("/src")],
+        ..Default::default()
+    };
+    let mut manifest = Manifest::new();
+    let mut kernel = BTreeMap::new();
+    for i in 0..PROFILES {
+        let name = format!("custom.p{i:04}");
+        let sha = format!("{i:064x}");
+        let file = PathBuf::from(format!("/src/p{i:04}"));
+        desired.files.push(DesiredFile {
+            path: file.clone(),
+            source: PathBuf::from("/src"),
+            sha256: sha.clone(),
+            verdict: Verdict::Valid {
+                names: vec![name.clone()],
+            },
+        });
+        manifest.profiles.insert(
+            name.clone(),
+            Owned {
+                file,
+                source: PathBuf::from("/src"),
+                sha256: sha,
+                complain: false,
+                mode: "enforce".into(),
+            },
+        );
+        kernel.insert(name, "enforce".to_owned());
+    }
+    // One file changed.
+    desired.files[500].sha256 = "f".repeat(64);
+    let policy = Policy {
+        prefix: "",
+        takeover: false,
+        remove_in_use: RemoveInUse::Defer,
+        complain: false,
+    };
+    let in_use = BTreeMap::new();
+    c.bench_function("plan: 1000 profiles, one changed", |b| {
+        b.iter(|| {
+            let p = plan(black_box(&desired), &manifest, &kernel, &in_use, &policy);
+            assert_eq!(p.loads.len(), 1);
+        })
+    });
+}
+
+fn bench_audit(c: &mut Criterion) {
+    let line = r#"type=AVC msg=audit(1700000000.123:4567): apparmor="DENIED" operation="open" profile="custom.app" name="/etc/secret" pid=4242 comm="cat" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#;
+    c.bench_function("audit::parse: one file denial", |b| {
+        b.iter(|| armord::audit::parse(black_box(line)).is_ok())
+    });
+}
+
+criterion_group!(benches, bench_snapshot, bench_plan, bench_audit);
+criterion_main!(benches);
