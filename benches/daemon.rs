@@ -1,12 +1,16 @@
 //! End-to-end daemon figures, printed as a table:
 //!
-//! - change-to-parser latency: a file in a 1000-profile source is rewritten
-//!   200 times; the time from the write to the parser's first call for it
-//!   (armord's own overhead: the parser is a no-op stand-in);
-//! - an idle daemon's CPU time and context switches (wakeups) over 60 s.
+//! - change latency: a file in a 1000-profile source is rewritten 200 times;
+//!   the time from the write to the parser's first call for it and to the
+//!   load call (armord's own overhead: the parser is a no-op stand-in that
+//!   reports each call over a datagram socket);
+//! - steady state over 10 minutes with nothing changing: parser calls, profile
+//!   files opened (strace), read syscalls, CPU, wakeups, resident memory;
+//! - memory while 100,000 denials are replayed through a fake journalctl.
 //!
-//! Run: `cargo bench --bench daemon` (BENCH_IDLE_SECS, BENCH_PROFILES and
-//! BENCH_CHANGES change the sizes).
+//! Run: `cargo bench --bench daemon`. Sizes: BENCH_PROFILES (1000),
+//! BENCH_CHANGES (200), BENCH_DEBOUNCES ("200,0"), BENCH_IDLE_SECS (600; 0
+//! skips), BENCH_RECORDS (100000; 0 skips).
 
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
@@ -102,6 +106,12 @@ impl Drop for Run {
 }
 
 fn start(profiles: usize, debounce_ms: u64) -> Run {
+    start_with(profiles, debounce_ms, "", &[])
+}
+
+/// Start armord on a fresh source of `profiles` files, with `extra` added to
+/// its configuration and `env` to its environment; wait for READY.
+fn start_with(profiles: usize, debounce_ms: u64, extra: &str, env: &[(&str, PathBuf)]) -> Run {
     let dir = tempfile::tempdir().expect("temp dir");
     let p = |s: &str| dir.path().join(s);
     std::fs::create_dir_all(p("src")).unwrap();
@@ -123,7 +133,7 @@ fn start(profiles: usize, debounce_ms: u64) -> Run {
         p("armord.toml"),
         format!(
             "state_dir = \"state\"\nsecurityfs = \"secfs\"\nproc = \"proc\"\ndebounce_ms = {debounce_ms}\n\
-             debounce_max_ms = {}\n[parser]\npath = \"{}\"\ncache_dir = \"cache\"\n[[source]]\npath = \"src\"\n",
+             debounce_max_ms = {}\n[parser]\npath = \"{}\"\ncache_dir = \"cache\"\n[[source]]\npath = \"src\"\n{extra}",
             debounce_ms.max(1) * 10,
             wrapper.display()
         ),
@@ -135,6 +145,8 @@ fn start(profiles: usize, debounce_ms: u64) -> Run {
     let child = Command::new(env!("CARGO_BIN_EXE_armord"))
         .arg("--config")
         .arg(p("armord.toml"))
+        .args(["--bus", "none"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("NOTIFY_SOCKET", &sock)
         .env("ARMORD_BENCH_FAKE", "1")
         .env("BENCH_LOG", p("parser.log"))
@@ -250,7 +262,7 @@ fn main() {
     let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
     let profiles = env("BENCH_PROFILES", 1000);
     let changes = env("BENCH_CHANGES", 200);
-    let idle = env("BENCH_IDLE_SECS", 60) as u64;
+    let idle = env("BENCH_IDLE_SECS", 600) as u64;
 
     println!("| figure | value |");
     println!("|---|---|");
@@ -271,24 +283,173 @@ fn main() {
         }
     }
 
-    if idle == 0 {
-        return;
+    if idle > 0 {
+        steady(profiles, idle);
     }
-    let run = start(profiles, 200);
+    let records = env("BENCH_RECORDS", 100_000);
+    if records > 0 {
+        memory(profiles, records);
+    }
+}
+
+fn fake_journalctl() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_journalctl")
+}
+
+/// A field of /proc/PID/status or /proc/PID/io, as a number.
+fn proc_field(pid: u32, file: &str, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(key)?
+                .trim_start_matches(':')
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    proc_field(pid, "status", "VmRSS")
+}
+
+/// Nothing changes for `secs`: count parser calls, read syscalls (all of
+/// them, profile files or not), opens of profile files (strace, when
+/// installed), CPU and wakeups; and the resident memory.
+fn steady(profiles: usize, secs: u64) {
+    let journal = tempfile::NamedTempFile::new().unwrap();
+    let run = start_with(
+        profiles,
+        200,
+        &format!("[denials]\njournalctl = \"{}\"\n", fake_journalctl().display()),
+        &[("FAKE_JOURNAL", journal.path().to_owned())],
+    );
+    let pid = run.child.id();
     // Let the blocking pool's threads retire first.
     std::thread::sleep(Duration::from_secs(12));
-    let calls_before = std::fs::read_to_string(run.dir.path().join("parser.log"))
-        .unwrap_or_default()
-        .lines()
-        .count();
-    let (c0, s0) = usage(run.child.id());
-    std::thread::sleep(Duration::from_secs(idle));
-    let (c1, s1) = usage(run.child.id());
-    let calls_after = std::fs::read_to_string(run.dir.path().join("parser.log"))
-        .unwrap_or_default()
-        .lines()
-        .count();
-    println!("| idle {idle} s, {profiles} profiles: CPU time | {:.2} s |", c1 - c0);
-    println!("| idle {idle} s: context switches (wakeups) | {} |", s1 - s0);
-    println!("| idle {idle} s: parser calls | {} |", calls_after - calls_before);
+    let log = run.dir.path().join("parser.log");
+    let calls = || std::fs::read_to_string(&log).unwrap_or_default().lines().count();
+    let trace = run.dir.path().join("strace.out");
+    let strace = Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=openat,open,read,pread64,readv", "-o"])
+        .arg(&trace)
+        .args(["-p", &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok();
+    std::thread::sleep(Duration::from_secs(1));
+    let calls0 = calls();
+    let (c0, s0) = usage(pid);
+    let (r0, b0) = (proc_field(pid, "io", "syscr"), proc_field(pid, "io", "rchar"));
+    std::thread::sleep(Duration::from_secs(secs));
+    let (c1, s1) = usage(pid);
+    let (r1, b1) = (proc_field(pid, "io", "syscr"), proc_field(pid, "io", "rchar"));
+    let calls1 = calls();
+    let rss = rss_kib(pid);
+    let opens = strace.map(|mut st| {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(st.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        let _ = st.wait();
+        let text = std::fs::read_to_string(&trace).unwrap_or_default();
+        let src = run.dir.path().join("src");
+        let store = run.dir.path().join("state/store");
+        text.lines()
+            .filter(|l| {
+                l.contains("open") && (l.contains(src.to_str().unwrap()) || l.contains(store.to_str().unwrap()))
+            })
+            .count()
+    });
+    let mins = secs as f64 / 60.0;
+    println!(
+        "| steady {mins:.0} min, {profiles} profiles: parser calls | {} |",
+        calls1 - calls0
+    );
+    println!(
+        "| steady {mins:.0} min: profile files opened (strace) | {} |",
+        opens
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "strace not installed".into())
+    );
+    println!(
+        "| steady {mins:.0} min: read syscalls, bytes (/proc/PID/io, whole process) | {}, {} |",
+        r1 - r0,
+        b1 - b0
+    );
+    println!("| steady {mins:.0} min: CPU time | {:.2} s |", c1 - c0);
+    println!(
+        "| steady {mins:.0} min: context switches (wakeups), all threads | {} |",
+        s1 - s0
+    );
+    println!("| idle RSS, {profiles} profiles | {:.1} MiB |", rss as f64 / 1024.0);
+}
+
+/// Replay `records` denials through the fake journalctl and watch the RSS.
+fn memory(profiles: usize, records: usize) {
+    let journal = tempfile::NamedTempFile::new().unwrap();
+    {
+        let mut w = std::io::BufWriter::new(journal.as_file());
+        for i in 0..records {
+            let p = i % profiles;
+            writeln!(
+                w,
+                r#"{{"__CURSOR":"c{i}","_BOOT_ID":"b","_TRANSPORT":"kernel","MESSAGE":"audit: type=1400 audit(1700000000.{ms:03}:{i}): apparmor=\"DENIED\" operation=\"open\" class=\"file\" profile=\"custom.p{p:04}\" name=\"/var/lib/data/{i}\" pid={pid} comm=\"app\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0"}}"#,
+                ms = i % 1000,
+                pid = 1000 + i % 30000,
+            )
+            .unwrap();
+        }
+    }
+    let run = start_with(
+        profiles,
+        200,
+        &format!("[denials]\njournalctl = \"{}\"\n", fake_journalctl().display()),
+        &[("FAKE_JOURNAL", journal.path().to_owned())],
+    );
+    let pid = run.child.id();
+    let cursor = run.dir.path().join("state/journal.cursor");
+    let last = format!("c{}", records - 1);
+    let mut samples: Vec<(usize, u64)> = Vec::new();
+    let started = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&cursor).unwrap_or_default();
+        let at = text
+            .lines()
+            .next()
+            .and_then(|c| c.strip_prefix('c'))
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0);
+        samples.push((at, rss_kib(pid)));
+        if text.lines().next() == Some(last.as_str()) || started.elapsed() > Duration::from_secs(600) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let max_in = |lo: usize, hi: usize| {
+        samples
+            .iter()
+            .filter(|(n, _)| *n >= lo && *n < hi)
+            .map(|(_, r)| *r)
+            .max()
+            .unwrap_or(0) as f64
+            / 1024.0
+    };
+    let q = records / 4;
+    println!(
+        "| RSS while {records} denials are replayed (max per quarter) | {:.1} / {:.1} / {:.1} / {:.1} MiB |",
+        max_in(0, q),
+        max_in(q, 2 * q),
+        max_in(2 * q, 3 * q),
+        max_in(3 * q, records + 1)
+    );
+    println!(
+        "| replay of {records} denials: records/s (re-logged, deduplicated, counted) | {:.0} |",
+        records as f64 / secs
+    );
 }

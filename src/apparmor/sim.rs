@@ -8,7 +8,7 @@ use super::{
     Kernel, KernelError, LoadOptions, NamesResult, Parser, ParserError, ParserRunner, ProcReader, declared_profiles,
     parse_profiles_file, top_level,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -19,6 +19,9 @@ pub struct SimKernel {
     /// The real parser, when installed.
     parser: Option<ParserRunner>,
     lock: Mutex<()>,
+    /// Names the parser gave for each (content-addressed) file, so a load
+    /// right after validation does not ask again.
+    names_seen: Mutex<HashMap<PathBuf, Vec<String>>>,
 }
 
 impl SimKernel {
@@ -27,6 +30,7 @@ impl SimKernel {
             dir,
             parser,
             lock: Mutex::new(()),
+            names_seen: Mutex::new(HashMap::new()),
         }
     }
 
@@ -104,10 +108,20 @@ impl Kernel for SimKernel {
 
 impl Parser for SimKernel {
     fn names(&self, files: &[PathBuf]) -> Result<Vec<NamesResult>, ParserError> {
-        match &self.parser {
-            Some(p) => p.names(files),
-            None => Ok(Self::scan_names(files)),
+        let result = match &self.parser {
+            Some(p) => p.names(files)?,
+            None => Self::scan_names(files),
+        };
+        let mut seen = self.names_seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() > 100_000 {
+            seen.clear();
         }
+        for (f, r) in files.iter().zip(&result) {
+            if let Ok(names) = r {
+                seen.insert(f.clone(), names.clone());
+            }
+        }
+        Ok(result)
     }
 
     fn compile(&self, files: &[PathBuf], opts: LoadOptions) -> Result<(), ParserError> {
@@ -119,7 +133,15 @@ impl Parser for SimKernel {
 
     fn load(&self, files: &[PathBuf], opts: LoadOptions) -> Result<(), ParserError> {
         self.compile(files, opts)?;
-        let names = self.names(files)?;
+        let known: Vec<Option<Vec<String>>> = {
+            let seen = self.names_seen.lock().unwrap_or_else(|p| p.into_inner());
+            files.iter().map(|f| seen.get(f).cloned()).collect()
+        };
+        let names = if known.iter().all(Option::is_some) {
+            known.into_iter().map(|n| Ok(n.unwrap_or_default())).collect()
+        } else {
+            self.names(files)?
+        };
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut set = self.read().map_err(|e| ParserError::Output {
             program: self.profiles_path(),

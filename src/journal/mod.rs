@@ -156,6 +156,11 @@ impl Dedupe {
     }
 }
 
+/// How many recently handled keys are remembered: the same record arrives
+/// over the audit and the kernel transport within moments of each other, so
+/// a window of this many records is ample, and memory stays small and flat.
+const DEDUPE_KEYS: usize = 8192;
+
 /// How many recently handled keys are saved with the cursor: a record that
 /// arrives over the second transport after a restart is still known.
 const SAVED_KEYS: usize = 1024;
@@ -228,7 +233,7 @@ impl Follower {
             cfg,
             stop: Arc::new(AtomicBool::new(false)),
             stats: Arc::new(Mutex::new(FollowerStats::default())),
-            dedupe: Dedupe::new(1 << 16),
+            dedupe: Dedupe::new(DEDUPE_KEYS),
             child: Arc::new(Mutex::new(None)),
             from_oldest: false,
         }

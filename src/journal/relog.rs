@@ -99,6 +99,10 @@ fn emit(level: log::Level, fields: &[(&str, String)], msg: &str) {
 
 /// A token bucket per key: `burst` entries per `interval`; the rest are
 /// counted and reported when the key's next interval starts.
+/// How many (profile, operation, name) keys the rate limit tracks at most:
+/// memory stays flat however many distinct denials arrive.
+pub const RATE_LIMIT_KEYS: usize = 4096;
+
 #[derive(Debug)]
 pub struct RateLimit {
     burst: u32,
@@ -115,11 +119,24 @@ impl RateLimit {
         }
     }
 
+    /// How many keys are tracked now.
+    pub fn tracked(&self) -> usize {
+        self.keys.len()
+    }
+
     /// Should this event be logged? The second value is how many of the same
     /// key were suppressed in the interval that just ended.
     pub fn check(&mut self, key: (String, String, String), now: Instant) -> (bool, u64) {
-        if self.keys.len() > 100_000 {
-            self.keys.clear();
+        if self.keys.len() >= RATE_LIMIT_KEYS && !self.keys.contains_key(&key) {
+            // Keep only the keys that suppress now or have suppressed
+            // records still to report; a flood of distinct keys beyond that
+            // starts over (the counters still count every record).
+            let (burst, interval) = (self.burst, self.interval);
+            self.keys
+                .retain(|_, e| e.2 > 0 || (e.1 >= burst && now.duration_since(e.0) < interval));
+            if self.keys.len() >= RATE_LIMIT_KEYS * 3 / 4 {
+                self.keys.clear();
+            }
         }
         let e = self.keys.entry(key).or_insert((now, 0, 0));
         let mut reported = 0;

@@ -234,3 +234,24 @@ fn rate_limit_suppresses_and_reports() {
     assert_eq!(rl.check(("q".into(), "open".into(), "/x".into()), t0), (true, 0));
     assert_eq!(rl.check(k(), t0 + Duration::from_secs(61)), (true, 2));
 }
+
+#[test]
+fn rate_limit_stays_bounded_and_keeps_what_it_must_report() {
+    use crate::journal::relog::RATE_LIMIT_KEYS;
+    let mut rl = RateLimit::new(2, Duration::from_secs(60));
+    let k = |n: usize| ("p".to_owned(), "open".to_owned(), format!("/x{n}"));
+    let t0 = Instant::now();
+    // One key over its burst: it has suppressed records to report.
+    for _ in 0..5 {
+        rl.check(k(0), t0);
+    }
+    // A flood of distinct keys, each seen once.
+    for n in 1..=10 * RATE_LIMIT_KEYS {
+        assert_eq!(rl.check(k(n), t0), (true, 0));
+        assert!(rl.tracked() <= RATE_LIMIT_KEYS, "{} keys after {n}", rl.tracked());
+    }
+    // The suppressing key survived the evictions: still suppressed, and its
+    // count is reported when its interval ends.
+    assert_eq!(rl.check(k(0), t0), (false, 0));
+    assert_eq!(rl.check(k(0), t0 + Duration::from_secs(61)), (true, 4));
+}
