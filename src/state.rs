@@ -41,8 +41,12 @@ fn write_replace(path: &Path, data: &[u8], durable: bool) -> Result<(), StateErr
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let result = (|| {
+        crate::failpoint::hit("state-write").map_err(io_err(&tmp))?;
         let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
         f.write_all(data).map_err(io_err(&tmp))?;
+        if !durable {
+            crate::failpoint::hit("store-write").map_err(io_err(&tmp))?;
+        }
         if durable {
             f.sync_all().map_err(io_err(&tmp))?;
         }

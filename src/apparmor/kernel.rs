@@ -16,11 +16,14 @@ pub fn parse_profiles_file(path: &Path, text: &str) -> Result<BTreeMap<String, S
             .rsplit_once(" (")
             .and_then(|(n, m)| m.strip_suffix(')').map(|m| (n, m)))
         else {
-            return Err(KernelError::Format {
-                path: path.to_owned(),
-                line: i + 1,
-                reason: format!("expected `name (mode)`, found {line:?}"),
-            });
+            // One odd line (a name another tool loaded with a newline in it)
+            // must not blind armord to every other profile.
+            log::warn!(
+                "{}:{}: expected `name (mode)`, found {line:?}; line skipped",
+                path.display(),
+                i + 1
+            );
+            continue;
         };
         out.insert(name.to_owned(), mode.to_owned());
     }

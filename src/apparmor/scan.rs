@@ -181,6 +181,101 @@ pub fn declared_profiles(text: &str) -> Vec<DeclaredProfile> {
     out
 }
 
+/// The directories a profile may include from: the system's AppArmor
+/// policy, owned by root and shipped by the distribution.
+pub const INCLUDE_ROOTS: &[&str] = &["/etc/apparmor.d", "/usr/share/apparmor"];
+
+/// Check every `include` / `#include` (with or without `if exists`) against
+/// the include policy, before the parser sees the file: `<rel>` (the parser's
+/// search path, which is the system's policy directory) with no `..`, or
+/// `"/abs"` inside [`INCLUDE_ROOTS`] with no `..`. Anything else could make
+/// the parser (running as root) read files outside the policy, or depend on
+/// files armord does not manage. Returns `line N: reason` for the first
+/// include that breaks the policy.
+pub fn include_violation(text: &str) -> Option<String> {
+    for (n, line) in text.lines().enumerate() {
+        let code = without_comment(line);
+        let mut from = 0;
+        while let Some(at) = code[from..].find("include").map(|i| i + from) {
+            from = at + "include".len();
+            let before = code[..at].chars().next_back();
+            let after = code[from..].chars().next();
+            let starts = before.is_none_or(|c| c.is_whitespace() || matches!(c, '{' | '}' | ',' | '#'));
+            let ends = after.is_none_or(|c| c.is_whitespace() || c == '<' || c == '"');
+            if !(starts && ends) {
+                continue;
+            }
+            if let Some(v) = include_target_violation(&code[from..]) {
+                return Some(format!("line {}: {v}", n + 1));
+            }
+        }
+    }
+    None
+}
+
+/// A line without its comment: `#` outside quotes, unless it starts `#include`.
+fn without_comment(line: &str) -> &str {
+    let mut in_quote = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => in_quote = !in_quote,
+            '#' if !in_quote && !line[i..].starts_with("#include") => return &line[..i],
+            _ => {}
+        }
+    }
+    line
+}
+
+/// What is wrong with the include whose target starts `rest`.
+fn include_target_violation(rest: &str) -> Option<String> {
+    let mut rest = rest.trim_start();
+    if let Some(r) = rest.strip_prefix("if") {
+        match r.trim_start().strip_prefix("exists") {
+            Some(r) => rest = r.trim_start(),
+            // `include if …` without `exists`: the parser says what is wrong.
+            None => return None,
+        }
+    }
+    let shown: String = rest.chars().take(80).collect();
+    let why = |m: &str| Some(format!("include {}: {m}", shown.trim_end()));
+    let (target, absolute_form) = if let Some(r) = rest.strip_prefix('<') {
+        match r.find('>') {
+            Some(end) => (&r[..end], false),
+            None => return why("unterminated <...>"),
+        }
+    } else if let Some(r) = rest.strip_prefix('"') {
+        match r.find('"') {
+            Some(end) => (&r[..end], true),
+            None => return why("unterminated quote"),
+        }
+    } else {
+        return why("only <relative> or \"/absolute\" includes are allowed");
+    };
+    let path = std::path::Path::new(target);
+    if target.is_empty() || path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return why("`..` and empty paths are not allowed");
+    }
+    if !absolute_form {
+        return path
+            .is_absolute()
+            .then(|| why("an absolute path in <...> is not allowed"))
+            .flatten();
+    }
+    if !path.is_absolute() {
+        return why(&format!(
+            "a relative quoted include would be read from armord's store, not the source; use <...> or an absolute path in {}",
+            INCLUDE_ROOTS.join(" or ")
+        ));
+    }
+    if !INCLUDE_ROOTS.iter().any(|root| path.starts_with(root)) {
+        return why(&format!(
+            "outside the system's AppArmor directories ({})",
+            INCLUDE_ROOTS.join(", ")
+        ));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

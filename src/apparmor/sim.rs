@@ -147,8 +147,16 @@ impl Parser for SimKernel {
             program: self.profiles_path(),
             message: e.to_string(),
         })?;
-        for (file, names) in files.iter().zip(names) {
+        for (i, (file, names)) in files.iter().zip(names).enumerate() {
             let names = names?;
+            if i > 0 {
+                // The kernel takes a batch one profile at a time.
+                self.write(&set).map_err(|e| ParserError::Output {
+                    program: self.profiles_path(),
+                    message: e.to_string(),
+                })?;
+                let _ = crate::failpoint::hit("between-members");
+            }
             let declared = std::fs::read_to_string(file)
                 .map(|t| declared_profiles(&t))
                 .unwrap_or_default();

@@ -6,7 +6,7 @@ use crate::config::{Config, ConfigError};
 use crate::dbus::{self, Armord, Bus, Command, OBJECT_PATH, ProfileInfo, Published, SyncResult};
 use crate::journal::{Counters, Follower, FollowerConfig, RateLimit, Stopper, relog};
 use crate::notify;
-use crate::reconcile::{ProblemKind, Reconciler, Report};
+use crate::reconcile::{Problem, ProblemKind, Reconciler, Report};
 use crate::watch::{Change, Debounce, Watcher};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -173,7 +173,24 @@ impl Service {
         // Re-arm first: changes made while we read are then seen again.
         self.rearm();
         let started = Instant::now();
-        let report = self.job(if full { Job::Reconcile } else { Job::Replan }).await?;
+        let report = match self.job(if full { Job::Reconcile } else { Job::Replan }).await {
+            Ok(r) => r,
+            // The state dir full or read-only, the parser gone, securityfs
+            // unreadable: nothing was changed that the manifest does not
+            // record. Say so, keep running, and try again with backoff.
+            Err(DaemonError::Apply(e)) => {
+                log::error!(
+                    "reconcile ({}) failed: {e}; the kernel keeps the profiles it has",
+                    trigger.as_str()
+                );
+                Report {
+                    transient: true,
+                    problems: vec![Problem::new(ProblemKind::LoadFailed, PathBuf::new(), e.to_string())],
+                    ..Default::default()
+                }
+            }
+            Err(e) => return Err(e),
+        };
         if full {
             self.metrics.reconciles += 1;
             self.metrics.last_duration_secs = started.elapsed().as_secs_f64();
@@ -208,8 +225,8 @@ impl Service {
         if report.transient {
             self.retry_at = Some(Instant::now() + self.backoff);
             log::warn!(
-                "the parser timed out or crashed; retrying in {}s",
-                self.backoff.as_secs()
+                "a transient failure (parser timeout or crash, or the error above); retrying in {}s",
+                self.backoff.as_secs_f64()
             );
             self.backoff = (self.backoff * 2).min(self.rec().config.resync_interval());
         } else {

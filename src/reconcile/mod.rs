@@ -8,7 +8,9 @@ pub use plan::{
     Desired, DesiredFile, Held, LoadAction, LoadKind, Plan, Policy, Problem, ProblemKind, RESERVED_NAMES, Verdict, plan,
 };
 
-use crate::apparmor::{Diagnostic, Kernel, KernelError, LoadOptions, Parser, ParserError, declared_profiles};
+use crate::apparmor::{
+    Diagnostic, Kernel, KernelError, LoadOptions, Parser, ParserError, declared_profiles, include_violation,
+};
 use crate::config::{Config, ForcedMode};
 use crate::source::{self, Limits, SnapshotResult};
 use crate::state::{Loaded, Manifest, Owned, PendingLoad, StateDir, StateError};
@@ -225,6 +227,7 @@ impl Engine<'_> {
             self.state.save_manifest(manifest)?;
             let paths: Vec<PathBuf> = by_path.keys().cloned().collect();
             let failed = self.batched(&paths, |fs| self.parser.load(fs, self.opts))?;
+            let _ = crate::failpoint::hit("after-load");
             let kernel = self.kernel.loaded()?;
             for (path, a) in &by_path {
                 if let Some(e) = failed.get(path) {
@@ -280,6 +283,7 @@ impl Engine<'_> {
                 }
                 match self.kernel.remove(name) {
                     Ok(()) => {
+                        let _ = crate::failpoint::hit("between-removes");
                         manifest.profiles.remove(name);
                         report.removed.push(name.clone());
                     }
@@ -365,6 +369,10 @@ impl Validator {
                     engine.state.store_put(&f.sha256, f.content.as_bytes())?;
                 }
                 Some(v.clone())
+            } else if let Some(why) = include_violation(&f.content) {
+                Some(Verdict::Refused {
+                    reason: format!("{why} (include policy)"),
+                })
             } else if mode == ForcedMode::Enforce
                 && let Some(d) = declared_profiles(&f.content).into_iter().find(|d| d.mode == "complain")
             {

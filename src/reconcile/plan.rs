@@ -146,9 +146,52 @@ impl Plan {
     }
 }
 
+/// Profiles the container runtimes load themselves: a source must not
+/// define them (the runtime would replace armord's version, and armord would
+/// put its own back) unless `takeover = true`.
+pub const RUNTIME_NAMES: &[&str] = &["docker-default", "cri-containerd.apparmor.d", "crio-default"];
+/// Podman/CRI-O's versioned default profiles.
+pub const RUNTIME_PREFIXES: &[&str] = &["containers-default-"];
+
+/// The longest profile name armord loads, in bytes.
+pub const MAX_NAME_BYTES: usize = 1024;
+
+/// Why a name cannot be a profile armord loads, whatever the prefix.
+pub fn bad_name(name: &str) -> Option<String> {
+    let shown: String = name.chars().take(64).flat_map(char::escape_debug).collect();
+    if name.is_empty() {
+        return Some("a profile has an empty name".into());
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Some(format!(
+            "profile `{shown}…` has a name of {} bytes, over the limit of {MAX_NAME_BYTES}",
+            name.len()
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Some(format!(
+            "profile `{shown}` has a control character (newline, tab, …) in its name"
+        ));
+    }
+    if name.starts_with(':') {
+        return Some(format!(
+            "profile `{shown}` names a policy namespace; armord loads into the root namespace only"
+        ));
+    }
+    None
+}
+
 fn refusal(policy: &Policy, name: &str) -> Option<String> {
+    if let Some(why) = bad_name(name) {
+        return Some(why);
+    }
     if RESERVED_NAMES.contains(&name) {
         return Some(format!("profile `{name}` uses a reserved name"));
+    }
+    if !policy.takeover && (RUNTIME_NAMES.contains(&name) || RUNTIME_PREFIXES.iter().any(|p| name.starts_with(p))) {
+        return Some(format!(
+            "profile `{name}` belongs to a container runtime, which loads it itself (set takeover = true to manage it)"
+        ));
     }
     if !name.starts_with(policy.prefix) {
         return Some(format!(
