@@ -619,11 +619,20 @@ fn read_dir_once(
             continue;
         }
         let display = r.display_dir.join(&name);
+        // Past the limit, files are refused by name without being read.
+        if snap.files.len() >= limits.max_files {
+            match fs::symlink_metadata(r.dir.join(&name)) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => snap.refused.push(Refusal {
+                    path: display,
+                    reason: format!("the source holds more than {} files (max_profiles)", limits.max_files),
+                }),
+                Err(e) if e.kind() == ErrorKind::NotFound && r.link.is_some() => return Ok(None),
+                Err(_) => {}
+            }
+            continue;
+        }
         match read_entry(&r.dir, &root_canon, &name, display.clone(), limits, Some(&mut io)) {
-            Read1::File(f) if snap.files.len() >= limits.max_files => snap.refused.push(Refusal {
-                path: f.path,
-                reason: format!("the source holds more than {} files (max_profiles)", limits.max_files),
-            }),
             Read1::File(f) => snap.files.push(f),
             Read1::Refused(reason) => snap.refused.push(Refusal { path: display, reason }),
             Read1::Skip => {}
@@ -1001,6 +1010,87 @@ mod tests {
         };
         let s = ok(snapshot_cached(&src(p), &tight, &mut cache));
         assert_eq!(s.refused.len(), 1);
+    }
+
+    #[test]
+    fn hostile_source_layouts() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path();
+        // The source is a symlink loop.
+        symlink(p.join("loop"), p.join("loop")).unwrap();
+        match snapshot(&src(&p.join("loop")), &LIMITS) {
+            SnapshotResult::Unavailable(u) => assert!(u.reason.contains("symbolic links"), "{u:?}"),
+            other => panic!("{other:?}"),
+        }
+        // A file in it is a symlink loop, or a 10 MiB file: refused by name;
+        // the 10 MiB file is never read (its size is enough).
+        let root = p.join("src");
+        fs::create_dir(&root).unwrap();
+        fs::write(root.join("good"), "profile custom.good {}\n").unwrap();
+        symlink(root.join("self"), root.join("self")).unwrap();
+        fs::File::create(root.join("huge")).unwrap().set_len(10 << 20).unwrap();
+        let s = ok(snapshot(&src(&root), &LIMITS));
+        assert_eq!(names(&s), ["good"]);
+        let reasons: Vec<String> = s
+            .refused
+            .iter()
+            .map(|r| format!("{}: {}", r.path.display(), r.reason))
+            .collect();
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(
+            reasons[0].ends_with("huge: 10485760 bytes is over the limit of 1000 bytes (max_file_bytes)"),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons[1].contains("self: cannot resolve symlink") && reasons[1].contains("symbolic links"),
+            "{reasons:?}"
+        );
+    }
+
+    #[test]
+    fn mode_000_source_and_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("src");
+        fs::create_dir(&root).unwrap();
+        fs::write(root.join("a"), "profile custom.a {}\n").unwrap();
+        fs::set_permissions(root.join("a"), fs::Permissions::from_mode(0o000)).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o000)).unwrap();
+        let result = snapshot(&src(&root), &LIMITS);
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            // armord runs as root: permissions do not hide a source from it.
+            assert_eq!(names(&ok(result)), ["a"]);
+        } else {
+            match result {
+                SnapshotResult::Unavailable(u) => assert!(u.reason.contains("Permission denied"), "{u:?}"),
+                other => panic!("{other:?}"),
+            }
+            let s = ok(snapshot(&src(&root), &LIMITS));
+            assert!(s.refused[0].reason.contains("Permission denied"), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn a_hundred_thousand_files_are_refused_past_the_limit_unread() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        for i in 0..100_000 {
+            fs::write(root.join(format!("p{i:06}")), "").unwrap();
+        }
+        let limits = Limits {
+            max_file_bytes: 1000,
+            max_files: 1000,
+        };
+        // Files past the limit are not examined: a FIFO there would be
+        // refused as "not a regular file" if it were.
+        fs::remove_file(root.join("p099999")).unwrap();
+        nix::unistd::mkfifo(&root.join("p099999"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let s = ok(snapshot(&src(root), &limits));
+        assert_eq!(s.files.len(), 1000);
+        assert_eq!(s.refused.len(), 99_000);
+        assert!(s.refused.iter().all(|r| r.reason.contains("more than 1000 files")));
+        assert_eq!(s.refused[0].path, root.join("p001000"));
     }
 
     #[test]

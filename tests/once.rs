@@ -89,9 +89,9 @@ fn simulate_once_with_the_real_parser() {
 fn once_against_a_fake_kernel_loads_and_refuses_takeover() {
     let t = Tree::new();
     let parser = t.fake_parser();
-    std::fs::write(t.path("secfs/profiles"), "docker-default (enforce)\n").unwrap();
+    std::fs::write(t.path("secfs/profiles"), "nscd (enforce)\n").unwrap();
     t.write("profiles.d/a", "profile custom.a {\n}\n");
-    t.write("profiles.d/dd", "profile docker-default {\n}\n");
+    t.write("profiles.d/dd", "profile nscd {\n}\n");
     let cfg = t.write(
         "armord.toml",
         &format!(
@@ -103,12 +103,12 @@ fn once_against_a_fake_kernel_loads_and_refuses_takeover() {
     let s = text(&out);
     assert_eq!(out.status.code(), Some(2), "{s}");
     assert!(
-        s.contains("profile `docker-default` is already loaded and armord does not own it"),
+        s.contains("profile `nscd` is already loaded and armord does not own it"),
         "{s}"
     );
     assert_eq!(
         t.read("secfs/profiles"),
-        "docker-default (enforce)\ncustom.a (enforce)\n"
+        "nscd (enforce)\ncustom.a (enforce)\n"
     );
 }
 

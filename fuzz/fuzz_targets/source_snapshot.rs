@@ -13,7 +13,9 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-const OUTSIDE: &str = "OUTSIDE-THE-SOURCE";
+/// The file outside the source. Longer than any body the input can write
+/// (at most 39 bytes), so no file inside the source can hold it.
+const OUTSIDE: &str = "OUTSIDE-THE-SOURCE:this-file-must-never-be-read-by-a-snapshot";
 
 fn take<'a>(data: &mut &'a [u8]) -> Option<&'a [u8]> {
     let (&len, rest) = data.split_first()?;

@@ -276,9 +276,110 @@ fn include_target_violation(rest: &str) -> Option<String> {
     None
 }
 
+/// A quoted profile or hat name with a backslash escape or a control
+/// character. `apparmor_parser --names` prints names one per line, so a name
+/// like `"a\nb"` would read as two profiles `a` and `b`; armord refuses such
+/// names before the parser runs. Returns `line N: reason`.
+pub fn escaped_name(text: &str) -> Option<String> {
+    for (n, line) in text.lines().enumerate() {
+        let code = without_comment(line);
+        for (at, _) in code.match_indices('"') {
+            let before = code[..at].trim_end();
+            let is_name = before.ends_with('^')
+                || ["profile", "hat"].iter().any(|k| {
+                    before.ends_with(k)
+                        && before[..before.len() - k.len()]
+                            .chars()
+                            .next_back()
+                            .is_none_or(|c| c.is_whitespace() || matches!(c, '{' | '}' | ','))
+                });
+            if !is_name {
+                continue;
+            }
+            let rest = &code[at + 1..];
+            let name = rest.split('"').next().unwrap_or(rest);
+            if name.contains('\\') || name.chars().any(char::is_control) || !rest.contains('"') {
+                let shown: String = name.chars().take(64).collect();
+                return Some(format!(
+                    "line {}: profile name \"{shown}\" has an escape sequence or control character; names must be plain text",
+                    n + 1
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// What the include policy or the name rules refuse in a file, checked
+/// before the parser runs.
+pub fn policy_violation(text: &str) -> Option<String> {
+    include_violation(text)
+        .map(|v| format!("{v} (include policy)"))
+        .or_else(|| escaped_name(text))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn include_policy() {
+        let ok = [
+            "include <tunables/global>\nprofile a { include <abstractions/base> }\n",
+            "#include <abstractions/nameservice>\n",
+            "include if exists <local/usr.sbin.foo>\n",
+            "  #include \"/etc/apparmor.d/abstractions/base\"\n",
+            "include \"/usr/share/apparmor/extra\"\n",
+            "profile a {\n  /usr/include/** r,\n  /usr/include r,\n  # include \"/etc/shadow\" is a comment\n}\n",
+        ];
+        for t in ok {
+            assert_eq!(include_violation(t), None, "{t}");
+        }
+        let bad = [
+            (
+                "include \"/etc/shadow\"\n",
+                "line 1",
+                "outside the system's AppArmor directories",
+            ),
+            (
+                "profile a {\n  #include </etc/shadow>\n}\n",
+                "line 2",
+                "absolute path in <...>",
+            ),
+            ("profile a { include <../../etc/shadow> }\n", "line 1", "`..`"),
+            ("include \"/etc/apparmor.d/../shadow\"\n", "line 1", "`..`"),
+            ("include \"abstractions/base\"\n", "line 1", "relative quoted include"),
+            ("include if exists \"/proc/self/environ\"\n", "line 1", "outside"),
+            ("include /etc/shadow\n", "line 1", "only <relative>"),
+            ("include <abstractions/base\n", "line 1", "unterminated"),
+        ];
+        for (t, line, why) in bad {
+            let v = include_violation(t).unwrap_or_else(|| panic!("not refused: {t}"));
+            assert!(v.starts_with(line) && v.contains(why), "{t}: {v}");
+        }
+    }
+
+    #[test]
+    fn names_with_escapes_or_control_characters() {
+        for t in [
+            "profile \"my app\" {}\n",
+            "profile /usr/bin/x {}\n",
+            "profile a { ^hat {} profile child {} }\n",
+            "profile a {\n  /srv/\"quoted\\ path\" r,\n}\n",
+        ] {
+            assert_eq!(escaped_name(t), None, "{t}");
+        }
+        for t in [
+            "profile \"a\\nb\" {}\n",
+            "profile a {\n  ^\"h\\tx\" {}\n}\n",
+            "profile a {\n  profile \"c\\012d\" {}\n}\n",
+            "profile \"a\nb\" {}\n",
+            "hat \"x\\ny\" {}\n",
+        ] {
+            let v = escaped_name(t).unwrap_or_else(|| panic!("not refused: {t:?}"));
+            assert!(v.contains("escape sequence or control character"), "{v}");
+        }
+    }
 
     #[test]
     fn headers_and_modes() {

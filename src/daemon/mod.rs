@@ -115,7 +115,13 @@ pub fn open(cfg: Config, simulate: bool) -> Result<Reconciler, DaemonError> {
 }
 
 /// Log a report: one line per change and per problem, with fields.
-pub fn log_report(what: &str, r: &Report) {
+/// At most this many problems are logged one by one per reconcile; the rest
+/// are counted in one line (`armorctl status` lists every one).
+const LOGGED_PROBLEMS: usize = 50;
+
+/// Log what a reconcile did. Problems already logged (in `known`) are not
+/// logged again while they stand; `known` becomes the current set.
+pub fn log_report(what: &str, r: &Report, known: &mut std::collections::HashSet<String>) {
     for (list, verb) in [
         (&r.loaded, "loaded"),
         (&r.replaced, "replaced"),
@@ -129,10 +135,25 @@ pub fn log_report(what: &str, r: &Report) {
     for (name, pids) in &r.deferred {
         log::info!(profile = name.as_str(); "removal of {name} deferred: it still confines pids {pids:?}");
     }
+    let mut current = std::collections::HashSet::with_capacity(r.problems.len());
+    let (mut logged, mut unlogged) = (0usize, 0usize);
     for p in &r.problems {
-        let file = p.file.display().to_string();
-        log::warn!(file = file.as_str(), kind = format!("{:?}", p.kind).to_lowercase().as_str(); "{p}");
+        let line = p.to_string();
+        if !known.contains(&line) {
+            if logged < LOGGED_PROBLEMS {
+                logged += 1;
+                let file = p.file.display().to_string();
+                log::warn!(file = file.as_str(), kind = format!("{:?}", p.kind).to_lowercase().as_str(); "{p}");
+            } else {
+                unlogged += 1;
+            }
+        }
+        current.insert(line);
     }
+    if unlogged > 0 {
+        log::warn!("… and {unlogged} more problems (armorctl status lists them all)");
+    }
+    *known = current;
     log::info!("{what}: {}", r.summary());
 }
 

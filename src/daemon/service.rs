@@ -110,6 +110,8 @@ pub struct Service {
     bus: Option<zbus::Connection>,
     metrics: super::exports::Metrics,
     retry_at: Option<Instant>,
+    /// Problems already logged: a standing problem is logged once.
+    logged_problems: HashSet<String>,
     backoff: Duration,
 }
 
@@ -201,7 +203,11 @@ impl Service {
                 .count() as u64;
         }
         if full || report.changed() || !report.deferred.is_empty() {
-            log_report(&format!("reconcile ({})", trigger.as_str()), &report);
+            log_report(
+                &format!("reconcile ({})", trigger.as_str()),
+                &report,
+                &mut self.logged_problems,
+            );
         } else {
             log::debug!("recheck: {}", report.summary());
         }
@@ -304,7 +310,7 @@ impl Service {
     async fn serve(&mut self) -> Result<i32, DaemonError> {
         let restored = self.job(Job::Restore).await?;
         if !restored.restored.is_empty() || !restored.problems.is_empty() {
-            log_report("boot restore", &restored);
+            log_report("boot restore", &restored, &mut HashSet::new());
         }
         if self.stopping {
             return Ok(0);
@@ -525,6 +531,7 @@ pub fn run(
             denials: None,
             stopping: false,
             retry_at: None,
+            logged_problems: HashSet::new(),
             backoff: BACKOFF_FIRST,
             published,
             commands,

@@ -255,3 +255,50 @@ fn rate_limit_stays_bounded_and_keeps_what_it_must_report() {
     assert_eq!(rl.check(k(0), t0), (false, 0));
     assert_eq!(rl.check(k(0), t0 + Duration::from_secs(61)), (true, 4));
 }
+
+/// Runs a follower until `want` records are handled (or 20 s pass).
+fn follow_until(cfg: FollowerConfig, want: usize, between: impl FnOnce()) -> (Vec<AuditId>, FollowerStats) {
+    let handled: Arc<Mutex<Vec<AuditId>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut f = Follower::new(cfg);
+    let stopper = f.stopper();
+    let stats = f.stats.clone();
+    let h = handled.clone();
+    let thread = std::thread::spawn(move || f.run(|ev| h.lock().unwrap().push(ev.record.audit_id.unwrap())));
+    between();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while handled.lock().unwrap().len() < want && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stopper.stop();
+    thread.join().unwrap();
+    let out = handled.lock().unwrap().clone();
+    let stats = stats.lock().unwrap().clone();
+    (out, stats)
+}
+
+#[test]
+fn a_ten_mib_journal_line_is_skipped_and_counted() {
+    let huge = format!(
+        r#"{{"__CURSOR":"s=fake;i=2","_TRANSPORT":"kernel","MESSAGE":"{}"}}"#,
+        "x".repeat(10 << 20)
+    );
+    let lines = vec![kernel_entry(1, 1), huge, kernel_entry(3, 3)];
+    let j = FakeJournal::new(&lines, &[]);
+    let (handled, stats) = follow_until(j.config(), 2, || {});
+    assert_eq!(handled.len(), 2, "{handled:?}");
+    assert_eq!(stats.malformed, 1);
+}
+
+#[test]
+fn a_missing_journalctl_is_retried_until_it_appears() {
+    let j = FakeJournal::new(&[kernel_entry(1, 1), kernel_entry(2, 2)], &[]);
+    let real = j.dir.path().join("journalctl");
+    let hidden = j.dir.path().join("journalctl.hidden");
+    std::fs::rename(&real, &hidden).unwrap();
+    let (handled, _) = follow_until(j.config(), 2, || {
+        // Several failed spawns (the backoff is 20..100 ms), then it appears.
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::rename(&hidden, &real).unwrap();
+    });
+    assert_eq!(handled.len(), 2);
+}

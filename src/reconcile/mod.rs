@@ -9,7 +9,7 @@ pub use plan::{
 };
 
 use crate::apparmor::{
-    Diagnostic, Kernel, KernelError, LoadOptions, Parser, ParserError, declared_profiles, include_violation,
+    Diagnostic, Kernel, KernelError, LoadOptions, Parser, ParserError, declared_profiles, policy_violation,
 };
 use crate::config::{Config, ForcedMode};
 use crate::source::{self, Limits, SnapshotResult};
@@ -369,10 +369,8 @@ impl Validator {
                     engine.state.store_put(&f.sha256, f.content.as_bytes())?;
                 }
                 Some(v.clone())
-            } else if let Some(why) = include_violation(&f.content) {
-                Some(Verdict::Refused {
-                    reason: format!("{why} (include policy)"),
-                })
+            } else if let Some(why) = policy_violation(&f.content) {
+                Some(Verdict::Refused { reason: why })
             } else if mode == ForcedMode::Enforce
                 && let Some(d) = declared_profiles(&f.content).into_iter().find(|d| d.mode == "complain")
             {
@@ -407,7 +405,12 @@ impl Validator {
         for ((i, path), names) in check.into_iter().zip(names) {
             match names {
                 Ok(names) => {
-                    let top: Vec<String> = names.into_iter().filter(|n| !n.contains("//")).collect();
+                    // Children and hats (`a//b`) go with their parent; a
+                    // namespace (`:ns://a`) stays, for the name rules to refuse.
+                    let top: Vec<String> = names
+                        .into_iter()
+                        .filter(|n| n.starts_with(':') || !n.contains("//"))
+                        .collect();
                     out[i].verdict = Verdict::Valid { names: top };
                     compile.push((i, path));
                 }

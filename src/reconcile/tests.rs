@@ -686,3 +686,21 @@ fn reverting_to_an_earlier_version_reloads_it() {
     assert_eq!(rep.replaced, ["custom.a"]);
     f.assert_manifest_matches_kernel(&r);
 }
+
+#[test]
+fn name_rules() {
+    use super::plan::bad_name;
+    assert_eq!(bad_name("custom.app"), None);
+    assert_eq!(bad_name("/usr/bin/my tool"), None);
+    for (name, why) in [
+        ("", "empty name"),
+        ("custom.a\ncustom.b", "control character"),
+        ("custom.a\tb", "control character"),
+        (":ns:custom.a", "policy namespace"),
+    ] {
+        let v = bad_name(name).unwrap_or_else(|| panic!("{name:?} accepted"));
+        assert!(v.contains(why), "{name:?}: {v}");
+    }
+    let long = "x".repeat(4096);
+    assert!(bad_name(&long).unwrap().contains("4096 bytes, over the limit of 1024"));
+}
