@@ -106,10 +106,7 @@ fn once_against_a_fake_kernel_loads_and_refuses_takeover() {
         s.contains("profile `nscd` is already loaded and armord does not own it"),
         "{s}"
     );
-    assert_eq!(
-        t.read("secfs/profiles"),
-        "nscd (enforce)\ncustom.a (enforce)\n"
-    );
+    assert_eq!(t.read("secfs/profiles"), "nscd (enforce)\ncustom.a (enforce)\n");
 }
 
 #[test]
