@@ -207,12 +207,24 @@ impl StateDir {
     }
 
     pub fn save_manifest(&self, m: &Manifest) -> Result<(), StateError> {
+        self.write_manifest(m, true)
+    }
+
+    /// Write the manifest so that a crash of armord leaves the old or the
+    /// new one, without waiting for the disk: for the pending-load record.
+    /// A power loss empties the kernel too, so a record of loads in flight
+    /// has nothing to protect then; the durable save after the load does.
+    pub fn save_manifest_volatile(&self, m: &Manifest) -> Result<(), StateError> {
+        self.write_manifest(m, false)
+    }
+
+    fn write_manifest(&self, m: &Manifest, durable: bool) -> Result<(), StateError> {
         let mut text = serde_json::to_vec_pretty(m).map_err(|e| StateError::Corrupt {
             path: self.manifest_path(),
             reason: e.to_string(),
         })?;
         text.push(b'\n');
-        atomic_write(&self.manifest_path(), &text)
+        write_replace(&self.manifest_path(), &text, durable)
     }
 
     /// Put a file's content into the store under its hash. Idempotent. Not

@@ -223,8 +223,7 @@ impl Engine<'_> {
             by_path.insert(path, a);
         }
         if !by_path.is_empty() {
-            self.state.store_sync(by_path.values().map(|a| a.sha256.as_str()))?;
-            self.state.save_manifest(manifest)?;
+            self.state.save_manifest_volatile(manifest)?;
             let paths: Vec<PathBuf> = by_path.keys().cloned().collect();
             let failed = self.batched(&paths, |fs| self.parser.load(fs, self.opts))?;
             let _ = crate::failpoint::hit("after-load");
@@ -268,6 +267,8 @@ impl Engine<'_> {
             }
             // Failed loads: whatever the kernel holds now is still ours.
             report.adopted = manifest.recover(&kernel);
+            // Durable now: boot restore reads these stored files.
+            self.state.store_sync(by_path.values().map(|a| a.sha256.as_str()))?;
             self.state.save_manifest(manifest)?;
         }
 
