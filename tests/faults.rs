@@ -160,14 +160,24 @@ fn daemon_retries_after_the_state_dir_fills_up() {
     .unwrap();
     let fp = t.write("failpoints", "");
     let log = std::fs::File::create(t.path("armord.log")).unwrap();
-    let mut child = Command::new(ARMORD)
-        .args(["--simulate", "--bus", "none", "--config", cfg.to_str().unwrap()])
-        .env("ARMORD_FAILPOINT_FILE", &fp)
-        .env_remove("NOTIFY_SOCKET")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    /// Kills the daemon when the test fails half-way.
+    struct Guard(std::process::Child);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Guard(
+        Command::new(ARMORD)
+            .args(["--simulate", "--bus", "none", "--config", cfg.to_str().unwrap()])
+            .env("ARMORD_FAILPOINT_FILE", &fp)
+            .env_remove("NOTIFY_SOCKET")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
     let wait = |what: &str, f: &dyn Fn() -> bool| {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !f() {
@@ -185,7 +195,7 @@ fn daemon_retries_after_the_state_dir_fills_up() {
         t.read("armord.log").contains("No space left on device")
     });
     assert!(t.read("armord.log").contains("retrying in"), "{}", t.read("armord.log"));
-    assert_eq!(child.try_wait().unwrap(), None, "armord exited");
+    assert_eq!(child.0.try_wait().unwrap(), None, "armord exited");
     assert_eq!(
         manifest(&t)["profiles"]["custom.b"]["sha256"],
         sha256(&profile("custom.b", 1))
@@ -195,9 +205,9 @@ fn daemon_retries_after_the_state_dir_fills_up() {
         t.read("state/state.json").contains(&sha256(&profile("custom.b", 2)))
     });
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    assert!(child.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
 }

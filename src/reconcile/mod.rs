@@ -627,14 +627,19 @@ impl Reconciler {
         let opts = engine.opts;
         let result = (|| {
             let kernel = self.kernel.loaded()?;
-            let in_use = self.kernel.confined()?;
             let policy = Policy {
                 prefix: &self.config.profile_prefix,
                 takeover: self.config.takeover,
                 remove_in_use: self.config.remove_in_use,
                 complain: opts.complain,
             };
-            let plan = plan(&desired, &self.manifest, &kernel, &in_use, &policy);
+            // Which processes a profile confines matters only for removals:
+            // scan /proc only when something is to be removed.
+            let mut plan = plan(&desired, &self.manifest, &kernel, &BTreeMap::new(), &policy);
+            if !plan.removes.is_empty() {
+                let in_use = self.kernel.confined()?;
+                plan = self::plan(&desired, &self.manifest, &kernel, &in_use, &policy);
+            }
             let report = engine.apply(&plan, &mut self.manifest)?;
             if report.changed() {
                 let _ = self.state.store_gc(&self.manifest.referenced());
