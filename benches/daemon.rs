@@ -307,8 +307,15 @@ fn main() {
     }
 }
 
-fn fake_journalctl() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_journalctl")
+/// armord with its denial follower on the fake journalctl replaying `journal`.
+fn start_with_journal(profiles: usize, journal: &std::path::Path) -> Run {
+    let fake = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_journalctl");
+    start_with(
+        profiles,
+        200,
+        &format!("[denials]\njournalctl = \"{}\"\n", fake.display()),
+        &[("FAKE_JOURNAL", journal.to_owned())],
+    )
 }
 
 /// A field of /proc/PID/status or /proc/PID/io, as a number.
@@ -336,12 +343,7 @@ fn rss_kib(pid: u32) -> u64 {
 /// installed), CPU and wakeups; and the resident memory.
 fn steady(profiles: usize, secs: u64) {
     let journal = tempfile::NamedTempFile::new().unwrap();
-    let run = start_with(
-        profiles,
-        200,
-        &format!("[denials]\njournalctl = \"{}\"\n", fake_journalctl().display()),
-        &[("FAKE_JOURNAL", journal.path().to_owned())],
-    );
+    let run = start_with_journal(profiles, journal.path());
     let pid = run.child.id();
     // Let the blocking pool's threads retire first.
     std::thread::sleep(Duration::from_secs(12));
@@ -420,12 +422,7 @@ fn memory(profiles: usize, records: usize) {
             .unwrap();
         }
     }
-    let run = start_with(
-        profiles,
-        200,
-        &format!("[denials]\njournalctl = \"{}\"\n", fake_journalctl().display()),
-        &[("FAKE_JOURNAL", journal.path().to_owned())],
-    );
+    let run = start_with_journal(profiles, journal.path());
     let pid = run.child.id();
     let cursor = run.dir.path().join("state/journal.cursor");
     let last = format!("c{}", records - 1);

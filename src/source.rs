@@ -399,6 +399,24 @@ struct CacheIo {
     read_at: Duration,
 }
 
+impl CacheIo {
+    /// The cached file `name`, when its metadata still is `stamp`; kept for
+    /// the next snapshot.
+    fn take(&mut self, name: &str, stamp: &Stamp, display: &Path) -> Option<SourceFile> {
+        if self.old.get(name).is_none_or(|hit| hit.stamp != *stamp) {
+            return None;
+        }
+        let (key, hit) = self.old.remove_entry(name)?;
+        let file = SourceFile {
+            path: display.to_owned(),
+            content: hit.content.clone(),
+            sha256: hit.sha256.clone(),
+        };
+        self.new.insert(key, hit);
+        Some(file)
+    }
+}
+
 fn read_entry(
     dir: &Path,
     root_canon: &Path,
@@ -414,15 +432,8 @@ fn read_entry(
         && let Ok(st) = nix::sys::stat::fstatat(d, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
         && st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG
         && (st.st_size.max(0) as u64) <= limits.max_file_bytes
-        && c.old.get(name).is_some_and(|hit| hit.stamp == Stamp::of_stat(&st))
-        && let Some((key, hit)) = c.old.remove_entry(name)
+        && let Some(file) = c.take(name, &Stamp::of_stat(&st), &display)
     {
-        let file = SourceFile {
-            path: display,
-            content: hit.content.clone(),
-            sha256: hit.sha256.clone(),
-        };
-        c.new.insert(key, hit);
         return Read1::File(file);
     }
     let lmeta = match fs::symlink_metadata(&path) {
@@ -473,15 +484,8 @@ fn read_entry(
     let stamp = Stamp::of(&meta);
     // A symlink (a ConfigMap key) whose target is unchanged.
     if let Some(c) = cache.as_deref_mut()
-        && c.old.get(name).is_some_and(|hit| hit.stamp == stamp)
-        && let Some((key, hit)) = c.old.remove_entry(name)
+        && let Some(file) = c.take(name, &stamp, &display)
     {
-        let file = SourceFile {
-            path: display,
-            content: hit.content.clone(),
-            sha256: hit.sha256.clone(),
-        };
-        c.new.insert(key, hit);
         return Read1::File(file);
     }
     // O_NONBLOCK so that a file swapped for a FIFO between stat and open cannot block us.
