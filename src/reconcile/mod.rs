@@ -399,12 +399,27 @@ impl Validator {
             return Ok(out);
         }
 
-        // Names, in one parser run.
+        // Names and the compile, each in one parser run, side by side: one
+        // after the other would add a process's latency to every change. A
+        // file the names run rejects fails its compile too; the names
+        // verdict is the one reported.
         let paths: Vec<PathBuf> = check.iter().map(|(_, p)| p.clone()).collect();
-        let names = engine.parser.names(&paths).map_err(ApplyError::Parser)?;
-        let mut compile: Vec<(usize, PathBuf)> = Vec::new();
+        let (names, compiled) = std::thread::scope(|s| {
+            let compile = s.spawn(|| engine.batched(&paths, |fs| engine.parser.compile(fs, engine.opts)));
+            (engine.parser.names(&paths), compile.join())
+        });
+        let names = names.map_err(ApplyError::Parser)?;
+        let mut failed = compiled.map_err(|_| {
+            ApplyError::Parser(ParserError::Output {
+                program: PathBuf::from("apparmor_parser"),
+                message: "the thread running the compile panicked".into(),
+            })
+        })??;
         for ((i, path), names) in check.into_iter().zip(names) {
-            match names {
+            let compile_error = failed.remove(&path);
+            let verdict_error = match names {
+                Err(e) => Some(e),
+                Ok(_) if compile_error.is_some() => compile_error,
                 Ok(names) => {
                     // Children and hats (`a//b`) go with their parent; a
                     // namespace (`:ns://a`) stays, for the name rules to refuse.
@@ -413,37 +428,20 @@ impl Validator {
                         .filter(|n| n.starts_with(':') || !n.contains("//"))
                         .collect();
                     out[i].verdict = Verdict::Valid { names: top };
-                    compile.push((i, path));
+                    None
                 }
-                Err(e) => {
-                    out[i].verdict = Verdict::Invalid {
-                        diagnostics: rename_diagnostics(error_diagnostics(&e, &path), &path, &out[i].path),
-                    };
-                    if e.is_rejection() {
-                        self.remember(&out[i].sha256, complain, &out[i].verdict);
-                    } else {
-                        self.transient += 1;
-                    }
-                }
-            }
-        }
-
-        // Compile, in one run, isolating failures.
-        let paths: Vec<PathBuf> = compile.iter().map(|(_, p)| p.clone()).collect();
-        let failed = engine.batched(&paths, |fs| engine.parser.compile(fs, engine.opts))?;
-        for (i, path) in &compile {
-            if let Some(e) = failed.get(path) {
-                let rejection = e.is_rejection();
-                out[*i].verdict = Verdict::Invalid {
-                    diagnostics: rename_diagnostics(error_diagnostics(e, path), path, &out[*i].path),
+            };
+            if let Some(e) = verdict_error {
+                out[i].verdict = Verdict::Invalid {
+                    diagnostics: rename_diagnostics(error_diagnostics(&e, &path), &path, &out[i].path),
                 };
                 // Timeouts and crashes may pass next time: do not remember them.
-                if !rejection {
+                if !e.is_rejection() {
                     self.transient += 1;
                     continue;
                 }
             }
-            self.remember(&out[*i].sha256, complain, &out[*i].verdict);
+            self.remember(&out[i].sha256, complain, &out[i].verdict);
         }
         Ok(out)
     }
