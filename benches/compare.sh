@@ -35,39 +35,35 @@ dpkg -L apparmor-profiles apparmor-profiles-extra |
 nprof=$(ls "$work/src" | wc -l)
 
 now() { date +%s.%N; }
-since() { awk -v a="$(now)" -v b="$1" 'BEGIN { printf "%.3f\n", a - b }'; }
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+# timed FILE CMD...: run CMD (output dropped, failures allowed), append its seconds to FILE.
+timed() {
+  local out=$1 t
+  shift
+  t=$(now)
+  "$@" >/dev/null 2>&1 || true
+  awk -v a="$(now)" -v b="$t" 'BEGIN { printf "%.3f\n", a - b }' >> "$out"
+}
+serial_parser() { for f in "$work"/src/*; do parser -Q --write-cache --cache-loc "$work/c" "$f" || true; done; }
+single_parser() { parser -Q --write-cache --cache-loc "$work/c" "$work"/src/*; }
+armord_once() { "$armord" --once --simulate --source "$work/src" --state-dir "$work/st"; }
 
 # 1. Bulk initial sync, cold cache each time, the three ways in turn.
-: > "$work/serial" ; : > "$work/single" ; : > "$work/armord"
 for _ in $(seq "$rounds"); do
-  rm -rf "$work/c" && t=$(now)
-  for f in "$work"/src/*; do parser -Q --write-cache --cache-loc "$work/c" "$f" >/dev/null 2>&1 || true; done
-  since "$t" >> "$work/serial"
-  rm -rf "$work/c" && t=$(now)
-  parser -Q --write-cache --cache-loc "$work/c" "$work"/src/* >/dev/null 2>&1 || true
-  since "$t" >> "$work/single"
-  rm -rf "$work/st" && t=$(now)
-  "$armord" --once --simulate --source "$work/src" --state-dir "$work/st" >/dev/null 2>&1
-  since "$t" >> "$work/armord"
+  rm -rf "$work/c" && timed "$work/serial" serial_parser
+  rm -rf "$work/c" && timed "$work/single" single_parser
+  rm -rf "$work/st" && timed "$work/armord" armord_once
 done
 serial=$(median < "$work/serial"); single=$(median < "$work/single"); bulk=$(median < "$work/armord")
 loaded=$(wc -l < "$work/st/simulate/profiles")
 
 # 2. Restart after a reboot (the kernel holds nothing): warm state and
 #    parser cache against none. And a plain restart (the kernel holds all).
-: > "$work/warm" ; : > "$work/cold" ; : > "$work/plain"
 for _ in $(seq "$rounds"); do
-  rm -f "$work/st/simulate/profiles" && t=$(now)
-  "$armord" --once --simulate --source "$work/src" --state-dir "$work/st" >/dev/null 2>&1
-  since "$t" >> "$work/warm"
-  t=$(now)
-  "$armord" --once --simulate --source "$work/src" --state-dir "$work/st" >/dev/null 2>&1
-  since "$t" >> "$work/plain"
-  rm -rf "$work/st" && t=$(now)
-  "$armord" --once --simulate --source "$work/src" --state-dir "$work/st" >/dev/null 2>&1
-  since "$t" >> "$work/cold"
+  rm -f "$work/st/simulate/profiles" && timed "$work/warm" armord_once
+  timed "$work/plain" armord_once
+  rm -rf "$work/st" && timed "$work/cold" armord_once
 done
 warm=$(median < "$work/warm"); cold=$(median < "$work/cold"); plain=$(median < "$work/plain")
 

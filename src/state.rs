@@ -27,12 +27,13 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
 /// or the new, never a mix: temp file in the same directory, fsync, rename,
 /// fsync the directory.
 pub fn atomic_write(path: &Path, data: &[u8]) -> Result<(), StateError> {
-    write_replace(path, data, true)
+    write_replace(path, data, true, None)
 }
 
 /// Like [`atomic_write`], with the fsyncs only when `durable`: readers see
-/// the old content or the new, but a crash may lose the new.
-fn write_replace(path: &Path, data: &[u8], durable: bool) -> Result<(), StateError> {
+/// the old content or the new, but a crash may lose the new. `midpoint` is
+/// a failpoint passed with the data written and not yet renamed.
+fn write_replace(path: &Path, data: &[u8], durable: bool, midpoint: Option<&str>) -> Result<(), StateError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let name = path
@@ -44,8 +45,8 @@ fn write_replace(path: &Path, data: &[u8], durable: bool) -> Result<(), StateErr
         crate::failpoint::hit("state-write").map_err(io_err(&tmp))?;
         let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
         f.write_all(data).map_err(io_err(&tmp))?;
-        if !durable {
-            crate::failpoint::hit("store-write").map_err(io_err(&tmp))?;
+        if let Some(point) = midpoint {
+            crate::failpoint::hit(point).map_err(io_err(&tmp))?;
         }
         if durable {
             f.sync_all().map_err(io_err(&tmp))?;
@@ -224,7 +225,7 @@ impl StateDir {
             reason: e.to_string(),
         })?;
         text.push(b'\n');
-        write_replace(&self.manifest_path(), &text, durable)
+        write_replace(&self.manifest_path(), &text, durable, None)
     }
 
     /// Put a file's content into the store under its hash. Idempotent. Not
@@ -235,7 +236,7 @@ impl StateDir {
         if self.store_get(sha256).is_some() {
             return Ok(path);
         }
-        write_replace(&path, content, false)?;
+        write_replace(&path, content, false, Some("store-write"))?;
         Ok(path)
     }
 

@@ -160,15 +160,7 @@ fn daemon_retries_after_the_state_dir_fills_up() {
     .unwrap();
     let fp = t.write("failpoints", "");
     let log = std::fs::File::create(t.path("armord.log")).unwrap();
-    /// Kills the daemon when the test fails half-way.
-    struct Guard(std::process::Child);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = Guard(
+    let mut child = KillOnDrop(
         Command::new(ARMORD)
             .args(["--simulate", "--bus", "none", "--config", cfg.to_str().unwrap()])
             .env("ARMORD_FAILPOINT_FILE", &fp)

@@ -72,24 +72,6 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Option<&'static str>)> {
     ]
 }
 
-fn once(t: &Tree) -> std::process::Output {
-    run(
-        ARMORD,
-        &[
-            "--simulate",
-            "--once",
-            "--bus",
-            "none",
-            "--source",
-            t.path("src").to_str().unwrap(),
-            "--state-dir",
-            t.path("state").to_str().unwrap(),
-            "--config",
-            t.path("none.toml").to_str().unwrap(),
-        ],
-    )
-}
-
 #[test]
 fn hostile_profiles_are_refused_one_line_each_and_the_rest_loads() {
     if real_parser().is_none() {
@@ -101,7 +83,7 @@ fn hostile_profiles_are_refused_one_line_each_and_the_rest_loads() {
         let p = t.path(&format!("src/{name}"));
         std::fs::write(p, content).unwrap();
     }
-    let out = once(&t);
+    let out = once_sim(&t, "src");
     let s = text(&out);
     assert_eq!(out.status.code(), Some(2), "{s}");
     let kernel = t.read("state/simulate/profiles");
@@ -151,7 +133,7 @@ fn hostile_profiles_are_refused_one_line_each_and_the_rest_loads() {
     for n in ["space", "hats", "slash", "dotdot"] {
         std::fs::remove_file(t.path(&format!("src/{n}"))).unwrap();
     }
-    let out = once(&t);
+    let out = once_sim(&t, "src");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let kernel = t.read("state/simulate/profiles");
     assert_eq!(kernel, "custom.good (enforce)\n", "{}", text(&out));
@@ -167,11 +149,11 @@ fn runtime_profiles_need_takeover() {
     let t = Tree::new();
     t.write("src/docker", "profile docker-default {\n  /etc/hostname r,\n}\n");
     t.write("state/simulate/profiles", "docker-default (enforce)\n");
-    let out = once(&t);
+    let out = once_sim(&t, "src");
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("belongs to a container runtime"), "{}", text(&out));
     t.write("none.toml", "takeover = true\n");
-    let out = once(&t);
+    let out = once_sim(&t, "src");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("replaced: docker-default") || text(&out).contains("loaded: docker-default"));
 }

@@ -7,24 +7,6 @@ const GOOD: &str = "abi <abi/3.0>,\ninclude <tunables/global>\nprofile custom.go
 const GOOD_V2: &str = "abi <abi/3.0>,\ninclude <tunables/global>\nprofile custom.good {\n  include <abstractions/base>\n  /etc/hostname r,\n  /etc/hosts r,\n}\n";
 const BROKEN: &str = "abi <abi/3.0>,\nprofile custom.broken {\n  /etc/** r,\n  this is not a rule,\n}\n";
 
-fn once_sim(t: &Tree) -> std::process::Output {
-    let src = t.path("profiles.d");
-    let state = t.path("state");
-    run(
-        ARMORD,
-        &[
-            "--simulate",
-            "--once",
-            "--source",
-            src.to_str().unwrap(),
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--config",
-            t.path("none.toml").to_str().unwrap(),
-        ],
-    )
-}
-
 #[test]
 fn simulate_once_with_the_real_parser() {
     if real_parser().is_none() {
@@ -36,7 +18,7 @@ fn simulate_once_with_the_real_parser() {
 
     // A valid and a broken profile: the valid one loads, exit 2, the broken
     // file is printed with its line.
-    let out = once_sim(&t);
+    let out = once_sim(&t, "profiles.d");
     let s = text(&out);
     assert_eq!(out.status.code(), Some(2), "{s}");
     assert_eq!(t.read("state/simulate/profiles"), "custom.good (enforce)\n");
@@ -52,7 +34,7 @@ fn simulate_once_with_the_real_parser() {
         "profiles.d/broken",
         "abi <abi/3.0>,\nprofile custom.broken {\n  /etc/** r,\n}\n",
     );
-    let out = once_sim(&t);
+    let out = once_sim(&t, "profiles.d");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(
         t.read("state/simulate/profiles"),
@@ -62,7 +44,7 @@ fn simulate_once_with_the_real_parser() {
     // Break a loaded file: the old version stays loaded, the error is reported.
     let store_before = std::fs::read_dir(t.path("state/store")).unwrap().count();
     t.write("profiles.d/good", &GOOD_V2.replace("/etc/hosts r,", "/etc/hosts rz,"));
-    let out = once_sim(&t);
+    let out = once_sim(&t, "profiles.d");
     let s = text(&out);
     assert_eq!(out.status.code(), Some(2), "{s}");
     assert!(
@@ -80,7 +62,7 @@ fn simulate_once_with_the_real_parser() {
 
     // A good change replaces it.
     t.write("profiles.d/good", GOOD_V2);
-    let out = once_sim(&t);
+    let out = once_sim(&t, "profiles.d");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("replaced: custom.good"));
 }

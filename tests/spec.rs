@@ -71,19 +71,7 @@ fn bad_specs_name_the_file_and_key_and_good_ones_load() {
         "src/custom.typo.allow.toml",
         "name = \"custom.typo\"\nexecs = [\"/bin/x\"]\n",
     );
-    let out = run(
-        ARMORD,
-        &[
-            "--simulate",
-            "--once",
-            "--source",
-            t.path("src").to_str().unwrap(),
-            "--state-dir",
-            t.path("state").to_str().unwrap(),
-            "--config",
-            t.path("none.toml").to_str().unwrap(),
-        ],
-    );
+    let out = once_sim(&t, "src");
     let s = text(&out);
     assert_eq!(out.status.code(), Some(2), "{s}");
     assert!(

@@ -70,7 +70,8 @@ impl SimKernel {
         for (name, mode) in set {
             writeln!(f, "{name} ({mode})").map_err(Self::io(&tmp))?;
         }
-        f.sync_all().map_err(Self::io(&tmp))?;
+        // Atomic, not durable: a real kernel forgets its profiles at a power
+        // loss too, and a batch is written once per member.
         std::fs::rename(&tmp, &path).map_err(Self::io(&path))
     }
 

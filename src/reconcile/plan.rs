@@ -91,6 +91,7 @@ pub struct Problem {
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.line {
+            _ if self.file.as_os_str().is_empty() => f.write_str(&self.message),
             Some(l) => write!(f, "{}:{l}: {}", self.file.display(), self.message),
             None => write!(f, "{}: {}", self.file.display(), self.message),
         }

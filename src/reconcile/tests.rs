@@ -704,3 +704,11 @@ fn name_rules() {
     let long = "x".repeat(4096);
     assert!(bad_name(&long).unwrap().contains("4096 bytes, over the limit of 1024"));
 }
+
+#[test]
+fn a_problem_without_a_file_is_just_its_message() {
+    let p = Problem::new(ProblemKind::LoadFailed, PathBuf::new(), "state: disk full");
+    assert_eq!(p.to_string(), "state: disk full");
+    let p = Problem::new(ProblemKind::Refused, PathBuf::from("/src/a"), "too big");
+    assert_eq!(p.to_string(), "/src/a: too big");
+}

@@ -91,6 +91,37 @@ impl Tree {
     }
 }
 
+/// `armord --simulate --once` on the source `src` (relative to the tree),
+/// with the state under `state/` and the tree's `none.toml` as config
+/// (absent unless a test writes it).
+pub fn once_sim(t: &Tree, src: &str) -> Output {
+    run(
+        ARMORD,
+        &[
+            "--simulate",
+            "--once",
+            "--bus",
+            "none",
+            "--source",
+            t.path(src).to_str().unwrap(),
+            "--state-dir",
+            t.path("state").to_str().unwrap(),
+            "--config",
+            t.path("none.toml").to_str().unwrap(),
+        ],
+    )
+}
+
+/// A child process killed when the test ends, passed or not.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub fn run(bin: &str, args: &[&str]) -> Output {
     Command::new(bin)
         .args(args)
