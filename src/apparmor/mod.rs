@@ -88,8 +88,6 @@ pub enum KernelError {
     NotAvailable { path: PathBuf },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{path}: line {line}: {reason}")]
-    Format { path: PathBuf, line: usize, reason: String },
 }
 
 /// Per-file result of asking the parser for profile names: the names, or
