@@ -134,6 +134,13 @@ pub struct Config {
     pub debounce_ms: u64,
     pub debounce_max_ms: u64,
     pub resync_interval_secs: u64,
+    /// A removal waits until the source has had no change for this long.
+    pub removal_settle_ms: u64,
+    /// A reconcile that would remove more than this share (percent) of a
+    /// source's owned profiles is a mass removal.
+    pub mass_removal_percent: u8,
+    /// A mass removal waits until the source has stood still this long.
+    pub mass_removal_settle_secs: u64,
     pub parser: ParserConfig,
     pub denials: DenialsConfig,
     pub exports: ExportsConfig,
@@ -160,6 +167,9 @@ impl Default for Config {
             debounce_ms: 200,
             debounce_max_ms: 2000,
             resync_interval_secs: 300,
+            removal_settle_ms: 2000,
+            mass_removal_percent: 50,
+            mass_removal_settle_secs: 300,
             parser: ParserConfig {
                 path: "apparmor_parser".into(),
                 timeout_secs: 120,
@@ -188,6 +198,12 @@ impl Config {
     }
     pub fn resync_interval(&self) -> Duration {
         Duration::from_secs(self.resync_interval_secs)
+    }
+    pub fn removal_settle(&self) -> Duration {
+        Duration::from_millis(self.removal_settle_ms)
+    }
+    pub fn mass_removal_settle(&self) -> Duration {
+        Duration::from_secs(self.mass_removal_settle_secs)
     }
     pub fn manifest_path(&self) -> PathBuf {
         self.state_dir.join("state.json")
@@ -224,6 +240,9 @@ struct RawConfig {
     debounce_ms: Option<u64>,
     debounce_max_ms: Option<u64>,
     resync_interval_secs: Option<u64>,
+    removal_settle_ms: Option<u64>,
+    mass_removal_percent: Option<u8>,
+    mass_removal_settle_secs: Option<u64>,
     parser: Option<RawParser>,
     denials: Option<RawDenials>,
     exports: Option<RawExports>,
@@ -376,6 +395,9 @@ struct Merged {
     debounce_ms: Option<Origin<u64>>,
     debounce_max_ms: Option<Origin<u64>>,
     resync_interval_secs: Option<Origin<u64>>,
+    removal_settle_ms: Option<Origin<u64>>,
+    mass_removal_percent: Option<Origin<u8>>,
+    mass_removal_settle_secs: Option<Origin<u64>>,
     parser_path: Option<Origin<PathBuf>>,
     parser_timeout_secs: Option<Origin<u64>>,
     parser_jobs: Option<Origin<u32>>,
@@ -410,6 +432,9 @@ impl Merged {
         merge!(self.debounce_ms, raw.debounce_ms, file);
         merge!(self.debounce_max_ms, raw.debounce_max_ms, file);
         merge!(self.resync_interval_secs, raw.resync_interval_secs, file);
+        merge!(self.removal_settle_ms, raw.removal_settle_ms, file);
+        merge!(self.mass_removal_percent, raw.mass_removal_percent, file);
+        merge!(self.mass_removal_settle_secs, raw.mass_removal_settle_secs, file);
         let p = raw.parser.unwrap_or_default();
         merge!(self.parser_path, p.path, file);
         merge!(self.parser_timeout_secs, p.timeout_secs, file);
@@ -551,6 +576,25 @@ fn validate(m: Merged) -> Result<Config, ConfigError> {
         }
         Some(o) => o.value,
     };
+    let removal_settle_ms = value(m.removal_settle_ms, d.removal_settle_ms);
+    let mass_removal_percent = match m.mass_removal_percent {
+        Some(o) if o.value > 100 => {
+            return Err(invalid(
+                &o.file,
+                "mass_removal_percent",
+                format!("{} is not a percentage (0 to 100)", o.value),
+            ));
+        }
+        o => value(o, d.mass_removal_percent),
+    };
+    let mass_removal_settle_secs = value(m.mass_removal_settle_secs, d.mass_removal_settle_secs);
+    if mass_removal_settle_secs.saturating_mul(1000) < removal_settle_ms {
+        return Err(invalid(
+            Path::new("(merged)"),
+            "mass_removal_settle_secs",
+            format!("{mass_removal_settle_secs}s is shorter than removal_settle_ms ({removal_settle_ms} ms)"),
+        ));
+    }
     Ok(Config {
         sources,
         profile_prefix,
@@ -565,6 +609,9 @@ fn validate(m: Merged) -> Result<Config, ConfigError> {
         debounce_ms,
         debounce_max_ms,
         resync_interval_secs: positive(m.resync_interval_secs, "resync_interval_secs", d.resync_interval_secs)?,
+        removal_settle_ms,
+        mass_removal_percent,
+        mass_removal_settle_secs,
         parser: ParserConfig {
             path: parser_path,
             timeout_secs: positive(m.parser_timeout_secs, "parser.timeout_secs", d.parser.timeout_secs)?,
@@ -727,6 +774,7 @@ mod tests {
             ),
             ("[[source]]\npath = \"/a\"\n[[source]]\npath = \"/a\"\n", "source.path"),
             ("debounce_ms = 500\ndebounce_max_ms = 100\n", "debounce_max_ms"),
+            ("mass_removal_percent = 101\n", "mass_removal_percent"),
         ];
         for (text, key) in cases {
             let e = load_from_strs(&[("/x/c.toml", text)]).unwrap_err();

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dbus;
+pub mod escape;
 pub mod failpoint;
 pub mod journal;
 pub mod logging;

@@ -12,7 +12,8 @@ struct Fields<'a>(&'a mut String);
 
 impl<'kvs> log::kv::VisitSource<'kvs> for Fields<'_> {
     fn visit_pair(&mut self, key: log::kv::Key<'kvs>, value: log::kv::Value<'kvs>) -> Result<(), log::kv::Error> {
-        self.0.push_str(&format!(" {key}={value}"));
+        let value = value.to_string();
+        self.0.push_str(&format!(" {key}={}", crate::escape::text(&value)));
         Ok(())
     }
 }
@@ -34,9 +35,44 @@ impl Log for Stderr {
             log::Level::Debug => "debug",
             log::Level::Trace => "trace",
         };
-        let _ = writeln!(std::io::stderr().lock(), "{}: {level}: {}{fields}", self.name, r.args());
+        let message = r.args().to_string();
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{}: {level}: {}{fields}",
+            self.name,
+            crate::escape::text(&message)
+        );
     }
     fn flush(&self) {}
+}
+
+/// The journal logger, with the message escaped: a file or profile name
+/// never forges a line in `journalctl`'s output. Fields stay as they are:
+/// the journal stores them as data, not lines.
+struct Journal(systemd_journal_logger::JournalLog);
+
+impl Log for Journal {
+    fn enabled(&self, m: &Metadata) -> bool {
+        self.0.enabled(m)
+    }
+    fn log(&self, r: &Record) {
+        let message = r.args().to_string();
+        let escaped = crate::escape::text(&message);
+        self.0.log(
+            &Record::builder()
+                .args(format_args!("{escaped}"))
+                .level(r.level())
+                .target(r.target())
+                .module_path(r.module_path())
+                .file(r.file())
+                .line(r.line())
+                .key_values(r.key_values())
+                .build(),
+        );
+    }
+    fn flush(&self) {
+        self.0.flush()
+    }
 }
 
 /// Install the logger. `verbose` turns on debug messages.
@@ -45,7 +81,7 @@ pub fn init(name: &'static str, verbose: bool) {
     let installed = systemd_journal_logger::connected_to_journal()
         && systemd_journal_logger::JournalLog::new()
             .map(|j| j.with_syslog_identifier(name.to_owned()))
-            .and_then(|j| j.install().map_err(std::io::Error::other))
+            .and_then(|j| log::set_boxed_logger(Box::new(Journal(j))).map_err(std::io::Error::other))
             .is_ok();
     if !installed {
         let _ = log::set_boxed_logger(Box::new(Stderr { name }));

@@ -71,6 +71,11 @@ pub struct SourceFile {
 pub struct Refusal {
     pub path: PathBuf,
     pub reason: String,
+    /// The file's text, lossily decoded, when it was read but refused for
+    /// its encoding (not UTF-8, a NUL byte): the names it may define are
+    /// read from it, so that it still protects them.
+    #[serde(skip)]
+    pub text: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -81,6 +86,11 @@ pub struct SourceSnapshot {
     pub revision: Option<PathBuf>,
     pub files: Vec<SourceFile>,
     pub refused: Vec<Refusal>,
+    /// The newest change time (ctime, since the epoch) seen on the directory,
+    /// the layout's link and root, and the files read: how long the source
+    /// has stood still, as the file system tells it.
+    #[serde(skip)]
+    pub newest_change: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -339,9 +349,20 @@ impl Stamp {
     /// its timestamps: file times tick in steps of up to a few milliseconds,
     /// so a file read just after a write could be written again unseen.
     fn settled(&self, read_at: Duration) -> bool {
-        let ctime = Duration::new(self.ctime.0.max(0) as u64, self.ctime.1.clamp(0, 999_999_999) as u32);
-        ctime + SETTLE < read_at
+        self.changed() + SETTLE < read_at
     }
+
+    /// The change time, since the epoch.
+    fn changed(&self) -> Duration {
+        Duration::new(self.ctime.0.max(0) as u64, self.ctime.1.clamp(0, 999_999_999) as u32)
+    }
+}
+
+/// The change time of `path` itself (a link is not followed), since the epoch.
+fn ctime_of(path: &Path) -> Duration {
+    fs::symlink_metadata(path)
+        .map(|m| Stamp::of(&m).changed())
+        .unwrap_or_default()
 }
 
 /// Files changed more recently than this before they were read are read again.
@@ -385,6 +406,8 @@ fn now_since_epoch() -> Duration {
 enum Read1 {
     File(SourceFile),
     Refused(String),
+    /// Read, but refused for its bytes: the reason and the lossy text.
+    Undecodable(String, String),
     Skip,
     /// The directory went away under us: a swap happened.
     Vanished,
@@ -397,6 +420,8 @@ struct CacheIo {
     old: HashMap<String, Cached>,
     new: HashMap<String, Cached>,
     read_at: Duration,
+    /// The newest file change time seen.
+    newest: Duration,
 }
 
 impl CacheIo {
@@ -434,6 +459,7 @@ fn read_entry(
         && (st.st_size.max(0) as u64) <= limits.max_file_bytes
         && let Some(file) = c.take(name, &Stamp::of_stat(&st), &display)
     {
+        c.newest = c.newest.max(Stamp::of_stat(&st).changed());
         return Read1::File(file);
     }
     let lmeta = match fs::symlink_metadata(&path) {
@@ -482,6 +508,9 @@ fn read_entry(
         ));
     }
     let stamp = Stamp::of(&meta);
+    if let Some(c) = cache.as_deref_mut() {
+        c.newest = c.newest.max(stamp.changed());
+    }
     // A symlink (a ConfigMap key) whose target is unchanged.
     if let Some(c) = cache.as_deref_mut()
         && let Some(file) = c.take(name, &stamp, &display)
@@ -508,18 +537,24 @@ fn read_entry(
             limits.max_file_bytes
         ));
     }
-    let sha256 = sha256_hex(&buf);
-    let content = match String::from_utf8(buf) {
-        Ok(s) => s,
+    // A UTF-8 byte-order mark is not part of the text: the parser would
+    // reject it as an unexpected character.
+    let body = buf.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&buf);
+    let sha256 = sha256_hex(body);
+    let content = match std::str::from_utf8(body) {
+        Ok(s) => s.to_owned(),
         Err(e) => {
-            return Read1::Refused(format!(
-                "not UTF-8 (invalid byte at offset {})",
-                e.utf8_error().valid_up_to()
-            ));
+            return Read1::Undecodable(
+                format!("not UTF-8 (invalid byte at offset {})", e.valid_up_to()),
+                String::from_utf8_lossy(body).into_owned(),
+            );
         }
     };
     if let Some(pos) = content.find('\0') {
-        return Read1::Refused(format!("contains a NUL byte at offset {pos}"));
+        return Read1::Undecodable(
+            format!("contains a NUL byte at offset {pos}"),
+            content.replace('\0', " "),
+        );
     }
     if let Some(c) = cache
         && stamp.settled(c.read_at)
@@ -561,7 +596,7 @@ pub fn read_one(path: &Path, limits: &Limits) -> Result<SourceFile, String> {
     let root_canon = fs::canonicalize(dir).map_err(|e| io_reason(&e))?;
     match read_entry(dir, &root_canon, name, path.to_owned(), limits, None) {
         Read1::File(f) => Ok(f),
-        Read1::Refused(r) => Err(r),
+        Read1::Refused(r) | Read1::Undecodable(r, _) => Err(r),
         Read1::Skip => Err("is a directory".into()),
         Read1::Vanished => Err("does not exist".into()),
     }
@@ -599,6 +634,7 @@ fn read_dir_once(
         revision: r.revision.clone(),
         files: Vec::new(),
         refused: Vec::new(),
+        newest_change: Duration::ZERO,
     };
     let old = if cache.dir == r.dir {
         std::mem::take(&mut cache.files)
@@ -610,12 +646,14 @@ fn read_dir_once(
         new: HashMap::with_capacity(old.len()),
         old,
         read_at: now_since_epoch() + cache.skew,
+        newest: Duration::ZERO,
     };
     for name in names {
         if let Some(lossy) = name.strip_suffix('\u{0}') {
             snap.refused.push(Refusal {
                 path: r.display_dir.join(lossy),
                 reason: "file name is not UTF-8".into(),
+                text: None,
             });
             continue;
         }
@@ -630,6 +668,7 @@ fn read_dir_once(
                 Ok(_) => snap.refused.push(Refusal {
                     path: display,
                     reason: format!("the source holds more than {} files (max_profiles)", limits.max_files),
+                    text: None,
                 }),
                 Err(e) if e.kind() == ErrorKind::NotFound && r.link.is_some() => return Ok(None),
                 Err(_) => {}
@@ -638,7 +677,16 @@ fn read_dir_once(
         }
         match read_entry(&r.dir, &root_canon, &name, display.clone(), limits, Some(&mut io)) {
             Read1::File(f) => snap.files.push(f),
-            Read1::Refused(reason) => snap.refused.push(Refusal { path: display, reason }),
+            Read1::Refused(reason) => snap.refused.push(Refusal {
+                path: display,
+                reason,
+                text: None,
+            }),
+            Read1::Undecodable(reason, text) => snap.refused.push(Refusal {
+                path: display,
+                reason,
+                text: Some(text),
+            }),
             Read1::Skip => {}
             Read1::Vanished if r.link.is_some() => return Ok(None),
             // A plain source: a file removed while we read is simply gone.
@@ -647,6 +695,13 @@ fn read_dir_once(
     }
     cache.dir = r.dir.clone();
     cache.files = io.new;
+    // Stat the directories after the read: a rename that raced the read
+    // shows in their change times.
+    let mut newest = io.newest.max(ctime_of(&r.dir)).max(ctime_of(&r.root));
+    if let Some(link) = &r.link {
+        newest = newest.max(ctime_of(link));
+    }
+    snap.newest_change = newest;
     Ok(Some(snap))
 }
 

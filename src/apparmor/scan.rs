@@ -461,3 +461,56 @@ profile custom.enf {}
         assert!(checked > 5, "checked only {checked} files");
     }
 }
+
+/// Every name a file may define, read generously from its text: the
+/// top-level headers [`declared_profiles`] finds, and on any line the word
+/// after `profile`, and a line that starts with an attachment path and opens
+/// a block. Used for files the parser rejected or armord refused: such a
+/// file still protects the names it may define from removal. Hats and
+/// children (`a//b`) are reduced to their top-level name.
+pub fn names_a_file_may_define(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = declared_profiles(text).into_iter().map(|d| d.name).collect();
+    for line in strip_comments(text).lines() {
+        let toks = tokens(line);
+        for (i, t) in toks.iter().enumerate() {
+            if (t == "profile" || t.ends_with("{profile") || t.ends_with(",profile"))
+                && let Some(next) = toks.get(i + 1)
+            {
+                out.push(unquote(next.trim_end_matches(['{', ','])));
+            }
+        }
+        if let Some(first) = toks.first()
+            && (first.starts_with('/') || first.starts_with("\"/"))
+            && line.contains('{')
+        {
+            out.push(unquote(first.trim_end_matches('{')));
+        }
+    }
+    let mut names: Vec<String> = out
+        .into_iter()
+        .map(|n| match n.split_once("//") {
+            Some((top, _)) if !top.is_empty() => top.to_owned(),
+            _ => n,
+        })
+        .filter(|n| !n.is_empty() && !n.starts_with('{'))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[cfg(test)]
+mod may_define_tests {
+    use super::names_a_file_may_define as f;
+
+    #[test]
+    fn broken_files_still_name_their_profiles() {
+        assert_eq!(f("profile custom.a { /tmp/** rwzz, }"), ["custom.a"]);
+        assert_eq!(f("profile custom.a {\n /tmp/** rw,\n"), ["custom.a"]);
+        assert_eq!(f("  profile \"custom.q x\" flags=(complain) {"), ["custom.q x"]);
+        assert_eq!(f("/usr/bin/foo {\n  garbage ,,,\n"), ["/usr/bin/foo"]);
+        assert_eq!(f("profile a//hat {}\n# profile commented {}\n"), ["a"]);
+        assert!(f("just words, no header\n").is_empty());
+        assert!(f("").is_empty());
+    }
+}

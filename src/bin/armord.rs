@@ -49,7 +49,7 @@ fn print_error(e: &dyn std::error::Error) {
         }
         src = s.source();
     }
-    eprintln!("armord: error: {msg}");
+    eprintln!("armord: error: {}", armord::escape::text(&msg));
 }
 
 fn main() -> ExitCode {
@@ -67,10 +67,13 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if args.simulate {
-        log::info!("simulation: state, cache and kernel under {}", cfg.state_dir.display());
+        log::info!(
+            "simulation: state, cache and kernel under {}",
+            armord::escape::path(&cfg.state_dir)
+        );
     }
     let result = if args.once {
-        daemon::run_once(cfg, args.simulate)
+        daemon::run_once(cfg, args.simulate, args.allow_mass_removal)
     } else {
         let reload_args = args.clone();
         daemon::run(

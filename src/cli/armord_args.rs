@@ -26,6 +26,10 @@ pub struct ArmordArgs {
     /// was invalid or refused, 1 on a fatal error.
     #[arg(long)]
     pub once: bool,
+    /// With --once: remove profiles even when more than the mass-removal
+    /// share of a source's profiles would go at once (an empty revision).
+    #[arg(long, requires = "once")]
+    pub allow_mass_removal: bool,
     /// Use a simulated kernel under the state directory (no AppArmor needed).
     #[arg(long)]
     pub simulate: bool,

@@ -8,6 +8,7 @@ use crate::apparmor::default_features_file;
 use crate::audit::{self, Record, suggest};
 use crate::config;
 use crate::dbus::Bus;
+use crate::escape;
 use crate::journal::MESSAGE_ID;
 use crate::state::{Loaded, StateDir};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -42,7 +43,13 @@ pub enum Cmd {
         json: bool,
     },
     /// Reconcile now and print the summary (non-zero when a file is invalid).
-    Sync,
+    /// Removals that wait for the source to settle are waited for.
+    Sync {
+        /// Remove the profiles of a held mass removal (more than the
+        /// configured share of a source, an empty revision) now.
+        #[arg(long)]
+        allow_mass_removal: bool,
+    },
     /// Wait until armord is ready (for cloud-init, before kubeadm join).
     Wait {
         /// Give up after this long: `90`, `30s`, `5m`.
@@ -202,7 +209,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
     match cli.command {
         Cmd::Status => runtime()?.block_on(status(bus)),
         Cmd::List { json } => runtime()?.block_on(list(bus, json)),
-        Cmd::Sync => runtime()?.block_on(sync(bus)),
+        Cmd::Sync { allow_mass_removal } => runtime()?.block_on(sync(bus, allow_mass_removal)),
         Cmd::Wait { timeout } => runtime()?.block_on(wait(bus, timeout)),
         Cmd::Validate { files } => validate(&config::load(&cli.config)?, &files),
         Cmd::GenerateAssets { dir } => generate_assets(&dir),
@@ -516,16 +523,25 @@ async fn status(bus: Bus) -> Result<i32, CliError> {
         n("deferred"),
         n("unavailable")
     );
-    println!("last sync: {summary}");
+    println!("last sync: {}", escape::text(&summary));
     let mut problems: Vec<&str> = profiles
         .iter()
-        .filter(|p| !p.error.is_empty())
+        .filter(|p| !p.error.is_empty() && p.state != "held")
         .map(|p| p.error.as_str())
         .collect();
     problems.sort();
     problems.dedup();
+    for p in profiles.iter().filter(|p| p.state == "held") {
+        println!("held: {}: {}", escape::text(&p.name), escape::text(&p.error));
+    }
+    if n("held") > 0 {
+        println!(
+            "hint: {} removals are held as a mass removal; `armorctl sync --allow-mass-removal` removes them now",
+            n("held")
+        );
+    }
     for e in &problems {
-        println!("error: {e}");
+        println!("error: {}", escape::text(e));
     }
     Ok(if state == "ready" && problems.is_empty() { 0 } else { 2 })
 }
@@ -539,9 +555,15 @@ async fn list(bus: Bus, json: bool) -> Result<i32, CliError> {
         } else {
             let name = if pr.name.is_empty() { "-" } else { &pr.name };
             let mode = if pr.mode.is_empty() { "-" } else { &pr.mode };
-            print!("{name}\t{mode}\t{}\t{}", pr.state, pr.file);
+            print!(
+                "{}\t{}\t{}\t{}",
+                escape::text(name),
+                escape::text(mode),
+                escape::text(&pr.state),
+                escape::text(&pr.file)
+            );
             if !pr.error.is_empty() {
-                print!("\t{}", pr.error);
+                print!("\t{}", escape::text(&pr.error));
             }
             println!();
         }
@@ -549,12 +571,18 @@ async fn list(bus: Bus, json: bool) -> Result<i32, CliError> {
     Ok(0)
 }
 
-async fn sync(bus: Bus) -> Result<i32, CliError> {
+async fn sync(bus: Bus, allow_mass_removal: bool) -> Result<i32, CliError> {
     let (_c, p) = proxy(bus).await?;
-    let r = p.sync().await.map_err(|e| bus_error(e, bus))?;
-    println!("{}", r.summary);
+    let r = if allow_mass_removal {
+        let options = std::collections::HashMap::from([("allow-mass-removal", zbus::Variant::from(true))]);
+        p.sync_with_options(options).await
+    } else {
+        p.sync().await
+    }
+    .map_err(|e| bus_error(e, bus))?;
+    println!("{}", escape::text(&r.summary));
     for e in &r.problems {
-        println!("error: {e}");
+        println!("error: {}", escape::text(e));
     }
     Ok(if r.clean { 0 } else { 2 })
 }
@@ -596,7 +624,7 @@ fn validate(cfg: &config::Config, files: &[PathBuf]) -> Result<i32, CliError> {
     let mut bad = 0;
     for (file, problem) in verdicts {
         match problem {
-            None => println!("ok: {}", file.display()),
+            None => println!("ok: {}", crate::escape::path(&file)),
             Some(p) => {
                 bad += 1;
                 println!("error: {p}");
@@ -661,7 +689,7 @@ fn render(path: &std::path::Path) -> Result<i32, CliError> {
             Ok(0)
         }
         Err(e) => {
-            eprintln!("armorctl: {}: {e}", path.display());
+            eprintln!("armorctl: {}: {e}", crate::escape::path(path));
             Ok(2)
         }
     }

@@ -142,7 +142,7 @@ pub fn log_report(what: &str, r: &Report, known: &mut std::collections::HashSet<
         if !known.contains(&line) {
             if logged < LOGGED_PROBLEMS {
                 logged += 1;
-                let file = p.file.display().to_string();
+                let file = crate::escape::path(&p.file);
                 log::warn!(file = file.as_str(), kind = format!("{:?}", p.kind).to_lowercase().as_str(); "{p}");
             } else {
                 unlogged += 1;
@@ -160,14 +160,37 @@ pub fn log_report(what: &str, r: &Report, known: &mut std::collections::HashSet<
 /// `armord --once`: restore, reconcile, print the summary. The exit code is
 /// 0 when the node matches the sources and 2 when a file was invalid or
 /// refused (the rest still applied).
-pub fn run_once(cfg: Config, simulate: bool) -> Result<i32, DaemonError> {
+pub fn run_once(cfg: Config, simulate: bool, allow_mass_removal: bool) -> Result<i32, DaemonError> {
     let mut r = open(cfg, simulate)?;
     let restored = r.restore()?;
-    let mut report = r.reconcile()?;
+    if allow_mass_removal {
+        r.allow_mass_removal();
+    }
+    let mut report = converge(&mut r)?;
     report.restored.extend(restored.restored);
     report.problems.splice(0..0, restored.problems);
     print_report(&report);
     Ok(if report.is_clean() { 0 } else { 2 })
+}
+
+/// How many times a reconcile is repeated to let removals settle.
+const SETTLE_ROUNDS: usize = 5;
+
+/// Reconcile, and while removals wait only for the source to settle (the
+/// short settling time, not a mass removal's), wait and reconcile again: a
+/// removal needs two reads that agree and a source that stood still.
+pub fn converge(r: &mut crate::reconcile::Reconciler) -> Result<Report, ApplyError> {
+    let mut report = r.reconcile()?;
+    for _ in 0..SETTLE_ROUNDS {
+        match report.recheck_in {
+            Some(wait) if wait <= r.config.removal_settle() && !report.cancelled => {
+                std::thread::sleep(wait);
+                report = r.reconcile()?;
+            }
+            _ => break,
+        }
+    }
+    Ok(report)
 }
 
 pub fn print_report(r: &Report) {
@@ -179,15 +202,34 @@ pub fn print_report(r: &Report) {
         (&r.removed, "removed"),
     ] {
         if !list.is_empty() {
-            out.push_str(&format!("{verb}: {}\n", list.join(" ")));
+            let names: Vec<_> = list.iter().map(|n| crate::escape::text(n)).collect();
+            out.push_str(&format!("{verb}: {}\n", names.join(" ")));
         }
     }
     for (name, pids) in &r.deferred {
         let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
-        out.push_str(&format!("deferred: {name} (still confines pid {})\n", pids.join(", ")));
+        out.push_str(&format!(
+            "deferred: {} (still confines pid {})\n",
+            crate::escape::text(name),
+            pids.join(", ")
+        ));
     }
     for h in &r.held {
-        out.push_str(&format!("kept: {} ({}: {})\n", h.name, h.file.display(), h.reason));
+        let verb = match h.why {
+            crate::reconcile::HeldWhy::MassRemoval | crate::reconcile::HeldWhy::Settling => "held",
+            _ => "kept",
+        };
+        out.push_str(&format!(
+            "{verb}: {} ({}: {})\n",
+            crate::escape::text(&h.name),
+            crate::escape::path(&h.file),
+            h.reason
+        ));
+    }
+    if r.held_for(crate::reconcile::HeldWhy::MassRemoval) > 0 {
+        out.push_str(
+            "hint: a mass removal is held; run `armord --once --allow-mass-removal` (or `armorctl sync --allow-mass-removal` with the daemon) to remove now\n",
+        );
     }
     for p in &r.problems {
         out.push_str(&format!("error: {p}\n"));
@@ -245,14 +287,19 @@ pub fn validate_files(cfg: &Config, files: &[PathBuf]) -> Result<Vec<(PathBuf, O
             cancel: &cancel,
         };
         let manifest = crate::state::Manifest::new();
-        desired
-            .files
-            .extend(Validator::default().validate(read, &manifest, &engine, cfg.mode)?);
+        desired.files.extend(Validator::default().validate(
+            read,
+            &manifest,
+            &engine,
+            cfg.mode,
+            &mut Default::default(),
+        )?);
         let policy = Policy {
             prefix: &cfg.profile_prefix,
             takeover: true,
             remove_in_use: cfg.remove_in_use,
             complain: engine.opts.complain,
+            removal: crate::reconcile::RemovalRules::IMMEDIATE,
         };
         let p = plan(&desired, &manifest, &Default::default(), &Default::default(), &policy);
         Ok::<_, DaemonError>(

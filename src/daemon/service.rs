@@ -6,7 +6,7 @@ use crate::config::{Config, ConfigError};
 use crate::dbus::{self, Armord, Bus, Command, OBJECT_PATH, ProfileInfo, Published, SyncResult};
 use crate::journal::{Counters, Follower, FollowerConfig, RateLimit, Stopper, relog};
 use crate::notify;
-use crate::reconcile::{Problem, ProblemKind, Reconciler, Report};
+use crate::reconcile::{HeldWhy, Problem, ProblemKind, Reconciler, Report};
 use crate::watch::{Change, Debounce, Watcher};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -20,6 +20,8 @@ use zbus::object_server::SignalEmitter;
 
 /// How often deferred removals are looked at while any exist.
 const DEFERRED_RETRY: Duration = Duration::from_secs(2);
+/// How often the exports are rewritten when a denial counter moved.
+const EXPORTS_REFRESH: Duration = Duration::from_secs(1);
 /// Backoff after a parser timeout or crash: first and largest delay.
 const BACKOFF_FIRST: Duration = Duration::from_secs(5);
 
@@ -30,6 +32,8 @@ pub struct Status {
     pub invalid: usize,
     pub refused: usize,
     pub deferred: usize,
+    /// Removals held as a mass removal.
+    pub held: usize,
     pub unavailable: Vec<PathBuf>,
 }
 
@@ -41,6 +45,7 @@ impl Status {
             invalid: count(&[ProblemKind::Invalid, ProblemKind::LoadFailed]),
             refused: count(&[ProblemKind::Refused, ProblemKind::Conflict]),
             deferred: report.deferred.len(),
+            held: report.held_for(HeldWhy::MassRemoval),
             unavailable: report
                 .problems
                 .iter()
@@ -55,8 +60,17 @@ impl Status {
             "{} loaded, {} invalid, {} refused, {} deferred",
             self.loaded, self.invalid, self.refused, self.deferred
         );
+        if self.held > 0 {
+            s.push_str(&format!(
+                "; {} removals held as a mass removal (`armorctl sync --allow-mass-removal` removes them now)",
+                self.held
+            ));
+        }
         for u in &self.unavailable {
-            s.push_str(&format!("; source {} unavailable, last-good policy kept", u.display()));
+            s.push_str(&format!(
+                "; source {} unavailable, last-good policy kept",
+                crate::escape::path(u)
+            ));
         }
         s
     }
@@ -70,6 +84,7 @@ enum Trigger {
     Resync,
     Reload,
     Retry,
+    Settle,
 }
 
 impl Trigger {
@@ -81,6 +96,7 @@ impl Trigger {
             Trigger::Resync => "resync",
             Trigger::Reload => "reload",
             Trigger::Retry => "retry",
+            Trigger::Settle => "settle",
         }
     }
 }
@@ -110,6 +126,10 @@ pub struct Service {
     bus: Option<zbus::Connection>,
     metrics: super::exports::Metrics,
     retry_at: Option<Instant>,
+    /// Removals wait for a source to settle: read again then.
+    settle_at: Option<Instant>,
+    /// The denial counters as last exported (total, suppressed, lost).
+    exported: (u64, u64, u64),
     /// Problems already logged: a standing problem is logged once.
     logged_problems: HashSet<String>,
     backoff: Duration,
@@ -164,6 +184,12 @@ impl Service {
         }
         self.stopping = true;
         cancel.store(true, Ordering::SeqCst);
+    }
+
+    fn note_change(&mut self) {
+        if let Some(rec) = self.rec.as_mut() {
+            rec.note_change(Instant::now().into_std());
+        }
     }
 
     fn rearm(&mut self) {
@@ -239,6 +265,7 @@ impl Service {
             self.retry_at = None;
             self.backoff = BACKOFF_FIRST;
         }
+        self.settle_at = report.recheck_in.map(|d| Instant::now() + d);
         let status = Status::from_report(self.rec(), report);
         if status != self.status {
             notify::status(&status.text());
@@ -252,7 +279,45 @@ impl Service {
         let Some(rec) = &self.rec else { return };
         let published = published_from(rec, report, &self.status);
         super::exports::write(&rec.config, &published, &self.counters, &self.metrics);
+        self.exported = self.counter_marks();
         *self.published.write().unwrap_or_else(|p| p.into_inner()) = published;
+    }
+
+    fn counter_marks(&self) -> (u64, u64, u64) {
+        let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        (c.total(), c.suppressed, c.lost)
+    }
+
+    /// Rewrite the exports when a denial counter moved since they were
+    /// written, so they are never more than one tick behind.
+    fn refresh_exports(&mut self) {
+        let marks = self.counter_marks();
+        if marks == self.exported {
+            return;
+        }
+        if let Some(rec) = &self.rec {
+            let published = self.published.read().unwrap_or_else(|p| p.into_inner()).clone();
+            super::exports::write(&rec.config, &published, &self.counters, &self.metrics);
+        }
+        self.exported = marks;
+    }
+
+    /// Reconcile, and while removals wait only for the source to settle,
+    /// wait and reconcile again: what `armorctl sync` answers is the
+    /// converged result.
+    async fn converge(&mut self, trigger: Trigger) -> Result<Report, DaemonError> {
+        let mut r = self.reconcile(trigger, true).await?;
+        let settle = self.rec().config.removal_settle();
+        for _ in 0..5 {
+            match r.recheck_in {
+                Some(wait) if wait <= settle && !self.stopping => {
+                    tokio::time::sleep(wait).await;
+                    r = self.reconcile(Trigger::Settle, true).await?;
+                }
+                _ => break,
+            }
+        }
+        Ok(r)
     }
 
     fn set_state(&self, state: &str) {
@@ -329,16 +394,20 @@ impl Service {
         let watchdog = notify::watchdog_interval();
         let mut next_watchdog = watchdog.map(|w| Instant::now() + w);
         let far = || Instant::now() + Duration::from_secs(86400 * 365);
+        let denials_on = self.denials.is_some();
+        let mut next_exports = Instant::now() + EXPORTS_REFRESH;
         loop {
             let deferred_at = (self.status.deferred > 0).then(|| Instant::now() + DEFERRED_RETRY);
             tokio::select! {
                 change = self.watcher.next() => match change {
                     Ok(Change::Overflow) => {
                         log::warn!("inotify queue overflowed: rereading every source");
+                        self.note_change();
                         self.debounce.poke(Instant::now());
                     }
                     Ok(Change::Changed(path)) => {
-                        log::debug!("changed: {}", path.display());
+                        log::debug!("changed: {}", crate::escape::path(&path));
+                        self.note_change();
                         self.debounce.poke(Instant::now());
                         // With no quiet period, go now rather than at the
                         // timer's next tick.
@@ -357,6 +426,14 @@ impl Service {
                         self.reconcile(Trigger::Change, true).await?;
                     }
                 }
+                _ = sleep_until(self.settle_at.unwrap_or_else(far)), if self.settle_at.is_some() => {
+                    self.settle_at = None;
+                    self.reconcile(Trigger::Settle, true).await?;
+                }
+                _ = sleep_until(next_exports), if denials_on => {
+                    next_exports = Instant::now() + EXPORTS_REFRESH;
+                    self.refresh_exports();
+                }
                 _ = sleep_until(self.retry_at.unwrap_or_else(far)), if self.retry_at.is_some() => {
                     // A timed-out file is not remembered as bad: read again.
                     self.reconcile(Trigger::Retry, true).await?;
@@ -374,8 +451,14 @@ impl Service {
                 }
                 _ = self.signals.hup.recv() => self.reload_config().await?,
                 Some(cmd) = self.commands.recv() => match cmd {
-                    Command::Sync(reply) => {
-                        let r = self.reconcile(Trigger::Sync, true).await?;
+                    Command::Sync { reply, allow_mass_removal } => {
+                        if allow_mass_removal {
+                            log::info!("sync: a mass removal is allowed for the revision read now");
+                            if let Some(rec) = self.rec.as_mut() {
+                                rec.allow_mass_removal();
+                            }
+                        }
+                        let r = self.converge(Trigger::Sync).await?;
                         let _ = reply.send(SyncResult {
                             clean: r.is_clean(),
                             summary: r.summary(),
@@ -531,6 +614,8 @@ pub fn run(
             denials: None,
             stopping: false,
             retry_at: None,
+            settle_at: None,
+            exported: (0, 0, 0),
             logged_problems: HashSet::new(),
             backoff: BACKOFF_FIRST,
             published,
@@ -568,6 +653,12 @@ fn now_usec() -> u64 {
 /// What D-Bus publishes for a reconcile's outcome.
 pub fn published_from(rec: &Reconciler, report: &Report, status: &Status) -> Published {
     let deferred: HashSet<&str> = report.deferred.iter().map(|(n, _)| n.as_str()).collect();
+    let held: std::collections::HashMap<&str, &crate::reconcile::Held> = report
+        .held
+        .iter()
+        .filter(|h| matches!(h.why, HeldWhy::MassRemoval | HeldWhy::Settling))
+        .map(|h| (h.name.as_str(), h))
+        .collect();
     let mut problem_of: std::collections::HashMap<&std::path::Path, String> = Default::default();
     for p in &report.problems {
         problem_of.entry(p.file.as_path()).or_insert_with(|| p.to_string());
@@ -577,9 +668,14 @@ pub fn published_from(rec: &Reconciler, report: &Report, status: &Status) -> Pub
         .profiles
         .iter()
         .map(|(name, o)| {
-            let error = problem_of.get(o.file.as_path()).cloned().unwrap_or_default();
+            let mut error = problem_of.get(o.file.as_path()).cloned().unwrap_or_default();
+            let hold = held.get(name.as_str());
             let state = if deferred.contains(name.as_str()) {
                 "deferred"
+            } else if let Some(h) = hold {
+                // No source defines it; its removal waits.
+                error = h.reason.clone();
+                "held"
             } else if !error.is_empty() {
                 // The last good version is loaded; the current file is not.
                 "invalid"
@@ -590,7 +686,7 @@ pub fn published_from(rec: &Reconciler, report: &Report, status: &Status) -> Pub
                 name: name.clone(),
                 mode: o.mode.clone(),
                 state: state.into(),
-                file: o.file.display().to_string(),
+                file: crate::escape::path(&o.file),
                 sha256: o.sha256.clone(),
                 error,
             }
@@ -603,7 +699,7 @@ pub fn published_from(rec: &Reconciler, report: &Report, status: &Status) -> Pub
                 name: String::new(),
                 mode: String::new(),
                 state: format!("{:?}", p.kind).to_lowercase(),
-                file: p.file.display().to_string(),
+                file: crate::escape::path(&p.file),
                 sha256: String::new(),
                 error: p.to_string(),
             });
@@ -614,13 +710,19 @@ pub fn published_from(rec: &Reconciler, report: &Report, status: &Status) -> Pub
         ("invalid", status.invalid),
         ("refused", status.refused),
         ("deferred", status.deferred),
+        ("held", status.held),
         ("unavailable", status.unavailable.len()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v as u32))
     .collect();
     Published {
-        state: if report.is_clean() { "ready" } else { "degraded" }.into(),
+        state: if report.is_clean() && status.held == 0 {
+            "ready"
+        } else {
+            "degraded"
+        }
+        .into(),
         counts,
         last_sync_usec: now_usec(),
         last_sync_summary: report.summary(),

@@ -53,7 +53,12 @@ pub struct Published {
 /// A request from a D-Bus caller to the daemon loop.
 #[derive(Debug)]
 pub enum Command {
-    Sync(oneshot::Sender<SyncResult>),
+    Sync {
+        reply: oneshot::Sender<SyncResult>,
+        /// Remove profiles even when more than the mass-removal share of a
+        /// source would go at once.
+        allow_mass_removal: bool,
+    },
 }
 
 /// The object served at `/org/armord/Armord1`.
@@ -67,6 +72,19 @@ impl Armord {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Published> {
         self.published.read().unwrap_or_else(|p| p.into_inner())
     }
+
+    async fn run_sync(&self, allow_mass_removal: bool) -> zbus::fdo::Result<SyncResult> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Sync {
+                reply,
+                allow_mass_removal,
+            })
+            .await
+            .map_err(|_| zbus::fdo::Error::Failed("armord is shutting down".into()))?;
+        rx.await
+            .map_err(|_| zbus::fdo::Error::Failed("armord is shutting down".into()))
+    }
 }
 
 #[interface(name = "org.armord.Armord1")]
@@ -77,7 +95,7 @@ impl Armord {
         self.read().state.clone()
     }
 
-    /// Profiles by state: loaded, invalid, refused, deferred, unavailable.
+    /// Profiles by state: loaded, invalid, refused, deferred, held, unavailable.
     #[zbus(property)]
     fn counts(&self) -> HashMap<String, u32> {
         self.read().counts.clone()
@@ -102,13 +120,29 @@ impl Armord {
 
     /// Run a reconcile now and return its result.
     async fn sync(&self) -> zbus::fdo::Result<SyncResult> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Sync(tx))
-            .await
-            .map_err(|_| zbus::fdo::Error::Failed("armord is shutting down".into()))?;
-        rx.await
-            .map_err(|_| zbus::fdo::Error::Failed("armord is shutting down".into()))
+        self.run_sync(false).await
+    }
+
+    /// `Sync` with options. `allow-mass-removal` (boolean): remove the
+    /// profiles of a held mass removal now, for the revision read.
+    async fn sync_with_options(&self, options: HashMap<String, zbus::OwnedVariant>) -> zbus::fdo::Result<SyncResult> {
+        let mut allow = false;
+        for (k, v) in &options {
+            match k.as_str() {
+                "allow-mass-removal" => {
+                    allow = bool::try_from(v).map_err(|_| {
+                        zbus::fdo::Error::InvalidArgs("option allow-mass-removal must be a boolean".into())
+                    })?;
+                }
+                other => {
+                    return Err(zbus::fdo::Error::InvalidArgs(format!(
+                        "unknown option {}",
+                        crate::escape::text(other)
+                    )));
+                }
+            }
+        }
+        self.run_sync(allow).await
     }
 
     /// Denials seen since armord started: profile → kind → count.
@@ -153,6 +187,7 @@ pub trait Armord1 {
     fn version(&self) -> zbus::Result<String>;
     fn list_profiles(&self) -> zbus::Result<Vec<ProfileInfo>>;
     fn sync(&self) -> zbus::Result<SyncResult>;
+    fn sync_with_options(&self, options: HashMap<&str, zbus::Variant<'_>>) -> zbus::Result<SyncResult>;
     fn get_denial_counters(&self) -> zbus::Result<HashMap<String, HashMap<String, u64>>>;
 }
 

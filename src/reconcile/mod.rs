@@ -5,11 +5,13 @@
 mod plan;
 
 pub use plan::{
-    Desired, DesiredFile, Held, LoadAction, LoadKind, Plan, Policy, Problem, ProblemKind, RESERVED_NAMES, Verdict, plan,
+    Desired, DesiredFile, Held, HeldWhy, LoadAction, LoadKind, Plan, Policy, Problem, ProblemKind, Quiet,
+    RESERVED_NAMES, RemovalRules, Verdict, human, plan,
 };
 
 use crate::apparmor::{
-    Diagnostic, Kernel, KernelError, LoadOptions, Parser, ParserError, declared_profiles, policy_violation,
+    Diagnostic, Kernel, KernelError, LoadOptions, Parser, ParserError, declared_profiles, names_a_file_may_define,
+    policy_violation,
 };
 use crate::config::{Config, ForcedMode};
 use crate::source::{self, Limits, SnapshotResult};
@@ -19,6 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -47,11 +50,18 @@ pub struct Report {
     pub transient: bool,
     /// Stopped early because armord is shutting down.
     pub cancelled: bool,
+    /// Removals wait for a source to settle: reconcile again after this long.
+    pub recheck_in: Option<Duration>,
 }
 
 impl Report {
     pub fn is_clean(&self) -> bool {
         self.problems.is_empty()
+    }
+
+    /// Profiles kept loaded although no source defines them, by cause.
+    pub fn held_for(&self, why: HeldWhy) -> usize {
+        self.held.iter().filter(|h| h.why == why).count()
     }
 
     pub fn changed(&self) -> bool {
@@ -61,7 +71,7 @@ impl Report {
     /// One line: `3 loaded, 1 replaced, 0 removed, 0 deferred, 12 unchanged, 1 invalid`.
     pub fn summary(&self) -> String {
         let count = |k: &[ProblemKind]| self.problems.iter().filter(|p| k.contains(&p.kind)).count();
-        format!(
+        let mut s = format!(
             "{} loaded, {} replaced, {} restored, {} removed, {} deferred, {} unchanged, {} invalid, {} refused, {} unavailable",
             self.loaded.len(),
             self.replaced.len(),
@@ -72,7 +82,16 @@ impl Report {
             count(&[ProblemKind::Invalid, ProblemKind::LoadFailed]),
             count(&[ProblemKind::Refused, ProblemKind::Conflict]),
             count(&[ProblemKind::Unavailable]),
-        )
+        );
+        let settling = self.held_for(HeldWhy::Settling);
+        if settling > 0 {
+            s.push_str(&format!(", {settling} removals settling"));
+        }
+        let mass = self.held_for(HeldWhy::MassRemoval);
+        if mass > 0 {
+            s.push_str(&format!(", {mass} removals held (mass removal)"));
+        }
+        s
     }
 }
 
@@ -184,6 +203,7 @@ impl Engine<'_> {
             unchanged: plan.keeps.len(),
             held: plan.held.clone(),
             problems: plan.problems.clone(),
+            recheck_in: plan.recheck_in,
             ..Default::default()
         };
         for (name, file, source) in &plan.relocations {
@@ -349,6 +369,7 @@ impl Validator {
         manifest: &Manifest,
         engine: &Engine,
         mode: ForcedMode,
+        may_define: &mut BTreeMap<PathBuf, Vec<String>>,
     ) -> Result<Vec<DesiredFile>, ApplyError> {
         let complain = engine.opts.complain;
         self.transient = 0;
@@ -359,7 +380,7 @@ impl Validator {
             }
         }
         let mut out = Vec::with_capacity(files.len());
-        let mut check: Vec<(usize, PathBuf)> = Vec::new();
+        let mut check: Vec<(usize, PathBuf, String)> = Vec::new();
         for (f, src) in files {
             let verdict = if let Some(names) = by_sha.get(f.sha256.as_str()) {
                 Some(Verdict::Valid { names: names.clone() })
@@ -384,9 +405,12 @@ impl Validator {
             } else {
                 None
             };
+            if let Some(Verdict::Invalid { .. } | Verdict::Refused { .. }) = &verdict {
+                may_define.insert(f.path.clone(), names_a_file_may_define(&f.content));
+            }
             if verdict.is_none() {
                 let path = engine.state.store_put(&f.sha256, f.content.as_bytes())?;
-                check.push((out.len(), path));
+                check.push((out.len(), path, f.content));
             }
             out.push(DesiredFile {
                 path: f.path,
@@ -403,7 +427,7 @@ impl Validator {
         // after the other would add a process's latency to every change. A
         // file the names run rejects fails its compile too; the names
         // verdict is the one reported.
-        let paths: Vec<PathBuf> = check.iter().map(|(_, p)| p.clone()).collect();
+        let paths: Vec<PathBuf> = check.iter().map(|(_, p, _)| p.clone()).collect();
         let (names, compiled) = std::thread::scope(|s| {
             let compile = s.spawn(|| engine.batched(&paths, |fs| engine.parser.compile(fs, engine.opts)));
             (engine.parser.names(&paths), compile.join())
@@ -415,7 +439,7 @@ impl Validator {
                 message: "the thread running the compile panicked".into(),
             })
         })??;
-        for ((i, path), names) in check.into_iter().zip(names) {
+        for ((i, path, content), names) in check.into_iter().zip(names) {
             let compile_error = failed.remove(&path);
             let verdict_error = match names {
                 Err(e) => Some(e),
@@ -432,6 +456,7 @@ impl Validator {
                 }
             };
             if let Some(e) = verdict_error {
+                may_define.insert(out[i].path.clone(), names_a_file_may_define(&content));
                 out[i].verdict = Verdict::Invalid {
                     diagnostics: rename_diagnostics(error_diagnostics(&e, &path), &path, &out[i].path),
                 };
@@ -478,6 +503,49 @@ pub struct Reconciler {
     pub last: Option<Desired>,
     /// Each source's files as last read: unchanged files are not read again.
     pub read_caches: HashMap<PathBuf, source::ReadCache>,
+    /// How long each source has stood still, from its reads.
+    stillness: HashMap<PathBuf, Still>,
+    /// The last change the watcher reported (any source).
+    last_event: Option<Instant>,
+    /// The next reconcile lets a mass removal of what it reads through.
+    allow_mass_next: bool,
+    /// Sources and the revision (fingerprint) whose mass removal was allowed.
+    allow_mass: HashMap<PathBuf, u64>,
+}
+
+/// What the reads of one source found, and since when.
+#[derive(Debug, Clone, Copy)]
+struct Still {
+    fingerprint: u64,
+    /// When the source last changed, as far as reads, change times and
+    /// watch events tell.
+    since: Instant,
+    /// The last two reads agreed.
+    confirmed: bool,
+    read_at: Instant,
+}
+
+/// What a read of a source found: its revision, every file and its hash,
+/// every refusal. Two reads with the same fingerprint saw the same source.
+fn fingerprint(snap: &source::SourceSnapshot) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    snap.revision.hash(&mut h);
+    for f in &snap.files {
+        f.path.hash(&mut h);
+        f.sha256.hash(&mut h);
+    }
+    for r in &snap.refused {
+        r.path.hash(&mut h);
+        r.reason.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// The instant a wall-clock time (since the epoch) was, at most `now`.
+fn instant_of(wall: Duration, now: Instant) -> Instant {
+    let wall_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    now.checked_sub(wall_now.saturating_sub(wall)).unwrap_or(now)
 }
 
 impl Reconciler {
@@ -528,7 +596,83 @@ impl Reconciler {
             cancel: Arc::new(AtomicBool::new(false)),
             last: None,
             read_caches: HashMap::new(),
+            stillness: HashMap::new(),
+            last_event: None,
+            allow_mass_next: false,
+            allow_mass: HashMap::new(),
         })
+    }
+
+    /// The watcher saw a change: whatever is read next has not stood still
+    /// since `at`.
+    pub fn note_change(&mut self, at: Instant) {
+        self.last_event = Some(self.last_event.map_or(at, |e| e.max(at)));
+    }
+
+    /// Let the next reconcile remove more than the mass-removal share of a
+    /// source, for the revision it reads (an operator's `--allow-mass-removal`).
+    pub fn allow_mass_removal(&mut self) {
+        self.allow_mass_next = true;
+    }
+
+    fn removal_rules(&self) -> RemovalRules {
+        RemovalRules {
+            settle: self.config.removal_settle(),
+            mass_percent: self.config.mass_removal_percent,
+            mass_settle: self.config.mass_removal_settle(),
+        }
+    }
+
+    /// Record a read of `src`: it stood still since its newest change time,
+    /// since the last watch event, and, when it differs from the last read,
+    /// since that read.
+    fn note_read(&mut self, src: &Path, snap: &source::SourceSnapshot) {
+        let now = Instant::now();
+        let fp = fingerprint(snap);
+        let mut since = instant_of(snap.newest_change, now);
+        if let Some(e) = self.last_event {
+            since = since.max(e);
+        }
+        let prev = self.stillness.get(src).copied();
+        let confirmed = prev.is_some_and(|p| p.fingerprint == fp);
+        match prev {
+            Some(p) if confirmed => since = since.max(p.since),
+            Some(p) => since = since.max(p.read_at),
+            None => {}
+        }
+        self.stillness.insert(
+            src.to_owned(),
+            Still {
+                fingerprint: fp,
+                since: since.min(now),
+                confirmed,
+                read_at: now,
+            },
+        );
+        if self.allow_mass_next {
+            self.allow_mass.insert(src.to_owned(), fp);
+        }
+    }
+
+    /// How long each source has stood still now, and which ones the
+    /// operator let a mass removal through for.
+    fn quiet_now(&self, desired: &mut Desired) {
+        let now = Instant::now();
+        desired.quiet.clear();
+        desired.allow_mass.clear();
+        for (src, st) in &self.stillness {
+            let since = self.last_event.map_or(st.since, |e| st.since.max(e));
+            desired.quiet.insert(
+                src.clone(),
+                Quiet {
+                    quiet: now.saturating_duration_since(since),
+                    confirmed: st.confirmed,
+                },
+            );
+            if self.allow_mass.get(src) == Some(&st.fingerprint) {
+                desired.allow_mass.insert(src.clone());
+            }
+        }
     }
 
     pub fn opts(&self) -> LoadOptions {
@@ -583,11 +727,18 @@ impl Reconciler {
         let mut files = Vec::new();
         self.read_caches
             .retain(|path, _| self.config.sources.iter().any(|s| &s.path == path));
-        for src in &self.config.sources {
+        self.stillness
+            .retain(|path, _| self.config.sources.iter().any(|s| &s.path == path));
+        let sources = self.config.sources.clone();
+        for src in &sources {
             let cache = self.read_caches.entry(src.path.clone()).or_default();
             match source::snapshot_cached(src, &limits, cache) {
                 SnapshotResult::Ok(snap) => {
+                    self.note_read(&src.path, &snap);
                     for r in snap.refused {
+                        if let Some(text) = &r.text {
+                            desired.may_define.insert(r.path.clone(), names_a_file_may_define(text));
+                        }
                         desired.files.push(DesiredFile {
                             path: r.path,
                             source: src.path.clone(),
@@ -597,14 +748,22 @@ impl Reconciler {
                     }
                     files.extend(snap.files.into_iter().map(|f| (f, src.path.clone())));
                 }
-                SnapshotResult::Unavailable(u) => desired.unavailable.push(u),
+                SnapshotResult::Unavailable(u) => {
+                    self.stillness.remove(&src.path);
+                    desired.unavailable.push(u)
+                }
             }
         }
+        self.allow_mass_next = false;
         let files = render_specs(files, &mut desired.files);
         let engine = engine!(self);
-        let validated = self
-            .validator
-            .validate(files, &self.manifest, &engine, self.config.mode)?;
+        let validated = self.validator.validate(
+            files,
+            &self.manifest,
+            &engine,
+            self.config.mode,
+            &mut desired.may_define,
+        )?;
         desired.files.extend(validated);
         let transient = self.validator.transient > 0;
         self.last = Some(desired);
@@ -618,9 +777,11 @@ impl Reconciler {
     /// with a fresh look at the kernel and at confinement: drift repair and
     /// deferred removals, without reading any profile file.
     pub fn replan(&mut self) -> Result<Report, ApplyError> {
-        let Some(desired) = self.last.take() else {
+        let Some(mut desired) = self.last.take() else {
             return self.reconcile();
         };
+        self.quiet_now(&mut desired);
+        let removal = self.removal_rules();
         let engine = engine!(self);
         let opts = engine.opts;
         let result = (|| {
@@ -630,6 +791,7 @@ impl Reconciler {
                 takeover: self.config.takeover,
                 remove_in_use: self.config.remove_in_use,
                 complain: opts.complain,
+                removal,
             };
             // Which processes a profile confines matters only for removals:
             // scan /proc only when something is to be removed.

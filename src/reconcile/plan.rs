@@ -9,6 +9,7 @@ use crate::state::{Manifest, Owned};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Names no source may define.
 pub const RESERVED_NAMES: &[&str] = &["unconfined"];
@@ -40,6 +41,48 @@ pub struct Desired {
     pub unavailable: Vec<Unavailable>,
     /// Every configured source path.
     pub configured: Vec<PathBuf>,
+    /// For each file that will not be loaded (invalid, refused), the names a
+    /// lexical scan finds in it: it protects them. A blocked file with none
+    /// here may define any name, and protects every profile of its source.
+    #[serde(skip)]
+    pub may_define: BTreeMap<PathBuf, Vec<String>>,
+    /// How long each readable source has stood still. A source missing here
+    /// was not read twice alike yet: nothing of it is removed.
+    #[serde(skip)]
+    pub quiet: BTreeMap<PathBuf, Quiet>,
+    /// Sources whose current revision the operator allowed to remove more
+    /// than the mass-removal share at once.
+    #[serde(skip)]
+    pub allow_mass: BTreeSet<PathBuf>,
+}
+
+/// How long a source has had no change, and whether two reads agreed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quiet {
+    pub quiet: Duration,
+    /// The last two reads of the source found the same files.
+    pub confirmed: bool,
+}
+
+/// When removals may happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemovalRules {
+    /// A removal waits until the source has stood still this long.
+    pub settle: Duration,
+    /// More than this percentage of a source's owned profiles in one
+    /// reconcile is a mass removal…
+    pub mass_percent: u8,
+    /// …which waits until the source has stood still this long.
+    pub mass_settle: Duration,
+}
+
+impl RemovalRules {
+    /// No waiting beyond two agreeing reads, and no mass-removal hold.
+    pub const IMMEDIATE: RemovalRules = RemovalRules {
+        settle: Duration::ZERO,
+        mass_percent: 100,
+        mass_settle: Duration::ZERO,
+    };
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +92,7 @@ pub struct Policy<'a> {
     pub remove_in_use: RemoveInUse,
     /// Profiles are loaded with `-C`.
     pub complain: bool,
+    pub removal: RemovalRules,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -90,10 +134,13 @@ pub struct Problem {
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Escaped: a file name or a message that quotes one never forges a line.
+        let message = crate::escape::text(&self.message);
+        let file = crate::escape::path(&self.file);
         match self.line {
-            _ if self.file.as_os_str().is_empty() => f.write_str(&self.message),
-            Some(l) => write!(f, "{}:{l}: {}", self.file.display(), self.message),
-            None => write!(f, "{}: {}", self.file.display(), self.message),
+            _ if self.file.as_os_str().is_empty() => f.write_str(&message),
+            Some(l) => write!(f, "{file}:{l}: {message}"),
+            None => write!(f, "{file}: {message}"),
         }
     }
 }
@@ -123,6 +170,20 @@ pub struct Held {
     pub name: String,
     pub file: PathBuf,
     pub reason: String,
+    pub why: HeldWhy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeldWhy {
+    /// A file that is not valid may define it.
+    Protected,
+    /// Its source is unavailable or no longer configured.
+    Source,
+    /// The source has not stood still for the settling time yet.
+    Settling,
+    /// Part of a mass removal, held for the longer settling time.
+    MassRemoval,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -139,6 +200,8 @@ pub struct Plan {
     /// Unchanged profiles whose file or source moved: manifest updates only.
     pub relocations: Vec<(String, PathBuf, PathBuf)>,
     pub problems: Vec<Problem>,
+    /// Removals are held until a source settles: plan again after this long.
+    pub recheck_in: Option<Duration>,
 }
 
 impl Plan {
@@ -273,7 +336,7 @@ pub fn plan(
                 let other = others
                     .iter()
                     .find(|&&j| j != i)
-                    .map(|&j| desired.files[j].path.display().to_string())
+                    .map(|&j| crate::escape::path(&desired.files[j].path))
                     .unwrap_or_default();
                 problem = Some((
                     ProblemKind::Conflict,
@@ -333,6 +396,26 @@ pub fn plan(
         });
     }
 
+    // Names that files which will not be loaded may define: a file whose
+    // names cannot be read still protects them. A blocked valid file
+    // defines its names; an invalid or refused one what a lexical scan
+    // finds; one where the scan finds nothing may define anything.
+    let mut protected: HashSet<&str> = HashSet::new();
+    let mut protects_all: BTreeSet<&PathBuf> = BTreeSet::new();
+    for f in desired.files.iter().filter(|f| blocked.contains(&f.path)) {
+        match (&f.verdict, desired.may_define.get(&f.path)) {
+            (Verdict::Valid { names }, _) => protected.extend(names.iter().map(String::as_str)),
+            (_, Some(names)) if !names.is_empty() => protected.extend(names.iter().map(String::as_str)),
+            _ => {
+                protects_all.insert(&f.source);
+            }
+        }
+    }
+    let mut candidates: BTreeMap<&PathBuf, Vec<(&str, &Owned)>> = BTreeMap::new();
+    let mut owned_in: HashMap<&PathBuf, usize> = HashMap::new();
+    for o in manifest.profiles.values() {
+        *owned_in.entry(&o.source).or_default() += 1;
+    }
     let unavailable: BTreeSet<&PathBuf> = desired.unavailable.iter().map(|u| &u.path).collect();
     for u in &desired.unavailable {
         out.problems.push(Problem::new(
@@ -347,20 +430,34 @@ pub fn plan(
             continue;
         }
         let hold = if blocked.contains(&o.file) {
-            Some("its file is not valid; the last good version stays loaded")
+            Some((
+                "its file is not valid; the last good version stays loaded",
+                HeldWhy::Protected,
+            ))
+        } else if protected.contains(name.as_str()) {
+            Some((
+                "a file that is not valid may define it; the last good version stays loaded",
+                HeldWhy::Protected,
+            ))
+        } else if protects_all.contains(&o.source) {
+            Some((
+                "a file of its source cannot be read for names and may define it; the last good version stays loaded",
+                HeldWhy::Protected,
+            ))
         } else if unavailable.contains(&o.source) {
-            Some("its source is unavailable; missing is not empty")
+            Some(("its source is unavailable; missing is not empty", HeldWhy::Source))
         } else if !desired.configured.contains(&o.source) {
-            Some("its source is no longer configured")
+            Some(("its source is no longer configured", HeldWhy::Source))
         } else {
             None
         };
-        if let Some(reason) = hold {
+        if let Some((reason, why)) = hold {
             if kernel.contains_key(name) {
                 out.held.push(Held {
                     name: name.clone(),
                     file: o.file.clone(),
                     reason: reason.to_owned(),
+                    why,
                 });
             } else if !o.sha256.is_empty() {
                 // Drift on a held profile: bring back the last good version.
@@ -374,15 +471,64 @@ pub fn plan(
         }
         if !kernel.contains_key(name) {
             out.forgets.push(name.clone());
-        } else if let Some(pids) = in_use
-            .get(name)
-            .filter(|p| !p.is_empty() && policy.remove_in_use == RemoveInUse::Defer)
-        {
-            out.defers.push((name.clone(), pids.clone()));
         } else {
-            out.removes.push(name.clone());
+            candidates.entry(&o.source).or_default().push((name.as_str(), o));
         }
     }
+    // Removals, per source: only after two reads agreed and the source stood
+    // still for the settling time; a mass removal after the longer one.
+    let rules = policy.removal;
+    let mut recheck: Option<Duration> = None;
+    let mut wait = |d: Duration| recheck = Some(recheck.map_or(d, |r| r.min(d)));
+    for (src, names) in candidates {
+        let q = desired.quiet.get(src).copied().unwrap_or(Quiet {
+            quiet: Duration::ZERO,
+            confirmed: false,
+        });
+        let owned = owned_in.get(src).copied().unwrap_or(0);
+        let mass = names.len() * 100 > owned * usize::from(rules.mass_percent);
+        let held = if !q.confirmed || q.quiet < rules.settle {
+            wait(rules.settle.saturating_sub(q.quiet));
+            Some((
+                format!(
+                    "removal waits until the source has stood still for {} and two reads agree",
+                    human(rules.settle)
+                ),
+                HeldWhy::Settling,
+            ))
+        } else if mass && !desired.allow_mass.contains(src) && q.quiet < rules.mass_settle {
+            wait(rules.mass_settle.saturating_sub(q.quiet));
+            Some((
+                format!(
+                    "mass removal held: {} of the {owned} profiles of {} would go; held until the source has stood still for {} (`armorctl sync --allow-mass-removal` removes them now)",
+                    names.len(),
+                    crate::escape::path(src),
+                    human(rules.mass_settle)
+                ),
+                HeldWhy::MassRemoval,
+            ))
+        } else {
+            None
+        };
+        for (name, o) in names {
+            if let Some((reason, why)) = &held {
+                out.held.push(Held {
+                    name: name.to_owned(),
+                    file: o.file.clone(),
+                    reason: reason.clone(),
+                    why: *why,
+                });
+            } else if let Some(pids) = in_use
+                .get(name)
+                .filter(|p| !p.is_empty() && policy.remove_in_use == RemoveInUse::Defer)
+            {
+                out.defers.push((name.to_owned(), pids.clone()));
+            } else {
+                out.removes.push(name.to_owned());
+            }
+        }
+    }
+    out.recheck_in = recheck;
     for (sha, (o, names)) in restores {
         out.loads.push(LoadAction {
             file: o.file.clone(),
@@ -393,4 +539,16 @@ pub fn plan(
         });
     }
     out
+}
+
+/// `2s`, `1.5s`, `5m`, as people read a duration.
+pub fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 60_000 == 0 && ms >= 60_000 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{}s", d.as_secs_f64())
+    }
 }

@@ -44,11 +44,22 @@ fn invalid(path: &str) -> DesiredFile {
     }
 }
 
+/// What the sources want, with `/src` read twice alike and standing still
+/// for an hour.
 fn desired(files: Vec<DesiredFile>) -> Desired {
     Desired {
         files,
         unavailable: vec![],
         configured: vec!["/src".into()],
+        quiet: [(PathBuf::from("/src"), still(3600))].into(),
+        ..Default::default()
+    }
+}
+
+fn still(secs: u64) -> Quiet {
+    Quiet {
+        quiet: Duration::from_secs(secs),
+        confirmed: true,
     }
 }
 
@@ -69,6 +80,15 @@ const POLICY: Policy = Policy {
     takeover: false,
     remove_in_use: RemoveInUse::Defer,
     complain: false,
+    removal: RemovalRules::IMMEDIATE,
+};
+
+/// The defaults: 2 s to settle, more than half a source is a mass removal,
+/// held for 5 minutes.
+const RULES: RemovalRules = RemovalRules {
+    settle: Duration::from_secs(2),
+    mass_percent: 50,
+    mass_settle: Duration::from_secs(300),
 };
 
 fn load_names(p: &Plan, kind: LoadKind) -> Vec<String> {
@@ -216,6 +236,16 @@ fn plan_forced_complain_change_replaces_and_moves_relocate() {
     assert_eq!(load_names(&p, LoadKind::Replace), ["a"]);
 }
 
+/// The scan result of each bad file, by path.
+fn files_scans(files: &[DesiredFile], scans: &[Vec<String>]) -> BTreeMap<PathBuf, Vec<String>> {
+    files
+        .iter()
+        .zip(scans)
+        .filter(|(f, _)| !matches!(f.verdict, Verdict::Valid { .. }))
+        .map(|(f, n)| (f.path.clone(), n.clone()))
+        .collect()
+}
+
 #[allow(clippy::type_complexity)]
 fn arb_case() -> impl Strategy<
     Value = (
@@ -269,27 +299,57 @@ fn arb_case() -> impl Strategy<
         0..5,
     );
     let unavailable = prop::collection::btree_set(0u8..3, 0..2);
-    (files, owned, kernel, in_use, unavailable, any::<bool>(), any::<bool>()).prop_map(
-        |(files, owned, kernel, in_use, unavail, takeover, defer)| {
-            let mut files = files;
-            files.retain(|f| !unavail.contains(&f.source.to_string_lossy()[2..].parse::<u8>().unwrap_or(9)));
-            let d = Desired {
-                files,
-                unavailable: unavail
-                    .iter()
-                    .map(|s| Unavailable {
-                        path: PathBuf::from(format!("/s{s}")),
-                        reason: "gone".into(),
-                    })
-                    .collect(),
-                configured: (0..3).map(|s| PathBuf::from(format!("/s{s}"))).collect(),
-            };
-            let mut m = Manifest::new();
-            m.profiles = owned;
-            let k = kernel.into_iter().map(|n| (n, "enforce".to_string())).collect();
-            (d, m, k, in_use, takeover, defer)
-        },
+    // Per file index: the names a scan of a bad file finds (none: unknown).
+    let scans = prop::collection::vec(
+        prop::sample::subsequence((0..8).map(|i| format!("p{i}")).collect::<Vec<_>>(), 0..3),
+        6,
+    );
+    // Per source: confirmed by two reads, and how long it stood still.
+    let quiet = prop::collection::btree_map(
+        0u8..3,
+        (any::<bool>(), prop::sample::select(vec![0u64, 1, 3, 100, 400])),
+        0..4,
+    );
+    let allow = prop::collection::btree_set(0u8..3, 0..2);
+    (
+        (files, owned, kernel, in_use, unavailable, any::<bool>(), any::<bool>()),
+        (scans, quiet, allow),
     )
+        .prop_map(
+            |((files, owned, kernel, in_use, unavail, takeover, defer), (scans, quiet, allow))| {
+                let mut files = files;
+                files.retain(|f| !unavail.contains(&f.source.to_string_lossy()[2..].parse::<u8>().unwrap_or(9)));
+                let d = Desired {
+                    unavailable: unavail
+                        .iter()
+                        .map(|s| Unavailable {
+                            path: PathBuf::from(format!("/s{s}")),
+                            reason: "gone".into(),
+                        })
+                        .collect(),
+                    configured: (0..3).map(|s| PathBuf::from(format!("/s{s}"))).collect(),
+                    may_define: files_scans(&files, &scans),
+                    quiet: quiet
+                        .into_iter()
+                        .map(|(s, (confirmed, secs))| {
+                            (
+                                PathBuf::from(format!("/s{s}")),
+                                Quiet {
+                                    quiet: Duration::from_secs(secs),
+                                    confirmed,
+                                },
+                            )
+                        })
+                        .collect(),
+                    allow_mass: allow.into_iter().map(|s| PathBuf::from(format!("/s{s}"))).collect(),
+                    files,
+                };
+                let mut m = Manifest::new();
+                m.profiles = owned;
+                let k = kernel.into_iter().map(|n| (n, "enforce".to_string())).collect();
+                (d, m, k, in_use, takeover, defer)
+            },
+        )
 }
 
 proptest! {
@@ -301,8 +361,39 @@ proptest! {
             takeover,
             remove_in_use: if defer { RemoveInUse::Defer } else { RemoveInUse::Force },
             complain: false,
+            removal: RULES,
         };
         let p = plan(&d, &m, &k, &in_use, &policy);
+        // A removal (or a deferred one) happens only from a source read twice
+        // alike that stood still for the settling time; a mass removal only
+        // after the longer one or when allowed; never a name that a file
+        // which will not be loaded may define.
+        let going: Vec<&String> = p.removes.iter().chain(p.defers.iter().map(|(n, _)| n)).collect();
+        let accepted_names: BTreeSet<&String> = p.loads.iter().flat_map(|a| &a.names).chain(&p.keeps).collect();
+        for n in &going {
+            let o = &m.profiles[n.as_str()];
+            let q = d.quiet.get(&o.source).copied();
+            prop_assert!(q.is_some_and(|q| q.confirmed && q.quiet >= RULES.settle), "{} removed unsettled", n);
+            let of_source = going.iter().filter(|g| m.profiles[g.as_str()].source == o.source).count();
+            let owned_in = m.profiles.values().filter(|x| x.source == o.source).count();
+            if of_source * 100 > owned_in * 50 {
+                prop_assert!(
+                    d.allow_mass.contains(&o.source) || q.is_some_and(|q| q.quiet >= RULES.mass_settle),
+                    "mass removal of {} not held", n
+                );
+            }
+            for f in d.files.iter().filter(|f| f.source == o.source) {
+                let defines = match &f.verdict {
+                    Verdict::Valid { names } => names.contains(n),
+                    _ => d.may_define.get(&f.path).is_none_or(|s| s.is_empty() || s.contains(n)),
+                };
+                prop_assert!(!defines, "{} removed while {} may define it", n, f.path.display());
+            }
+            prop_assert!(!accepted_names.contains(n));
+        }
+        if p.held.iter().any(|h| matches!(h.why, HeldWhy::Settling | HeldWhy::MassRemoval)) {
+            prop_assert!(p.recheck_in.is_some(), "held for settling with no recheck");
+        }
         // Nothing outside the manifest is ever removed.
         for n in &p.removes {
             prop_assert!(m.profiles.contains_key(n), "removed non-owned {}", n);
@@ -395,6 +486,9 @@ impl Fixture {
         };
         c.parser.path = self.parser_script();
         c.parser.timeout_secs = 1;
+        // Removals still need two reads that agree; no wait beyond that.
+        c.removal_settle_ms = 0;
+        c.mass_removal_percent = 100;
         c.parser.cache_dir = self.dir.path().join("cache");
         c
     }
@@ -473,8 +567,13 @@ fn apply_loads_replaces_and_removes() {
 
     f.write("a", "profile custom.a {\n  /etc/x r,\n}\n");
     std::fs::remove_file(f.src.join("b")).unwrap();
+    // A replace applies at once; a removal waits for a second read that agrees.
     let rep = r.reconcile().unwrap();
     assert_eq!(rep.replaced, ["custom.a"]);
+    assert!(rep.removed.is_empty());
+    assert_eq!(rep.held_for(HeldWhy::Settling), 2);
+    assert_eq!(rep.recheck_in, Some(Duration::ZERO));
+    let rep = crate::daemon::converge(&mut r).unwrap();
     assert_eq!(rep.removed, ["custom.b", "custom.b2"]);
     assert_eq!(std::fs::read_to_string(f.secfs.join(".remove")).unwrap(), "custom.b2");
     settle_removals(&f, &rep.removed);
@@ -661,11 +760,11 @@ fn defer_in_use_until_the_process_is_gone() {
     std::fs::create_dir_all(&attr).unwrap();
     std::fs::write(attr.join("current"), "custom.a (enforce)\n").unwrap();
     std::fs::remove_file(f.src.join("a")).unwrap();
-    let rep = r.reconcile().unwrap();
+    let rep = crate::daemon::converge(&mut r).unwrap();
     assert_eq!(rep.deferred, [("custom.a".to_string(), vec![4242])]);
     assert!(rep.removed.is_empty());
     std::fs::remove_dir_all(f.dir.path().join("proc/4242")).unwrap();
-    let rep = r.reconcile().unwrap();
+    let rep = crate::daemon::converge(&mut r).unwrap();
     assert_eq!(rep.removed, ["custom.a"]);
     settle_removals(&f, &rep.removed);
     f.assert_manifest_matches_kernel(&r);
