@@ -6,6 +6,7 @@
 //!
 //! Points: `after-load` (the parser loaded, the manifest not yet written),
 //! `store-write` (a store file half-written: temp file written, not renamed),
+//! `after-relog` (a denial re-logged, the journal cursor not yet saved),
 //! `between-members` (the simulated kernel holds some files of a batch, not
 //! all), `between-removes` (one profile removed, the next not), `state-write`
 //! (every write into the state directory).

@@ -42,13 +42,23 @@ impl Daemon {
     }
 
     fn start(tree: Tree, config: PathBuf) -> Daemon {
+        Self::start_env(tree, config, &[])
+    }
+
+    fn start_env(tree: Tree, config: PathBuf, env: &[(&str, &str)]) -> Daemon {
         let sock = tree.path("notify.sock");
+        let _ = std::fs::remove_file(&sock);
         let notify = UnixDatagram::bind(&sock).unwrap();
         notify.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-        let log = std::fs::File::create(tree.path("armord.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(tree.path("armord.log"))
+            .unwrap();
         let child = Command::new(ARMORD)
             .args(["--config", config.to_str().unwrap(), "--verbose", "--bus", "none"])
             .env("NOTIFY_SOCKET", &sock)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -376,4 +386,92 @@ fn denials_of_owned_profiles_are_relogged_with_fields() {
         "{}",
         d.log()
     );
+}
+
+/// Five denials of an owned profile, as the audit transport gives them.
+fn denial_lines() -> String {
+    (1..=5)
+        .map(|i| {
+            format!(
+                r#"{{"__CURSOR":"s={i}","_BOOT_ID":"b","_TRANSPORT":"audit","_AUDIT_TYPE":"1400","_AUDIT_ID":"{i}","_SOURCE_REALTIME_TIMESTAMP":"170000000{i}000000","MESSAGE":"AVC apparmor=\"DENIED\" operation=\"open\" class=\"file\" profile=\"custom.a\" name=\"/etc/f{i}\" pid=42 comm=\"cat\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0"}}"#
+            ) + "\n"
+        })
+        .collect()
+}
+
+#[test]
+fn denial_counters_reach_the_exports_without_a_reconcile() {
+    let t = Tree::new();
+    let parser = t.fake_parser();
+    let journalctl = t.fake_journalctl(&denial_lines());
+    let prom = t.path("armord.prom");
+    // No resync for an hour: only the counter refresh can write the file.
+    let cfg = t.write(
+        "armord.toml",
+        &format!(
+            "state_dir = \"state\"\nsecurityfs = \"secfs\"\nproc = \"proc\"\nresync_interval_secs = 3600\n\
+             [denials]\njournalctl = \"{}\"\n[exports]\nprometheus_textfile = \"{}\"\n\
+             [parser]\npath = \"{}\"\ncache_dir = \"cache\"\n[[source]]\npath = \"src\"\n",
+            journalctl.display(),
+            prom.display(),
+            parser.display()
+        ),
+    );
+    t.write("src/a", &profile("custom.a"));
+    let d = Daemon::start(t, cfg);
+    d.wait_ready();
+    d.wait_until("denials in the textfile", |d| {
+        d.tree
+            .read("armord.prom")
+            .contains(r#"armord_denials_total{profile="custom.a",kind="DENIED"} 5"#)
+    });
+    assert_eq!(d.log().matches("reconcile (").count(), 1, "{}", d.log());
+}
+
+#[test]
+fn killed_between_relog_and_cursor_save_relogs_nothing_twice() {
+    let t = Tree::new();
+    let parser = t.fake_parser();
+    let journalctl = t.fake_journalctl(&denial_lines());
+    let journal = t.path("journal.json");
+    let cfg = t.write(
+        "armord.toml",
+        &format!(
+            "state_dir = \"state\"\nsecurityfs = \"secfs\"\nproc = \"proc\"\n[denials]\njournalctl = \"{}\"\n\
+             [parser]\npath = \"{}\"\ncache_dir = \"cache\"\n[[source]]\npath = \"src\"\n",
+            journalctl.display(),
+            parser.display()
+        ),
+    );
+    t.write("src/a", &profile("custom.a"));
+    let copy = journal.to_str().unwrap().to_owned();
+    // Killed right after its first re-log, before any cursor is saved.
+    let mut d = Daemon::start_env(
+        t,
+        cfg.clone(),
+        &[("ARMORD_RELOG_COPY", &copy), ("ARMORD_FAILPOINT", "after-relog")],
+    );
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = d.child.as_mut().unwrap().try_wait().unwrap() {
+            break st;
+        }
+        assert!(start.elapsed() < WAIT, "armord was not killed at the failpoint");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9));
+    d.child = None;
+    assert!(!d.tree.path("state/journal.cursor").exists());
+    let tree = std::mem::replace(&mut d.tree, Tree::new());
+    let d = Daemon::start_env(tree, cfg, &[("ARMORD_RELOG_COPY", &copy)]);
+    d.wait_until("all five re-logged", |d| {
+        d.tree.read("journal.json").matches("\"ARMORD_AUDIT_KEY\"").count() >= 5
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let text = d.tree.read("journal.json");
+    for i in 1..=5 {
+        let key = format!("\"ARMORD_AUDIT_KEY\":\"b 170000000{i}.000:{i}\"");
+        assert_eq!(text.matches(&key).count(), 1, "{key}\n{text}");
+    }
 }

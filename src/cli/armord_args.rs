@@ -23,7 +23,7 @@ pub struct ArmordArgs {
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Run one reconcile, print a summary and exit: 0 in step, 2 when a file
-    /// was invalid or refused, 1 on a fatal error.
+    /// was invalid or refused or a mass removal is held, 1 on a fatal error.
     #[arg(long)]
     pub once: bool,
     /// With --once: remove profiles even when more than the mass-removal

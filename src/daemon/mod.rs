@@ -159,7 +159,7 @@ pub fn log_report(what: &str, r: &Report, known: &mut std::collections::HashSet<
 
 /// `armord --once`: restore, reconcile, print the summary. The exit code is
 /// 0 when the node matches the sources and 2 when a file was invalid or
-/// refused (the rest still applied).
+/// refused, or a mass removal is held (the rest still applied).
 pub fn run_once(cfg: Config, simulate: bool, allow_mass_removal: bool) -> Result<i32, DaemonError> {
     let mut r = open(cfg, simulate)?;
     let restored = r.restore()?;
@@ -170,7 +170,8 @@ pub fn run_once(cfg: Config, simulate: bool, allow_mass_removal: bool) -> Result
     report.restored.extend(restored.restored);
     report.problems.splice(0..0, restored.problems);
     print_report(&report);
-    Ok(if report.is_clean() { 0 } else { 2 })
+    let held = report.held_for(crate::reconcile::HeldWhy::MassRemoval) > 0;
+    Ok(if report.is_clean() && !held { 0 } else { 2 })
 }
 
 /// How many times a reconcile is repeated to let removals settle.

@@ -530,6 +530,7 @@ impl Denials {
                     }
                     let mut c = c.lock().unwrap_or_else(|p| p.into_inner());
                     relog(ev, &mut rate, &mut c);
+                    let _ = crate::failpoint::hit("after-relog");
                     let r = &ev.record;
                     let s = |k: &str| r.str(k).map(|v| v.into_owned()).unwrap_or_default();
                     // Best effort: a full queue drops the signal, never the record.

@@ -16,6 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The field of armord's re-logged entries that holds the original record's
+/// de-duplication key, `BOOT_ID AUDIT_ID`.
+pub const AUDIT_KEY_FIELD: &str = "ARMORD_AUDIT_KEY";
+
 /// Lines longer than this are not journal entries we can use: skipped.
 pub const MAX_LINE: usize = 1 << 20;
 
@@ -247,9 +251,8 @@ impl Follower {
         }
     }
 
-    fn spawn(&self, cursor: Option<&str>) -> Result<Child, JournalError> {
-        let mut c = Command::new(&self.cfg.journalctl);
-        c.args(["--output=json", "--follow", "--no-pager", "--no-tail"]);
+    /// Where to start reading: after the cursor, or this boot (or the oldest entry).
+    fn position(&self, c: &mut Command, cursor: Option<&str>) {
         match cursor {
             Some(cur) => {
                 c.arg(format!("--after-cursor={cur}"));
@@ -259,6 +262,38 @@ impl Follower {
                 c.arg("--boot");
             }
         }
+    }
+
+    /// The keys of the records a previous run re-logged past `cursor`: it
+    /// handled them and was stopped (killed, crashed) before it saved the
+    /// cursor. They are not handled again.
+    fn already_relogged(&self, cursor: Option<&str>) -> Vec<(String, AuditId)> {
+        let mut c = Command::new(&self.cfg.journalctl);
+        c.args(["--output=json", "--no-pager"]);
+        self.position(&mut c, cursor);
+        c.arg(format!("MESSAGE_ID={MESSAGE_ID}"));
+        c.stdin(Stdio::null()).stderr(Stdio::null());
+        let out = match c.output() {
+            Ok(o) => o.stdout,
+            Err(e) => {
+                log::warn!("cannot read back re-logged denials: {e}");
+                return Vec::new();
+            }
+        };
+        out.split(|&b| b == b'\n')
+            .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
+            .filter_map(|v| v.get(AUDIT_KEY_FIELD).and_then(field_string))
+            .filter_map(|k| {
+                let (boot, id) = k.split_once(' ')?;
+                Some((boot.to_owned(), AuditId::parse(id)?))
+            })
+            .collect()
+    }
+
+    fn spawn(&self, cursor: Option<&str>) -> Result<Child, JournalError> {
+        let mut c = Command::new(&self.cfg.journalctl);
+        c.args(["--output=json", "--follow", "--no-pager", "--no-tail"]);
+        self.position(&mut c, cursor);
         c.args([
             "_TRANSPORT=audit",
             "_AUDIT_TYPE=1400",
@@ -281,6 +316,9 @@ impl Follower {
     pub fn run(&mut self, mut handle: impl FnMut(&Event)) -> Option<String> {
         let (mut cursor, keys) = load_cursor_file(&self.cfg.cursor_path);
         for k in keys {
+            self.dedupe.first(k);
+        }
+        for k in self.already_relogged(cursor.as_deref()) {
             self.dedupe.first(k);
         }
         let mut backoff = self.cfg.backoff;

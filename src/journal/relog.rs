@@ -52,6 +52,13 @@ pub fn relog_fields(ev: &Event) -> Vec<(&'static str, String)> {
                 .unwrap_or_default(),
         ),
         ("ARMORD_AUDIT_ID", r.audit_id.map(|a| a.to_string()).unwrap_or_default()),
+        // The follower's de-duplication key: after a crash, the entries
+        // armord re-logged past its saved cursor are read back by it, so a
+        // record is never re-logged twice.
+        (
+            super::AUDIT_KEY_FIELD,
+            ev.key().map(|(b, id)| format!("{b} {id}")).unwrap_or_default(),
+        ),
     ];
     // The whole record, so `armorctl suggest` can rebuild it from the journal.
     if let Ok(json) = serde_json::to_string(r) {
@@ -85,7 +92,32 @@ fn message(ev: &Event) -> String {
     m
 }
 
+/// Tests set `ARMORD_RELOG_COPY` to a file: each re-logged entry is also
+/// appended there as a `journalctl --output=json` line, so that a fake
+/// journalctl can give it back as the journal would.
+fn copy_for_tests(fields: &[(&str, String)], msg: &str) {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PATH: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let Some(path) = PATH.get_or_init(|| std::env::var_os("ARMORD_RELOG_COPY").map(Into::into)) else {
+        return;
+    };
+    let mut entry: serde_json::Map<String, serde_json::Value> = fields
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::Value::String(v.clone())))
+        .collect();
+    let cursor = format!("relog-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
+    entry.insert("__CURSOR".into(), cursor.into());
+    entry.insert("_TRANSPORT".into(), "journal".into());
+    entry.insert("MESSAGE".into(), msg.into());
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = writeln!(f, "{}", serde_json::Value::Object(entry));
+    }
+}
+
 fn emit(level: log::Level, fields: &[(&str, String)], msg: &str) {
+    copy_for_tests(fields, msg);
     let kv: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
     log::logger().log(
         &log::Record::builder()
