@@ -800,7 +800,46 @@ impl Reconciler {
                 let in_use = self.kernel.confined()?;
                 plan = self::plan(&desired, &self.manifest, &kernel, &in_use, &policy);
             }
-            let report = engine.apply(&plan, &mut self.manifest)?;
+            // Removals go last, after one more look at their sources: loads
+            // run the parser, and a file may have come back meanwhile.
+            let removes = std::mem::take(&mut plan.removes);
+            let mut report = engine.apply(&plan, &mut self.manifest)?;
+            if !removes.is_empty() && !report.cancelled {
+                let limits = Limits {
+                    max_file_bytes: self.config.max_file_bytes,
+                    max_files: self.config.max_profiles,
+                };
+                let moved = moved_sources(&self.config, &limits, &mut self.read_caches, &self.stillness);
+                let (go, stay): (Vec<String>, Vec<String>) = removes.into_iter().partition(|n| {
+                    self.manifest
+                        .profiles
+                        .get(n)
+                        .is_some_and(|o| !moved.contains(&o.source))
+                });
+                for name in stay {
+                    let file = self
+                        .manifest
+                        .profiles
+                        .get(&name)
+                        .map(|o| o.file.clone())
+                        .unwrap_or_default();
+                    report.held.push(Held {
+                        name,
+                        file,
+                        reason: "its source changed just before the removal; read again first".into(),
+                        why: HeldWhy::Settling,
+                    });
+                    report.recheck_in = Some(Duration::ZERO);
+                }
+                let removal = Plan {
+                    removes: go,
+                    ..Default::default()
+                };
+                let removed = engine.apply(&removal, &mut self.manifest)?;
+                report.removed = removed.removed;
+                report.problems.extend(removed.problems);
+                report.cancelled |= removed.cancelled;
+            }
             if report.changed() {
                 let _ = self.state.store_gc(&self.manifest.referenced());
             }
@@ -809,6 +848,30 @@ impl Reconciler {
         self.last = Some(desired);
         result
     }
+}
+
+/// The sources that a read now finds different from their last read (or
+/// that cannot be read now).
+fn moved_sources(
+    config: &Config,
+    limits: &Limits,
+    caches: &mut HashMap<PathBuf, source::ReadCache>,
+    stillness: &HashMap<PathBuf, Still>,
+) -> std::collections::HashSet<PathBuf> {
+    let mut moved = std::collections::HashSet::new();
+    for src in &config.sources {
+        let cache = caches.entry(src.path.clone()).or_default();
+        let same = match source::snapshot_cached(src, limits, cache) {
+            SnapshotResult::Ok(snap) => stillness
+                .get(&src.path)
+                .is_some_and(|st| st.fingerprint == fingerprint(&snap)),
+            SnapshotResult::Unavailable(_) => false,
+        };
+        if !same {
+            moved.insert(src.path.clone());
+        }
+    }
+    moved
 }
 
 /// Turn allow-list specs (`*.allow.toml`) into the profiles they render to;

@@ -811,3 +811,70 @@ fn a_problem_without_a_file_is_just_its_message() {
     let p = Problem::new(ProblemKind::Refused, PathBuf::from("/src/a"), "too big");
     assert_eq!(p.to_string(), "/src/a: too big");
 }
+
+#[test]
+fn a_read_that_misses_a_file_removes_nothing() {
+    let f = Fixture::new();
+    f.write("a", "profile custom.a {\n}\n");
+    f.write("b", "profile custom.b {\n}\n");
+    let mut r = f.open();
+    r.reconcile().unwrap();
+    // A rename in flight: one read does not see `a`, the next one does.
+    let a = f.src.join("a");
+    std::fs::rename(&a, f.dir.path().join("a.away")).unwrap();
+    let rep = r.reconcile().unwrap();
+    assert!(rep.removed.is_empty(), "{rep:?}");
+    assert_eq!(rep.held_for(HeldWhy::Settling), 1);
+    std::fs::rename(f.dir.path().join("a.away"), f.src.join("a2")).unwrap();
+    let rep = crate::daemon::converge(&mut r).unwrap();
+    assert!(rep.removed.is_empty(), "{rep:?}");
+    assert!(f.kernel().contains_key("custom.a"));
+    f.assert_manifest_matches_kernel(&r);
+}
+
+#[test]
+fn a_short_lived_empty_revision_removes_nothing() {
+    let f = Fixture::new();
+    let wt = f.src.join(".worktrees");
+    for (rev, names) in [("r1", &["x", "y", "z"][..]), ("r2", &[][..])] {
+        std::fs::create_dir_all(wt.join(rev)).unwrap();
+        for n in names {
+            std::fs::write(wt.join(rev).join(n), format!("profile custom.{n} {{\n}}\n")).unwrap();
+        }
+    }
+    let swap = |rev: &str| {
+        let tmp = f.src.join(".tmp-link");
+        std::os::unix::fs::symlink(format!(".worktrees/{rev}"), &tmp).unwrap();
+        std::fs::rename(&tmp, f.src.join("current")).unwrap();
+    };
+    swap("r1");
+    let mut r = f.open();
+    r.config.removal_settle_ms = 60_000;
+    assert_eq!(r.reconcile().unwrap().loaded.len(), 3);
+    swap("r2");
+    // Two reads agree on the empty revision, but it has not stood still.
+    for _ in 0..2 {
+        let rep = r.reconcile().unwrap();
+        assert!(rep.removed.is_empty() && rep.deferred.is_empty(), "{rep:?}");
+        assert_eq!(rep.held_for(HeldWhy::Settling), 3);
+        let wait = rep.recheck_in.unwrap();
+        assert!(wait > Duration::from_secs(50), "{wait:?}");
+    }
+    swap("r1");
+    let rep = r.reconcile().unwrap();
+    assert!(rep.removed.is_empty() && rep.held.is_empty(), "{rep:?}");
+    assert_eq!(f.kernel().len(), 4, "{:?}", f.kernel());
+
+    // Past the settling time, an empty revision is still a mass removal.
+    r.config.removal_settle_ms = 0;
+    r.config.mass_removal_percent = 50;
+    swap("r2");
+    r.reconcile().unwrap();
+    let rep = r.reconcile().unwrap();
+    assert!(rep.removed.is_empty(), "{rep:?}");
+    assert_eq!(rep.held_for(HeldWhy::MassRemoval), 3);
+    assert!(rep.summary().contains("3 removals held (mass removal)"));
+    r.allow_mass_removal();
+    let rep = crate::daemon::converge(&mut r).unwrap();
+    assert_eq!(rep.removed, ["custom.x", "custom.y", "custom.z"]);
+}
