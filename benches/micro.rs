@@ -100,6 +100,7 @@ fn bench_plan(c: &mut Criterion) {
         takeover: false,
         remove_in_use: RemoveInUse::Defer,
         complain: false,
+        removal: armord::reconcile::RemovalRules::IMMEDIATE,
     };
     let in_use = BTreeMap::new();
     c.bench_function("plan: 1000 profiles, one changed", |b| {

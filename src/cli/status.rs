@@ -1,0 +1,42 @@
+//! `armorctl status`: state, counts, held removals and every problem.
+
+use super::*;
+
+pub(super) async fn status(bus: Bus) -> Result<i32, CliError> {
+    let (_c, p) = proxy(bus).await?;
+    let state = p.state().await.map_err(|e| bus_error(e, bus))?;
+    let counts = p.counts().await.map_err(|e| bus_error(e, bus))?;
+    let (_, summary) = p.last_sync().await.map_err(|e| bus_error(e, bus))?;
+    let profiles = p.list_profiles().await.map_err(|e| bus_error(e, bus))?;
+    let n = |k: &str| counts.get(k).copied().unwrap_or(0);
+    println!("state: {state}");
+    println!(
+        "profiles: {} loaded, {} invalid, {} refused, {} deferred, {} sources unavailable",
+        n("loaded"),
+        n("invalid"),
+        n("refused"),
+        n("deferred"),
+        n("unavailable")
+    );
+    println!("last sync: {}", escape::text(&summary));
+    let mut problems: Vec<&str> = profiles
+        .iter()
+        .filter(|p| !p.error.is_empty() && p.state != "held")
+        .map(|p| p.error.as_str())
+        .collect();
+    problems.sort();
+    problems.dedup();
+    for p in profiles.iter().filter(|p| p.state == "held") {
+        println!("held: {}: {}", escape::text(&p.name), escape::text(&p.error));
+    }
+    if n("held") > 0 {
+        println!(
+            "hint: {} removals are held as a mass removal; `armorctl sync --allow-mass-removal` removes them now",
+            n("held")
+        );
+    }
+    for e in &problems {
+        println!("error: {}", escape::text(e));
+    }
+    Ok(if state == "ready" && problems.is_empty() { 0 } else { 2 })
+}
