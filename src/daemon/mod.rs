@@ -1,10 +1,13 @@
 //! Wiring: from a configuration to a working reconciler (real or simulated
 //! kernel), the one-shot run, and the service loop.
 
+mod denials;
 pub mod exports;
 mod service;
+mod status;
 
-pub use service::{Status, run};
+pub use service::run;
+pub use status::{Status, published_from};
 
 use crate::apparmor::{Kernel, Parser, ParserRunner, ProcReader, SecurityFs, SimKernel, default_features_file};
 use crate::config::{self, Config};

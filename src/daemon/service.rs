@@ -1,12 +1,13 @@
 //! The one event loop: watch events, timers, signals.
 
+use super::denials::{DenialEvent, Denials};
+use super::status::{Status, published_from};
 use super::{DaemonError, log_report, open};
-use crate::config::DenialScope;
 use crate::config::{Config, ConfigError};
-use crate::dbus::{self, Armord, Bus, Command, OBJECT_PATH, ProfileInfo, Published, SyncResult};
-use crate::journal::{Counters, Follower, FollowerConfig, RateLimit, Stopper, relog};
+use crate::dbus::{self, Armord, Bus, Command, OBJECT_PATH, Published, SyncResult};
+use crate::journal::Counters;
 use crate::notify;
-use crate::reconcile::{HeldWhy, Problem, ProblemKind, Reconciler, Report};
+use crate::reconcile::{Problem, ProblemKind, Reconciler, Report};
 use crate::watch::{Change, Debounce, Watcher};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -24,57 +25,6 @@ const DEFERRED_RETRY: Duration = Duration::from_secs(2);
 const EXPORTS_REFRESH: Duration = Duration::from_secs(1);
 /// Backoff after a parser timeout or crash: first and largest delay.
 const BACKOFF_FIRST: Duration = Duration::from_secs(5);
-
-/// The counts `STATUS=` and `armorctl status` report.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Status {
-    pub loaded: usize,
-    pub invalid: usize,
-    pub refused: usize,
-    pub deferred: usize,
-    /// Removals held as a mass removal.
-    pub held: usize,
-    pub unavailable: Vec<PathBuf>,
-}
-
-impl Status {
-    pub fn from_report(r: &Reconciler, report: &Report) -> Self {
-        let count = |kinds: &[ProblemKind]| report.problems.iter().filter(|p| kinds.contains(&p.kind)).count();
-        Status {
-            loaded: r.manifest.profiles.len(),
-            invalid: count(&[ProblemKind::Invalid, ProblemKind::LoadFailed]),
-            refused: count(&[ProblemKind::Refused, ProblemKind::Conflict]),
-            deferred: report.deferred.len(),
-            held: report.held_for(HeldWhy::MassRemoval),
-            unavailable: report
-                .problems
-                .iter()
-                .filter(|p| p.kind == ProblemKind::Unavailable)
-                .map(|p| p.file.clone())
-                .collect(),
-        }
-    }
-
-    pub fn text(&self) -> String {
-        let mut s = format!(
-            "{} loaded, {} invalid, {} refused, {} deferred",
-            self.loaded, self.invalid, self.refused, self.deferred
-        );
-        if self.held > 0 {
-            s.push_str(&format!(
-                "; {} removals held as a mass removal (`armorctl sync --allow-mass-removal` removes them now)",
-                self.held
-            ));
-        }
-        for u in &self.unavailable {
-            s.push_str(&format!(
-                "; source {} unavailable, last-good policy kept",
-                crate::escape::path(u)
-            ));
-        }
-        s
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Trigger {
@@ -490,81 +440,6 @@ impl Service {
     }
 }
 
-/// The denial follower's thread and what it shares with the loop.
-pub struct Denials {
-    pub owned: Arc<RwLock<HashSet<String>>>,
-    pub counters: Arc<Mutex<Counters>>,
-    stopper: Stopper,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Denials {
-    fn start(cfg: &Config, counters: Arc<Mutex<Counters>>, events: mpsc::Sender<DenialEvent>) -> Option<Denials> {
-        if !cfg.denials.enabled {
-            return None;
-        }
-        let owned: Arc<RwLock<HashSet<String>>> = Arc::default();
-        let mut follower = Follower::new(FollowerConfig {
-            journalctl: cfg.denials.journalctl.clone(),
-            cursor_path: cfg.cursor_path(),
-            backoff: Duration::from_millis(500),
-            backoff_max: Duration::from_secs(60),
-            commit_every: Duration::from_millis(200),
-        });
-        let stopper = follower.stopper();
-        let scope_all = cfg.denials.scope == DenialScope::All;
-        let mut rate = RateLimit::new(
-            cfg.denials.rate_limit_burst,
-            Duration::from_secs(cfg.denials.rate_limit_interval_secs),
-        );
-        let (o, c) = (owned.clone(), counters.clone());
-        let stats = follower.stats.clone();
-        let thread = std::thread::Builder::new()
-            .name("denials".into())
-            .spawn(move || {
-                follower.run(|ev| {
-                    let profile = ev.record.profile().map(|p| p.into_owned()).unwrap_or_default();
-                    let top = crate::apparmor::top_level(&profile).to_owned();
-                    if !scope_all && !o.read().unwrap_or_else(|p| p.into_inner()).contains(&top) {
-                        return;
-                    }
-                    let mut c = c.lock().unwrap_or_else(|p| p.into_inner());
-                    relog(ev, &mut rate, &mut c);
-                    let _ = crate::failpoint::hit("after-relog");
-                    let r = &ev.record;
-                    let s = |k: &str| r.str(k).map(|v| v.into_owned()).unwrap_or_default();
-                    // Best effort: a full queue drops the signal, never the record.
-                    let _ = events.try_send(DenialEvent {
-                        profile: profile.clone(),
-                        kind: r.kind.to_string(),
-                        operation: s("operation"),
-                        name: s("name"),
-                    });
-                    c.lost = stats.lock().map(|s| s.lost).unwrap_or(0);
-                });
-            })
-            .ok()?;
-        Some(Denials {
-            owned,
-            counters,
-            stopper,
-            thread,
-        })
-    }
-
-    fn stop(self) {
-        self.stopper.stop();
-        let _ = self.thread.join();
-        let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        log::info!(
-            "denial follower stopped: {} records handled, {} suppressed, {} lost",
-            c.total(),
-            c.suppressed,
-            c.lost
-        );
-    }
-}
-
 /// Run the service until SIGTERM or SIGINT.
 pub fn run(
     cfg: Config,
@@ -633,101 +508,4 @@ pub fn run(
         }
         code
     })
-}
-
-/// A denial for the D-Bus `Denial` signal.
-#[derive(Debug)]
-pub struct DenialEvent {
-    pub profile: String,
-    pub kind: String,
-    pub operation: String,
-    pub name: String,
-}
-
-fn now_usec() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
-/// What D-Bus publishes for a reconcile's outcome.
-pub fn published_from(rec: &Reconciler, report: &Report, status: &Status) -> Published {
-    let deferred: HashSet<&str> = report.deferred.iter().map(|(n, _)| n.as_str()).collect();
-    let held: std::collections::HashMap<&str, &crate::reconcile::Held> = report
-        .held
-        .iter()
-        .filter(|h| matches!(h.why, HeldWhy::MassRemoval | HeldWhy::Settling))
-        .map(|h| (h.name.as_str(), h))
-        .collect();
-    let mut problem_of: std::collections::HashMap<&std::path::Path, String> = Default::default();
-    for p in &report.problems {
-        problem_of.entry(p.file.as_path()).or_insert_with(|| p.to_string());
-    }
-    let mut profiles: Vec<ProfileInfo> = rec
-        .manifest
-        .profiles
-        .iter()
-        .map(|(name, o)| {
-            let mut error = problem_of.get(o.file.as_path()).cloned().unwrap_or_default();
-            let hold = held.get(name.as_str());
-            let state = if deferred.contains(name.as_str()) {
-                "deferred"
-            } else if let Some(h) = hold {
-                // No source defines it; its removal waits.
-                error = h.reason.clone();
-                "held"
-            } else if !error.is_empty() {
-                // The last good version is loaded; the current file is not.
-                "invalid"
-            } else {
-                "loaded"
-            };
-            ProfileInfo {
-                name: name.clone(),
-                mode: o.mode.clone(),
-                state: state.into(),
-                file: crate::escape::path(&o.file),
-                sha256: o.sha256.clone(),
-                error,
-            }
-        })
-        .collect();
-    let owned_files: HashSet<&std::path::Path> = rec.manifest.profiles.values().map(|o| o.file.as_path()).collect();
-    for p in &report.problems {
-        if !owned_files.contains(p.file.as_path()) {
-            profiles.push(ProfileInfo {
-                name: String::new(),
-                mode: String::new(),
-                state: format!("{:?}", p.kind).to_lowercase(),
-                file: crate::escape::path(&p.file),
-                sha256: String::new(),
-                error: p.to_string(),
-            });
-        }
-    }
-    let counts = [
-        ("loaded", status.loaded),
-        ("invalid", status.invalid),
-        ("refused", status.refused),
-        ("deferred", status.deferred),
-        ("held", status.held),
-        ("unavailable", status.unavailable.len()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v as u32))
-    .collect();
-    Published {
-        state: if report.is_clean() && status.held == 0 {
-            "ready"
-        } else {
-            "degraded"
-        }
-        .into(),
-        counts,
-        last_sync_usec: now_usec(),
-        last_sync_summary: report.summary(),
-        profiles,
-        problems: report.problems.iter().map(|p| p.to_string()).collect(),
-    }
 }

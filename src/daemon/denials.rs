@@ -1,0 +1,93 @@
+//! The denial follower's thread: journal records handed to the re-logger,
+//! the counters and the D-Bus `Denial` signal.
+
+use crate::config::{Config, DenialScope};
+use crate::journal::{Counters, Follower, FollowerConfig, RateLimit, Stopper, relog};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The denial follower's thread and what it shares with the loop.
+pub struct Denials {
+    pub owned: Arc<RwLock<HashSet<String>>>,
+    pub counters: Arc<Mutex<Counters>>,
+    stopper: Stopper,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Denials {
+    pub fn start(cfg: &Config, counters: Arc<Mutex<Counters>>, events: mpsc::Sender<DenialEvent>) -> Option<Denials> {
+        if !cfg.denials.enabled {
+            return None;
+        }
+        let owned: Arc<RwLock<HashSet<String>>> = Arc::default();
+        let mut follower = Follower::new(FollowerConfig {
+            journalctl: cfg.denials.journalctl.clone(),
+            cursor_path: cfg.cursor_path(),
+            backoff: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(60),
+            commit_every: Duration::from_millis(200),
+        });
+        let stopper = follower.stopper();
+        let scope_all = cfg.denials.scope == DenialScope::All;
+        let mut rate = RateLimit::new(
+            cfg.denials.rate_limit_burst,
+            Duration::from_secs(cfg.denials.rate_limit_interval_secs),
+        );
+        let (o, c) = (owned.clone(), counters.clone());
+        let stats = follower.stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("denials".into())
+            .spawn(move || {
+                follower.run(|ev| {
+                    let profile = ev.record.profile().map(|p| p.into_owned()).unwrap_or_default();
+                    let top = crate::apparmor::top_level(&profile).to_owned();
+                    if !scope_all && !o.read().unwrap_or_else(|p| p.into_inner()).contains(&top) {
+                        return;
+                    }
+                    let mut c = c.lock().unwrap_or_else(|p| p.into_inner());
+                    relog(ev, &mut rate, &mut c);
+                    let _ = crate::failpoint::hit("after-relog");
+                    let r = &ev.record;
+                    let s = |k: &str| r.str(k).map(|v| v.into_owned()).unwrap_or_default();
+                    // Best effort: a full queue drops the signal, never the record.
+                    let _ = events.try_send(DenialEvent {
+                        profile: profile.clone(),
+                        kind: r.kind.to_string(),
+                        operation: s("operation"),
+                        name: s("name"),
+                    });
+                    c.lost = stats.lock().map(|s| s.lost).unwrap_or(0);
+                });
+            })
+            .ok()?;
+        Some(Denials {
+            owned,
+            counters,
+            stopper,
+            thread,
+        })
+    }
+
+    pub fn stop(self) {
+        self.stopper.stop();
+        let _ = self.thread.join();
+        let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        log::info!(
+            "denial follower stopped: {} records handled, {} suppressed, {} lost",
+            c.total(),
+            c.suppressed,
+            c.lost
+        );
+    }
+}
+
+/// A denial for the D-Bus `Denial` signal.
+#[derive(Debug)]
+pub struct DenialEvent {
+    pub profile: String,
+    pub kind: String,
+    pub operation: String,
+    pub name: String,
+}

@@ -1,0 +1,146 @@
+//! What the loop publishes after a reconcile: the counts of `STATUS=` and
+//! `armorctl status`, and the D-Bus state.
+
+use crate::dbus::{ProfileInfo, Published};
+use crate::reconcile::{HeldWhy, ProblemKind, Reconciler, Report};
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+/// The counts `STATUS=` and `armorctl status` report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    pub loaded: usize,
+    pub invalid: usize,
+    pub refused: usize,
+    pub deferred: usize,
+    /// Removals held as a mass removal.
+    pub held: usize,
+    pub unavailable: Vec<PathBuf>,
+}
+
+impl Status {
+    pub fn from_report(r: &Reconciler, report: &Report) -> Self {
+        let count = |kinds: &[ProblemKind]| report.problems.iter().filter(|p| kinds.contains(&p.kind)).count();
+        Status {
+            loaded: r.manifest.profiles.len(),
+            invalid: count(&[ProblemKind::Invalid, ProblemKind::LoadFailed]),
+            refused: count(&[ProblemKind::Refused, ProblemKind::Conflict]),
+            deferred: report.deferred.len(),
+            held: report.held_for(HeldWhy::MassRemoval),
+            unavailable: report
+                .problems
+                .iter()
+                .filter(|p| p.kind == ProblemKind::Unavailable)
+                .map(|p| p.file.clone())
+                .collect(),
+        }
+    }
+
+    pub fn text(&self) -> String {
+        let mut s = format!(
+            "{} loaded, {} invalid, {} refused, {} deferred",
+            self.loaded, self.invalid, self.refused, self.deferred
+        );
+        if self.held > 0 {
+            s.push_str(&format!(
+                "; {} removals held as a mass removal (`armorctl sync --allow-mass-removal` removes them now)",
+                self.held
+            ));
+        }
+        for u in &self.unavailable {
+            s.push_str(&format!(
+                "; source {} unavailable, last-good policy kept",
+                crate::escape::path(u)
+            ));
+        }
+        s
+    }
+}
+
+fn now_usec() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// What D-Bus publishes for a reconcile's outcome.
+pub fn published_from(rec: &Reconciler, report: &Report, status: &Status) -> Published {
+    let deferred: HashSet<&str> = report.deferred.iter().map(|(n, _)| n.as_str()).collect();
+    let held: std::collections::HashMap<&str, &crate::reconcile::Held> = report
+        .held
+        .iter()
+        .filter(|h| matches!(h.why, HeldWhy::MassRemoval | HeldWhy::Settling))
+        .map(|h| (h.name.as_str(), h))
+        .collect();
+    let mut problem_of: std::collections::HashMap<&std::path::Path, String> = Default::default();
+    for p in &report.problems {
+        problem_of.entry(p.file.as_path()).or_insert_with(|| p.to_string());
+    }
+    let mut profiles: Vec<ProfileInfo> = rec
+        .manifest
+        .profiles
+        .iter()
+        .map(|(name, o)| {
+            let mut error = problem_of.get(o.file.as_path()).cloned().unwrap_or_default();
+            let hold = held.get(name.as_str());
+            let state = if deferred.contains(name.as_str()) {
+                "deferred"
+            } else if let Some(h) = hold {
+                // No source defines it; its removal waits.
+                error = h.reason.clone();
+                "held"
+            } else if !error.is_empty() {
+                // The last good version is loaded; the current file is not.
+                "invalid"
+            } else {
+                "loaded"
+            };
+            ProfileInfo {
+                name: name.clone(),
+                mode: o.mode.clone(),
+                state: state.into(),
+                file: crate::escape::path(&o.file),
+                sha256: o.sha256.clone(),
+                error,
+            }
+        })
+        .collect();
+    let owned_files: HashSet<&std::path::Path> = rec.manifest.profiles.values().map(|o| o.file.as_path()).collect();
+    for p in &report.problems {
+        if !owned_files.contains(p.file.as_path()) {
+            profiles.push(ProfileInfo {
+                name: String::new(),
+                mode: String::new(),
+                state: format!("{:?}", p.kind).to_lowercase(),
+                file: crate::escape::path(&p.file),
+                sha256: String::new(),
+                error: p.to_string(),
+            });
+        }
+    }
+    let counts = [
+        ("loaded", status.loaded),
+        ("invalid", status.invalid),
+        ("refused", status.refused),
+        ("deferred", status.deferred),
+        ("held", status.held),
+        ("unavailable", status.unavailable.len()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v as u32))
+    .collect();
+    Published {
+        state: if report.is_clean() && status.held == 0 {
+            "ready"
+        } else {
+            "degraded"
+        }
+        .into(),
+        counts,
+        last_sync_usec: now_usec(),
+        last_sync_summary: report.summary(),
+        profiles,
+        problems: report.problems.iter().map(|p| p.to_string()).collect(),
+    }
+}

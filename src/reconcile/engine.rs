@@ -1,0 +1,247 @@
+//! `apply`: a plan carried out through the `Parser` and `Kernel` traits,
+//! every step recorded in the manifest and store.
+
+use super::*;
+
+/// What to do with each plan, and with what.
+pub struct Engine<'a> {
+    pub parser: &'a dyn Parser,
+    pub kernel: &'a dyn Kernel,
+    pub state: &'a StateDir,
+    pub opts: LoadOptions,
+    /// Set when armord is stopping: finish the current step, start no other.
+    pub cancel: &'a AtomicBool,
+}
+
+/// Map diagnostics that name a store path back to the source file.
+pub(super) fn rename_diagnostics(diags: Vec<Diagnostic>, store_path: &Path, file: &Path) -> Vec<Diagnostic> {
+    diags
+        .into_iter()
+        .map(|mut d| {
+            if d.file.as_deref().is_none_or(|f| f == store_path) {
+                d.file = Some(file.to_owned());
+            }
+            d.message = d
+                .message
+                .replace(&*store_path.to_string_lossy(), &file.to_string_lossy());
+            d
+        })
+        .collect()
+}
+
+pub(super) fn error_diagnostics(e: &ParserError, file: &Path) -> Vec<Diagnostic> {
+    match e {
+        ParserError::Failed { diagnostics, .. } => diagnostics
+            .iter()
+            .filter(|d| d.file.as_deref().is_none_or(|f| f == file))
+            .cloned()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .chain(diagnostics.is_empty().then(|| Diagnostic {
+                file: None,
+                line: None,
+                message: e.to_string(),
+            }))
+            .collect(),
+        other => vec![Diagnostic {
+            file: None,
+            line: None,
+            message: other.to_string(),
+        }],
+    }
+}
+
+impl Engine<'_> {
+    pub(super) fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
+
+    /// Run `op` over all files at once; when that fails, over each file alone
+    /// to isolate the failure. Returns the per-file errors (empty: all good).
+    pub(super) fn batched(
+        &self,
+        files: &[PathBuf],
+        op: impl Fn(&[PathBuf]) -> Result<(), ParserError>,
+    ) -> Result<BTreeMap<PathBuf, ParserError>, ApplyError> {
+        let mut failed = BTreeMap::new();
+        if files.is_empty() {
+            return Ok(failed);
+        }
+        let first = match op(files) {
+            Ok(()) => return Ok(failed),
+            Err(e) if e.is_fatal() => return Err(ApplyError::Parser(e)),
+            Err(e) => e,
+        };
+        if files.len() == 1 {
+            failed.insert(files[0].clone(), first);
+            return Ok(failed);
+        }
+        // Files the parser named are set aside; if the rest passes in one run,
+        // we are done. Otherwise, one run per file.
+        let named: Vec<&PathBuf> = files
+            .iter()
+            .filter(|f| first.diagnostics().iter().any(|d| d.file.as_ref() == Some(*f)))
+            .collect();
+        let rest: Vec<PathBuf> = files.iter().filter(|f| !named.contains(f)).cloned().collect();
+        let named_only = !named.is_empty() && (rest.is_empty() || op(&rest).is_ok());
+        let retry_each: Vec<PathBuf> = if named_only {
+            named.into_iter().cloned().collect()
+        } else {
+            files.to_vec()
+        };
+        for f in retry_each {
+            if self.cancelled() {
+                break;
+            }
+            match op(std::slice::from_ref(&f)) {
+                Ok(()) => {}
+                Err(e) if e.is_fatal() => return Err(ApplyError::Parser(e)),
+                Err(e) => {
+                    failed.insert(f, e);
+                }
+            }
+        }
+        Ok(failed)
+    }
+
+    /// Carry out a plan. The manifest is written before each kernel change
+    /// (intent) and after (result), so a crash at any point converges.
+    pub fn apply(&self, plan: &Plan, manifest: &mut Manifest) -> Result<Report, ApplyError> {
+        let mut report = Report {
+            unchanged: plan.keeps.len(),
+            held: plan.held.clone(),
+            problems: plan.problems.clone(),
+            recheck_in: plan.recheck_in,
+            ..Default::default()
+        };
+        for (name, file, source) in &plan.relocations {
+            if let Some(o) = manifest.profiles.get_mut(name) {
+                o.file = file.clone();
+                o.source = source.clone();
+            }
+        }
+
+        if self.cancelled() {
+            report.cancelled = true;
+            return Ok(report);
+        }
+        // Loads: record intent, load in one batch, isolate failures.
+        let mut by_path: BTreeMap<PathBuf, &LoadAction> = BTreeMap::new();
+        for a in &plan.loads {
+            let path = self.state.store_path(&a.sha256);
+            if self.state.store_get(&a.sha256).is_none() {
+                report.problems.push(Problem::new(
+                    ProblemKind::LoadFailed,
+                    a.file.clone(),
+                    format!("stored copy {} is missing or damaged", path.display()),
+                ));
+                continue;
+            }
+            for n in &a.names {
+                manifest.pending.insert(
+                    n.clone(),
+                    PendingLoad {
+                        file: a.file.clone(),
+                        source: a.source.clone(),
+                        sha256: a.sha256.clone(),
+                        complain: self.opts.complain,
+                    },
+                );
+            }
+            by_path.insert(path, a);
+        }
+        if !by_path.is_empty() {
+            self.state.save_manifest_volatile(manifest)?;
+            let paths: Vec<PathBuf> = by_path.keys().cloned().collect();
+            let failed = self.batched(&paths, |fs| self.parser.load(fs, self.opts))?;
+            let _ = crate::failpoint::hit("after-load");
+            let kernel = self.kernel.loaded()?;
+            for (path, a) in &by_path {
+                if let Some(e) = failed.get(path) {
+                    report.transient |= !e.is_rejection();
+                    for d in rename_diagnostics(error_diagnostics(e, path), path, &a.file) {
+                        report
+                            .problems
+                            .push(Problem::from_diagnostic(ProblemKind::LoadFailed, &a.file, &d));
+                    }
+                    continue;
+                }
+                for n in &a.names {
+                    manifest.pending.remove(n);
+                    let Some(mode) = kernel.get(n) else {
+                        report.problems.push(Problem::new(
+                            ProblemKind::LoadFailed,
+                            a.file.clone(),
+                            format!("the parser loaded the file but the kernel does not list profile `{n}`"),
+                        ));
+                        continue;
+                    };
+                    manifest.profiles.insert(
+                        n.clone(),
+                        Owned {
+                            file: a.file.clone(),
+                            source: a.source.clone(),
+                            sha256: a.sha256.clone(),
+                            complain: self.opts.complain,
+                            mode: mode.clone(),
+                        },
+                    );
+                    match a.kind {
+                        LoadKind::New => report.loaded.push(n.clone()),
+                        LoadKind::Replace => report.replaced.push(n.clone()),
+                        LoadKind::Restore => report.restored.push(n.clone()),
+                    }
+                }
+            }
+            // Failed loads: whatever the kernel holds now is still ours.
+            report.adopted = manifest.recover(&kernel);
+            // Durable now: boot restore reads these stored files.
+            self.state.store_sync(by_path.values().map(|a| a.sha256.as_str()))?;
+            self.state.save_manifest(manifest)?;
+        }
+
+        // Removals: mark, remove, forget.
+        if !plan.removes.is_empty() {
+            manifest.removing.extend(plan.removes.iter().cloned());
+            self.state.save_manifest(manifest)?;
+            for name in &plan.removes {
+                manifest.removing.remove(name);
+                if self.cancelled() {
+                    report.cancelled = true;
+                    continue;
+                }
+                match self.kernel.remove(name) {
+                    Ok(()) => {
+                        let _ = crate::failpoint::hit("between-removes");
+                        manifest.profiles.remove(name);
+                        report.removed.push(name.clone());
+                    }
+                    Err(e) => {
+                        let file = manifest.profiles.get(name).map(|o| o.file.clone()).unwrap_or_default();
+                        report.problems.push(Problem::new(
+                            ProblemKind::RemoveFailed,
+                            file,
+                            format!("cannot remove profile `{name}`: {e}"),
+                        ));
+                    }
+                }
+            }
+        }
+        for name in &plan.forgets {
+            manifest.profiles.remove(name);
+        }
+        report.deferred = plan.defers.clone();
+        for v in [
+            &mut report.loaded,
+            &mut report.replaced,
+            &mut report.restored,
+            &mut report.removed,
+        ] {
+            v.sort();
+        }
+        if !plan.removes.is_empty() || !plan.forgets.is_empty() || !plan.relocations.is_empty() {
+            self.state.save_manifest(manifest)?;
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,63 @@
+//! How long each source has stood still: fingerprints of its reads, change
+//! times and watch events.
+
+use super::*;
+
+/// What the reads of one source found, and since when.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Still {
+    pub(super) fingerprint: u64,
+    /// When the source last changed, as far as reads, change times and
+    /// watch events tell.
+    pub(super) since: Instant,
+    /// The last two reads agreed.
+    pub(super) confirmed: bool,
+    pub(super) read_at: Instant,
+}
+
+/// What a read of a source found: its revision, every file and its hash,
+/// every refusal. Two reads with the same fingerprint saw the same source.
+pub(super) fn fingerprint(snap: &source::SourceSnapshot) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    snap.revision.hash(&mut h);
+    for f in &snap.files {
+        f.path.hash(&mut h);
+        f.sha256.hash(&mut h);
+    }
+    for r in &snap.refused {
+        r.path.hash(&mut h);
+        r.reason.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// The instant a wall-clock time (since the epoch) was, at most `now`.
+pub(super) fn instant_of(wall: Duration, now: Instant) -> Instant {
+    let wall_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    now.checked_sub(wall_now.saturating_sub(wall)).unwrap_or(now)
+}
+
+/// The sources that a read now finds different from their last read (or
+/// that cannot be read now).
+pub(super) fn moved_sources(
+    config: &Config,
+    limits: &Limits,
+    caches: &mut HashMap<PathBuf, source::ReadCache>,
+    stillness: &HashMap<PathBuf, Still>,
+) -> std::collections::HashSet<PathBuf> {
+    let mut moved = std::collections::HashSet::new();
+    for src in &config.sources {
+        let cache = caches.entry(src.path.clone()).or_default();
+        let same = match source::snapshot_cached(src, limits, cache) {
+            SnapshotResult::Ok(snap) => stillness
+                .get(&src.path)
+                .is_some_and(|st| st.fingerprint == fingerprint(&snap)),
+            SnapshotResult::Unavailable(_) => false,
+        };
+        if !same {
+            moved.insert(src.path.clone());
+        }
+    }
+    moved
+}

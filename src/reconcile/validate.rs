@@ -1,0 +1,137 @@
+//! Validation of changed files by the real parser, remembered by content.
+
+use super::*;
+
+/// Remembers verdicts by content, so an unchanged file is never compiled
+/// twice and a broken one is not retried until it changes.
+#[derive(Debug, Default)]
+pub struct Validator {
+    memo: HashMap<(String, bool), Verdict>,
+    /// Parser runs in the last validation that timed out or crashed.
+    pub transient: usize,
+}
+
+pub(super) const MEMO_LIMIT: usize = 20_000;
+
+impl Validator {
+    pub fn forget(&mut self) {
+        self.memo.clear();
+    }
+
+    fn remember(&mut self, sha256: &str, complain: bool, verdict: &Verdict) {
+        if self.memo.len() > MEMO_LIMIT {
+            self.memo.clear();
+        }
+        self.memo.insert((sha256.to_owned(), complain), verdict.clone());
+    }
+
+    /// Validate every file of the snapshots. Files whose content armord
+    /// already loaded, or already judged, need no parser call.
+    pub fn validate(
+        &mut self,
+        files: Vec<(source::SourceFile, PathBuf)>,
+        manifest: &Manifest,
+        engine: &Engine,
+        mode: ForcedMode,
+        may_define: &mut BTreeMap<PathBuf, Vec<String>>,
+    ) -> Result<Vec<DesiredFile>, ApplyError> {
+        let complain = engine.opts.complain;
+        self.transient = 0;
+        let mut by_sha: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (name, o) in &manifest.profiles {
+            if o.complain == complain && !o.sha256.is_empty() {
+                by_sha.entry(o.sha256.as_str()).or_default().push(name.clone());
+            }
+        }
+        let mut out = Vec::with_capacity(files.len());
+        let mut check: Vec<(usize, PathBuf, String)> = Vec::new();
+        for (f, src) in files {
+            let verdict = if let Some(names) = by_sha.get(f.sha256.as_str()) {
+                Some(Verdict::Valid { names: names.clone() })
+            } else if let Some(v) = self.memo.get(&(f.sha256.clone(), complain)) {
+                // Judged good before but not loaded now: its stored copy may
+                // have been collected since.
+                if matches!(v, Verdict::Valid { .. }) {
+                    engine.state.store_put(&f.sha256, f.content.as_bytes())?;
+                }
+                Some(v.clone())
+            } else if let Some(why) = policy_violation(&f.content) {
+                Some(Verdict::Refused { reason: why })
+            } else if mode == ForcedMode::Enforce
+                && let Some(d) = declared_profiles(&f.content).into_iter().find(|d| d.mode == "complain")
+            {
+                Some(Verdict::Refused {
+                    reason: format!(
+                        "profile `{}` declares complain mode, and mode = \"enforce\" is configured",
+                        d.name
+                    ),
+                })
+            } else {
+                None
+            };
+            if let Some(Verdict::Invalid { .. } | Verdict::Refused { .. }) = &verdict {
+                may_define.insert(f.path.clone(), names_a_file_may_define(&f.content));
+            }
+            if verdict.is_none() {
+                let path = engine.state.store_put(&f.sha256, f.content.as_bytes())?;
+                check.push((out.len(), path, f.content));
+            }
+            out.push(DesiredFile {
+                path: f.path,
+                source: src,
+                sha256: f.sha256,
+                verdict: verdict.unwrap_or(Verdict::Valid { names: Vec::new() }),
+            });
+        }
+        if check.is_empty() {
+            return Ok(out);
+        }
+
+        // Names and the compile, each in one parser run, side by side: one
+        // after the other would add a process's latency to every change. A
+        // file the names run rejects fails its compile too; the names
+        // verdict is the one reported.
+        let paths: Vec<PathBuf> = check.iter().map(|(_, p, _)| p.clone()).collect();
+        let (names, compiled) = std::thread::scope(|s| {
+            let compile = s.spawn(|| engine.batched(&paths, |fs| engine.parser.compile(fs, engine.opts)));
+            (engine.parser.names(&paths), compile.join())
+        });
+        let names = names.map_err(ApplyError::Parser)?;
+        let mut failed = compiled.map_err(|_| {
+            ApplyError::Parser(ParserError::Output {
+                program: PathBuf::from("apparmor_parser"),
+                message: "the thread running the compile panicked".into(),
+            })
+        })??;
+        for ((i, path, content), names) in check.into_iter().zip(names) {
+            let compile_error = failed.remove(&path);
+            let verdict_error = match names {
+                Err(e) => Some(e),
+                Ok(_) if compile_error.is_some() => compile_error,
+                Ok(names) => {
+                    // Children and hats (`a//b`) go with their parent; a
+                    // namespace (`:ns://a`) stays, for the name rules to refuse.
+                    let top: Vec<String> = names
+                        .into_iter()
+                        .filter(|n| n.starts_with(':') || !n.contains("//"))
+                        .collect();
+                    out[i].verdict = Verdict::Valid { names: top };
+                    None
+                }
+            };
+            if let Some(e) = verdict_error {
+                may_define.insert(out[i].path.clone(), names_a_file_may_define(&content));
+                out[i].verdict = Verdict::Invalid {
+                    diagnostics: rename_diagnostics(error_diagnostics(&e, &path), &path, &out[i].path),
+                };
+                // Timeouts and crashes may pass next time: do not remember them.
+                if !e.is_rejection() {
+                    self.transient += 1;
+                    continue;
+                }
+            }
+            self.remember(&out[i].sha256, complain, &out[i].verdict);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,122 @@
+//! The read cache: a file whose metadata is unchanged since a settled read
+//! is served from memory.
+
+use super::*;
+
+/// What a file's metadata said when it was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Stamp {
+    pub(super) dev: u64,
+    pub(super) ino: u64,
+    pub(super) size: u64,
+    pub(super) mtime: (i64, i64),
+    pub(super) ctime: (i64, i64),
+}
+
+impl Stamp {
+    pub(super) fn of_stat(st: &nix::sys::stat::FileStat) -> Self {
+        Stamp {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size.max(0) as u64,
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+        }
+    }
+
+    pub(super) fn of(m: &fs::Metadata) -> Self {
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+
+    /// Changed long enough before `read_at` that a later change cannot share
+    /// its timestamps: file times tick in steps of up to a few milliseconds,
+    /// so a file read just after a write could be written again unseen.
+    pub(super) fn settled(&self, read_at: Duration) -> bool {
+        self.changed() + SETTLE < read_at
+    }
+
+    /// The change time, since the epoch.
+    pub(super) fn changed(&self) -> Duration {
+        Duration::new(self.ctime.0.max(0) as u64, self.ctime.1.clamp(0, 999_999_999) as u32)
+    }
+}
+
+/// The change time of `path` itself (a link is not followed), since the epoch.
+pub(super) fn ctime_of(path: &Path) -> Duration {
+    fs::symlink_metadata(path)
+        .map(|m| Stamp::of(&m).changed())
+        .unwrap_or_default()
+}
+
+/// Files changed more recently than this before they were read are read again.
+pub(super) const SETTLE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+pub(super) struct Cached {
+    pub(super) stamp: Stamp,
+    pub(super) content: String,
+    pub(super) sha256: String,
+}
+
+/// The files of one source as last read. A file whose metadata (device,
+/// inode, size, mtime, ctime) is unchanged since a settled read is not read
+/// again: with a thousand files, one changed file costs one read, not a
+/// thousand.
+#[derive(Debug, Default)]
+pub struct ReadCache {
+    /// The directory the files were read from (a layout swap changes it).
+    pub(super) dir: PathBuf,
+    /// By file name.
+    pub(super) files: HashMap<String, Cached>,
+    /// Added to the clock when judging whether a file has settled (tests).
+    pub(super) skew: Duration,
+}
+
+impl ReadCache {
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+pub(super) fn now_since_epoch() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+/// The cache a read looks in (`old`) and the one it fills (`new`).
+pub(super) struct CacheIo {
+    /// The directory being read, for one `fstatat` per file.
+    pub(super) dir: Option<fs::File>,
+    pub(super) old: HashMap<String, Cached>,
+    pub(super) new: HashMap<String, Cached>,
+    pub(super) read_at: Duration,
+    /// The newest file change time seen.
+    pub(super) newest: Duration,
+}
+
+impl CacheIo {
+    /// The cached file `name`, when its metadata still is `stamp`; kept for
+    /// the next snapshot.
+    pub(super) fn take(&mut self, name: &str, stamp: &Stamp, display: &Path) -> Option<SourceFile> {
+        if self.old.get(name).is_none_or(|hit| hit.stamp != *stamp) {
+            return None;
+        }
+        let (key, hit) = self.old.remove_entry(name)?;
+        let file = SourceFile {
+            path: display.to_owned(),
+            content: hit.content.clone(),
+            sha256: hit.sha256.clone(),
+        };
+        self.new.insert(key, hit);
+        Some(file)
+    }
+}

@@ -1,0 +1,229 @@
+//! Sources: layout detection and consistent snapshots.
+//!
+//! A snapshot resolves the layout's symlink once and reads every file through
+//! that one resolved directory. When the link moves while we read (a ConfigMap
+//! or git-sync swap), the snapshot is taken again, so it always holds exactly
+//! one revision.
+
+mod cache;
+mod layout;
+mod read;
+#[cfg(test)]
+mod tests;
+
+use crate::config::{LayoutKind, SourceConfig};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fs;
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use cache::ReadCache;
+use cache::*;
+pub use layout::resolve;
+use layout::*;
+use read::*;
+
+/// How often a snapshot is retried when the link keeps moving under it.
+const SWAP_RETRIES: usize = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    Plain,
+    Configmap,
+    GitSync,
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Layout::Plain => "plain",
+            Layout::Configmap => "configmap",
+            Layout::GitSync => "git-sync",
+        })
+    }
+}
+
+/// Where a source's files are read from, once detected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub layout: Layout,
+    /// The directory that holds the layout (for git-sync, the git-sync root).
+    pub root: PathBuf,
+    /// The symlink that the layout swaps (`..data`, or the git-sync link).
+    pub link: Option<PathBuf>,
+    /// What `link` pointed to when resolved (the revision).
+    pub revision: Option<PathBuf>,
+    /// The directory files are read from: `root/revision[/subdir]`, or the root.
+    pub dir: PathBuf,
+    /// How files are named to the operator: `root/..` path as the tool shows it.
+    pub display_dir: PathBuf,
+}
+
+/// A source that holds no usable directory right now. Never read as empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unavailable {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceFile {
+    /// The file as the operator names it (source path joined with the key).
+    pub path: PathBuf,
+    pub content: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Refusal {
+    pub path: PathBuf,
+    pub reason: String,
+    /// The file's text, lossily decoded, when it was read but refused for
+    /// its encoding (not UTF-8, a NUL byte): the names it may define are
+    /// read from it, so that it still protects them.
+    #[serde(skip)]
+    pub text: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceSnapshot {
+    /// The configured source path.
+    pub source: PathBuf,
+    pub layout: Layout,
+    pub revision: Option<PathBuf>,
+    pub files: Vec<SourceFile>,
+    pub refused: Vec<Refusal>,
+    /// The newest change time (ctime, since the epoch) seen on the directory,
+    /// the layout's link and root, and the files read: how long the source
+    /// has stood still, as the file system tells it.
+    #[serde(skip)]
+    pub newest_change: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotResult {
+    Ok(SourceSnapshot),
+    Unavailable(Unavailable),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_file_bytes: u64,
+    pub max_files: usize,
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    let digest = Sha256::digest(data);
+    let mut out = String::with_capacity(64);
+    for b in digest.iter() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// Names that are never profiles: dotfiles (which covers `..data`, the
+/// timestamped ConfigMap directories, `.git`, `.#lock` files), editor and
+/// package-manager leftovers, and documentation.
+pub fn skipped_name(name: &str) -> bool {
+    name.starts_with('.')
+        || name.ends_with('~')
+        || (name.starts_with('#') && name.ends_with('#'))
+        || name.ends_with(".swp")
+        || name.contains(".dpkg-")
+        || name.contains(".rpmnew")
+        || name.contains(".rpmsave")
+        || name.contains(".rpmorig")
+        || name.ends_with(".md")
+        || name == "README"
+        || name == "LICENSE"
+}
+
+fn unavailable(path: &Path, reason: impl Into<String>) -> Unavailable {
+    Unavailable {
+        path: path.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        ErrorKind::NotFound => "does not exist".into(),
+        ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Read one file with a source's rules (size, encoding, NUL bytes), for
+/// offline validation. The file's own directory is its root.
+pub fn read_one(path: &Path, limits: &Limits) -> Result<SourceFile, String> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or("file name is not UTF-8")?;
+    let root_canon = fs::canonicalize(dir).map_err(|e| io_reason(&e))?;
+    match read_entry(dir, &root_canon, name, path.to_owned(), limits, None) {
+        Read1::File(f) => Ok(f),
+        Read1::Refused(r) | Read1::Undecodable(r, _) => Err(r),
+        Read1::Skip => Err("is a directory".into()),
+        Read1::Vanished => Err("does not exist".into()),
+    }
+}
+
+/// Take a snapshot of one source: one revision, never a mix.
+pub fn snapshot(cfg: &SourceConfig, limits: &Limits) -> SnapshotResult {
+    snapshot_cached(cfg, limits, &mut ReadCache::default())
+}
+
+/// [`snapshot`], reading only the files that changed since `cache` was filled.
+pub fn snapshot_cached(cfg: &SourceConfig, limits: &Limits, cache: &mut ReadCache) -> SnapshotResult {
+    for _ in 0..SWAP_RETRIES {
+        let r = match resolve(cfg) {
+            Ok(r) => r,
+            Err(u) => return SnapshotResult::Unavailable(u),
+        };
+        let snap = match read_dir_once(cfg, &r, limits, cache) {
+            Ok(s) => s,
+            Err(u) => return SnapshotResult::Unavailable(u),
+        };
+        // Re-check the link: if it moved, what we read may be the old revision
+        // mixed with nothing, or a revision being deleted. Take it again.
+        if let Some(link) = &r.link {
+            let now = fs::read_link(link)
+                .ok()
+                .map(|t| normalize(&link_target_rel(link, &t, &r.root)));
+            if now.as_ref() != r.revision.as_ref() {
+                continue;
+            }
+        }
+        match snap {
+            Some(s) => return SnapshotResult::Ok(s),
+            None => continue,
+        }
+    }
+    SnapshotResult::Unavailable(unavailable(
+        &cfg.path,
+        "the source kept changing while it was read; will retry",
+    ))
+}
+
+/// The revision a link target names, relative to the root (as `resolve` stores it).
+fn link_target_rel(link: &Path, target: &Path, root: &Path) -> PathBuf {
+    let abs = match link.parent() {
+        Some(parent) if target.is_relative() => parent.join(target),
+        _ => target.to_owned(),
+    };
+    let abs = normalize(&abs);
+    match abs.strip_prefix(root) {
+        Ok(rel) => rel.to_owned(),
+        Err(_) => abs,
+    }
+}

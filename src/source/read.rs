@@ -1,0 +1,257 @@
+//! Reading a resolved source: every file with the source's rules, through
+//! one directory.
+
+use super::*;
+
+pub(super) enum Read1 {
+    File(SourceFile),
+    Refused(String),
+    /// Read, but refused for its bytes: the reason and the lossy text.
+    Undecodable(String, String),
+    Skip,
+    /// The directory went away under us: a swap happened.
+    Vanished,
+}
+
+pub(super) fn read_entry(
+    dir: &Path,
+    root_canon: &Path,
+    name: &str,
+    display: PathBuf,
+    limits: &Limits,
+    mut cache: Option<&mut CacheIo>,
+) -> Read1 {
+    let path = dir.join(name);
+    // The common case first: a regular file, unchanged since a settled read.
+    if let Some(c) = cache.as_deref_mut()
+        && let Some(d) = &c.dir
+        && let Ok(st) = nix::sys::stat::fstatat(d, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        && st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG
+        && (st.st_size.max(0) as u64) <= limits.max_file_bytes
+        && let Some(file) = c.take(name, &Stamp::of_stat(&st), &display)
+    {
+        c.newest = c.newest.max(Stamp::of_stat(&st).changed());
+        return Read1::File(file);
+    }
+    let lmeta = match fs::symlink_metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Read1::Vanished,
+        Err(e) => return Read1::Refused(format!("cannot stat: {}", io_reason(&e))),
+    };
+    let mut open_path = path.clone();
+    let is_link = lmeta.file_type().is_symlink();
+    if is_link {
+        let canon = match fs::canonicalize(&path) {
+            Ok(c) => c,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Read1::Refused("dangling symlink".into());
+            }
+            Err(e) => return Read1::Refused(format!("cannot resolve symlink: {}", io_reason(&e))),
+        };
+        if !canon.starts_with(root_canon) {
+            return Read1::Refused(format!(
+                "symlink leaves the source root (points to {})",
+                canon.display()
+            ));
+        }
+        open_path = canon;
+    }
+    let meta = if is_link {
+        match fs::metadata(&open_path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Read1::Vanished,
+            Err(e) => return Read1::Refused(format!("cannot stat: {}", io_reason(&e))),
+        }
+    } else {
+        lmeta
+    };
+    if meta.is_dir() {
+        return Read1::Skip;
+    }
+    if !meta.is_file() {
+        return Read1::Refused("not a regular file".into());
+    }
+    if meta.len() > limits.max_file_bytes {
+        return Read1::Refused(format!(
+            "{} bytes is over the limit of {} bytes (max_file_bytes)",
+            meta.len(),
+            limits.max_file_bytes
+        ));
+    }
+    let stamp = Stamp::of(&meta);
+    if let Some(c) = cache.as_deref_mut() {
+        c.newest = c.newest.max(stamp.changed());
+    }
+    // A symlink (a ConfigMap key) whose target is unchanged.
+    if let Some(c) = cache.as_deref_mut()
+        && let Some(file) = c.take(name, &stamp, &display)
+    {
+        return Read1::File(file);
+    }
+    // O_NONBLOCK so that a file swapped for a FIFO between stat and open cannot block us.
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOFOLLOW)
+        .open(&open_path);
+    let file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Read1::Vanished,
+        Err(e) => return Read1::Refused(format!("cannot open: {}", io_reason(&e))),
+    };
+    let mut buf = Vec::with_capacity(meta.len() as usize);
+    if let Err(e) = file.take(limits.max_file_bytes + 1).read_to_end(&mut buf) {
+        return Read1::Refused(format!("cannot read: {}", io_reason(&e)));
+    }
+    if buf.len() as u64 > limits.max_file_bytes {
+        return Read1::Refused(format!(
+            "grew past the limit of {} bytes (max_file_bytes) while read",
+            limits.max_file_bytes
+        ));
+    }
+    // A UTF-8 byte-order mark is not part of the text: the parser would
+    // reject it as an unexpected character.
+    let body = buf.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&buf);
+    let sha256 = sha256_hex(body);
+    let content = match std::str::from_utf8(body) {
+        Ok(s) => s.to_owned(),
+        Err(e) => {
+            return Read1::Undecodable(
+                format!("not UTF-8 (invalid byte at offset {})", e.valid_up_to()),
+                String::from_utf8_lossy(body).into_owned(),
+            );
+        }
+    };
+    if let Some(pos) = content.find('\0') {
+        return Read1::Undecodable(
+            format!("contains a NUL byte at offset {pos}"),
+            content.replace('\0', " "),
+        );
+    }
+    if let Some(c) = cache
+        && stamp.settled(c.read_at)
+        && file_unchanged(&open_path, &stamp)
+    {
+        c.new.insert(
+            name.to_owned(),
+            Cached {
+                stamp,
+                content: content.clone(),
+                sha256: sha256.clone(),
+            },
+        );
+    }
+    Read1::File(SourceFile {
+        path: display,
+        content,
+        sha256,
+    })
+}
+
+/// The file still has the metadata it had before the read (it was not
+/// written while we read it).
+pub(super) fn file_unchanged(path: &Path, before: &Stamp) -> bool {
+    fs::metadata(path).map(|m| Stamp::of(&m) == *before).unwrap_or(false)
+}
+
+/// Read every file of a resolved source. `None` when the directory vanished
+/// (the revision was swapped out while we read).
+pub(super) fn read_dir_once(
+    cfg: &SourceConfig,
+    r: &Resolved,
+    limits: &Limits,
+    cache: &mut ReadCache,
+) -> Result<Option<SourceSnapshot>, Unavailable> {
+    let entries = match fs::read_dir(&r.dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound && r.link.is_some() => return Ok(None),
+        Err(e) => return Err(unavailable(&r.display_dir, io_reason(&e))),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(e) => match e.file_name().into_string() {
+                Ok(n) => names.push(n),
+                Err(raw) => names.push(raw.to_string_lossy().into_owned() + "\u{0}"),
+            },
+            Err(e) if e.kind() == ErrorKind::NotFound && r.link.is_some() => return Ok(None),
+            Err(e) => return Err(unavailable(&r.display_dir, io_reason(&e))),
+        }
+    }
+    names.sort();
+    let root_canon = fs::canonicalize(&r.root).map_err(|e| unavailable(&r.root, io_reason(&e)))?;
+    let mut snap = SourceSnapshot {
+        source: cfg.path.clone(),
+        layout: r.layout,
+        revision: r.revision.clone(),
+        files: Vec::new(),
+        refused: Vec::new(),
+        newest_change: Duration::ZERO,
+    };
+    let old = if cache.dir == r.dir {
+        std::mem::take(&mut cache.files)
+    } else {
+        HashMap::new()
+    };
+    let mut io = CacheIo {
+        dir: (!old.is_empty()).then(|| fs::File::open(&r.dir).ok()).flatten(),
+        new: HashMap::with_capacity(old.len()),
+        old,
+        read_at: now_since_epoch() + cache.skew,
+        newest: Duration::ZERO,
+    };
+    for name in names {
+        if let Some(lossy) = name.strip_suffix('\u{0}') {
+            snap.refused.push(Refusal {
+                path: r.display_dir.join(lossy),
+                reason: "file name is not UTF-8".into(),
+                text: None,
+            });
+            continue;
+        }
+        if skipped_name(&name) {
+            continue;
+        }
+        let display = r.display_dir.join(&name);
+        // Past the limit, files are refused by name without being read.
+        if snap.files.len() >= limits.max_files {
+            match fs::symlink_metadata(r.dir.join(&name)) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => snap.refused.push(Refusal {
+                    path: display,
+                    reason: format!("the source holds more than {} files (max_profiles)", limits.max_files),
+                    text: None,
+                }),
+                Err(e) if e.kind() == ErrorKind::NotFound && r.link.is_some() => return Ok(None),
+                Err(_) => {}
+            }
+            continue;
+        }
+        match read_entry(&r.dir, &root_canon, &name, display.clone(), limits, Some(&mut io)) {
+            Read1::File(f) => snap.files.push(f),
+            Read1::Refused(reason) => snap.refused.push(Refusal {
+                path: display,
+                reason,
+                text: None,
+            }),
+            Read1::Undecodable(reason, text) => snap.refused.push(Refusal {
+                path: display,
+                reason,
+                text: Some(text),
+            }),
+            Read1::Skip => {}
+            Read1::Vanished if r.link.is_some() => return Ok(None),
+            // A plain source: a file removed while we read is simply gone.
+            Read1::Vanished => {}
+        }
+    }
+    cache.dir = r.dir.clone();
+    cache.files = io.new;
+    // Stat the directories after the read: a rename that raced the read
+    // shows in their change times.
+    let mut newest = io.newest.max(ctime_of(&r.dir)).max(ctime_of(&r.root));
+    if let Some(link) = &r.link {
+        newest = newest.max(ctime_of(link));
+    }
+    snap.newest_change = newest;
+    Ok(Some(snap))
+}

@@ -1,0 +1,414 @@
+use super::*;
+use std::os::unix::fs::symlink;
+
+fn src(path: &Path) -> SourceConfig {
+    SourceConfig {
+        path: path.to_owned(),
+        layout: LayoutKind::Auto,
+        link: None,
+        subdir: None,
+    }
+}
+const LIMITS: Limits = Limits {
+    max_file_bytes: 1000,
+    max_files: 100,
+};
+
+fn ok(r: SnapshotResult) -> SourceSnapshot {
+    match r {
+        SnapshotResult::Ok(s) => s,
+        SnapshotResult::Unavailable(u) => panic!("unavailable: {u:?}"),
+    }
+}
+fn names(s: &SourceSnapshot) -> Vec<String> {
+    s.files
+        .iter()
+        .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Build a ConfigMap volume: ..<rev>/keys, ..data -> ..<rev>, key -> ..data/key.
+fn configmap_publish(root: &Path, rev: &str, files: &[(&str, &str)]) {
+    let d = root.join(rev);
+    fs::create_dir_all(&d).unwrap();
+    for (k, v) in files {
+        fs::write(d.join(k), v).unwrap();
+    }
+    let tmp = root.join("..data_tmp");
+    let _ = fs::remove_file(&tmp);
+    symlink(rev, &tmp).unwrap();
+    fs::rename(&tmp, root.join("..data")).unwrap();
+    for (k, _) in files {
+        let _ = symlink(format!("..data/{k}"), root.join(k));
+    }
+}
+
+fn gitsync_publish(root: &Path, hash: &str, files: &[(&str, &str)]) {
+    let d = root.join(".worktrees").join(hash);
+    fs::create_dir_all(&d).unwrap();
+    for (k, v) in files {
+        fs::write(d.join(k), v).unwrap();
+    }
+    let tmp = root.join("tmp-link");
+    let _ = fs::remove_file(&tmp);
+    symlink(format!(".worktrees/{hash}"), &tmp).unwrap();
+    fs::rename(&tmp, root.join("current")).unwrap();
+}
+
+#[test]
+fn plain_layout_reads_files_and_skips_leftovers() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path();
+    for n in [
+        "a",
+        "b",
+        ".hidden",
+        "c~",
+        "d.dpkg-old",
+        "e.rpmnew",
+        ".#lock",
+        "README.md",
+        "#x#",
+    ] {
+        fs::write(p.join(n), "profile x {}\n").unwrap();
+    }
+    fs::create_dir(p.join("sub")).unwrap();
+    fs::write(p.join("sub/inner"), "x").unwrap();
+    let s = ok(snapshot(&src(p), &LIMITS));
+    assert_eq!(s.layout, Layout::Plain);
+    assert_eq!(names(&s), ["a", "b"]);
+    assert!(s.refused.is_empty(), "{:?}", s.refused);
+    assert_eq!(s.files[0].sha256, sha256_hex(b"profile x {}\n"));
+    assert_eq!(s.files[0].path, p.join("a"));
+}
+
+#[test]
+fn configmap_layout_reads_through_data_link() {
+    let t = tempfile::tempdir().unwrap();
+    configmap_publish(t.path(), "..2026_01_01", &[("p1", "one"), ("p2", "two")]);
+    let s = ok(snapshot(&src(t.path()), &LIMITS));
+    assert_eq!(s.layout, Layout::Configmap);
+    assert_eq!(names(&s), ["p1", "p2"]);
+    assert_eq!(s.files[0].path, t.path().join("p1"));
+    assert_eq!(s.revision.as_deref(), Some(Path::new("..2026_01_01")));
+}
+
+#[test]
+fn git_sync_layout_from_root_and_from_link() {
+    let t = tempfile::tempdir().unwrap();
+    gitsync_publish(t.path(), "abc", &[("p1", "one")]);
+    fs::create_dir_all(t.path().join(".worktrees/abc/profiles")).unwrap();
+    fs::write(t.path().join(".worktrees/abc/profiles/q"), "q").unwrap();
+    let s = ok(snapshot(&src(t.path()), &LIMITS));
+    assert_eq!(s.layout, Layout::GitSync);
+    assert_eq!(names(&s), ["p1"]);
+    assert_eq!(s.files[0].path, t.path().join("current/p1"));
+    // The configured path is the link itself, with a subdirectory.
+    let mut c = src(&t.path().join("current"));
+    c.subdir = Some("profiles".into());
+    let s = ok(snapshot(&c, &LIMITS));
+    assert_eq!(s.layout, Layout::GitSync);
+    assert_eq!(names(&s), ["q"]);
+    assert_eq!(s.files[0].path, t.path().join("current/profiles/q"));
+}
+
+#[test]
+fn git_sync_before_first_publish_is_unavailable_not_empty() {
+    let t = tempfile::tempdir().unwrap();
+    fs::create_dir(t.path().join(".worktrees")).unwrap();
+    match snapshot(&src(t.path()), &LIMITS) {
+        SnapshotResult::Unavailable(u) => assert!(u.reason.contains("git-sync"), "{u:?}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn missing_and_non_directory_sources_are_unavailable() {
+    let t = tempfile::tempdir().unwrap();
+    match snapshot(&src(&t.path().join("nope")), &LIMITS) {
+        SnapshotResult::Unavailable(u) => assert_eq!(u.reason, "does not exist"),
+        other => panic!("{other:?}"),
+    }
+    fs::write(t.path().join("file"), "x").unwrap();
+    match snapshot(&src(&t.path().join("file")), &LIMITS) {
+        SnapshotResult::Unavailable(u) => assert_eq!(u.reason, "is not a directory"),
+        other => panic!("{other:?}"),
+    }
+    let mut c = src(t.path());
+    c.layout = LayoutKind::Configmap;
+    match snapshot(&c, &LIMITS) {
+        SnapshotResult::Unavailable(u) => assert!(u.reason.contains("..data"), "{u:?}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn every_refusal_kind_has_its_message() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("src");
+    fs::create_dir(&root).unwrap();
+    fs::write(root.join("big"), vec![b'a'; 1001]).unwrap();
+    fs::write(root.join("latin1"), b"profile \xe9 {}").unwrap();
+    fs::write(root.join("nul"), b"profile a {}\0").unwrap();
+    fs::write(t.path().join("outside"), "x").unwrap();
+    symlink(t.path().join("outside"), root.join("escape")).unwrap();
+    symlink("nowhere", root.join("dangling")).unwrap();
+    fs::write(root.join("target"), "ok").unwrap();
+    symlink("target", root.join("inside")).unwrap();
+    nix::unistd::mkfifo(&root.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let s = ok(snapshot(&src(&root), &LIMITS));
+    assert_eq!(names(&s), ["inside", "target"]);
+    let got: Vec<(String, &str)> = s
+        .refused
+        .iter()
+        .map(|r| {
+            (
+                r.path.file_name().unwrap().to_string_lossy().into_owned(),
+                r.reason.as_str(),
+            )
+        })
+        .collect();
+    let want = [
+        ("big", "1001 bytes is over the limit of 1000 bytes (max_file_bytes)"),
+        ("dangling", "dangling symlink"),
+        ("escape", "symlink leaves the source root"),
+        ("fifo", "not a regular file"),
+        ("latin1", "not UTF-8 (invalid byte at offset 8)"),
+        ("nul", "contains a NUL byte at offset 12"),
+    ];
+    assert_eq!(got.len(), want.len(), "{got:?}");
+    for ((gn, gr), (wn, wr)) in got.iter().zip(want) {
+        assert_eq!(gn, wn);
+        assert!(gr.starts_with(wr), "{gn}: {gr}");
+    }
+}
+
+#[test]
+fn too_many_files_refuses_the_rest_by_name() {
+    let t = tempfile::tempdir().unwrap();
+    for i in 0..5 {
+        fs::write(t.path().join(format!("p{i}")), "x").unwrap();
+    }
+    let s = ok(snapshot(
+        &src(t.path()),
+        &Limits {
+            max_file_bytes: 10,
+            max_files: 3,
+        },
+    ));
+    assert_eq!(names(&s), ["p0", "p1", "p2"]);
+    assert_eq!(s.refused.len(), 2);
+    assert_eq!(s.refused[0].path, t.path().join("p3"));
+    assert_eq!(s.refused[0].reason, "the source holds more than 3 files (max_profiles)");
+}
+
+/// Swap the link back and forth as fast as possible while snapshots are
+/// taken; each snapshot must hold one revision's files, never a mix.
+fn swap_race(publish: fn(&Path, &str, &[(&str, &str)]), cleanup: fn(&Path, &str)) {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().to_owned();
+    let files_a: Vec<(String, String)> = (0..30).map(|i| (format!("p{i:02}"), "rev-a".to_owned())).collect();
+    let files_b: Vec<(String, String)> = (0..30).map(|i| (format!("p{i:02}"), "rev-b".to_owned())).collect();
+    let as_ref = |v: &Vec<(String, String)>| v.iter().map(|(a, b)| (a.clone(), b.clone())).collect::<Vec<_>>();
+    let fa = as_ref(&files_a);
+    let fa: Vec<(&str, &str)> = fa.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    publish(&root, "rev0", &fa);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let root = root.clone();
+        std::thread::spawn(move || {
+            let mut n = 1u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let files = if n.is_multiple_of(2) { &files_a } else { &files_b };
+                let f: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+                let rev = format!("rev{n}");
+                publish(&root, &rev, &f);
+                // Delete the previous revision, as the tools do.
+                cleanup(&root, &format!("rev{}", n - 1));
+                n += 1;
+            }
+        })
+    };
+    let cfg = src(&root);
+    let mut seen = 0;
+    for _ in 0..200 {
+        if let SnapshotResult::Ok(s) = snapshot(&cfg, &LIMITS) {
+            let contents: std::collections::BTreeSet<&str> = s.files.iter().map(|f| f.content.as_str()).collect();
+            assert_eq!(s.files.len(), 30, "a snapshot lost files: {:?}", s.revision);
+            assert_eq!(contents.len(), 1, "mixed revisions: {contents:?}");
+            seen += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(seen > 0, "no snapshot succeeded");
+}
+
+#[test]
+fn configmap_swap_during_snapshot_never_mixes() {
+    swap_race(
+        |root, rev, files| configmap_publish(root, &format!("..{rev}"), files),
+        |root, rev| {
+            let _ = fs::remove_dir_all(root.join(format!("..{rev}")));
+        },
+    );
+}
+
+#[test]
+fn git_sync_swap_during_snapshot_never_mixes() {
+    swap_race(gitsync_publish, |root, rev| {
+        let _ = fs::remove_dir_all(root.join(".worktrees").join(rev));
+    });
+}
+
+#[test]
+fn read_cache_serves_settled_files_and_sees_every_change() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path();
+    fs::write(p.join("a"), "profile custom.a {}\n").unwrap();
+    fs::write(p.join("b"), "profile custom.b {}\n").unwrap();
+    let contents = |s: SourceSnapshot| -> Vec<String> { s.files.into_iter().map(|f| f.content).collect() };
+
+    // Just written: not settled, so not kept.
+    let mut cache = ReadCache::default();
+    ok(snapshot_cached(&src(p), &LIMITS, &mut cache));
+    assert!(cache.is_empty());
+
+    // Settled (as if read later): kept, and served from the cache.
+    cache.skew = Duration::from_secs(10);
+    let first = contents(ok(snapshot_cached(&src(p), &LIMITS, &mut cache)));
+    assert_eq!(cache.len(), 2);
+    assert_eq!(contents(ok(snapshot_cached(&src(p), &LIMITS, &mut cache))), first);
+
+    // Same size, rewritten in place: seen.
+    fs::write(p.join("a"), "profile custom.x {}\n").unwrap();
+    // Replaced by a rename: seen.
+    fs::write(p.join(".b.new"), "profile custom.y {}\n").unwrap();
+    fs::rename(p.join(".b.new"), p.join("b")).unwrap();
+    // Removed and added.
+    fs::write(p.join("c"), "profile custom.c {}\n").unwrap();
+    let now = contents(ok(snapshot_cached(&src(p), &LIMITS, &mut cache)));
+    assert_eq!(
+        now,
+        [
+            "profile custom.x {}\n",
+            "profile custom.y {}\n",
+            "profile custom.c {}\n"
+        ]
+    );
+    fs::remove_file(p.join("a")).unwrap();
+    let now = contents(ok(snapshot_cached(&src(p), &LIMITS, &mut cache)));
+    assert_eq!(now, ["profile custom.y {}\n", "profile custom.c {}\n"]);
+    assert_eq!(cache.len(), 2);
+
+    // A file grown past the limit is refused even though it was cached.
+    fs::write(p.join("c"), "x".repeat(100)).unwrap();
+    let tight = Limits {
+        max_file_bytes: 50,
+        max_files: 10,
+    };
+    let s = ok(snapshot_cached(&src(p), &tight, &mut cache));
+    assert_eq!(s.refused.len(), 1);
+}
+
+#[test]
+fn hostile_source_layouts() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path();
+    // The source is a symlink loop.
+    symlink(p.join("loop"), p.join("loop")).unwrap();
+    match snapshot(&src(&p.join("loop")), &LIMITS) {
+        SnapshotResult::Unavailable(u) => assert!(u.reason.contains("symbolic links"), "{u:?}"),
+        other => panic!("{other:?}"),
+    }
+    // A file in it is a symlink loop, or a 10 MiB file: refused by name;
+    // the 10 MiB file is never read (its size is enough).
+    let root = p.join("src");
+    fs::create_dir(&root).unwrap();
+    fs::write(root.join("good"), "profile custom.good {}\n").unwrap();
+    symlink(root.join("self"), root.join("self")).unwrap();
+    fs::File::create(root.join("huge")).unwrap().set_len(10 << 20).unwrap();
+    let s = ok(snapshot(&src(&root), &LIMITS));
+    assert_eq!(names(&s), ["good"]);
+    let reasons: Vec<String> = s
+        .refused
+        .iter()
+        .map(|r| format!("{}: {}", r.path.display(), r.reason))
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons[0].ends_with("huge: 10485760 bytes is over the limit of 1000 bytes (max_file_bytes)"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].contains("self: cannot resolve symlink") && reasons[1].contains("symbolic links"),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn mode_000_source_and_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("src");
+    fs::create_dir(&root).unwrap();
+    fs::write(root.join("a"), "profile custom.a {}\n").unwrap();
+    fs::set_permissions(root.join("a"), fs::Permissions::from_mode(0o000)).unwrap();
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o000)).unwrap();
+    let result = snapshot(&src(&root), &LIMITS);
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        // armord runs as root: permissions do not hide a source from it.
+        assert_eq!(names(&ok(result)), ["a"]);
+    } else {
+        match result {
+            SnapshotResult::Unavailable(u) => assert!(u.reason.contains("Permission denied"), "{u:?}"),
+            other => panic!("{other:?}"),
+        }
+        let s = ok(snapshot(&src(&root), &LIMITS));
+        assert!(s.refused[0].reason.contains("Permission denied"), "{s:?}");
+    }
+}
+
+#[test]
+fn a_hundred_thousand_files_are_refused_past_the_limit_unread() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    for i in 0..100_000 {
+        fs::write(root.join(format!("p{i:06}")), "").unwrap();
+    }
+    let limits = Limits {
+        max_file_bytes: 1000,
+        max_files: 1000,
+    };
+    // Files past the limit are not examined: a FIFO there would be
+    // refused as "not a regular file" if it were.
+    fs::remove_file(root.join("p099999")).unwrap();
+    nix::unistd::mkfifo(&root.join("p099999"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let s = ok(snapshot(&src(root), &limits));
+    assert_eq!(s.files.len(), 1000);
+    assert_eq!(s.refused.len(), 99_000);
+    assert!(s.refused.iter().all(|r| r.reason.contains("more than 1000 files")));
+    assert_eq!(s.refused[0].path, root.join("p001000"));
+}
+
+#[test]
+fn skip_rules() {
+    for n in [
+        ".x",
+        "..data",
+        "a~",
+        "a.dpkg-new",
+        "a.dpkg-old",
+        "a.rpmsave",
+        ".#a",
+        "#a#",
+        "x.md",
+    ] {
+        assert!(skipped_name(n), "{n}");
+    }
+    for n in ["usr.bin.foo", "custom.nginx", "a.profile"] {
+        assert!(!skipped_name(n), "{n}");
+    }
+}
