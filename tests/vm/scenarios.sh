@@ -107,11 +107,16 @@ boot1() {
     ln -s ..data/cm2 /srv/cm/cm2 && rm -f /srv/cm/cm1 && rm -rf /srv/cm/..v1
     printf 'profile custom.gs2 {\n  /etc/hostname r,\n}\n' > /srv/gs/.worktrees/h2/gs2
     ln -s .worktrees/h2 /srv/gs/tmp-link && mv -T /srv/gs/tmp-link /srv/gs/current && rm -rf /srv/gs/.worktrees/h1
+    # Each swap removes the only profile of its source: a mass removal,
+    # held (and shown) until the operator lets it through.
     if wait_for 15 loaded custom.cm2 && wait_for 15 loaded custom.gs2 \
-        && wait_for 15 bash -c "! grep -q '^custom.cm1 ' /sys/kernel/security/apparmor/profiles"; then
+        && wait_for 15 bash -c "armorctl status | grep -q '^held: custom.cm1'" && loaded custom.cm1 \
+        && { armorctl sync --allow-mass-removal >/dev/null || true; } \
+        && wait_for 15 bash -c "! grep -q '^custom.cm1 ' /sys/kernel/security/apparmor/profiles" \
+        && ! loaded custom.gs1; then
       pass 5-layouts
     else
-      fail 5-layouts "swaps not picked up"
+      fail 5-layouts "swaps not picked up: $(armorctl status 2>&1 | tail -n 4)"
     fi
   else
     fail 5-layouts "sources not loaded: $(armorctl status 2>&1 | tail -n 3)"
