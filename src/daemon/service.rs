@@ -21,7 +21,7 @@ use zbus::object_server::SignalEmitter;
 
 /// How often deferred removals are looked at while any exist.
 const DEFERRED_RETRY: Duration = Duration::from_secs(2);
-/// How often the exports are rewritten when a denial counter moved.
+/// How soon the exports are rewritten after a denial counter moved.
 const EXPORTS_REFRESH: Duration = Duration::from_secs(1);
 /// Backoff after a parser timeout or crash: first and largest delay.
 const BACKOFF_FIRST: Duration = Duration::from_secs(5);
@@ -344,10 +344,16 @@ impl Service {
         let watchdog = notify::watchdog_interval();
         let mut next_watchdog = watchdog.map(|w| Instant::now() + w);
         let far = || Instant::now() + Duration::from_secs(86400 * 365);
-        let denials_on = self.denials.is_some();
-        let mut next_exports = Instant::now() + EXPORTS_REFRESH;
+        // One-shot timers, kept across iterations so that no other wakeup
+        // pushes them back.
+        let mut exports_at: Option<Instant> = None;
+        let mut deferred_at: Option<Instant> = None;
         loop {
-            let deferred_at = (self.status.deferred > 0).then(|| Instant::now() + DEFERRED_RETRY);
+            if self.status.deferred == 0 {
+                deferred_at = None;
+            } else if deferred_at.is_none() {
+                deferred_at = Some(Instant::now() + DEFERRED_RETRY);
+            }
             tokio::select! {
                 change = self.watcher.next() => match change {
                     Ok(Change::Overflow) => {
@@ -380,8 +386,8 @@ impl Service {
                     self.settle_at = None;
                     self.reconcile(Trigger::Settle, true).await?;
                 }
-                _ = sleep_until(next_exports), if denials_on => {
-                    next_exports = Instant::now() + EXPORTS_REFRESH;
+                _ = sleep_until(exports_at.unwrap_or_else(far)), if exports_at.is_some() => {
+                    exports_at = None;
                     self.refresh_exports();
                 }
                 _ = sleep_until(self.retry_at.unwrap_or_else(far)), if self.retry_at.is_some() => {
@@ -393,6 +399,7 @@ impl Service {
                     self.reconcile(Trigger::Resync, false).await?;
                 }
                 _ = sleep_until(deferred_at.unwrap_or_else(far)), if deferred_at.is_some() => {
+                    deferred_at = None;
                     self.reconcile(Trigger::Resync, false).await?;
                 }
                 _ = sleep_until(next_watchdog.unwrap_or_else(far)), if next_watchdog.is_some() => {
@@ -417,6 +424,8 @@ impl Service {
                     }
                 },
                 Some(ev) = self.denial_events.recv() => {
+                    // The counters moved: the exports follow within a second.
+                    exports_at.get_or_insert_with(|| Instant::now() + EXPORTS_REFRESH);
                     if let Some(conn) = &self.bus
                         && let Ok(e) = SignalEmitter::new(conn, OBJECT_PATH)
                     {

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The end-to-end scenarios, run inside the guest as a oneshot unit at each
-# boot. Boot 1 runs vagrant/provision.sh (install + smoke) and scenarios 1-6,
-# then prepares the reboot; boot 2 runs 7-10. One "PASS name" or
+# boot, for each suite of the matrix (/opt/armord-test/suite). Boot 1 runs
+# vagrant/provision.sh (an older version + smoke), scenarios 1-6 and 11, the
+# upgrade to this tree's version, the containers (12-16, containers.sh),
+# node_exporter and AppArmor 4 rules, then prepares the reboot; boot 2 runs
+# 7-10 and, on bookworm, the .rpm. One "PASS name" or
 # "FAIL name: why" line per scenario; on a failure the armord journal is
 # printed too.
 set -u
 T=/opt/armord-test
 STATE=/var/lib/armord-test
+SUITE=$(cat "$T/suite" 2>/dev/null || echo bookworm)
 mkdir -p "$STATE"
 failed=0
 pass() { echo "PASS $1"; }
@@ -25,8 +29,107 @@ deny_write_v2() {
   sed 's|^  /tmp/\*\* rwlk,|  /tmp/** rwlk,\n  /var/tmp/vm-extra/** r,|' /usr/share/doc/armord/examples/profiles/custom.deny-write
 }
 
+# shellcheck source=tests/vm/containers.sh
+. "$T/containers.sh"
+
+# Upgrade: the older package is installed; `apt install` this tree's. The
+# kernel's profile count never dips while the service restarts, the
+# conffile is untouched, armorctl status is clean, the manifest adopted.
+upgrade() {
+  local sum0 n0 owned0 min rc ver
+  sum0=$(md5sum < /etc/armord/armord.toml)
+  n0=$(wc -l < /sys/kernel/security/apparmor/profiles)
+  owned0=$(grep -o '"custom[^"]*":{' /var/lib/armord/state.json | sort | tr -d '\n')
+  rm -f "$STATE/upgrade-done"
+  ( min=999999; while [ ! -e "$STATE/upgrade-done" ]; do
+      n=$(wc -l < /sys/kernel/security/apparmor/profiles); [ "$n" -lt "$min" ] && min=$n
+    done; echo "$min" > "$STATE/upgrade-min" ) &
+  local sampler=$!
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$T/armord.deb" > "$STATE/upgrade.log" 2>&1
+  rc=$?
+  armorctl wait --timeout 60s >/dev/null 2>&1
+  touch "$STATE/upgrade-done"; wait "$sampler"; min=$(cat "$STATE/upgrade-min")
+  ver=$(dpkg-query -W -f '${Version}' armord)
+  if [ "$rc" = 0 ] && [ "$ver" != "0.0.1~vmold" ] && [ "$min" -ge "$n0" ] \
+      && [ "$(md5sum < /etc/armord/armord.toml)" = "$sum0" ] && ! ls /etc/armord/armord.toml.dpkg-* >/dev/null 2>&1 \
+      && armorctl status >/dev/null \
+      && [ "$(grep -o '"custom[^"]*":{' /var/lib/armord/state.json | sort | tr -d '\n')" = "$owned0" ]; then
+    pass upgrade
+  else
+    fail upgrade "rc $rc, version $ver, profiles $n0 -> min $min, status: $(armorctl status 2>&1 | tail -n 2 | tr '\n' ' ') $(tail -n 3 "$STATE/upgrade.log" | tr '\n' ' ')"
+  fi
+}
+
+# node_exporter's textfile collector reads armord's export.
+node_exporter() {
+  local dir=/var/lib/prometheus/node-exporter
+  mkdir -p "$dir" /etc/armord/armord.toml.d
+  printf '[exports]\nprometheus_textfile = "%s/armord.prom"\n' "$dir" > /etc/armord/armord.toml.d/60-vm-exports.toml
+  systemctl reload armord
+  systemctl restart prometheus-node-exporter >/dev/null 2>&1 || true
+  if wait_for 60 bash -c "curl -sf http://127.0.0.1:9100/metrics | grep -q '^armord_profiles{state=\"loaded\"} [1-9]'" \
+      && wait_for 30 bash -c "curl -sf http://127.0.0.1:9100/metrics | grep -q '^armord_denials_total{profile=\"custom.deny-write\",kind=\"DENIED\"} [1-9]'"; then
+    pass node-exporter
+  else
+    fail node-exporter "$(curl -sf http://127.0.0.1:9100/metrics | grep '^armord' | head -n 5 | tr '\n' ' ')"
+  fi
+}
+
+# AppArmor 4 rules: trixie loads them; bookworm's parser refuses them with
+# the file and line, and nothing else changes.
+apparmor4() {
+  cat > /etc/armord/profiles.d/custom.aa4 <<'EOF'
+abi <abi/4.0>,
+include <tunables/global>
+profile custom.aa4 flags=(attach_disconnected) {
+  include <abstractions/base>
+  userns,
+  /** rmix,
+}
+EOF
+  if [ "$SUITE" = bookworm ]; then
+    if wait_for 30 bash -c "armorctl status | grep -q 'custom.aa4'" && ! loaded custom.aa4 \
+        && loaded custom.deny-write; then
+      pass apparmor4-refused-by-apparmor3
+    else
+      fail apparmor4-refused-by-apparmor3 "$(armorctl status 2>&1 | tail -n 2)"
+    fi
+  else
+    if wait_for 30 loaded custom.aa4 \
+        && aa-exec -p custom.aa4 -- unshare --user --map-root-user true; then
+      pass apparmor4-userns
+    else
+      fail apparmor4-userns "$(armorctl status 2>&1 | tail -n 2)"
+    fi
+  fi
+  rm -f /etc/armord/profiles.d/custom.aa4
+}
+
+# The .rpm under systemd, on a system without the .deb: the preset enables
+# the unit, it starts and loads a profile, `rpm -e` stops it and leaves the
+# profile loaded.
+rpm_package() {
+  mkdir -p /etc/armord/profiles.d
+  printf 'profile custom.rpmtest {\n  /etc/hostname r,\n}\n' > /etc/armord/profiles.d/custom.rpmtest
+  if ! rpm -i --nodeps "$T/armord.rpm" > "$STATE/rpm.log" 2>&1; then
+    fail rpm "rpm -i: $(tail -n 3 "$STATE/rpm.log" | tr '\n' ' ')"; return
+  fi
+  local enabled; enabled=$(systemctl is-enabled armord 2>&1)
+  systemctl start armord
+  if [ "$enabled" = enabled ] && systemctl is-active -q armord && wait_for 30 loaded custom.rpmtest; then
+    rpm -e armord > "$STATE/rpm-e.log" 2>&1
+    if ! systemctl is-active -q armord && loaded custom.rpmtest && [ ! -e /usr/bin/armord ]; then
+      pass rpm
+    else
+      fail rpm "after rpm -e: $(systemctl is-active armord), $(grep -c '^custom.rpmtest ' /sys/kernel/security/apparmor/profiles) loaded"
+    fi
+  else
+    fail rpm "preset: $enabled, active: $(systemctl is-active armord), $(journalctl -u armord --no-pager -n 3 | tr '\n' ' ')"
+  fi
+}
+
 boot1() {
-  bash "$T/provision.sh" "$T/armord.deb"
+  bash "$T/provision.sh" "$T/armord-old.deb"
   # 1. Readiness: start returns after READY, the unit is active, StatusText
   # has the counts, every profile is loaded with its mode.
   systemctl stop armord
@@ -162,6 +265,11 @@ boot1() {
     fail 11-allow-list "$(armorctl denials --profile custom.vmallow 2>&1 | tail -n 2)"
   fi
 
+  upgrade
+  containers
+  node_exporter
+  apparmor4
+
   # Prepare 7: a stand-in kubelet ordered after armord records what it sees,
   # and the sync directory is gone before the reboot (missing is not empty).
   cat > /etc/systemd/system/kubelet.service <<'UNIT'
@@ -176,7 +284,7 @@ UNIT
   mkdir -p /etc/systemd/system/kubelet.service.d
   cp /usr/share/doc/armord/examples/kubelet.service.d/10-armord.conf /etc/systemd/system/kubelet.service.d/
   systemctl daemon-reload && systemctl enable -q kubelet.service
-  rm -f /etc/armord/armord.toml.d/50-vm.toml
+  rm -f /etc/armord/armord.toml.d/50-vm.toml /etc/armord/armord.toml.d/60-vm-exports.toml
   mv /etc/armord/profiles.d "$STATE/profiles.d.away"
   sleep 1
   touch "$STATE/boot1-done"
@@ -221,6 +329,8 @@ boot2() {
   else
     fail 9-packaging "$before custom profiles before purge, $(grep -c '^custom\.' /sys/kernel/security/apparmor/profiles) after; /var/lib/armord $( [ -e /var/lib/armord ] && echo remains || echo gone)"
   fi
+  # The .rpm with Debian's rpm, once the .deb is purged (bookworm).
+  if [ "$SUITE" = bookworm ]; then rpm_package; fi
   pass all-scenarios-ran
 }
 
