@@ -7,6 +7,7 @@ pub mod apparmor;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod container;
 pub mod daemon;
 pub mod dbus;
 pub mod escape;

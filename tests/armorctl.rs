@@ -14,10 +14,15 @@ fn relogged(i: usize, line: &str) -> serde_json::Value {
         "__REALTIME_TIMESTAMP": "1700000000000000",
         "MESSAGE": "apparmor ...",
     });
-    for (k, v) in armord::journal::relog_fields(&armord::journal::Event {
+    let origin = armord::container::parse_path(&format!(
+        "/kubepods/besteffort/pod1b2c3d4e-5f60-4718-8293-a4b5c6d7e8f9/{}",
+        "ab".repeat(32)
+    ));
+    let ev = armord::journal::Event {
         boot_id: "b".into(),
         record: rec.into_owned(),
-    }) {
+    };
+    for (k, v) in armord::journal::relog_fields(&ev, &origin) {
         e[k] = serde_json::Value::String(v);
     }
     e
@@ -188,4 +193,52 @@ fn man_pages_and_completions_are_generated() {
         assert!(bash.contains(sub), "{sub} missing from the bash completion");
     }
     assert!(t.read("assets/man/armord.8").contains(".TH armord 8"));
+}
+
+#[test]
+fn denials_summary_counts_groups_and_names_the_container() {
+    let t = Tree::new();
+    let line = |i: usize, name: &str| {
+        format!(
+            r#"audit: type=1400 audit(1700000000.{i}:{i}): apparmor="DENIED" operation="open" class="file" profile="custom.app" name="{name}" pid=42 comm="cat" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#
+        )
+    };
+    let userns = r#"audit: type=1400 audit(1700000000.9:9): apparmor="DENIED" operation="userns_create" class="namespace" profile="custom.app" pid=43 comm="unshare" requested="userns_create" denied="userns_create""#;
+    let entries: Vec<serde_json::Value> = vec![
+        relogged(1, &line(1, "/etc/shadow")),
+        relogged(2, &line(2, "/etc/shadow")),
+        relogged(3, &line(3, "/etc/gshadow")),
+        relogged(4, &line(4, "/etc/shadow")),
+        relogged(5, userns),
+    ];
+    let j = fake_journal(&t, &entries);
+    let cfg = t.write(
+        "armord.toml",
+        &format!("state_dir = \"state\"\n[denials]\njournalctl = \"{}\"\n", j.display()),
+    );
+    let cfg = cfg.to_str().unwrap();
+    let out = run(ARMORCTL, &["--config", cfg, "denials", "--summary"]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out));
+    let lines: Vec<&str> = s.lines().collect();
+    assert_eq!(lines.len(), 4, "{s}");
+    assert!(lines[0].trim_start().starts_with("COUNT  PROFILE"), "{s}");
+    assert!(lines[1].trim_start().starts_with("3  custom.app  open"), "{s}");
+    assert!(lines[1].contains("/etc/shadow") && lines[1].contains("abababababab (pod 1b2c3d4e-"), "{s}");
+    let out = run(ARMORCTL, &["--config", cfg, "denials", "--summary", "--json"]);
+    let groups: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(groups.len(), 3);
+    assert_eq!(groups[0]["count"], 3);
+    assert_eq!(groups[0]["container"], "ab".repeat(32));
+    // Plain lines: local time, no empty column.
+    let out = run(ARMORCTL, &["--config", cfg, "denials"]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    let last = s.lines().last().unwrap();
+    let date = last.split(' ').next().unwrap();
+    assert!(date.len() == 10 && date.as_bytes()[4] == b'-', "{last}");
+    assert!(!last.contains("  "), "an empty column: {last}");
+    assert!(last.contains("DENIED custom.app userns_create userns_create comm=unshare pid=43"), "{last}");
 }

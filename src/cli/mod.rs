@@ -126,9 +126,13 @@ pub struct DenialsArgs {
     /// Keep printing new denials.
     #[arg(long, short)]
     pub follow: bool,
-    /// One JSON object per denial.
+    /// One JSON object per denial (per group with --summary).
     #[arg(long)]
     pub json: bool,
+    /// A table: profile, operation, path or peer, denied mask, count, first
+    /// and last seen, container; sorted by count.
+    #[arg(long)]
+    pub summary: bool,
 }
 
 #[derive(Debug, Args)]

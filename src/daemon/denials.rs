@@ -5,7 +5,26 @@ use crate::config::{Config, DenialScope};
 use crate::journal::{Counters, Follower, FollowerConfig, RateLimit, Stopper, relog};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A record older than this is not attributed: its process ID may name
+/// another process by now.
+const ATTRIBUTION_AGE_SECS: u64 = 30;
+
+/// The container and pod of a fresh record's process; nothing for an old
+/// record (read back after a restart) or a process that is gone.
+fn origin_of(proc_root: &Path, ev: &crate::journal::Event) -> crate::container::Origin {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let fresh = ev
+        .record
+        .audit_id
+        .is_some_and(|a| a.epoch + ATTRIBUTION_AGE_SECS >= now);
+    match ev.record.str("pid").and_then(|p| p.parse::<u32>().ok()) {
+        Some(pid) if fresh && pid > 0 => crate::container::of_pid(proc_root, pid),
+        _ => Default::default(),
+    }
+}
 use tokio::sync::mpsc;
 
 /// The denial follower's thread and what it shares with the loop.
@@ -36,6 +55,7 @@ impl Denials {
             Duration::from_secs(cfg.denials.rate_limit_interval_secs),
         );
         let (o, c) = (owned.clone(), counters.clone());
+        let proc_root = cfg.proc.clone();
         let stats = follower.stats.clone();
         let thread = std::thread::Builder::new()
             .name("denials".into())
@@ -46,8 +66,9 @@ impl Denials {
                     if !scope_all && !o.read().unwrap_or_else(|p| p.into_inner()).contains(&top) {
                         return;
                     }
+                    let origin = origin_of(&proc_root, ev);
                     let mut c = c.lock().unwrap_or_else(|p| p.into_inner());
-                    relog(ev, &mut rate, &mut c);
+                    relog(ev, &origin, &mut rate, &mut c);
                     let _ = crate::failpoint::hit("after-relog");
                     let r = &ev.record;
                     let s = |k: &str| r.str(k).map(|v| v.into_owned()).unwrap_or_default();

@@ -2,6 +2,7 @@
 //! (profile, operation, name), and counting denials per profile and kind.
 
 use super::Event;
+use crate::container::Origin;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -10,8 +11,9 @@ pub const MESSAGE_ID: &str = "3c1f6a0e8b2d4c57a9e4d21b7f5c8e90";
 /// The `MESSAGE_ID` of the entry that says how many were suppressed.
 pub const SUPPRESSED_MESSAGE_ID: &str = "8d0b5e7a1c3f4e2b9a6d0c4f7e1b3a52";
 
-/// The journal fields of one event.
-pub fn relog_fields(ev: &Event) -> Vec<(&'static str, String)> {
+/// The journal fields of one event; `origin` is the container and pod of
+/// its process, where known.
+pub fn relog_fields(ev: &Event, origin: &Origin) -> Vec<(&'static str, String)> {
     let r = &ev.record;
     let s = |k: &str| r.str(k).map(|v| v.into_owned()).unwrap_or_default();
     let mut f = vec![
@@ -60,6 +62,17 @@ pub fn relog_fields(ev: &Event) -> Vec<(&'static str, String)> {
             ev.key().map(|(b, id)| format!("{b} {id}")).unwrap_or_default(),
         ),
     ];
+    for (k, v) in [
+        ("ARMORD_CONTAINER_ID", &origin.container_id),
+        ("ARMORD_POD_UID", &origin.pod_uid),
+    ] {
+        if let Some(v) = v {
+            f.push((k, v.clone()));
+        }
+    }
+    if let Some(rt) = origin.runtime {
+        f.push(("ARMORD_CONTAINER_RUNTIME", rt.to_owned()));
+    }
     // The whole record, so `armorctl suggest` can rebuild it from the journal.
     if let Ok(json) = serde_json::to_string(r) {
         f.push(("ARMORD_RECORD", json));
@@ -210,7 +223,7 @@ impl Counters {
 }
 
 /// Re-log one event (if the rate limit allows) and count it.
-pub fn relog(ev: &Event, rl: &mut RateLimit, counters: &mut Counters) {
+pub fn relog(ev: &Event, origin: &Origin, rl: &mut RateLimit, counters: &mut Counters) {
     counters.count(ev);
     let r = &ev.record;
     let key = (
@@ -244,5 +257,5 @@ pub fn relog(ev: &Event, rl: &mut RateLimit, counters: &mut Counters) {
         "DENIED" | "KILLED" | "ERROR" => log::Level::Warn,
         _ => log::Level::Info,
     };
-    emit(level, &relog_fields(ev), &message(ev));
+    emit(level, &relog_fields(ev, origin), &message(ev));
 }
