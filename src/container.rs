@@ -153,7 +153,9 @@ mod tests {
         let cases: Vec<(String, Option<&str>, Option<&str>)> = vec![
             // containerd under kubelet, systemd and cgroupfs drivers.
             (
-                format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid_}.slice/cri-containerd-{ID}.scope"),
+                format!(
+                    "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid_}.slice/cri-containerd-{ID}.scope"
+                ),
                 Some("containerd"),
                 Some(UID),
             ),
@@ -170,7 +172,11 @@ mod tests {
                 Some("cri-o"),
                 Some(UID),
             ),
-            (format!("/kubepods/burstable/pod{UID}/crio-{ID}"), Some("cri-o"), Some(UID)),
+            (
+                format!("/kubepods/burstable/pod{UID}/crio-{ID}"),
+                Some("cri-o"),
+                Some(UID),
+            ),
             // podman, systemd (root and rootless, with a cgroup namespace) and cgroupfs.
             (format!("/machine.slice/libpod-{ID}.scope"), Some("podman"), None),
             (
@@ -183,7 +189,9 @@ mod tests {
             (format!("/system.slice/docker-{ID}.scope"), Some("docker"), None),
             (format!("/docker/{ID}"), None, None),
             (
-                format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/docker-{ID}.scope"),
+                format!(
+                    "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/docker-{ID}.scope"
+                ),
                 Some("docker"),
                 Some(UID),
             ),

@@ -224,7 +224,10 @@ fn denials_summary_counts_groups_and_names_the_container() {
     assert_eq!(lines.len(), 4, "{s}");
     assert!(lines[0].trim_start().starts_with("COUNT  PROFILE"), "{s}");
     assert!(lines[1].trim_start().starts_with("3  custom.app  open"), "{s}");
-    assert!(lines[1].contains("/etc/shadow") && lines[1].contains("abababababab (pod 1b2c3d4e-"), "{s}");
+    assert!(
+        lines[1].contains("/etc/shadow") && lines[1].contains("abababababab (pod 1b2c3d4e-"),
+        "{s}"
+    );
     let out = run(ARMORCTL, &["--config", cfg, "denials", "--summary", "--json"]);
     let groups: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -240,5 +243,8 @@ fn denials_summary_counts_groups_and_names_the_container() {
     let date = last.split(' ').next().unwrap();
     assert!(date.len() == 10 && date.as_bytes()[4] == b'-', "{last}");
     assert!(!last.contains("  "), "an empty column: {last}");
-    assert!(last.contains("DENIED custom.app userns_create userns_create comm=unshare pid=43"), "{last}");
+    assert!(
+        last.contains("DENIED custom.app userns_create userns_create comm=unshare pid=43"),
+        "{last}"
+    );
 }

@@ -31,7 +31,8 @@ const CASES: &[Case] = &[
         &[
             ("family", "inet"),
             ("sock_type", "raw"),
-            ("protocol", "1"),
+            ("protocol", "icmp"),
+            ("protocol_number", "1"),
             ("denied", "create"),
         ],
     ),

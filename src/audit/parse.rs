@@ -311,8 +311,14 @@ fn value<'a>(key: &str, raw: &'a str, quote: Option<u8>) -> Value<'a> {
     Value::Str(Cow::Borrowed(raw))
 }
 
-/// The kind from an `APPARMOR_*` record type (name or number).
+/// The kind from an `APPARMOR_*` record type: its name, its number, or
+/// `UNKNOWN[NNNN]` (how auditd and ausearch print a type they have no name
+/// for).
 fn kind_of_type(t: &str) -> Option<&'static str> {
+    let t = t
+        .strip_prefix("UNKNOWN[")
+        .and_then(|n| n.strip_suffix(']'))
+        .unwrap_or(t);
     Some(match t {
         "APPARMOR_AUDIT" | "1501" => "AUDIT",
         "APPARMOR_ALLOWED" | "1502" => "ALLOWED",
@@ -440,7 +446,65 @@ pub fn parse(line: &str) -> Result<Record<'_>, ParseError> {
     if let Some(t) = record_type {
         rec.fields.insert(0, (Cow::Borrowed("type"), value("type", t, None)));
     }
+    add_names(&mut rec);
     Ok(rec)
+}
+
+/// The IP protocol numbers records carry, by name (as libapparmor names them).
+fn protocol_name(n: i64) -> Option<&'static str> {
+    Some(match n {
+        0 => "ip",
+        1 => "icmp",
+        2 => "igmp",
+        6 => "tcp",
+        17 => "udp",
+        33 => "dccp",
+        41 => "ipv6",
+        47 => "gre",
+        58 => "icmpv6",
+        132 => "sctp",
+        136 => "udplite",
+        255 => "raw",
+        _ => return None,
+    })
+}
+
+/// Where the kernel or a tool writes a field under another key than the one
+/// people search for, add the searched-for key too (the raw one stays):
+/// `protocol` by name (the number as `protocol_number`), `denied` for a
+/// D-Bus record's `mask`, `name` for a capability's `capname`, `name2` for
+/// `target`, `profile` and `peer_profile` for `label`, `peer_label` and
+/// io_uring's `tcontext`, `comm` for `exe`, `member` for `method`, and
+/// `laddr`/`lport`/`faddr`/`fport` for `saddr`/`src`/`daddr`/`dest`.
+fn add_names(rec: &mut Record<'_>) {
+    if let Some(n) = rec.num("protocol")
+        && let Some(name) = protocol_name(n)
+        && let Some(slot) = rec.fields.iter_mut().find(|(k, _)| k == "protocol")
+    {
+        slot.1 = Value::Str(Cow::Borrowed(name));
+        rec.fields.push((Cow::Borrowed("protocol_number"), Value::Num(n)));
+    }
+    const ALIASES: &[(&str, &str)] = &[
+        ("denied", "mask"),
+        ("name", "capname"),
+        ("name2", "target"),
+        ("profile", "label"),
+        ("peer_profile", "peer_label"),
+        ("peer_profile", "tcontext"),
+        ("comm", "exe"),
+        ("member", "method"),
+        ("laddr", "saddr"),
+        ("lport", "src"),
+        ("faddr", "daddr"),
+        ("fport", "dest"),
+    ];
+    for (want, from) in ALIASES {
+        if rec.get(want).is_none()
+            && let Some(v) = rec.get(from).cloned()
+        {
+            rec.fields.push((Cow::Borrowed(want), v));
+        }
+    }
 }
 
 /// Parse raw bytes (any encoding): invalid UTF-8 is replaced, never fatal.
@@ -628,5 +692,36 @@ mod tests {
         );
         assert_eq!(loss_marker("kernel: audit: 36 callbacks suppressed"), Some(36));
         assert_eq!(loss_marker("apparmor=\"DENIED\""), None);
+    }
+}
+
+#[cfg(test)]
+mod unknown_type_tests {
+    use super::*;
+
+    #[test]
+    fn unknown_numbered_types_parse_like_their_names() {
+        for (n, kind) in [
+            (1500, None),
+            (1501, Some("AUDIT")),
+            (1502, Some("ALLOWED")),
+            (1503, Some("DENIED")),
+            (1504, Some("HINT")),
+            (1505, Some("STATUS")),
+            (1506, Some("ERROR")),
+            (1507, Some("KILLED")),
+        ] {
+            let line = format!(
+                r#"type=UNKNOWN[{n}] msg=audit(1181057184.959:7): operation="exec" denied_mask="x" name="/bin/ping" pid=31938 profile="/bin/ping""#
+            );
+            match (parse(&line), kind) {
+                (Ok(r), Some(k)) => {
+                    assert_eq!(r.kind, k, "{line}");
+                    assert_eq!(r.str("name").as_deref(), Some("/bin/ping"));
+                }
+                (Err(_), None) => {}
+                (other, k) => panic!("{n}: {other:?}, wanted {k:?}"),
+            }
+        }
     }
 }

@@ -188,7 +188,16 @@ pub(super) fn summarize(rows: impl IntoIterator<Item = Row>) -> Vec<Group> {
 
 /// The summary as an aligned table.
 pub(super) fn summary_table(groups: &[Group]) -> String {
-    let header = ["COUNT", "PROFILE", "OPERATION", "TARGET", "DENIED", "FIRST", "LAST", "CONTAINER"];
+    let header = [
+        "COUNT",
+        "PROFILE",
+        "OPERATION",
+        "TARGET",
+        "DENIED",
+        "FIRST",
+        "LAST",
+        "CONTAINER",
+    ];
     let mut rows: Vec<[String; 8]> = vec![header.map(str::to_owned)];
     for g in groups {
         rows.push([

@@ -4,8 +4,8 @@
 use crate::config::{Config, DenialScope};
 use crate::journal::{Counters, Follower, FollowerConfig, RateLimit, Stopper, relog};
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, RwLock};
 use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A record older than this is not attributed: its process ID may name
@@ -15,7 +15,10 @@ const ATTRIBUTION_AGE_SECS: u64 = 30;
 /// The container and pod of a fresh record's process; nothing for an old
 /// record (read back after a restart) or a process that is gone.
 fn origin_of(proc_root: &Path, ev: &crate::journal::Event) -> crate::container::Origin {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let fresh = ev
         .record
         .audit_id
