@@ -35,6 +35,14 @@ pub(super) async fn status(bus: Bus) -> Result<i32, CliError> {
             n("held")
         );
     }
+    if let Ok((lost, since)) = p.denial_loss().await
+        && lost > 0
+    {
+        println!(
+            "denials: {lost} audit records lost since {} (see armord's log for the cause)",
+            super::denials::local_time(since / 1_000_000)
+        );
+    }
     for e in &problems {
         println!("error: {}", escape::text(e));
     }

@@ -8,6 +8,19 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Is journald reading the audit transport? Asked of systemd when armord
+/// runs as a systemd service; `None` when that cannot be told.
+fn audit_transport_active() -> Option<bool> {
+    std::env::var_os("INVOCATION_ID")?;
+    let out = std::process::Command::new("systemctl")
+        .args(["is-active", "systemd-journald-audit.socket"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).trim() == "active")
+}
+
 /// A record older than this is not attributed: its process ID may name
 /// another process by now.
 const ATTRIBUTION_AGE_SECS: u64 = 30;
@@ -52,6 +65,27 @@ impl Denials {
             commit_every: Duration::from_millis(200),
         });
         let stopper = follower.stopper();
+        let audit = audit_transport_active();
+        if audit == Some(false) {
+            log::warn!(
+                "journald does not read the audit transport (systemd-journald-audit.socket is not active): \
+                 AppArmor records reach the journal only through the kernel's rate-limited console copy, \
+                 and a burst of denials is mostly lost; fix: systemctl enable --now systemd-journald-audit.socket"
+            );
+        }
+        follower
+            .audit_transport
+            .store(audit == Some(true), std::sync::atomic::Ordering::Relaxed);
+        {
+            let (c, events) = (counters.clone(), events.clone());
+            follower.on_loss = Some(Box::new(move |lost, since| {
+                let mut c = c.lock().unwrap_or_else(|p| p.into_inner());
+                c.lost = lost;
+                c.lost_since_us = Some(since);
+                // Tell the loop, so the exports show it at once.
+                let _ = events.try_send(DenialEvent::default());
+            }));
+        }
         let scope_all = cfg.denials.scope == DenialScope::All;
         let mut rate = RateLimit::new(
             cfg.denials.rate_limit_burst,
@@ -107,8 +141,8 @@ impl Denials {
     }
 }
 
-/// A denial for the D-Bus `Denial` signal.
-#[derive(Debug)]
+/// A denial for the D-Bus `Denial` signal (all empty: only counters moved).
+#[derive(Debug, Default)]
 pub struct DenialEvent {
     pub profile: String,
     pub kind: String,

@@ -99,6 +99,16 @@ pub fn prometheus_text(published: &Published, counters: &Counters, m: &Metrics) 
     );
     let _ = writeln!(o, "# TYPE armord_audit_lost_total counter");
     let _ = writeln!(o, "armord_audit_lost_total {}", counters.lost);
+    let _ = writeln!(
+        o,
+        "# HELP armord_audit_lost_since_seconds When the first lost audit record was reported (0: none)."
+    );
+    let _ = writeln!(o, "# TYPE armord_audit_lost_since_seconds gauge");
+    let _ = writeln!(
+        o,
+        "armord_audit_lost_since_seconds {}",
+        counters.lost_since_us.unwrap_or(0) / 1_000_000
+    );
     o
 }
 

@@ -426,6 +426,9 @@ impl Service {
                 Some(ev) = self.denial_events.recv() => {
                     // The counters moved: the exports follow within a second.
                     exports_at.get_or_insert_with(|| Instant::now() + EXPORTS_REFRESH);
+                    if ev.kind.is_empty() {
+                        continue;
+                    }
                     if let Some(conn) = &self.bus
                         && let Ok(e) = SignalEmitter::new(conn, OBJECT_PATH)
                     {

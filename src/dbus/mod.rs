@@ -108,6 +108,14 @@ impl Armord {
         (p.last_sync_usec, p.last_sync_summary.clone())
     }
 
+    /// Audit records the kernel reported lost, and since when (µs since the
+    /// epoch; 0 when none was).
+    #[zbus(property)]
+    fn denial_loss(&self) -> (u64, u64) {
+        let c = self.denials.lock().unwrap_or_else(|p| p.into_inner());
+        (c.lost, c.lost_since_us.unwrap_or(0))
+    }
+
     #[zbus(property)]
     fn version(&self) -> String {
         env!("CARGO_PKG_VERSION").to_owned()
@@ -185,6 +193,8 @@ pub trait Armord1 {
     fn last_sync(&self) -> zbus::Result<(u64, String)>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn denial_loss(&self) -> zbus::Result<(u64, u64)>;
     fn list_profiles(&self) -> zbus::Result<Vec<ProfileInfo>>;
     fn sync(&self) -> zbus::Result<SyncResult>;
     fn sync_with_options(&self, options: HashMap<&str, zbus::Variant<'_>>) -> zbus::Result<SyncResult>;

@@ -40,6 +40,8 @@ pub struct Entry {
     pub audit_type: Option<u32>,
     pub audit_serial: Option<u64>,
     pub source_realtime_us: Option<u64>,
+    /// When journald received it (`__REALTIME_TIMESTAMP`).
+    pub realtime_us: Option<u64>,
     pub message: String,
 }
 
@@ -67,6 +69,7 @@ pub fn parse_entry(line: &str) -> Option<Entry> {
         audit_type: get("_AUDIT_TYPE").and_then(|s| s.parse().ok()),
         audit_serial: get("_AUDIT_ID").and_then(|s| s.parse().ok()),
         source_realtime_us: get("_SOURCE_REALTIME_TIMESTAMP").and_then(|s| s.parse().ok()),
+        realtime_us: get("__REALTIME_TIMESTAMP").and_then(|s| s.parse().ok()),
         message: get("MESSAGE").unwrap_or_default(),
     })
 }
@@ -90,6 +93,10 @@ pub enum Classified {
     Event(Event),
     /// The kernel or auditd says records were lost.
     Lost(u64),
+    /// The kernel's console copy of audit records was rate-limited
+    /// (`kauditd_printk_skb: N callbacks suppressed`): lost only when the
+    /// audit transport does not carry the records.
+    ConsoleSuppressed(u64),
     Other,
 }
 
@@ -100,6 +107,9 @@ pub fn classify(e: &Entry) -> Classified {
     if let Some(n) = audit::loss_marker(&e.message)
         && (audit || e.transport == "kernel")
     {
+        if e.message.contains("callbacks suppressed") {
+            return Classified::ConsoleSuppressed(n);
+        }
         return Classified::Lost(n);
     }
     let wanted = match e.transport.as_str() {
@@ -214,6 +224,8 @@ pub struct FollowerConfig {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FollowerStats {
     pub lost: u64,
+    /// When the first loss counted was logged (µs since the epoch).
+    pub lost_since_us: Option<u64>,
     pub restarts: u64,
     pub duplicates: u64,
     pub malformed: u64,
@@ -229,6 +241,14 @@ pub struct Follower {
     child: Arc<Mutex<Option<u32>>>,
     /// Without a cursor, read from the oldest entry rather than this boot.
     from_oldest: bool,
+    /// journald reads the audit transport: set at start when its socket is
+    /// active, and whenever an audit-transport entry comes by.
+    pub audit_transport: Arc<AtomicBool>,
+    /// When this follower started (µs since the epoch): losses before it
+    /// are reported, but not as warnings.
+    started_us: u64,
+    /// Told of every loss at once: (records lost in all, since when).
+    pub on_loss: Option<Box<dyn Fn(u64, u64) + Send>>,
 }
 
 impl Follower {
@@ -240,6 +260,12 @@ impl Follower {
             dedupe: Dedupe::new(DEDUPE_KEYS),
             child: Arc::new(Mutex::new(None)),
             from_oldest: false,
+            audit_transport: Arc::new(AtomicBool::new(false)),
+            started_us: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(0),
+            on_loss: None,
         }
     }
 
@@ -417,6 +443,9 @@ impl Follower {
                 log::warn!("skipped a journal line that is not a JSON entry");
                 continue;
             };
+            if entry.transport == "audit" {
+                self.audit_transport.store(true, Ordering::Relaxed);
+            }
             match classify(&entry) {
                 Classified::Event(ev) => {
                     let fresh = ev.key().is_none_or(|k| self.dedupe.first(k));
@@ -426,10 +455,13 @@ impl Follower {
                         self.stats().duplicates += 1;
                     }
                 }
-                Classified::Lost(n) => {
-                    self.stats().lost += n;
-                    log::warn!("the kernel lost {n} audit records: {}", entry.message);
+                Classified::ConsoleSuppressed(n) if self.audit_transport.load(Ordering::Relaxed) => {
+                    log::debug!(
+                        "the kernel's console copy skipped {n} audit records; the audit transport carries them: {}",
+                        entry.message
+                    );
                 }
+                Classified::Lost(n) | Classified::ConsoleSuppressed(n) => self.lost(n, &entry),
                 Classified::Other => {}
             }
             pending = Some(entry.cursor);
@@ -448,6 +480,34 @@ impl Follower {
             self.commit(&c, cursor);
         }
         any
+    }
+
+    /// Count `n` lost records, said at once: a warning for a loss while armord
+    /// runs, information for one from before it started (the boot's flood of
+    /// profile loads, say).
+    fn lost(&self, n: u64, entry: &Entry) {
+        let at = entry.realtime_us.unwrap_or(self.started_us);
+        let (total, since) = {
+            let mut st = self.stats();
+            st.lost += n;
+            (st.lost, *st.lost_since_us.get_or_insert(at))
+        };
+        if let Some(f) = &self.on_loss {
+            f(total, since);
+        }
+        let how = if self.audit_transport.load(Ordering::Relaxed) {
+            ""
+        } else {
+            " (journald does not read the audit transport: enable systemd-journald-audit.socket)"
+        };
+        if at >= self.started_us {
+            log::warn!("the kernel lost {n} audit records{how}: {}", entry.message);
+        } else {
+            log::info!(
+                "the kernel lost {n} audit records before armord started{how}: {}",
+                entry.message
+            );
+        }
     }
 
     fn commit(&self, c: &str, cursor: &mut Option<String>) {

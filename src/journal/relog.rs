@@ -205,6 +205,8 @@ pub struct Counters {
     pub by_profile: BTreeMap<String, BTreeMap<String, u64>>,
     pub suppressed: u64,
     pub lost: u64,
+    /// When the first lost record was reported (µs since the epoch).
+    pub lost_since_us: Option<u64>,
 }
 
 impl Counters {

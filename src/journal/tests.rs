@@ -309,3 +309,53 @@ fn a_missing_journalctl_is_retried_until_it_appears() {
     });
     assert_eq!(handled.len(), 2);
 }
+
+/// Run a follower over `lines` until `done` holds of what `on_loss` saw.
+fn losses(lines: &[String], audit_socket: bool) -> (u64, Option<u64>, usize) {
+    let j = FakeJournal::new(lines, &[]);
+    let mut f = Follower::new(j.config());
+    f.audit_transport.store(audit_socket, Ordering::Relaxed);
+    let told = Arc::new(Mutex::new(Vec::new()));
+    let t2 = told.clone();
+    f.on_loss = Some(Box::new(move |lost, since| t2.lock().unwrap().push((lost, since))));
+    let stats = f.stats.clone();
+    let stopper = f.stopper();
+    let handled = Arc::new(Mutex::new(0usize));
+    let h = handled.clone();
+    let t = std::thread::spawn(move || f.run(|_| *h.lock().unwrap() += 1));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while *handled.lock().unwrap() < 1 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    stopper.stop();
+    t.join().unwrap();
+    let st = stats.lock().unwrap().clone();
+    assert_eq!(told.lock().unwrap().last().map(|t| t.0).unwrap_or(0), st.lost);
+    (st.lost, st.lost_since_us, told.lock().unwrap().len())
+}
+
+#[test]
+fn console_suppression_is_loss_only_without_the_audit_transport() {
+    let marker = |i: usize| {
+        serde_json::json!({"__CURSOR": format!("s=fake;i={i}"), "_BOOT_ID": "b1", "_TRANSPORT": "kernel",
+            "__REALTIME_TIMESTAMP": "1700000000500000",
+            "MESSAGE": "kauditd_printk_skb: 31 callbacks suppressed"})
+        .to_string()
+    };
+    // No audit transport: the console copy is all there is; 31 are lost,
+    // said at once, with since when.
+    let (lost, since, told) = losses(&[marker(1), kernel_entry(2, 7)], false);
+    assert_eq!((lost, since, told), (31, Some(1_700_000_000_500_000), 1));
+    // The socket is active: not loss.
+    let (lost, since, told) = losses(&[marker(1), kernel_entry(2, 7)], true);
+    assert_eq!((lost, since, told), (0, None, 0));
+    // An audit-transport entry seen before the marker says the same.
+    let (lost, _, _) = losses(&[audit_entry(1, 7), marker(2)], false);
+    assert_eq!(lost, 0);
+    // The audit subsystem's own loss is loss either way.
+    let real = other_entry(2, "audit: audit_lost=5 audit_rate_limit=0", "kernel");
+    let (lost, _, _) = losses(&[audit_entry(1, 7), real], true);
+    assert_eq!(lost, 5);
+}
