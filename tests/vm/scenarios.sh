@@ -128,6 +128,23 @@ rpm_package() {
   fi
 }
 
+# A burst of 1,000 distinct denials within a second: every one reaches
+# armorctl denials --summary (the audit transport, not the console copy).
+burst() {
+  aa-exec -p custom.deny-write -- sh -c 'i=0; while [ $i -lt 1000 ]; do i=$((i+1)); echo x > /root/vm-burst-$i; done' 2>/dev/null
+  local n=0 end=$(( $(date +%s) + 120 ))
+  while [ "$(date +%s)" -lt "$end" ]; do
+    n=$(armorctl denials --profile custom.deny-write --summary --json | grep -c '/root/vm-burst-')
+    [ "$n" -ge 1000 ] && break
+    sleep 2
+  done
+  if [ "$n" -ge 1000 ]; then
+    pass 17-burst-1000
+  else
+    fail 17-burst-1000 "$n of 1000 in armorctl denials --summary; $(armorctl status 2>&1 | grep -i lost)"
+  fi
+}
+
 boot1() {
   bash "$T/provision.sh" "$T/armord-old.deb"
   # 1. Readiness: start returns after READY, the unit is active, StatusText
@@ -266,6 +283,7 @@ boot1() {
   fi
 
   upgrade
+  burst
   containers
   node_exporter
   apparmor4
