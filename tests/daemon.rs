@@ -475,3 +475,54 @@ fn killed_between_relog_and_cursor_save_relogs_nothing_twice() {
         assert_eq!(text.matches(&key).count(), 1, "{key}\n{text}");
     }
 }
+
+#[test]
+fn denials_name_the_container_and_pod_of_a_live_process() {
+    let t = Tree::new();
+    let parser = t.fake_parser();
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
+    let id = "4f3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e";
+    let uid = "1b2c3d4e-5f60-4718-8293-a4b5c6d7e8f9";
+    t.write(
+        "proc/4242/cgroup",
+        &format!(
+            "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{id}.scope\n",
+            uid.replace('-', "_")
+        ),
+    );
+    let entry = |i: u64, pid: u32| {
+        format!(
+            r#"{{"__CURSOR":"s={i}","_BOOT_ID":"b","_TRANSPORT":"audit","_AUDIT_TYPE":"1400","_AUDIT_ID":"{i}","_SOURCE_REALTIME_TIMESTAMP":"{now_us}","MESSAGE":"AVC apparmor=\"DENIED\" operation=\"open\" class=\"file\" profile=\"custom.a\" name=\"/etc/f{i}\" pid={pid} comm=\"cat\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0"}}"#
+        ) + "\n"
+    };
+    // pid 4242 runs in a container; pid 4343 is gone.
+    let journalctl = t.fake_journalctl(&(entry(1, 4242) + &entry(2, 4343)));
+    let cfg = t.write(
+        "armord.toml",
+        &format!(
+            "state_dir = \"state\"\nsecurityfs = \"secfs\"\nproc = \"proc\"\n[denials]\njournalctl = \"{}\"\n\
+             [parser]\npath = \"{}\"\ncache_dir = \"cache\"\n[[source]]\npath = \"src\"\n",
+            journalctl.display(),
+            parser.display()
+        ),
+    );
+    t.write("src/a", &profile("custom.a"));
+    let d = Daemon::start(t, cfg);
+    d.wait_ready();
+    d.wait_until("both re-logged", |d| {
+        d.log().matches("apparmor DENIED custom.a").count() >= 2
+    });
+    let log = d.log();
+    let one = log.lines().find(|l| l.contains("open /etc/f1 ")).unwrap();
+    assert!(one.contains(&format!("ARMORD_CONTAINER_ID={id}")), "{one}");
+    assert!(one.contains(&format!("ARMORD_POD_UID={uid}")), "{one}");
+    assert!(one.contains("ARMORD_CONTAINER_RUNTIME=containerd"), "{one}");
+    let two = log.lines().find(|l| l.contains("open /etc/f2 ")).unwrap();
+    assert!(
+        !two.contains("ARMORD_CONTAINER_ID") && !two.contains("ARMORD_POD_UID"),
+        "{two}"
+    );
+}
