@@ -34,6 +34,7 @@ fn source_tree() -> (tempfile::TempDir, SourceConfig) {
         layout: LayoutKind::Auto,
         link: None,
         subdir: None,
+        signatures: Default::default(),
     };
     (dir, cfg)
 }

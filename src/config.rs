@@ -80,6 +80,17 @@ pub struct SourceConfig {
     /// A directory inside the ConfigMap data or the git worktree that holds the profiles.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subdir: Option<PathBuf>,
+    /// Whether a revision must carry a signed manifest.
+    pub signatures: Signatures,
+}
+
+/// Whether a source's revisions must be signed (`armord.manifest.sig`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Signatures {
+    #[default]
+    Off,
+    Required,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -134,6 +145,12 @@ pub struct Config {
     pub debounce_ms: u64,
     pub debounce_max_ms: u64,
     pub resync_interval_secs: u64,
+    /// Public keys (OpenSSH, one a file; a path or a glob in its last
+    /// component) that may sign a source's revisions.
+    pub trusted_keys: Vec<String>,
+    /// Path globs a profile may attach to; `None`: any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_attachments: Option<Vec<String>>,
     /// A removal waits until the source has had no change for this long.
     pub removal_settle_ms: u64,
     /// A reconcile that would remove more than this share (percent) of a
@@ -154,6 +171,7 @@ impl Default for Config {
                 layout: LayoutKind::Auto,
                 link: None,
                 subdir: None,
+                signatures: Default::default(),
             }],
             profile_prefix: String::new(),
             mode: ForcedMode::AsWritten,
@@ -167,6 +185,8 @@ impl Default for Config {
             debounce_ms: 200,
             debounce_max_ms: 2000,
             resync_interval_secs: 300,
+            trusted_keys: Vec::new(),
+            allowed_attachments: None,
             removal_settle_ms: 2000,
             mass_removal_percent: 50,
             mass_removal_settle_secs: 300,
@@ -240,6 +260,8 @@ struct RawConfig {
     debounce_ms: Option<u64>,
     debounce_max_ms: Option<u64>,
     resync_interval_secs: Option<u64>,
+    trusted_keys: Option<Vec<String>>,
+    allowed_attachments: Option<Vec<String>>,
     removal_settle_ms: Option<u64>,
     mass_removal_percent: Option<u8>,
     mass_removal_settle_secs: Option<u64>,
@@ -263,6 +285,8 @@ struct RawSource {
     layout: LayoutKind,
     link: Option<String>,
     subdir: Option<PathBuf>,
+    #[serde(default)]
+    signatures: Signatures,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -395,6 +419,8 @@ struct Merged {
     debounce_ms: Option<Origin<u64>>,
     debounce_max_ms: Option<Origin<u64>>,
     resync_interval_secs: Option<Origin<u64>>,
+    trusted_keys: Option<Origin<Vec<String>>>,
+    allowed_attachments: Option<Origin<Vec<String>>>,
     removal_settle_ms: Option<Origin<u64>>,
     mass_removal_percent: Option<Origin<u8>>,
     mass_removal_settle_secs: Option<Origin<u64>>,
@@ -432,6 +458,8 @@ impl Merged {
         merge!(self.debounce_ms, raw.debounce_ms, file);
         merge!(self.debounce_max_ms, raw.debounce_max_ms, file);
         merge!(self.resync_interval_secs, raw.resync_interval_secs, file);
+        merge!(self.trusted_keys, raw.trusted_keys, file);
+        merge!(self.allowed_attachments, raw.allowed_attachments, file);
         merge!(self.removal_settle_ms, raw.removal_settle_ms, file);
         merge!(self.mass_removal_percent, raw.mass_removal_percent, file);
         merge!(self.mass_removal_settle_secs, raw.mass_removal_settle_secs, file);
@@ -538,6 +566,7 @@ fn validate(m: Merged) -> Result<Config, ConfigError> {
             layout: s.layout,
             link: s.link,
             subdir: s.subdir,
+            signatures: s.signatures,
         });
     }
     if sources.is_empty() {
@@ -576,6 +605,50 @@ fn validate(m: Merged) -> Result<Config, ConfigError> {
         }
         Some(o) => o.value,
     };
+    let trusted_keys = match m.trusted_keys {
+        None => Vec::new(),
+        Some(o) => {
+            let base = o.file.parent().map(Path::to_owned).unwrap_or_default();
+            let mut keys = Vec::new();
+            for k in o.value {
+                if k.is_empty() {
+                    return Err(invalid(&o.file, "trusted_keys", "an entry is empty"));
+                }
+                // Relative to the file that names it, like every path.
+                keys.push(if Path::new(&k).is_absolute() {
+                    k
+                } else {
+                    base.join(&k).to_string_lossy().into_owned()
+                });
+            }
+            keys
+        }
+    };
+    if trusted_keys.is_empty()
+        && let Some(s) = sources.iter().find(|s| s.signatures == Signatures::Required)
+    {
+        return Err(invalid(
+            Path::new("(merged)"),
+            "source.signatures",
+            format!(
+                "{} requires signatures, and trusted_keys names no key",
+                s.path.display()
+            ),
+        ));
+    }
+    let allowed_attachments = match m.allowed_attachments {
+        None => None,
+        Some(o) => {
+            if let Some(bad) = o.value.iter().find(|g| !g.starts_with('/')) {
+                return Err(invalid(
+                    &o.file,
+                    "allowed_attachments",
+                    format!("{bad:?} is not an absolute path glob"),
+                ));
+            }
+            Some(o.value)
+        }
+    };
     let removal_settle_ms = value(m.removal_settle_ms, d.removal_settle_ms);
     let mass_removal_percent = match m.mass_removal_percent {
         Some(o) if o.value > 100 => {
@@ -609,6 +682,8 @@ fn validate(m: Merged) -> Result<Config, ConfigError> {
         debounce_ms,
         debounce_max_ms,
         resync_interval_secs: positive(m.resync_interval_secs, "resync_interval_secs", d.resync_interval_secs)?,
+        trusted_keys,
+        allowed_attachments,
         removal_settle_ms,
         mass_removal_percent,
         mass_removal_settle_secs,

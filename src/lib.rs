@@ -16,6 +16,7 @@ pub mod journal;
 pub mod logging;
 pub mod notify;
 pub mod reconcile;
+pub mod signing;
 pub mod source;
 pub mod spec;
 pub mod state;

@@ -228,6 +228,7 @@ mod tests {
             layout: LayoutKind::Auto,
             link: None,
             subdir: None,
+            signatures: Default::default(),
         }
     }
 

@@ -9,8 +9,8 @@ mod sim;
 pub use kernel::{ProcReader, SecurityFs, parse_label, parse_profiles_file};
 pub use parser::{ParserRunner, default_features_file, parse_diagnostics, run_with_timeout};
 pub use scan::{
-    DeclaredProfile, INCLUDE_ROOTS, declared_profiles, escaped_name, include_violation, names_a_file_may_define,
-    policy_violation,
+    DeclaredProfile, INCLUDE_ROOTS, attachment_violation, declared_profiles, escaped_name, glob_covers,
+    include_violation, names_a_file_may_define, policy_violation,
 };
 pub use sim::SimKernel;
 

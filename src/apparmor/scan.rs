@@ -11,6 +11,9 @@ pub struct DeclaredProfile {
     pub name: String,
     /// `enforce`, `complain`, `kill`, `unconfined` (from `flags=`).
     pub mode: String,
+    /// The executables it attaches to: its name when that is a path, or
+    /// the path after the name (`profile x /usr/bin/x {`).
+    pub attachment: Option<String>,
 }
 
 /// Remove comments (a `#` outside quotes, except `#include`), keep newlines.
@@ -70,12 +73,24 @@ fn tokens(header: &str) -> Vec<String> {
 
 fn header_profile(header: &str) -> Option<DeclaredProfile> {
     let toks = tokens(header);
-    let (name, rest) = match toks.first()?.as_str() {
-        "profile" => (unquote(toks.get(1)?), &toks[2..]),
+    let is_path = |t: &str| {
+        let t = t.trim_start_matches('"');
+        t.starts_with('/') || t.starts_with("@{")
+    };
+    let (name, rest, attachment) = match toks.first()?.as_str() {
+        "profile" => {
+            let rest = &toks[2..];
+            let attachment = rest.first().filter(|t| is_path(t)).map(|t| unquote(t));
+            let name = unquote(toks.get(1)?);
+            let attachment = attachment.or_else(|| is_path(&name).then(|| name.clone()));
+            (name, rest, attachment)
+        }
         t if !t.contains('=')
             && (t.starts_with('/') || t.starts_with('"') || t.starts_with("@{") || t.starts_with(':')) =>
         {
-            (unquote(t), &toks[1..])
+            let name = unquote(t);
+            let attachment = is_path(&name).then(|| name.clone());
+            (name, &toks[1..], attachment)
         }
         _ => return None,
     };
@@ -92,6 +107,7 @@ fn header_profile(header: &str) -> Option<DeclaredProfile> {
     Some(DeclaredProfile {
         name,
         mode: mode.to_owned(),
+        attachment,
     })
 }
 
@@ -512,5 +528,77 @@ mod may_define_tests {
         assert_eq!(f("profile a//hat {}\n# profile commented {}\n"), ["a"]);
         assert!(f("just words, no header\n").is_empty());
         assert!(f("").is_empty());
+    }
+}
+
+/// Does the text `s` match an allowed-attachment glob? `**` matches
+/// anything, `*` and `?` anything but `/`, `{a,b}` either. The attachment
+/// is matched as text: its own pattern characters must be covered by the
+/// glob (`/usr/bin/*` is inside `/usr/bin/*` and `/usr/**`, `/**` is inside
+/// neither).
+pub fn glob_covers(glob: &str, s: &str) -> bool {
+    fn expand(g: &str) -> Vec<String> {
+        let Some(open) = g.find('{') else {
+            return vec![g.to_owned()];
+        };
+        let Some(close) = g[open..].find('}').map(|c| open + c) else {
+            return vec![g.to_owned()];
+        };
+        let (head, tail) = (&g[..open], &g[close + 1..]);
+        g[open + 1..close]
+            .split(',')
+            .flat_map(|alt| expand(&format!("{head}{alt}{tail}")))
+            .collect()
+    }
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match p {
+            [] => n.is_empty(),
+            [b'*', b'*', rest @ ..] => (0..=n.len()).any(|i| go(rest, &n[i..])),
+            [b'*', rest @ ..] => {
+                let stop = n.iter().position(|&b| b == b'/').unwrap_or(n.len());
+                (0..=stop).any(|i| go(rest, &n[i..]))
+            }
+            [b'?', rest @ ..] => n.first().is_some_and(|&b| b != b'/') && go(rest, &n[1..]),
+            [c, rest @ ..] => n.first() == Some(c) && go(rest, &n[1..]),
+        }
+    }
+    expand(glob).iter().any(|g| go(g.as_bytes(), s.as_bytes()))
+}
+
+/// The first profile of `text` that attaches outside `allowed`, as a
+/// refusal message.
+pub fn attachment_violation(text: &str, allowed: &[String]) -> Option<String> {
+    declared_profiles(text).into_iter().find_map(|d| {
+        let a = d.attachment?;
+        (!allowed.iter().any(|g| glob_covers(g, &a))).then(|| {
+            format!(
+                "profile `{}` attaches to {} which allowed_attachments ({}) does not cover",
+                crate::escape::text(&d.name),
+                crate::escape::text(&a),
+                allowed.join(", ")
+            )
+        })
+    })
+}
+
+#[cfg(test)]
+mod attachment_tests {
+    use super::*;
+
+    #[test]
+    fn attachments_and_globs() {
+        let d = declared_profiles("profile x /usr/sbin/sshd flags=(complain) {\n}\n/usr/bin/y {\n}\nprofile z {\n}\n");
+        let a: Vec<Option<&str>> = d.iter().map(|d| d.attachment.as_deref()).collect();
+        assert_eq!(a, [Some("/usr/sbin/sshd"), Some("/usr/bin/y"), None]);
+        assert!(glob_covers("/usr/bin/*", "/usr/bin/*"));
+        assert!(glob_covers("/usr/**", "/usr/bin/x"));
+        assert!(!glob_covers("/usr/bin/*", "/usr/bin/sub/x"));
+        assert!(!glob_covers("/usr/**", "/**"));
+        assert!(glob_covers("/opt/{a,b}/**", "/opt/b/x"));
+        let allowed = vec!["/opt/**".to_string(), "/usr/local/bin/*".to_string()];
+        let why = attachment_violation("profile evil /usr/sbin/sshd {\n  deny /** rwx,\n}\n", &allowed).unwrap();
+        assert!(why.contains("/usr/sbin/sshd") && why.contains("/opt/**"), "{why}");
+        assert_eq!(attachment_violation("profile ok /opt/app/bin/x {\n}\n", &allowed), None);
+        assert_eq!(attachment_violation("profile byname {\n}\n", &allowed), None);
     }
 }

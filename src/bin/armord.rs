@@ -26,6 +26,7 @@ fn load_config(args: &Args) -> Result<config::Config, config::ConfigError> {
                 layout: config::LayoutKind::Auto,
                 link: None,
                 subdir: None,
+                signatures: Default::default(),
             })
             .collect();
     }

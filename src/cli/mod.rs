@@ -6,6 +6,7 @@ mod audit_cmd;
 mod denials;
 mod list;
 mod render;
+mod sign;
 mod status;
 mod suggest_cmd;
 mod sync;
@@ -85,6 +86,23 @@ pub enum Cmd {
     },
     /// Print the profile an allow-list spec (NAME.allow.toml) renders to.
     Render { spec: PathBuf },
+    /// Sign a revision: write DIR/armord.manifest (every file and its sha256,
+    /// a serial, an optional expiry) and its SSH signature
+    /// (DIR/armord.manifest.sig, namespace `armord`).
+    Sign {
+        dir: PathBuf,
+        /// An unencrypted OpenSSH ed25519 private key.
+        #[arg(long, value_name = "PRIVATE_KEY")]
+        key: PathBuf,
+        /// Must never go down for a source (default: now, in seconds).
+        #[arg(long)]
+        serial: Option<u64>,
+        /// The revision is refused after this long: `30d`, `12h`.
+        #[arg(long, value_parser = parse_duration)]
+        expires: Option<std::time::Duration>,
+    },
+    /// Check a signed revision offline with the node's trusted keys.
+    Verify { dir: PathBuf },
     /// Write man pages and shell completions into DIR (for packaging).
     #[command(hide = true)]
     GenerateAssets { dir: PathBuf },
@@ -201,8 +219,9 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "" | "s" => n,
         "m" => n * 60,
         "h" => n * 3600,
+        "d" => n * 86400,
         "ms" => return Ok(std::time::Duration::from_millis(n)),
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m or h)")),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
     };
     Ok(std::time::Duration::from_secs(secs))
 }
@@ -240,6 +259,13 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         Cmd::Validate { files } => validate(&config::load(&cli.config)?, &files),
         Cmd::GenerateAssets { dir } => generate_assets(&dir),
         Cmd::Render { spec } => render(&spec),
+        Cmd::Sign {
+            dir,
+            key,
+            serial,
+            expires,
+        } => sign::sign(&dir, &key, serial, expires),
+        Cmd::Verify { dir } => sign::verify(&config_or_default(&cli.config), &dir),
         Cmd::Audit(AuditCmd::Parse { file, format }) => audit_parse(&file, format),
         Cmd::Denials(a) => denials(&config_or_default(&cli.config), &a),
         Cmd::Suggest(a) => suggest_cmd(&config_or_default(&cli.config), &a),

@@ -142,7 +142,15 @@ pub struct Reconciler {
     allow_mass_next: bool,
     /// Sources and the revision (fingerprint) whose mass removal was allowed.
     allow_mass: HashMap<PathBuf, u64>,
+    /// The serial of each source's last applied signed revision: a lower
+    /// one is a rollback.
+    serials: BTreeMap<PathBuf, u64>,
+    /// Serials of the revisions verified in this reconcile.
+    pending_serials: BTreeMap<PathBuf, u64>,
 }
+
+/// Where the serials of applied signed revisions are kept, in the state dir.
+const SERIALS_FILE: &str = "signed-serials.json";
 
 impl Reconciler {
     /// Open the state: read the manifest, or rebuild it from the store and
@@ -150,6 +158,8 @@ impl Reconciler {
     pub fn open(config: Config, parser: Arc<dyn Parser>, kernel: Arc<dyn Kernel>) -> Result<Self, ApplyError> {
         let state = StateDir::new(config.state_dir.clone());
         state.prepare()?;
+        let config_state = config.state_dir.clone();
+        let allowed_attachments = config.allowed_attachments.clone();
         let mut notes = Vec::new();
         let loaded = kernel.loaded()?;
         let mut manifest = match state.load_manifest() {
@@ -187,7 +197,7 @@ impl Reconciler {
             kernel,
             state,
             manifest,
-            validator: Validator::default(),
+            validator: Validator::new(allowed_attachments),
             notes,
             cancel: Arc::new(AtomicBool::new(false)),
             last: None,
@@ -196,6 +206,11 @@ impl Reconciler {
             last_event: None,
             allow_mass_next: false,
             allow_mass: HashMap::new(),
+            serials: std::fs::read(config_state.join(SERIALS_FILE))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default(),
+            pending_serials: BTreeMap::new(),
         })
     }
 
@@ -329,7 +344,21 @@ impl Reconciler {
         for src in &sources {
             let cache = self.read_caches.entry(src.path.clone()).or_default();
             match source::snapshot_cached(src, &limits, cache) {
-                SnapshotResult::Ok(snap) => {
+                SnapshotResult::Ok(mut snap) => {
+                    if src.signatures == crate::config::Signatures::Required
+                        && let Err(e) = self.check_signed(&src.path, &mut snap)
+                    {
+                        log::warn!(
+                            "{}: revision refused, the last good policy stays: {e}",
+                            crate::escape::path(&src.path)
+                        );
+                        self.stillness.remove(&src.path);
+                        desired.unavailable.push(source::Unavailable {
+                            path: src.path.clone(),
+                            reason: format!("revision refused (signed policy): {e}; the last good policy stays"),
+                        });
+                        continue;
+                    }
                     self.note_read(&src.path, &snap);
                     for r in snap.refused {
                         if let Some(text) = &r.text {
@@ -366,7 +395,82 @@ impl Reconciler {
         let mut report = self.replan()?;
         report.transient |= transient;
         let _ = self.state.store_gc(&self.manifest.referenced());
+        self.save_serials();
         Ok(report)
+    }
+
+    /// Check a revision of a source that requires signatures: its manifest
+    /// verifies against a trusted key, lists every file it names with the
+    /// right hash, is not expired and does not roll back. Files it does not
+    /// list are refused as unsigned.
+    fn check_signed(&mut self, src: &Path, snap: &mut source::SourceSnapshot) -> Result<(), crate::signing::SignError> {
+        use crate::signing::{self, SignError};
+        let (keys, errors) = signing::trusted_keys(&self.config.trusted_keys);
+        for e in &errors {
+            log::warn!("trusted_keys: {e}");
+        }
+        if keys.is_empty() {
+            return Err(SignError::NoTrustedKeys);
+        }
+        let manifest = match &snap.manifest {
+            None => return Err(SignError::NoManifest),
+            Some(Err(why)) => return Err(SignError::Unreadable(signing::MANIFEST, why.clone())),
+            Some(Ok(t)) => t,
+        };
+        let signature = match &snap.signature {
+            None => return Err(SignError::NoSignature),
+            Some(Err(why)) => return Err(SignError::Unreadable(signing::SIGNATURE, why.clone())),
+            Some(Ok(t)) => t,
+        };
+        let m = signing::verify(manifest, signature, &keys)?;
+        let files: BTreeMap<String, String> = snap
+            .files
+            .iter()
+            .filter_map(|f| Some((f.path.file_name()?.to_string_lossy().into_owned(), f.sha256.clone())))
+            .collect();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let unsigned = signing::check(&m, &files, self.serials.get(src).copied(), now)?;
+        if !unsigned.is_empty() {
+            let (out, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut snap.files).into_iter().partition(|f| {
+                f.path
+                    .file_name()
+                    .is_some_and(|n| unsigned.iter().any(|u| n.to_string_lossy() == *u))
+            });
+            snap.files = keep;
+            for f in out {
+                snap.refused.push(source::Refusal {
+                    path: f.path,
+                    reason: format!("unsigned: not listed in {}", signing::MANIFEST),
+                    text: Some(f.content),
+                });
+            }
+        }
+        self.pending_serials.insert(src.to_owned(), m.serial);
+        Ok(())
+    }
+
+    /// Keep the serial of each source's last applied signed revision.
+    fn save_serials(&mut self) {
+        if self.pending_serials.is_empty() {
+            return;
+        }
+        let mut changed = false;
+        for (src, serial) in std::mem::take(&mut self.pending_serials) {
+            let e = self.serials.entry(src).or_insert(0);
+            if serial > *e {
+                *e = serial;
+                changed = true;
+            }
+        }
+        if changed && let Ok(json) = serde_json::to_vec_pretty(&self.serials) {
+            let path = self.config.state_dir.join(SERIALS_FILE);
+            if let Err(e) = crate::state::atomic_write(&path, &json) {
+                log::error!("cannot save the signed serials: {e}");
+            }
+        }
     }
 
     /// Plan and apply against what the sources wanted at the last reconcile,

@@ -478,6 +478,7 @@ impl Fixture {
                 layout: crate::config::LayoutKind::Auto,
                 link: None,
                 subdir: None,
+                signatures: Default::default(),
             }],
             state_dir: self.dir.path().join("state"),
             securityfs: self.secfs.clone(),

@@ -9,11 +9,21 @@ pub struct Validator {
     memo: HashMap<(String, bool), Verdict>,
     /// Parser runs in the last validation that timed out or crashed.
     pub transient: usize,
+    /// The configured `allowed_attachments` (`None`: any).
+    pub allowed_attachments: Option<Vec<String>>,
 }
 
 pub(super) const MEMO_LIMIT: usize = 20_000;
 
 impl Validator {
+    /// A validator that refuses attachments outside `allowed` (`None`: any).
+    pub fn new(allowed_attachments: Option<Vec<String>>) -> Self {
+        Validator {
+            allowed_attachments,
+            ..Default::default()
+        }
+    }
+
     pub fn forget(&mut self) {
         self.memo.clear();
     }
@@ -56,6 +66,10 @@ impl Validator {
                 }
                 Some(v.clone())
             } else if let Some(why) = policy_violation(&f.content) {
+                Some(Verdict::Refused { reason: why })
+            } else if let Some(allowed) = &self.allowed_attachments
+                && let Some(why) = crate::apparmor::attachment_violation(&f.content, allowed)
+            {
                 Some(Verdict::Refused { reason: why })
             } else if mode == ForcedMode::Enforce
                 && let Some(d) = declared_profiles(&f.content).into_iter().find(|d| d.mode == "complain")

@@ -103,6 +103,13 @@ pub struct SourceSnapshot {
     /// has stood still, as the file system tells it.
     #[serde(skip)]
     pub newest_change: Duration,
+    /// `armord.manifest` and `armord.manifest.sig`, when present: their text,
+    /// or why they could not be read (a symlink that leaves the source…).
+    /// Never profiles.
+    #[serde(skip)]
+    pub manifest: Option<Result<String, String>>,
+    #[serde(skip)]
+    pub signature: Option<Result<String, String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

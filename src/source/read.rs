@@ -186,6 +186,8 @@ pub(super) fn read_dir_once(
         files: Vec::new(),
         refused: Vec::new(),
         newest_change: Duration::ZERO,
+        manifest: None,
+        signature: None,
     };
     let old = if cache.dir == r.dir {
         std::mem::take(&mut cache.files)
@@ -206,6 +208,21 @@ pub(super) fn read_dir_once(
                 reason: "file name is not UTF-8".into(),
                 text: None,
             });
+            continue;
+        }
+        if name == crate::signing::MANIFEST || name == crate::signing::SIGNATURE {
+            let read = match read_entry(&r.dir, &root_canon, &name, r.display_dir.join(&name), limits, None) {
+                Read1::File(f) => Ok(f.content),
+                Read1::Refused(why) | Read1::Undecodable(why, _) => Err(why),
+                Read1::Skip => Err("is a directory".into()),
+                Read1::Vanished if r.link.is_some() => return Ok(None),
+                Read1::Vanished => continue,
+            };
+            if name == crate::signing::MANIFEST {
+                snap.manifest = Some(read);
+            } else {
+                snap.signature = Some(read);
+            }
             continue;
         }
         if skipped_name(&name) {

@@ -7,6 +7,7 @@ fn src(path: &Path) -> SourceConfig {
         layout: LayoutKind::Auto,
         link: None,
         subdir: None,
+        signatures: Default::default(),
     }
 }
 const LIMITS: Limits = Limits {

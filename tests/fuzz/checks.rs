@@ -107,6 +107,7 @@ pub fn source_snapshot(input: &[u8]) {
             layout,
             link: None,
             subdir: None,
+            signatures: Default::default(),
         };
         let plain = snapshot(&cfg, &limits);
         let mut cache = ReadCache::default();

@@ -22,19 +22,20 @@ runc_run() { # runc_run PROFILE SCRIPT: run SCRIPT in sh -c under PROFILE with r
   ( cd "$b" && runc spec )
   sed -i -e 's/"terminal": true/"terminal": false/' -e 's/"readonly": true/"readonly": false/' \
     -e "s|^\(\s*\)\"sh\"$|\1\"sh\", \"-c\", \"$2\"|" \
-    -e "s|\"noNewPrivileges\": true,|\"noNewPrivileges\": true, \"apparmorProfile\": \"$1\",|" "$b/config.json"
+    -e "s|\"cwd\": \"/\",|\"cwd\": \"/\", \"apparmorProfile\": \"$1\",|" "$b/config.json"
+  grep -q '"apparmorProfile"' "$b/config.json" || echo "runc_run: no apparmorProfile in config.json"
   ( cd "$b" && timeout 120 runc run "vm-runc-$RANDOM" ) 2>&1
 }
 
 podman_run() { # podman_run PROFILE SCRIPT
   ctr_rootfs "$CTR/podman-rootfs"
   timeout 300 podman run --rm --network none --security-opt "apparmor=$1" \
-    --rootfs "$CTR/podman-rootfs" sh -c "$2" 2>&1
+    --rootfs "$CTR/podman-rootfs" /bin/sh -c "$2" 2>&1
 }
 
 ctr_run() { # ctr_run PROFILE SCRIPT
   ctr_rootfs "$CTR/ctr-rootfs"
-  timeout 120 ctr run --rm --rootfs --apparmor-profile "$1" "$CTR/ctr-rootfs" "vm-ctr-$RANDOM" sh -c "$2" 2>&1
+  timeout 120 ctr run --rm --rootfs --apparmor-profile "$1" "$CTR/ctr-rootfs" "vm-ctr-$RANDOM" /bin/sh -c "$2" 2>&1
 }
 
 containers() {
@@ -111,7 +112,7 @@ EOF
   ctr_rootfs "$CTR/run-rootfs"
   # Until the profile lets it write, the container keeps trying.
   ctr run -d --rootfs --apparmor-profile custom.ctr-run "$CTR/run-rootfs" vm-run \
-    sh -c 'until echo x > /tmp/swap 2>/dev/null; do sleep 0.3; done; sleep 600' >/dev/null 2>&1
+    /bin/sh -c 'until echo x > /tmp/swap 2>/dev/null; do sleep 0.3; done; sleep 600' >/dev/null 2>&1
   sleep 3
   # Replaced while it runs: its next write is judged by the new version.
   if [ ! -e "$CTR/run-rootfs/tmp/swap" ]; then

@@ -71,7 +71,7 @@ node_exporter() {
       && wait_for 30 bash -c "curl -sf http://127.0.0.1:9100/metrics | grep -q '^armord_denials_total{profile=\"custom.deny-write\",kind=\"DENIED\"} [1-9]'"; then
     pass node-exporter
   else
-    fail node-exporter "$(curl -sf http://127.0.0.1:9100/metrics | grep '^armord' | head -n 5 | tr '\n' ' ')"
+    fail node-exporter "metrics: $(curl -s http://127.0.0.1:9100/metrics 2>&1 | grep -c .) lines, $(curl -s http://127.0.0.1:9100/metrics | grep '^armord' | head -n 4 | tr '\n' ' '); unit $(systemctl is-active prometheus-node-exporter); $(journalctl -u prometheus-node-exporter --no-pager -n 3 | tr '\n' ' '); textfile: $(ls -l "$dir" | tr '\n' ' ')"
   fi
 }
 
