@@ -65,7 +65,12 @@ node_exporter() {
   local dir=/var/lib/prometheus/node-exporter
   mkdir -p "$dir" /etc/armord/armord.toml.d
   printf '[exports]\nprometheus_textfile = "%s/armord.prom"\n' "$dir" > /etc/armord/armord.toml.d/60-vm-exports.toml
-  systemctl reload armord
+  # The unit writes only its own directories (ProtectSystem=strict): an
+  # export directory is granted with a drop-in, as the README says.
+  mkdir -p /etc/systemd/system/armord.service.d
+  printf '[Service]\nReadWritePaths=%s\n' "$dir" > /etc/systemd/system/armord.service.d/60-exports.conf
+  systemctl daemon-reload
+  systemctl restart armord
   systemctl restart prometheus-node-exporter >/dev/null 2>&1 || true
   if wait_for 60 bash -c "curl -sf http://127.0.0.1:9100/metrics | grep -q '^armord_profiles{state=\"loaded\"} [1-9]'" \
       && wait_for 30 bash -c "curl -sf http://127.0.0.1:9100/metrics | grep -q '^armord_denials_total{profile=\"custom.deny-write\",kind=\"DENIED\"} [1-9]'"; then
