@@ -110,6 +110,32 @@ EOF
   rm -f /etc/armord/profiles.d/custom.aa4
 }
 
+# Signed policy: a revision signed with stock OpenSSH's key loads; a file
+# changed after signing is refused and the signed version stays loaded.
+signed() {
+  local d=/srv/signed
+  mkdir -p "$d" /etc/armord/armord.toml.d
+  printf 'profile custom.signed {\n  /etc/hostname r,\n}\n' > "$d/custom.signed"
+  armorctl sign "$d" --key "$T/signing-key" >/dev/null
+  printf 'trusted_keys = ["%s"]\n[[source]]\npath = "/etc/armord/profiles.d"\n[[source]]\npath = "%s"\nsignatures = "required"\n' \
+    "$T/signing-key.pub" "$d" > /etc/armord/armord.toml.d/70-vm-signed.toml
+  systemctl reload armord
+  if wait_for 30 loaded custom.signed && armorctl verify "$d" | grep -q '^ok: 1 files signed'; then
+    local good; good=$(sha_of custom.signed)
+    printf 'profile custom.signed {\n  /** rwx,\n}\n' > "$d/custom.signed"
+    if wait_for 30 bash -c "armorctl status | grep -q 'hash mismatch'" && loaded custom.signed \
+        && [ -n "$good" ] && [ "$(sha_of custom.signed)" = "$good" ]; then
+      pass 18-signed-policy
+    else
+      fail 18-signed-policy "tampered revision: $(armorctl status 2>&1 | tail -n 2 | tr '\n' ' ')"
+    fi
+  else
+    fail 18-signed-policy "signed revision not loaded: $(armorctl status 2>&1 | tail -n 2 | tr '\n' ' ')"
+  fi
+  rm -f /etc/armord/armord.toml.d/70-vm-signed.toml
+  systemctl reload armord
+}
+
 # The .rpm under systemd, on a system without the .deb: the preset enables
 # the unit, it starts and loads a profile, `rpm -e` stops it and leaves the
 # profile loaded.
@@ -292,6 +318,7 @@ boot1() {
   containers
   node_exporter
   apparmor4
+  signed
 
   # Prepare 7: a stand-in kubelet ordered after armord records what it sees,
   # and the sync directory is gone before the reboot (missing is not empty).
