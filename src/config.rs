@@ -850,6 +850,8 @@ mod tests {
             ("[[source]]\npath = \"/a\"\n[[source]]\npath = \"/a\"\n", "source.path"),
             ("debounce_ms = 500\ndebounce_max_ms = 100\n", "debounce_max_ms"),
             ("mass_removal_percent = 101\n", "mass_removal_percent"),
+            ("allowed_attachments = [\"usr/bin/*\"]\n", "allowed_attachments"),
+            ("trusted_keys = [\"\"]\n", "trusted_keys"),
         ];
         for (text, key) in cases {
             let e = load_from_strs(&[("/x/c.toml", text)]).unwrap_err();
@@ -857,6 +859,22 @@ mod tests {
             assert!(msg.starts_with("/x/c.toml: key `"), "{text}: {msg}");
             assert!(msg.contains(&format!("`{key}`")), "{text}: {msg}");
         }
+    }
+
+    #[test]
+    fn required_signatures_need_a_trusted_key() {
+        let e = load_from_strs(&[("/x/c.toml", "[[source]]\npath = \"/s\"\nsignatures = \"required\"\n")]).unwrap_err();
+        assert!(
+            e.to_string().contains("`source.signatures`") && e.to_string().contains("/s requires signatures"),
+            "{e}"
+        );
+        let c = load_from_strs(&[(
+            "/etc/armord/armord.toml",
+            "trusted_keys = [\"trusted-keys.d/*.pub\"]\n[[source]]\npath = \"/s\"\nsignatures = \"required\"\n",
+        )])
+        .unwrap();
+        assert_eq!(c.trusted_keys, ["/etc/armord/trusted-keys.d/*.pub"]);
+        assert_eq!(c.sources[0].signatures, Signatures::Required);
     }
 
     #[test]
