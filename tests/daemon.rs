@@ -399,25 +399,33 @@ fn denial_lines() -> String {
         .collect()
 }
 
-#[test]
-fn denial_counters_reach_the_exports_without_a_reconcile() {
+/// A tree whose daemon follows `journal` (JSON lines) through a fake
+/// journalctl and owns custom.a; `top` and `tables` go into the config.
+fn denial_tree(journal: &str, top: &str, tables: &str) -> (Tree, PathBuf) {
     let t = Tree::new();
     let parser = t.fake_parser();
-    let journalctl = t.fake_journalctl(&denial_lines());
-    let prom = t.path("armord.prom");
-    // No resync for an hour: only the counter refresh can write the file.
+    let journalctl = t.fake_journalctl(journal);
     let cfg = t.write(
         "armord.toml",
         &format!(
-            "state_dir = \"state\"\nsecurityfs = \"secfs\"\nproc = \"proc\"\nresync_interval_secs = 3600\n\
-             [denials]\njournalctl = \"{}\"\n[exports]\nprometheus_textfile = \"{}\"\n\
-             [parser]\npath = \"{}\"\ncache_dir = \"cache\"\n[[source]]\npath = \"src\"\n",
+            "state_dir = \"state\"\nsecurityfs = \"secfs\"\nproc = \"proc\"\n{top}[denials]\njournalctl = \"{}\"\n\
+             {tables}[parser]\npath = \"{}\"\ncache_dir = \"cache\"\n[[source]]\npath = \"src\"\n",
             journalctl.display(),
-            prom.display(),
             parser.display()
         ),
     );
     t.write("src/a", &profile("custom.a"));
+    (t, cfg)
+}
+
+#[test]
+fn denial_counters_reach_the_exports_without_a_reconcile() {
+    // No resync for an hour: only the counter refresh can write the file.
+    let (t, cfg) = denial_tree(
+        &denial_lines(),
+        "resync_interval_secs = 3600\n",
+        "[exports]\nprometheus_textfile = \"armord.prom\"\n",
+    );
     let d = Daemon::start(t, cfg);
     d.wait_ready();
     d.wait_until("denials in the textfile", |d| {
@@ -430,20 +438,8 @@ fn denial_counters_reach_the_exports_without_a_reconcile() {
 
 #[test]
 fn killed_between_relog_and_cursor_save_relogs_nothing_twice() {
-    let t = Tree::new();
-    let parser = t.fake_parser();
-    let journalctl = t.fake_journalctl(&denial_lines());
+    let (t, cfg) = denial_tree(&denial_lines(), "", "");
     let journal = t.path("journal.json");
-    let cfg = t.write(
-        "armord.toml",
-        &format!(
-            "state_dir = \"state\"\nsecurityfs = \"secfs\"\nproc = \"proc\"\n[denials]\njournalctl = \"{}\"\n\
-             [parser]\npath = \"{}\"\ncache_dir = \"cache\"\n[[source]]\npath = \"src\"\n",
-            journalctl.display(),
-            parser.display()
-        ),
-    );
-    t.write("src/a", &profile("custom.a"));
     let copy = journal.to_str().unwrap().to_owned();
     // Killed right after its first re-log, before any cursor is saved.
     let mut d = Daemon::start_env(
@@ -478,14 +474,19 @@ fn killed_between_relog_and_cursor_save_relogs_nothing_twice() {
 
 #[test]
 fn denials_name_the_container_and_pod_of_a_live_process() {
-    let t = Tree::new();
-    let parser = t.fake_parser();
     let now_us = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_micros();
     let id = "4f3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e";
     let uid = "1b2c3d4e-5f60-4718-8293-a4b5c6d7e8f9";
+    let entry = |i: u64, pid: u32| {
+        format!(
+            r#"{{"__CURSOR":"s={i}","_BOOT_ID":"b","_TRANSPORT":"audit","_AUDIT_TYPE":"1400","_AUDIT_ID":"{i}","_SOURCE_REALTIME_TIMESTAMP":"{now_us}","MESSAGE":"AVC apparmor=\"DENIED\" operation=\"open\" class=\"file\" profile=\"custom.a\" name=\"/etc/f{i}\" pid={pid} comm=\"cat\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0"}}"#
+        ) + "\n"
+    };
+    // pid 4242 runs in a container; pid 4343 is gone.
+    let (t, cfg) = denial_tree(&(entry(1, 4242) + &entry(2, 4343)), "", "");
     t.write(
         "proc/4242/cgroup",
         &format!(
@@ -493,23 +494,6 @@ fn denials_name_the_container_and_pod_of_a_live_process() {
             uid.replace('-', "_")
         ),
     );
-    let entry = |i: u64, pid: u32| {
-        format!(
-            r#"{{"__CURSOR":"s={i}","_BOOT_ID":"b","_TRANSPORT":"audit","_AUDIT_TYPE":"1400","_AUDIT_ID":"{i}","_SOURCE_REALTIME_TIMESTAMP":"{now_us}","MESSAGE":"AVC apparmor=\"DENIED\" operation=\"open\" class=\"file\" profile=\"custom.a\" name=\"/etc/f{i}\" pid={pid} comm=\"cat\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0"}}"#
-        ) + "\n"
-    };
-    // pid 4242 runs in a container; pid 4343 is gone.
-    let journalctl = t.fake_journalctl(&(entry(1, 4242) + &entry(2, 4343)));
-    let cfg = t.write(
-        "armord.toml",
-        &format!(
-            "state_dir = \"state\"\nsecurityfs = \"secfs\"\nproc = \"proc\"\n[denials]\njournalctl = \"{}\"\n\
-             [parser]\npath = \"{}\"\ncache_dir = \"cache\"\n[[source]]\npath = \"src\"\n",
-            journalctl.display(),
-            parser.display()
-        ),
-    );
-    t.write("src/a", &profile("custom.a"));
     let d = Daemon::start(t, cfg);
     d.wait_ready();
     d.wait_until("both re-logged", |d| {
