@@ -114,6 +114,13 @@ EOF
   ctr run -d --rootfs --apparmor-profile custom.ctr-run "$CTR/run-rootfs" vm-run \
     /bin/sh -c 'until echo x > /tmp/swap 2>/dev/null; do sleep 0.3; done; sleep 600' >/dev/null 2>&1
   sleep 3
+  # Its denials name the container (containerd's cgroup: /default/vm-run).
+  if wait_for 30 bash -c "armorctl denials --profile custom.ctr-run --json | grep -q '\"container_id\":\"vm-run\"'" \
+      && armorctl denials --profile custom.ctr-run | grep -q 'container=vm-run'; then
+    pass 16-container-attribution
+  else
+    fail 16-container-attribution "$(armorctl denials --profile custom.ctr-run --json 2>&1 | tail -n 1 | cut -c1-300)"
+  fi
   # Replaced while it runs: its next write is judged by the new version.
   if [ ! -e "$CTR/run-rootfs/tmp/swap" ]; then
     sed -i 's|^  /\*\* rmix,|  /** rmix,\n  /tmp/** w,|' "$P/custom.ctr-run"
@@ -131,12 +138,12 @@ EOF
     sleep 1
     ctr task delete vm-run >/dev/null 2>&1; ctr container delete vm-run >/dev/null 2>&1
     if wait_for 30 bash -c "! grep -q '^custom.ctr-run ' /sys/kernel/security/apparmor/profiles"; then
-      pass 16-container-deferred
+      pass 17-container-deferred
     else
-      fail 16-container-deferred "not removed after the container stopped"
+      fail 17-container-deferred "not removed after the container stopped"
     fi
   else
-    fail 16-container-deferred "not deferred: $(armorctl list 2>&1 | grep ctr-run)"
+    fail 17-container-deferred "not deferred: $(armorctl list 2>&1 | grep ctr-run)"
     ctr task kill -s SIGKILL vm-run >/dev/null 2>&1; sleep 1
     ctr task delete vm-run >/dev/null 2>&1; ctr container delete vm-run >/dev/null 2>&1
   fi

@@ -89,7 +89,7 @@ include <tunables/global>
 profile custom.aa4 flags=(attach_disconnected) {
   include <abstractions/base>
   userns,
-  /** rmix,
+  file,
 }
 EOF
   if [ "$SUITE" = bookworm ]; then
@@ -170,9 +170,9 @@ burst() {
     sleep 2
   done
   if [ "$n" -ge 1000 ]; then
-    pass 17-burst-1000
+    pass 19-burst-1000
   else
-    fail 17-burst-1000 "$n of 1000 in armorctl denials --summary; $(armorctl status 2>&1 | grep -i lost)"
+    fail 19-burst-1000 "$n of 1000 in armorctl denials --summary; $(armorctl status 2>&1 | grep -i lost)"
   fi
 }
 
