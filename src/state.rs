@@ -30,10 +30,29 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> Result<(), StateError> {
     write_replace(path, data, true, None)
 }
 
+/// [`atomic_write`] of a file other programs read (an export for
+/// node_exporter or node-feature-discovery): mode 0644 whatever the umask.
+pub fn atomic_write_readable(path: &Path, data: &[u8]) -> Result<(), StateError> {
+    use std::os::unix::fs::PermissionsExt;
+    write_replace_with(path, data, true, None, |f: &std::fs::File| {
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))
+    })
+}
+
 /// Like [`atomic_write`], with the fsyncs only when `durable`: readers see
 /// the old content or the new, but a crash may lose the new. `midpoint` is
 /// a failpoint passed with the data written and not yet renamed.
 fn write_replace(path: &Path, data: &[u8], durable: bool, midpoint: Option<&str>) -> Result<(), StateError> {
+    write_replace_with(path, data, durable, midpoint, |_| Ok(()))
+}
+
+fn write_replace_with(
+    path: &Path,
+    data: &[u8],
+    durable: bool,
+    midpoint: Option<&str>,
+    prepare: impl Fn(&std::fs::File) -> std::io::Result<()>,
+) -> Result<(), StateError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let name = path
@@ -44,6 +63,7 @@ fn write_replace(path: &Path, data: &[u8], durable: bool, midpoint: Option<&str>
     let result = (|| {
         crate::failpoint::hit("state-write").map_err(io_err(&tmp))?;
         let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        prepare(&f).map_err(io_err(&tmp))?;
         f.write_all(data).map_err(io_err(&tmp))?;
         if let Some(point) = midpoint {
             crate::failpoint::hit(point).map_err(io_err(&tmp))?;

@@ -115,13 +115,13 @@ pub fn prometheus_text(published: &Published, counters: &Counters, m: &Metrics) 
 /// Write the configured exports; failures are logged, never fatal.
 pub fn write(cfg: &Config, published: &Published, counters: &Arc<Mutex<Counters>>, m: &Metrics) {
     if let Some(path) = &cfg.exports.nfd_features_file
-        && let Err(e) = crate::state::atomic_write(path, nfd_lines(published).as_bytes())
+        && let Err(e) = crate::state::atomic_write_readable(path, nfd_lines(published).as_bytes())
     {
         log::warn!("export: {e}");
     }
     if let Some(path) = &cfg.exports.prometheus_textfile {
         let c = counters.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Err(e) = crate::state::atomic_write(path, prometheus_text(published, &c, m).as_bytes()) {
+        if let Err(e) = crate::state::atomic_write_readable(path, prometheus_text(published, &c, m).as_bytes()) {
             log::warn!("export: {e}");
         }
     }

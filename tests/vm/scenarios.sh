@@ -117,7 +117,8 @@ signed() {
   mkdir -p "$d" /etc/armord/armord.toml.d
   printf 'profile custom.signed {\n  /etc/hostname r,\n}\n' > "$d/custom.signed"
   armorctl sign "$d" --key "$T/signing-key" >/dev/null
-  printf 'trusted_keys = ["%s"]\n[[source]]\npath = "/etc/armord/profiles.d"\n[[source]]\npath = "%s"\nsignatures = "required"\n' \
+  # Sources add up across drop-ins: 50-vm.toml already lists profiles.d.
+  printf 'trusted_keys = ["%s"]\n[[source]]\npath = "%s"\nsignatures = "required"\n' \
     "$T/signing-key.pub" "$d" > /etc/armord/armord.toml.d/70-vm-signed.toml
   systemctl reload armord
   if wait_for 30 loaded custom.signed && armorctl verify "$d" | grep -q '^ok: 1 files signed'; then
