@@ -510,3 +510,32 @@ fn denials_name_the_container_and_pod_of_a_live_process() {
         "{two}"
     );
 }
+
+#[test]
+fn a_mass_removal_is_held_and_logged_with_the_way_through() {
+    let (t, cfg) = Daemon::tree_with("", "removal_settle_ms = 100\n[denials]\nenabled = false\n");
+    t.write("src/a", &profile("custom.a"));
+    t.write("src/b", &profile("custom.b"));
+    t.write("src/c", &profile("custom.c"));
+    let d = Daemon::start(t, cfg);
+    d.wait_ready();
+    for f in ["a", "b"] {
+        std::fs::remove_file(d.path(&format!("src/{f}"))).unwrap();
+    }
+    d.wait_until("the mass removal logged", |d| {
+        d.log().contains("mass removal held: 2 of the 3 profiles")
+    });
+    let log = d.log();
+    assert!(
+        log.contains("`armorctl sync --allow-mass-removal` removes them now"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("mass removal held: 2 of the 3").count(),
+        1,
+        "logged once while it stands: {log}"
+    );
+    assert!(!log.contains("removed profile"), "{log}");
+    assert!(d.kernel().contains("custom.a (enforce)") && d.kernel().contains("custom.b (enforce)"));
+    d.wait_notify(|m| m.contains("2 removals held as a mass removal"));
+}

@@ -156,6 +156,21 @@ pub fn log_report(what: &str, r: &Report, known: &mut std::collections::HashSet<
     if unlogged > 0 {
         log::warn!("… and {unlogged} more problems (armorctl status lists them all)");
     }
+    // A held mass removal: one line per source while it stands, with the
+    // command that lets it through.
+    let mut reasons: Vec<&str> = r
+        .held
+        .iter()
+        .filter(|h| h.why == crate::reconcile::HeldWhy::MassRemoval)
+        .map(|h| h.reason.as_str())
+        .collect();
+    reasons.dedup();
+    for reason in reasons {
+        if !known.contains(reason) {
+            log::warn!("{reason}");
+        }
+        current.insert(reason.to_owned());
+    }
     *known = current;
     log::info!("{what}: {}", r.summary());
 }
