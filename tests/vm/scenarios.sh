@@ -72,6 +72,9 @@ node_exporter() {
   systemctl daemon-reload
   systemctl restart armord
   systemctl restart prometheus-node-exporter >/dev/null 2>&1 || true
+  # The counters are armord's since it started: a denial after the restart.
+  armorctl wait --timeout 60s >/dev/null 2>&1
+  aa-exec -p custom.deny-write -- sh -c 'echo x > /root/vm-node-exporter' 2>/dev/null
   if wait_for 60 bash -c "curl -sf http://127.0.0.1:9100/metrics | grep -q '^armord_profiles{state=\"loaded\"} [1-9]'" \
       && wait_for 30 bash -c "curl -sf http://127.0.0.1:9100/metrics | grep -q '^armord_denials_total{profile=\"custom.deny-write\",kind=\"DENIED\"} [1-9]'"; then
     pass node-exporter
