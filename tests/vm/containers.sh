@@ -101,10 +101,13 @@ EOF
 
   # A running container keeps its profile loaded after the file is deleted
   # (deferred); the removal completes when the container stops.
+  # The runtime must be able to stop it: AppArmor 4 mediates signals.
   cat > "$P/custom.ctr-run" <<'EOF'
 #include <tunables/global>
 profile custom.ctr-run flags=(attach_disconnected) {
   #include <abstractions/base>
+  signal (receive) peer=unconfined,
+  signal (send,receive) peer=custom.ctr-run,
   /** rmix,
 }
 EOF
