@@ -70,7 +70,9 @@ impl Denials {
             log::warn!(
                 "journald does not read the audit transport (systemd-journald-audit.socket is not active): \
                  AppArmor records reach the journal only through the kernel's rate-limited console copy, \
-                 and a burst of denials is mostly lost; fix: systemctl enable --now systemd-journald-audit.socket"
+                 and a burst of denials is mostly lost; fix: systemctl enable systemd-journald-audit.socket, \
+                 then reboot, or restart journald with it (systemctl stop systemd-journald; \
+                 systemctl start systemd-journald-audit.socket systemd-journald) and armord"
             );
         }
         follower

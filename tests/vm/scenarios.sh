@@ -166,6 +166,16 @@ rpm_package() {
 # A burst of 1,000 distinct denials within a second: every one reaches
 # armorctl denials --summary (the audit transport, not the console copy).
 burst() {
+  # Where journald was started without its audit socket (trixie ships it
+  # disabled, and systemd refuses to start it under a running journald),
+  # apply the fix armord's warning and the README give.
+  if ! systemctl is-active -q systemd-journald-audit.socket; then
+    systemctl enable -q systemd-journald-audit.socket
+    systemctl stop systemd-journald
+    systemctl start systemd-journald-audit.socket systemd-journald
+    systemctl restart armord
+    armorctl wait --timeout 60s >/dev/null 2>&1
+  fi
   aa-exec -p custom.deny-write -- sh -c 'i=0; while [ $i -lt 1000 ]; do i=$((i+1)); echo x > /root/vm-burst-$i; done' 2>/dev/null
   local n=0 end=$(( $(date +%s) + 120 ))
   while [ "$(date +%s)" -lt "$end" ]; do
