@@ -77,6 +77,11 @@ impl ProcReader {
             let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
                 continue;
             };
+            // A zombie runs no code: its label no longer confines anything
+            // (a container's init killed and not yet reaped by its shim).
+            if is_zombie(&entry.path()) {
+                continue;
+            }
             let dir = entry.path().join("attr");
             // A process can exit at any moment: read errors just skip it.
             let label = std::fs::read_to_string(dir.join("apparmor/current"))
@@ -92,6 +97,15 @@ impl ProcReader {
         }
         Ok(out)
     }
+}
+
+/// Is the process at `dir` (`/proc/PID`) a zombie? From `stat`'s state
+/// field, after the command name's closing parenthesis.
+fn is_zombie(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
 }
 
 /// The kernel through securityfs (`/sys/kernel/security/apparmor`).
@@ -148,6 +162,21 @@ impl Kernel for SecurityFs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zombies_confine_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        for (pid, state) in [(10, "S"), (11, "Z")] {
+            let p = dir.path().join(pid.to_string());
+            std::fs::create_dir_all(p.join("attr")).unwrap();
+            std::fs::write(p.join("attr/current"), "custom.a (enforce)\n").unwrap();
+            std::fs::write(p.join("stat"), format!("{pid} (sh (x)) {state} 1 1 1\n")).unwrap();
+        }
+        let r = ProcReader {
+            root: dir.path().to_owned(),
+        };
+        assert_eq!(r.confined().unwrap()["custom.a"], [10]);
+    }
 
     #[test]
     fn profiles_format() {

@@ -138,8 +138,7 @@ EOF
   rm -f "$P/custom.ctr-run"
   if wait_for 30 bash -c "armorctl list | grep custom.ctr-run | grep -q deferred" && loaded custom.ctr-run; then
     ctr task kill -s SIGKILL vm-run >/dev/null 2>&1
-    sleep 1
-    ctr task delete vm-run >/dev/null 2>&1; ctr container delete vm-run >/dev/null 2>&1
+    wait_for 30 ctr task delete vm-run; ctr container delete vm-run >/dev/null 2>&1
     if wait_for 30 bash -c "! grep -q '^custom.ctr-run ' /sys/kernel/security/apparmor/profiles"; then
       pass 17-container-deferred
     else
