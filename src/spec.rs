@@ -290,9 +290,13 @@ fn sorted(v: &[String]) -> Vec<&String> {
 const BASE_HEAD: &str = "  include <abstractions/base>
 
   # As the runtime's default: unmounting, and signals from the host
-  # (unconfined) processes such as the runtime itself.
+  # (unconfined) processes and the runtimes, which AppArmor 4 systems
+  # confine in profiles of their own (`runc`, `crun`): without these,
+  # `docker stop` or a pod's deletion could not stop the container.
   umount,
   signal (receive) peer=unconfined,
+  signal (receive) peer=runc,
+  signal (receive) peer=crun,
 ";
 
 /// The replacement for the default profile's blanket `file,` rule.

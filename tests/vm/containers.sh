@@ -101,12 +101,15 @@ EOF
 
   # A running container keeps its profile loaded after the file is deleted
   # (deferred); the removal completes when the container stops.
-  # The runtime must be able to stop it: AppArmor 4 mediates signals.
+  # The runtime must be able to stop it: on AppArmor 4 systems runc runs in
+  # a profile of its own (`runc`), so the container receives from that peer.
   cat > "$P/custom.ctr-run" <<'EOF'
 #include <tunables/global>
 profile custom.ctr-run flags=(attach_disconnected) {
   #include <abstractions/base>
   signal (receive) peer=unconfined,
+  signal (receive) peer=runc,
+  signal (receive) peer=crun,
   signal (send,receive) peer=custom.ctr-run,
   /** rmix,
 }
