@@ -9,8 +9,7 @@ use ssh_key::{HashAlg, LineEnding, PrivateKey, PublicKey, SshSig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub const MANIFEST: &str = "armord.manifest";
-pub const SIGNATURE: &str = "armord.manifest.sig";
+pub use crate::source::{MANIFEST, SIGNATURE};
 /// The `-n` namespace of `ssh-keygen -Y sign`.
 pub const NAMESPACE: &str = "armord";
 
@@ -169,6 +168,38 @@ pub fn check(
     Ok(files.keys().filter(|n| !m.files.contains_key(*n)).cloned().collect())
 }
 
+/// The files of a revision directory as a source reads them (its skip and
+/// encoding rules, a byte-order mark dropped): name → sha256. The manifest
+/// and its signature are not among them.
+pub fn revision_files(dir: &Path, max_file_bytes: u64) -> Result<BTreeMap<String, String>, SignError> {
+    let io = |path: &Path, e: &dyn std::fmt::Display| SignError::Io {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    };
+    let limits = crate::source::Limits {
+        max_file_bytes,
+        max_files: usize::MAX,
+    };
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| io(dir, &e))?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    let mut files = BTreeMap::new();
+    for path in entries {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+            continue;
+        };
+        if crate::source::skipped_name(&name) || name == MANIFEST || name == SIGNATURE || path.is_dir() {
+            continue;
+        }
+        let f = crate::source::read_one(&path, &limits).map_err(|e| io(&path, &e))?;
+        files.insert(name, f.sha256);
+    }
+    Ok(files)
+}
+
 /// Write `DIR/armord.manifest` over the files of `dir` (the names a source
 /// would read, with its rules) and sign it with `key` into
 /// `DIR/armord.manifest.sig`.
@@ -182,27 +213,7 @@ pub fn sign_dir(dir: &Path, key: &Path, serial: u64, expires: Option<u64>) -> Re
         path: key.to_owned(),
         reason: format!("not an unencrypted OpenSSH private key: {e}"),
     })?;
-    let limits = crate::source::Limits {
-        max_file_bytes: 1 << 30,
-        max_files: usize::MAX,
-    };
-    let mut files = BTreeMap::new();
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| io(dir, &e))?
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    entries.sort();
-    for path in entries {
-        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
-            continue;
-        };
-        if crate::source::skipped_name(&name) || name == MANIFEST || name == SIGNATURE || path.is_dir() {
-            continue;
-        }
-        let f = crate::source::read_one(&path, &limits).map_err(|e| io(&path, &e))?;
-        files.insert(name, f.sha256);
-    }
+    let files = revision_files(dir, 1 << 30)?;
     let m = Manifest { serial, expires, files };
     let text = toml::to_string(&m).map_err(|e| io(dir, &e))?;
     let text = format!("# Signed with `armorctl sign`; verify with `armorctl verify`.\n{text}");

@@ -48,25 +48,7 @@ pub(super) fn verify(cfg: &config::Config, dir: &std::path::Path) -> Result<i32,
         let manifest = read(signing::MANIFEST).map_err(|e| e.to_string())?;
         let signature = read(signing::SIGNATURE).map_err(|e| e.to_string())?;
         let m = signing::verify(&manifest, &signature, &keys).map_err(|e| e.to_string())?;
-        let limits = crate::source::Limits {
-            max_file_bytes: cfg.max_file_bytes,
-            max_files: usize::MAX,
-        };
-        let mut files = std::collections::BTreeMap::new();
-        for entry in std::fs::read_dir(dir).map_err(|e| e.to_string())?.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let path = entry.path();
-            if crate::source::skipped_name(&name)
-                || name == signing::MANIFEST
-                || name == signing::SIGNATURE
-                || path.is_dir()
-            {
-                continue;
-            }
-            if let Ok(f) = crate::source::read_one(&path, &limits) {
-                files.insert(name, f.sha256);
-            }
-        }
+        let files = signing::revision_files(dir, cfg.max_file_bytes).map_err(|e| e.to_string())?;
         let unsigned = signing::check(&m, &files, None, now()).map_err(|e| e.to_string())?;
         Ok((m, unsigned))
     })();

@@ -124,6 +124,11 @@ pub struct Limits {
     pub max_files: usize,
 }
 
+/// A signed revision's manifest and its signature: read beside the
+/// profiles, never profiles themselves (see `signing`).
+pub const MANIFEST: &str = "armord.manifest";
+pub const SIGNATURE: &str = "armord.manifest.sig";
+
 pub fn sha256_hex(data: &[u8]) -> String {
     let digest = Sha256::digest(data);
     let mut out = String::with_capacity(64);

@@ -210,7 +210,7 @@ pub(super) fn read_dir_once(
             });
             continue;
         }
-        if name == crate::signing::MANIFEST || name == crate::signing::SIGNATURE {
+        if name == MANIFEST || name == SIGNATURE {
             let read = match read_entry(&r.dir, &root_canon, &name, r.display_dir.join(&name), limits, None) {
                 Read1::File(f) => Ok(f.content),
                 Read1::Refused(why) | Read1::Undecodable(why, _) => Err(why),
@@ -218,7 +218,7 @@ pub(super) fn read_dir_once(
                 Read1::Vanished if r.link.is_some() => return Ok(None),
                 Read1::Vanished => continue,
             };
-            if name == crate::signing::MANIFEST {
+            if name == MANIFEST {
                 snap.manifest = Some(read);
             } else {
                 snap.signature = Some(read);
