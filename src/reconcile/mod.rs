@@ -509,7 +509,12 @@ impl Reconciler {
                     max_file_bytes: self.config.max_file_bytes,
                     max_files: self.config.max_profiles,
                 };
-                let moved = moved_sources(&self.config, &limits, &mut self.read_caches, &self.stillness);
+                // Only the sources something is removed from are read again.
+                let of = removes
+                    .iter()
+                    .filter_map(|n| self.manifest.profiles.get(n).map(|o| &o.source))
+                    .collect();
+                let moved = moved_sources(&self.config, &of, &limits, &mut self.read_caches, &self.stillness);
                 let (go, stay): (Vec<String>, Vec<String>) = removes.into_iter().partition(|n| {
                     self.manifest
                         .profiles

@@ -38,16 +38,17 @@ pub(super) fn instant_of(wall: Duration, now: Instant) -> Instant {
     now.checked_sub(wall_now.saturating_sub(wall)).unwrap_or(now)
 }
 
-/// The sources that a read now finds different from their last read (or
-/// that cannot be read now).
+/// Of the sources in `of`, those that a read now finds different from their
+/// last read (or that cannot be read now).
 pub(super) fn moved_sources(
     config: &Config,
+    of: &std::collections::HashSet<&PathBuf>,
     limits: &Limits,
     caches: &mut HashMap<PathBuf, source::ReadCache>,
     stillness: &HashMap<PathBuf, Still>,
 ) -> std::collections::HashSet<PathBuf> {
     let mut moved = std::collections::HashSet::new();
-    for src in &config.sources {
+    for src in config.sources.iter().filter(|s| of.contains(&s.path)) {
         let cache = caches.entry(src.path.clone()).or_default();
         let same = match source::snapshot_cached(src, limits, cache) {
             SnapshotResult::Ok(snap) => stillness
