@@ -323,7 +323,9 @@ fn parse_str(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
         message: toml_message(text, &e),
     })?;
     if let Some(dir) = path.parent() {
-        raw.rebase(dir);
+        // The directory as it really is, so that `..` means its parent.
+        let real = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+        raw.rebase(&real);
     }
     Ok(raw)
 }
@@ -333,7 +335,7 @@ fn parse_str(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
 /// on PATH.
 fn rebase_path(p: &mut PathBuf, dir: &Path) {
     if p.is_relative() && !p.as_os_str().is_empty() {
-        *p = dir.join(&*p);
+        *p = join_clean(dir, p);
     }
 }
 
@@ -758,13 +760,63 @@ pub fn config_files(main: &Path) -> Result<Vec<PathBuf>, ConfigError> {
 }
 
 /// Load `main` and its drop-ins. Missing files are fine: defaults apply.
+/// A relative `main` is taken from the working directory.
 pub fn load(main: &Path) -> Result<Config, ConfigError> {
+    let main = &absolute_from_cwd(main);
     let mut merged = Merged::default();
     for file in config_files(main)? {
         let raw = parse_file(&file)?;
         merged.add(&file, raw);
     }
     validate(merged)
+}
+
+/// Load a configuration file named explicitly (`--config`): unlike the
+/// default path, it must exist.
+pub fn load_given(main: &Path) -> Result<Config, ConfigError> {
+    let abs = absolute_from_cwd(main);
+    if let Err(source) = std::fs::metadata(&abs) {
+        return Err(ConfigError::Read {
+            path: main.to_owned(),
+            source,
+        });
+    }
+    load(&abs)
+}
+
+/// `p` from the working directory, `.` and leading `..` resolved.
+fn absolute_from_cwd(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        return p.to_owned();
+    }
+    match std::env::current_dir() {
+        Ok(d) => join_clean(&d, p),
+        Err(_) => p.to_owned(),
+    }
+}
+
+/// `base` joined with `rel`: `.` dropped, and each leading `..` of `rel`
+/// taken off `base` (whose own directories are real: the working or a
+/// configuration file's directory, resolved), so paths read as written
+/// (`/srv/x/.armord-sim`, not `/srv/x/examples/../.armord-sim`). A `..`
+/// after a name in `rel` is kept: that name may be a link.
+fn join_clean(base: &Path, rel: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = base.to_owned();
+    let mut leading = true;
+    for c in rel.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if leading => {
+                out.pop();
+            }
+            other => {
+                leading = false;
+                out.push(other.as_os_str());
+            }
+        }
+    }
+    out
 }
 
 /// Load from in-memory texts, for tests: each pair is (name, TOML text).

@@ -26,8 +26,12 @@ impl Log for Stderr {
         if !self.enabled(r.metadata()) {
             return;
         }
+        // One readable line; the structured fields (which repeat what the
+        // message says) only with --verbose.
         let mut fields = String::new();
-        let _ = r.key_values().visit(&mut Fields(&mut fields));
+        if log::max_level() >= LevelFilter::Debug {
+            let _ = r.key_values().visit(&mut Fields(&mut fields));
+        }
         let level = match r.level() {
             log::Level::Error => "error",
             log::Level::Warn => "warning",

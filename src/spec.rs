@@ -44,16 +44,45 @@ fn enforce() -> String {
     "enforce".into()
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("key `{key}`: {reason}")]
+/// What is wrong with a spec: the key (empty for a TOML syntax error) and,
+/// where known, the line.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpecError {
     pub key: String,
+    pub line: Option<u32>,
     pub reason: String,
+}
+
+impl std::fmt::Display for SpecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.reason)
+        } else {
+            write!(f, "key `{}`: {}", self.key, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+impl SpecError {
+    /// `FILE:LINE: message` (or `FILE: message`), the form of every
+    /// problem armord reports.
+    pub fn with_file(&self, file: &std::path::Path) -> String {
+        let file = crate::escape::path(file);
+        let text = self.to_string();
+        let msg = crate::escape::text(&text);
+        match self.line {
+            Some(l) => format!("{file}:{l}: {msg}"),
+            None => format!("{file}: {msg}"),
+        }
+    }
 }
 
 fn err(key: impl Into<String>, reason: impl Into<String>) -> SpecError {
     SpecError {
         key: key.into(),
+        line: None,
         reason: reason.into(),
     }
 }
@@ -153,26 +182,38 @@ fn check_path(key: &str, p: &str, exec: bool) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// The profile names a spec that does not parse may define: every
+/// `name = "…"` (or `'…'`) line, read lexically.
+pub fn names_a_spec_may_define(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.trim_start().strip_prefix("name") else { continue };
+        let Some(rest) = rest.trim_start().strip_prefix('=') else { continue };
+        let rest = rest.trim();
+        let Some(q) = rest.chars().next().filter(|c| *c == '"' || *c == '\'') else { continue };
+        let Some(end) = rest[1..].find(q) else { continue };
+        let name = &rest[1..1 + end];
+        if !name.is_empty() && !out.iter().any(|n| n == name) {
+            out.push(name.to_owned());
+        }
+    }
+    out
+}
+
 impl Spec {
     pub fn parse(text: &str) -> Result<Spec, SpecError> {
         let spec: Spec = toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() as u32 + 1);
             let msg = e.message().trim().to_owned();
             let key = msg
                 .split('`')
                 .nth(1)
                 .filter(|_| msg.starts_with("unknown field") || msg.starts_with("missing field"))
-                .unwrap_or("(toml)")
+                .unwrap_or("")
                 .to_owned();
-            err(
-                key,
-                match line {
-                    Some(l) => format!("line {l}: {msg}"),
-                    None => msg,
-                },
-            )
+            SpecError { key, line, reason: msg }
         })?;
         spec.check()?;
         Ok(spec)

@@ -123,6 +123,11 @@ pub struct Manifest {
     /// Profiles being removed: boot restore never brings these back.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub removing: BTreeSet<String>,
+    /// Contents (sha256) loaded without a parser to check them (a
+    /// simulation without `apparmor_parser`): checked as soon as a parser
+    /// is there.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub unchecked: BTreeSet<String>,
 }
 
 impl Manifest {

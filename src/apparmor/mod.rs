@@ -113,6 +113,11 @@ pub trait Parser: Send + Sync {
     fn compile(&self, files: &[PathBuf], opts: LoadOptions) -> Result<(), ParserError>;
     /// Compile and load (add or replace) into the kernel.
     fn load(&self, files: &[PathBuf], opts: LoadOptions) -> Result<(), ParserError>;
+    /// Whether `compile` and `load` check a file (false: a simulation
+    /// without `apparmor_parser`, which takes any file as it is).
+    fn checks(&self) -> bool {
+        true
+    }
 }
 
 /// The kernel's view of loaded policy and the processes it confines.

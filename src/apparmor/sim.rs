@@ -108,6 +108,9 @@ impl Kernel for SimKernel {
 }
 
 impl Parser for SimKernel {
+    fn checks(&self) -> bool {
+        self.parser.is_some()
+    }
     fn names(&self, files: &[PathBuf]) -> Result<Vec<NamesResult>, ParserError> {
         let result = match &self.parser {
             Some(p) => p.names(files)?,

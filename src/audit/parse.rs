@@ -331,6 +331,39 @@ fn kind_of_type(t: &str) -> Option<&'static str> {
     })
 }
 
+/// The record types AppArmor writes, by number and auditd's name.
+const TYPE_NAMES: &[(i64, &str)] = &[
+    (1107, "USER_AVC"),
+    (1400, "AVC"),
+    (1500, "APPARMOR"),
+    (1501, "APPARMOR_AUDIT"),
+    (1502, "APPARMOR_ALLOWED"),
+    (1503, "APPARMOR_DENIED"),
+    (1504, "APPARMOR_HINT"),
+    (1505, "APPARMOR_STATUS"),
+    (1506, "APPARMOR_ERROR"),
+    (1507, "APPARMOR_KILL"),
+];
+
+/// A record type as written (`AVC`, `1400`, `UNKNOWN[1503]`) → auditd's
+/// name for it and its number, where known.
+fn type_name_number(t: &str) -> (Cow<'_, str>, Option<i64>) {
+    let bare = t
+        .strip_prefix("UNKNOWN[")
+        .and_then(|n| n.strip_suffix(']'))
+        .unwrap_or(t);
+    if let Ok(n) = bare.parse::<i64>() {
+        return match TYPE_NAMES.iter().find(|(num, _)| *num == n) {
+            Some((_, name)) => (Cow::Borrowed(*name), Some(n)),
+            None => (Cow::Borrowed(t), Some(n)),
+        };
+    }
+    match TYPE_NAMES.iter().find(|(_, name)| *name == bare) {
+        Some((n, name)) => (Cow::Borrowed(*name), Some(*n)),
+        None => (Cow::Borrowed(t), None),
+    }
+}
+
 fn find(hay: &str, needle: &str) -> Option<usize> {
     hay.find(needle)
 }
@@ -444,7 +477,13 @@ pub fn parse(line: &str) -> Result<Record<'_>, ParseError> {
         }
     }
     if let Some(t) = record_type {
-        rec.fields.insert(0, (Cow::Borrowed("type"), value("type", t, None)));
+        // One form whatever wrote the line: `type` the name auditd gives
+        // the type, `type_number` its number.
+        let (name, number) = type_name_number(t);
+        rec.fields.insert(0, (Cow::Borrowed("type"), Value::Str(name)));
+        if let Some(n) = number {
+            rec.fields.insert(1, (Cow::Borrowed("type_number"), Value::Num(n)));
+        }
     }
     add_names(&mut rec);
     Ok(rec)
@@ -597,6 +636,7 @@ mod tests {
         assert_eq!(j["kind"], "DENIED");
         assert_eq!(j["audit_id"], "1279948288.415:39");
         assert_eq!(j["type"], "AVC");
+        assert_eq!(j["type_number"], 1400);
         assert_eq!(j["requested"], "r");
         assert_eq!(j["denied"], "r");
         assert_eq!(j["pid"], 12333);
@@ -619,7 +659,8 @@ mod tests {
         let j = json(
             "audit: type=1400 audit(1700000000.123:456): apparmor=\"DENIED\" operation=\"open\" profile=\"custom.x\" name=2F746D702F6120622E747874 pid=5 comm=6D7920636F6D6D requested_mask=\"w\" denied_mask=\"w\" fsuid=0 ouid=0",
         );
-        assert_eq!(j["type"], 1400);
+        assert_eq!(j["type"], "AVC");
+        assert_eq!(j["type_number"], 1400);
         assert_eq!(j["name"], "/tmp/a b.txt");
         assert_eq!(j["comm"], "my comm");
     }

@@ -16,7 +16,10 @@ fn absolute(p: PathBuf) -> PathBuf {
 }
 
 fn load_config(args: &Args) -> Result<config::Config, config::ConfigError> {
-    let mut cfg = config::load(&absolute(args.config.clone()))?;
+    let mut cfg = match &args.config {
+        Some(path) => config::load_given(path)?,
+        None => config::load(std::path::Path::new(config::DEFAULT_CONFIG))?,
+    };
     if !args.source.is_empty() {
         cfg.sources = args
             .source

@@ -1,7 +1,6 @@
 //! `armord`'s command line (here so that man pages and completions are
 //! generated from the same definitions).
 
-use crate::config;
 use clap::Parser;
 use std::path::PathBuf;
 
@@ -13,8 +12,10 @@ use std::path::PathBuf;
 )]
 pub struct ArmordArgs {
     /// Configuration file; its drop-ins are read from PATH.d/*.toml.
-    #[arg(long, value_name = "PATH", default_value = config::DEFAULT_CONFIG)]
-    pub config: PathBuf,
+    /// Default /etc/armord/armord.toml (which may be absent); a path given
+    /// must exist.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
     /// A source directory (plain, ConfigMap or git-sync; detected). Repeat
     /// for more. Replaces the configured sources.
     #[arg(long, value_name = "DIR")]
@@ -36,9 +37,11 @@ pub struct ArmordArgs {
     /// Print the effective configuration (or its errors, exit 1) and exit.
     #[arg(long)]
     pub check_config: bool,
-    /// The D-Bus bus to serve on (`none`: no D-Bus).
-    #[arg(long, value_enum, default_value = "system")]
-    pub bus: crate::dbus::Bus,
+    /// The D-Bus bus to serve on (`none`: no D-Bus). Default: the system
+    /// bus; with --simulate, a socket in the state directory that
+    /// `armorctl --simulate` finds.
+    #[arg(long, value_enum)]
+    pub bus: Option<crate::dbus::Bus>,
     /// Log debug messages.
     #[arg(long, short)]
     pub verbose: bool,

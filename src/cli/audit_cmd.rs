@@ -32,7 +32,8 @@ pub(super) fn audit_parse(file: &PathBuf, format: Format) -> Result<i32, CliErro
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut bad = 0;
-    for line in input.split(b'\n') {
+    for (n, line) in input.split(b'\n').enumerate() {
+        let n = n + 1;
         let line = line.map_err(|e| CliError::Io(file.clone(), e))?;
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
@@ -43,11 +44,11 @@ pub(super) fn audit_parse(file: &PathBuf, format: Format) -> Result<i32, CliErro
             (Ok(r), Format::Text) => text_line(&r),
             (Err(e), Format::Json) => {
                 bad += 1;
-                serde_json::json!({ "error": e.to_string() }).to_string()
+                serde_json::json!({ "line": n, "error": e.to_string() }).to_string()
             }
             (Err(e), Format::Text) => {
                 bad += 1;
-                format!("error: {e}")
+                format!("error: line {n}: {e}")
             }
         };
         if writeln!(out, "{printed}").is_err() {

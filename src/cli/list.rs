@@ -2,26 +2,33 @@
 
 use super::*;
 
-pub(super) async fn list(bus: Bus, json: bool) -> Result<i32, CliError> {
-    let (_c, p) = proxy(bus).await?;
-    let profiles = p.list_profiles().await.map_err(|e| bus_error(e, bus))?;
+pub(super) async fn list(to: &Endpoint, json: bool) -> Result<i32, CliError> {
+    let (_c, p) = proxy(to).await?;
+    let profiles = p.list_profiles().await.map_err(|e| bus_error(e, to))?;
     for pr in &profiles {
         if json {
-            println!("{}", serde_json::to_string(pr).unwrap_or_default());
+            outln!("{}", serde_json::to_string(pr).unwrap_or_default());
         } else {
             let name = if pr.name.is_empty() { "-" } else { &pr.name };
             let mode = if pr.mode.is_empty() { "-" } else { &pr.mode };
-            print!(
+            // An owned profile whose file is now invalid: its last good
+            // version is what the kernel runs. Say both.
+            let state = if pr.state == "invalid" && !pr.sha256.is_empty() {
+                "loaded (last good), file invalid"
+            } else {
+                pr.state.as_str()
+            };
+            out!(
                 "{}\t{}\t{}\t{}",
                 escape::text(name),
                 escape::text(mode),
-                escape::text(&pr.state),
+                escape::text(state),
                 escape::text(&pr.file)
             );
             if !pr.error.is_empty() {
-                print!("\t{}", escape::text(&pr.error));
+                out!("\t{}", escape::text(&pr.error));
             }
-            println!();
+            outln!();
         }
     }
     Ok(0)

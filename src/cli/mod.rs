@@ -30,7 +30,7 @@ use wait::wait;
 use crate::apparmor::default_features_file;
 use crate::audit::{self, Record, suggest};
 use crate::config;
-use crate::dbus::Bus;
+use crate::dbus::{ClientBus, Endpoint};
 use crate::escape;
 use crate::journal::MESSAGE_ID;
 use crate::state::{Loaded, StateDir};
@@ -46,24 +46,86 @@ use std::process::{Command, Stdio};
     about = "Inspect and drive armord, and debug AppArmor denials"
 )]
 pub struct Cli {
-    /// armord's configuration (for the state directory and tool paths).
-    #[arg(long, global = true, value_name = "PATH", default_value = config::DEFAULT_CONFIG)]
-    pub config: PathBuf,
-    /// The bus armord serves on.
-    #[arg(long, global = true, value_enum, default_value = "system")]
-    pub bus: Bus,
+    /// Where armord is (also accepted after the command).
+    #[command(flatten)]
+    pub reach: Reach,
     #[command(subcommand)]
     pub command: Cmd,
+}
+
+/// armord's configuration file, for commands that read it.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigArg {
+    /// armord's configuration (state directory, tool paths, trusted keys);
+    /// default /etc/armord/armord.toml. A path given must exist.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+/// How to reach a running armord.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Reach {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The D-Bus bus armord serves on (default: system).
+    #[arg(long, value_enum, value_name = "BUS", conflicts_with = "simulate")]
+    pub bus: Option<ClientBus>,
+    /// Reach an `armord --simulate` through the socket in its state
+    /// directory (give the same --config).
+    #[arg(long)]
+    pub simulate: bool,
+}
+
+impl Reach {
+    /// These options, with `outer`'s (given before the command) where
+    /// these are not given.
+    fn or(self, outer: &Reach) -> Reach {
+        Reach {
+            config: ConfigArg {
+                config: self.config.config.or_else(|| outer.config.config.clone()),
+            },
+            bus: self.bus.or(outer.bus),
+            simulate: self.simulate || outer.simulate,
+        }
+    }
+
+    fn endpoint(&self) -> Result<Endpoint, CliError> {
+        if self.simulate {
+            if self.bus.is_some() {
+                return Err(CliError::Other("--simulate and --bus exclude each other".into()));
+            }
+            let mut cfg = self.config.load()?;
+            crate::daemon::simulate_paths(&mut cfg);
+            return Ok(Endpoint::Socket(crate::dbus::simulation_socket(&cfg.state_dir)));
+        }
+        Ok(Endpoint::Bus(self.bus.unwrap_or(ClientBus::System)))
+    }
+}
+
+impl ConfigArg {
+    /// The configuration: a path given must exist; the default may be absent.
+    pub fn load(&self) -> Result<config::Config, CliError> {
+        Ok(match &self.config {
+            Some(p) => config::load_given(p)?,
+            None => config::load(std::path::Path::new(config::DEFAULT_CONFIG))?,
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// armord's state, counts and every problem (exit 0 when ready and clean).
-    Status,
+    Status {
+        #[command(flatten)]
+        reach: Reach,
+    },
     /// The profiles armord owns or refused.
     List {
+        /// One JSON object per profile.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        reach: Reach,
     },
     /// Reconcile now and print the summary (non-zero when a file is invalid).
     /// Removals that wait for the source to settle are waited for.
@@ -72,24 +134,38 @@ pub enum Cmd {
         /// configured share of a source, an empty revision) now.
         #[arg(long)]
         allow_mass_removal: bool,
+        #[command(flatten)]
+        reach: Reach,
     },
     /// Wait until armord is ready (for cloud-init, before kubeadm join).
+    /// Without a bus at all it fails at once.
     Wait {
         /// Give up after this long: `90`, `30s`, `5m`.
         #[arg(long, default_value = "5m", value_parser = parse_duration)]
         timeout: std::time::Duration,
+        #[command(flatten)]
+        reach: Reach,
     },
     /// Check profile files offline with the checks armord applies.
     Validate {
-        #[arg(required = true)]
+        /// Profile files or allow-list specs (NAME.allow.toml).
+        #[arg(required = true, value_name = "FILES")]
         files: Vec<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
     },
-    /// Print the profile an allow-list spec (NAME.allow.toml) renders to.
-    Render { spec: PathBuf },
+    /// Print the profiles allow-list specs (NAME.allow.toml) render to
+    /// (exit 2 when one is wrong; the others are still printed).
+    Render {
+        /// Spec files (NAME.allow.toml).
+        #[arg(required = true, value_name = "SPEC")]
+        specs: Vec<PathBuf>,
+    },
     /// Sign a revision: write DIR/armord.manifest (every file and its sha256,
     /// a serial, an optional expiry) and its SSH signature
     /// (DIR/armord.manifest.sig, namespace `armord`).
     Sign {
+        /// The revision's directory.
         dir: PathBuf,
         /// An unencrypted OpenSSH ed25519 private key.
         #[arg(long, value_name = "PRIVATE_KEY")]
@@ -102,10 +178,18 @@ pub enum Cmd {
         expires: Option<std::time::Duration>,
     },
     /// Check a signed revision offline with the node's trusted keys.
-    Verify { dir: PathBuf },
+    Verify {
+        /// The revision's directory (holding armord.manifest and its .sig).
+        dir: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Write man pages and shell completions into DIR (for packaging).
     #[command(hide = true)]
-    GenerateAssets { dir: PathBuf },
+    GenerateAssets {
+        /// Where to write man/ and completions/.
+        dir: PathBuf,
+    },
     /// Work with AppArmor audit records offline.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -122,6 +206,8 @@ pub enum AuditCmd {
         /// A file, or `-` for standard input.
         #[arg(default_value = "-")]
         file: PathBuf,
+        /// json: one object per line (errors as {"line", "error"});
+        /// text: one readable line per record.
         #[arg(long, value_enum, default_value_t = Format::Json)]
         format: Format,
     },
@@ -151,16 +237,22 @@ pub struct DenialsArgs {
     /// and last seen, container; sorted by count.
     #[arg(long)]
     pub summary: bool,
+    #[command(flatten)]
+    pub config: ConfigArg,
 }
 
 #[derive(Debug, Args)]
 pub struct SuggestArgs {
+    /// The profile whose denials to allow.
     pub profile: String,
+    /// Only denials since this time (anything `journalctl --since` accepts).
     #[arg(long)]
     pub since: Option<String>,
     /// Print additions to the profile's allow-list spec instead of rules.
     #[arg(long)]
     pub spec: bool,
+    #[command(flatten)]
+    pub config: ConfigArg,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,28 +263,40 @@ pub enum CliError {
     Spawn(PathBuf, std::io::Error),
     #[error("configuration: {0}")]
     Config(#[from] config::ConfigError),
-    #[error("armord is not running (no org.armord.Armord1 on the D-Bus {1} bus)")]
-    NotRunning(zbus::Error, &'static str),
+    #[error("armord is not running (no org.armord.Armord1 on {1})")]
+    NotRunning(zbus::Error, String),
     #[error("permission denied: run as root or join group armord")]
     PermissionDenied,
-    #[error("cannot reach the D-Bus {1} bus: {0}")]
-    NoBus(zbus::Error, &'static str),
+    #[error("cannot reach {1}: {0}; {2}")]
+    NoBus(zbus::Error, String, &'static str),
     #[error("D-Bus: {0}")]
     Bus(zbus::Error),
-    #[error("armord was not ready within {0:?}")]
-    Timeout(std::time::Duration),
+    #[error("armord was not ready within {0:?} ({1})")]
+    Timeout(std::time::Duration, String),
     #[error("{0}")]
     Other(String),
 }
 
-fn bus_name(b: Bus) -> &'static str {
-    match b {
-        Bus::Session => "session",
-        _ => "system",
+/// Where an endpoint is, in words.
+fn place(to: &Endpoint) -> String {
+    match to {
+        Endpoint::Bus(ClientBus::System) => "the D-Bus system bus".into(),
+        Endpoint::Bus(ClientBus::Session) => "the D-Bus session bus".into(),
+        Endpoint::Socket(p) => format!("the simulation socket {}", escape::path(p)),
     }
 }
 
-fn bus_error(e: zbus::Error, bus: Bus) -> CliError {
+/// What to do when an endpoint cannot be reached.
+fn advice(to: &Endpoint) -> &'static str {
+    match to {
+        Endpoint::Bus(_) => {
+            "is dbus running? For `armord --simulate`, use `armorctl --simulate --config` with the same configuration"
+        }
+        Endpoint::Socket(_) => "start `armord --simulate` with the same --config first",
+    }
+}
+
+fn bus_error(e: zbus::Error, to: &Endpoint) -> CliError {
     let name = match &e {
         zbus::Error::MethodError(n, _, _) => n.as_str().to_owned(),
         zbus::Error::FDO(f) => zbus::DBusError::name(f.as_ref()).to_string(),
@@ -200,12 +304,42 @@ fn bus_error(e: zbus::Error, bus: Bus) -> CliError {
     };
     match name.as_str() {
         "org.freedesktop.DBus.Error.ServiceUnknown" | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
-            CliError::NotRunning(e, bus_name(bus))
+            CliError::NotRunning(e, place(to))
         }
         "org.freedesktop.DBus.Error.AccessDenied" => CliError::PermissionDenied,
         _ => CliError::Bus(e),
     }
 }
+
+/// Write to standard output. A reader that went away (`armorctl … | head`)
+/// ends armorctl quietly with status 0; any other write error ends it with
+/// a message and status 1. Never a panic.
+pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_fmt(args).and_then(|_| o.flush()) {
+        stdout_failed(&e);
+    }
+}
+
+/// What a failed write to standard output means for armorctl.
+pub(crate) fn stdout_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("armorctl: standard output: {e}");
+    std::process::exit(1)
+}
+
+/// `println!` for armorctl's output (see [`write_out`]).
+macro_rules! outln {
+    () => { $crate::cli::write_out(format_args!("\n")) };
+    ($($t:tt)*) => { $crate::cli::write_out(format_args!("{}\n", format_args!($($t)*))) };
+}
+/// `print!` for armorctl's output (see [`write_out`]).
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::write_out(format_args!($($t)*)) };
+}
+pub(crate) use {out, outln};
 
 /// `90`, `30s`, `5m`, `1h`.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -233,41 +367,84 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .map_err(|e| CliError::Other(e.to_string()))
 }
 
-async fn proxy(bus: Bus) -> Result<(zbus::Connection, crate::dbus::Armord1Proxy<'static>), CliError> {
-    let conn = crate::dbus::connect(bus)
-        .await
-        .map_err(|e| CliError::NoBus(e, bus_name(bus)))?;
+async fn proxy(to: &Endpoint) -> Result<(zbus::Connection, crate::dbus::Armord1Proxy<'static>), CliError> {
+    let conn = crate::dbus::connect(to).await.map_err(|e| match to {
+        // No socket yet is armord not running yet, like an absent name on
+        // a bus.
+        Endpoint::Socket(_) => CliError::NotRunning(e, place(to)),
+        Endpoint::Bus(_) => CliError::NoBus(e, place(to), advice(to)),
+    })?;
     let p = crate::dbus::Armord1Proxy::builder(&conn)
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
         .await
-        .map_err(|e| bus_error(e, bus))?;
+        .map_err(|e| bus_error(e, to))?;
     Ok((conn, p))
 }
 
-fn config_or_default(path: &std::path::Path) -> config::Config {
-    config::load(path).unwrap_or_default()
+/// The configuration a command reads: a path given must load; the default
+/// may be absent or broken (the built-in defaults are used).
+fn config_or_default(c: &ConfigArg) -> Result<config::Config, CliError> {
+    match &c.config {
+        Some(p) => Ok(config::load_given(p)?),
+        None => Ok(config::load(std::path::Path::new(config::DEFAULT_CONFIG)).unwrap_or_default()),
+    }
 }
 
 pub fn run(cli: Cli) -> Result<i32, CliError> {
-    let bus = cli.bus;
+    let outer = cli.reach;
     match cli.command {
-        Cmd::Status => runtime()?.block_on(status(bus)),
-        Cmd::List { json } => runtime()?.block_on(list(bus, json)),
-        Cmd::Sync { allow_mass_removal } => runtime()?.block_on(sync(bus, allow_mass_removal)),
-        Cmd::Wait { timeout } => runtime()?.block_on(wait(bus, timeout)),
-        Cmd::Validate { files } => validate(&config::load(&cli.config)?, &files),
+        Cmd::Status { reach } => {
+            let to = reach.or(&outer).endpoint()?;
+            runtime()?.block_on(status(&to))
+        }
+        Cmd::List { json, reach } => {
+            let to = reach.or(&outer).endpoint()?;
+            runtime()?.block_on(list(&to, json))
+        }
+        Cmd::Sync {
+            allow_mass_removal,
+            reach,
+        } => {
+            let to = reach.or(&outer).endpoint()?;
+            runtime()?.block_on(sync(&to, allow_mass_removal))
+        }
+        Cmd::Wait { timeout, reach } => {
+            let to = reach.or(&outer).endpoint()?;
+            runtime()?.block_on(wait(&to, timeout))
+        }
+        Cmd::Validate { files, config } => {
+            let c = ConfigArg {
+                config: config.config.or(outer.config.config),
+            };
+            validate(&c.load()?, &files)
+        }
         Cmd::GenerateAssets { dir } => generate_assets(&dir),
-        Cmd::Render { spec } => render(&spec),
+        Cmd::Render { specs } => render(&specs),
         Cmd::Sign {
             dir,
             key,
             serial,
             expires,
         } => sign::sign(&dir, &key, serial, expires),
-        Cmd::Verify { dir } => sign::verify(&config_or_default(&cli.config), &dir),
+        Cmd::Verify { dir, config } => {
+            let c = ConfigArg {
+                config: config.config.or(outer.config.config),
+            };
+            sign::verify(&config_or_default(&c)?, &dir)
+        }
         Cmd::Audit(AuditCmd::Parse { file, format }) => audit_parse(&file, format),
-        Cmd::Denials(a) => denials(&config_or_default(&cli.config), &a),
-        Cmd::Suggest(a) => suggest_cmd(&config_or_default(&cli.config), &a),
+        Cmd::Denials(a) => {
+            let c = ConfigArg {
+                config: a.config.config.clone().or(outer.config.config),
+            };
+            denials(&config_or_default(&c)?, &a)
+        }
+        Cmd::Suggest(a) => {
+            let c = ConfigArg {
+                config: a.config.config.clone().or(outer.config.config),
+            };
+            suggest_cmd(&config_or_default(&c)?, &a)
+        }
     }
 }

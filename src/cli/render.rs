@@ -1,17 +1,30 @@
-//! `armorctl render`: an allow-list spec as profile text.
+//! `armorctl render`: allow-list specs as profile text.
 
 use super::*;
 
-pub(super) fn render(path: &std::path::Path) -> Result<i32, CliError> {
-    let text = std::fs::read_to_string(path).map_err(|e| CliError::Io(path.to_owned(), e))?;
-    match crate::spec::Spec::parse(&text) {
-        Ok(spec) => {
-            print!("{}", spec.render());
-            Ok(0)
-        }
-        Err(e) => {
-            eprintln!("armorctl: {}: {e}", crate::escape::path(path));
-            Ok(2)
+pub(super) fn render(paths: &[PathBuf]) -> Result<i32, CliError> {
+    let mut code = 0;
+    for (i, path) in paths.iter().enumerate() {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("armorctl: {}", CliError::Io(path.clone(), e));
+                code = 2;
+                continue;
+            }
+        };
+        match crate::spec::Spec::parse(&text) {
+            Ok(spec) => {
+                if i > 0 {
+                    outln!();
+                }
+                out!("{}", spec.render());
+            }
+            Err(e) => {
+                eprintln!("armorctl: {}", e.with_file(path));
+                code = 2;
+            }
         }
     }
+    Ok(code)
 }

@@ -20,7 +20,7 @@ pub(super) fn sign(
     let expires = expires.map(|d| now() + d.as_secs());
     match signing::sign_dir(dir, key, serial, expires) {
         Ok(m) => {
-            println!(
+            outln!(
                 "signed {} files of {} with serial {serial}{}",
                 m.files.len(),
                 escape::path(dir),
@@ -54,19 +54,19 @@ pub(super) fn verify(cfg: &config::Config, dir: &std::path::Path) -> Result<i32,
     })();
     match verdict {
         Ok((m, unsigned)) => {
-            println!(
+            outln!(
                 "ok: {} files signed, serial {}{}",
                 m.files.len(),
                 m.serial,
                 m.expires.map(|e| format!(", expires at {e}")).unwrap_or_default()
             );
             for u in &unsigned {
-                println!("unsigned: {} (not listed; armord refuses it)", escape::text(u));
+                outln!("unsigned: {} (not listed; armord refuses it)", escape::text(u));
             }
             Ok(if unsigned.is_empty() { 0 } else { 2 })
         }
         Err(why) => {
-            println!("refused: {}", escape::text(&why));
+            outln!("refused: {}", escape::text(&why));
             Ok(2)
         }
     }

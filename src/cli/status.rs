@@ -2,15 +2,15 @@
 
 use super::*;
 
-pub(super) async fn status(bus: Bus) -> Result<i32, CliError> {
-    let (_c, p) = proxy(bus).await?;
-    let state = p.state().await.map_err(|e| bus_error(e, bus))?;
-    let counts = p.counts().await.map_err(|e| bus_error(e, bus))?;
-    let (_, summary) = p.last_sync().await.map_err(|e| bus_error(e, bus))?;
-    let profiles = p.list_profiles().await.map_err(|e| bus_error(e, bus))?;
+pub(super) async fn status(to: &Endpoint) -> Result<i32, CliError> {
+    let (_c, p) = proxy(to).await?;
+    let state = p.state().await.map_err(|e| bus_error(e, to))?;
+    let counts = p.counts().await.map_err(|e| bus_error(e, to))?;
+    let (_, summary) = p.last_sync().await.map_err(|e| bus_error(e, to))?;
+    let profiles = p.list_profiles().await.map_err(|e| bus_error(e, to))?;
     let n = |k: &str| counts.get(k).copied().unwrap_or(0);
-    println!("state: {state}");
-    println!(
+    outln!("state: {state}");
+    outln!(
         "profiles: {} loaded, {} invalid, {} refused, {} deferred, {} sources unavailable",
         n("loaded"),
         n("invalid"),
@@ -18,7 +18,7 @@ pub(super) async fn status(bus: Bus) -> Result<i32, CliError> {
         n("deferred"),
         n("unavailable")
     );
-    println!("last sync: {}", escape::text(&summary));
+    outln!("last sync: {}", escape::text(&summary));
     let mut problems: Vec<&str> = profiles
         .iter()
         .filter(|p| !p.error.is_empty() && p.state != "held")
@@ -27,10 +27,10 @@ pub(super) async fn status(bus: Bus) -> Result<i32, CliError> {
     problems.sort();
     problems.dedup();
     for p in profiles.iter().filter(|p| p.state == "held") {
-        println!("held: {}: {}", escape::text(&p.name), escape::text(&p.error));
+        outln!("held: {}: {}", escape::text(&p.name), escape::text(&p.error));
     }
     if n("held") > 0 {
-        println!(
+        outln!(
             "hint: {} removals are held as a mass removal; `armorctl sync --allow-mass-removal` removes them now",
             n("held")
         );
@@ -38,13 +38,13 @@ pub(super) async fn status(bus: Bus) -> Result<i32, CliError> {
     if let Ok((lost, since)) = p.denial_loss().await
         && lost > 0
     {
-        println!(
+        outln!(
             "denials: {lost} audit records lost since {} (see armord's log for the cause)",
             super::denials::local_time(since / 1_000_000)
         );
     }
     for e in &problems {
-        println!("error: {}", escape::text(e));
+        outln!("error: {}", escape::text(e));
     }
     Ok(if state == "ready" && problems.is_empty() { 0 } else { 2 })
 }

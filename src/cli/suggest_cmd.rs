@@ -68,9 +68,9 @@ pub(super) fn suggest_cmd(cfg: &config::Config, a: &SuggestArgs) -> Result<i32, 
             eprintln!("armorctl: no denials of {} to suggest spec additions for", a.profile);
             return Ok(1);
         }
-        println!("# add to {}{}:", a.profile, crate::spec::SPEC_SUFFIX);
+        outln!("# add to {}{}:", a.profile, crate::spec::SPEC_SUFFIX);
         for l in lines {
-            println!("{l}");
+            outln!("{l}");
         }
         return Ok(0);
     }
@@ -102,6 +102,6 @@ pub(super) fn suggest_cmd(cfg: &config::Config, a: &SuggestArgs) -> Result<i32, 
             a.profile
         );
     }
-    print!("{out}");
+    out!("{out}");
     Ok(if failed > 0 { 2 } else { 0 })
 }

@@ -2,18 +2,18 @@
 
 use super::*;
 
-pub(super) async fn sync(bus: Bus, allow_mass_removal: bool) -> Result<i32, CliError> {
-    let (_c, p) = proxy(bus).await?;
+pub(super) async fn sync(to: &Endpoint, allow_mass_removal: bool) -> Result<i32, CliError> {
+    let (_c, p) = proxy(to).await?;
     let r = if allow_mass_removal {
         let options = std::collections::HashMap::from([("allow-mass-removal", zbus::Variant::from(true))]);
         p.sync_with_options(options).await
     } else {
         p.sync().await
     }
-    .map_err(|e| bus_error(e, bus))?;
-    println!("{}", escape::text(&r.summary));
+    .map_err(|e| bus_error(e, to))?;
+    outln!("{}", escape::text(&r.summary));
     for e in &r.problems {
-        println!("error: {}", escape::text(e));
+        outln!("error: {}", escape::text(e));
     }
     Ok(if r.clean { 0 } else { 2 })
 }

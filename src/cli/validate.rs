@@ -10,10 +10,10 @@ pub(super) fn validate(cfg: &config::Config, files: &[PathBuf]) -> Result<i32, C
     let mut bad = 0;
     for (file, problem) in verdicts {
         match problem {
-            None => println!("ok: {}", crate::escape::path(&file)),
+            None => outln!("ok: {}", crate::escape::path(&file)),
             Some(p) => {
                 bad += 1;
-                println!("error: {p}");
+                outln!("error: {p}");
             }
         }
     }

@@ -146,7 +146,19 @@ pub fn log_report(what: &str, r: &Report, known: &mut std::collections::HashSet<
             if logged < LOGGED_PROBLEMS {
                 logged += 1;
                 let file = crate::escape::path(&p.file);
-                log::warn!(file = file.as_str(), kind = format!("{:?}", p.kind).to_lowercase().as_str(); "{p}");
+                // Say what stays loaded, as `--once` does.
+                let kept: Vec<String> = r
+                    .held
+                    .iter()
+                    .filter(|h| h.why == crate::reconcile::HeldWhy::Protected && h.file == p.file)
+                    .map(|h| format!("`{}`", crate::escape::text(&h.name)))
+                    .collect();
+                let suffix = if kept.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (the last good version of {} stays loaded)", kept.join(", "))
+                };
+                log::warn!(file = file.as_str(), kind = format!("{:?}", p.kind).to_lowercase().as_str(); "{p}{suffix}");
             } else {
                 unlogged += 1;
             }
@@ -294,7 +306,7 @@ pub fn validate_files(cfg: &Config, files: &[PathBuf]) -> Result<Vec<(PathBuf, O
                 }),
             }
         }
-        let read = crate::reconcile::render_specs(read, &mut desired.files);
+        let read = crate::reconcile::render_specs(read, &mut desired.files, &mut desired.may_define);
         let cancel = std::sync::atomic::AtomicBool::new(false);
         let engine = Engine {
             parser: &sim,

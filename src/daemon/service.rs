@@ -456,9 +456,11 @@ impl Service {
 pub fn run(
     cfg: Config,
     simulate: bool,
-    bus: Bus,
+    bus: Option<Bus>,
     reload: Box<dyn Fn() -> Result<Config, ConfigError>>,
 ) -> Result<i32, DaemonError> {
+    // A simulation serves on a socket of its own unless a bus is named.
+    let socket = (simulate && bus.is_none()).then(|| dbus::simulation_socket(&cfg.state_dir));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -482,15 +484,15 @@ pub fn run(
         let counters: Arc<Mutex<Counters>> = Arc::default();
         let (cmd_tx, commands) = mpsc::channel(8);
         let (denial_tx, denial_events) = mpsc::channel(1024);
-        let conn = dbus::serve(
-            bus,
-            Armord {
-                published: published.clone(),
-                commands: cmd_tx,
-                denials: counters.clone(),
-            },
-        )
-        .await;
+        let object = Armord {
+            published: published.clone(),
+            commands: cmd_tx,
+            denials: counters.clone(),
+        };
+        let (conn, _socket_server) = match &socket {
+            Some(path) => (None, dbus::serve_socket(path, object).await),
+            None => (dbus::serve(bus.unwrap_or(Bus::System), object).await, None),
+        };
         let mut service = Service {
             rec: Some(rec),
             simulate,
@@ -517,6 +519,9 @@ pub fn run(
         let code = service.serve().await;
         if let Some(d) = service.denials.take() {
             d.stop();
+        }
+        if let Some(path) = &socket {
+            let _ = std::fs::remove_file(path);
         }
         code
     })

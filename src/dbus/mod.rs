@@ -62,6 +62,7 @@ pub enum Command {
 }
 
 /// The object served at `/org/armord/Armord1`.
+#[derive(Clone)]
 pub struct Armord {
     pub published: Arc<RwLock<Published>>,
     pub commands: mpsc::Sender<Command>,
@@ -210,6 +211,70 @@ pub enum Bus {
     None,
 }
 
+/// Which bus a client (armorctl) reaches armord on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientBus {
+    System,
+    Session,
+}
+
+/// The socket a simulation serves the interface on, peer to peer, under
+/// its state directory: armorctl reaches a `--simulate` armord without a
+/// system or session bus.
+pub fn simulation_socket(state_dir: &std::path::Path) -> std::path::PathBuf {
+    state_dir.join("armord.sock")
+}
+
+/// Serve the interface peer to peer on a unix socket at `path` (a
+/// simulation's): each client gets its own connection. A socket a live
+/// armord answers on is left alone; a stale one is replaced.
+pub async fn serve_socket(path: &std::path::Path, object: Armord) -> Option<tokio::task::JoinHandle<()>> {
+    if tokio::net::UnixStream::connect(path).await.is_ok() {
+        log::warn!(
+            "{}: another armord serves here; this one serves no D-Bus interface",
+            crate::escape::path(path)
+        );
+        return None;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = match tokio::net::UnixListener::bind(path) {
+        Ok(l) => l,
+        Err(e) => {
+            log::warn!(
+                "{}: cannot serve the D-Bus interface: {e}; armord keeps working without it",
+                crate::escape::path(path)
+            );
+            return None;
+        }
+    };
+    log::info!("D-Bus: serving {BUS_NAME} on {} (armorctl --simulate)", crate::escape::path(path));
+    Some(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let object = object.clone();
+            tokio::spawn(async move {
+                let Ok(stream) = stream.into_std() else { return };
+                let built = async {
+                    zbus::connection::Builder::unix_stream(stream)
+                        .server(zbus::Guid::generate())
+                        .p2p()
+                        .serve_at(OBJECT_PATH, object)
+                        .build()
+                        .await
+                }
+                .await;
+                match built {
+                    // The connection serves until the client hangs up.
+                    Ok(conn) => conn.closed().await,
+                    Err(e) => log::debug!("D-Bus: a client on the simulation socket: {e}"),
+                }
+            });
+        }
+    }))
+}
+
 /// Connect as the service: own the name and serve the object. `None` when
 /// there is no bus (logged; armord keeps working without D-Bus).
 pub async fn serve(bus: Bus, object: Armord) -> Option<zbus::Connection> {
@@ -231,11 +296,23 @@ pub async fn serve(bus: Bus, object: Armord) -> Option<zbus::Connection> {
     }
 }
 
+/// Where a client reaches armord.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Bus(ClientBus),
+    /// A simulation's socket (see [`simulation_socket`]).
+    Socket(std::path::PathBuf),
+}
+
 /// Connect as a client.
-pub async fn connect(bus: Bus) -> zbus::Result<zbus::Connection> {
-    match bus {
-        Bus::Session => zbus::Connection::session().await,
-        _ => zbus::Connection::system().await,
+pub async fn connect(to: &Endpoint) -> zbus::Result<zbus::Connection> {
+    match to {
+        Endpoint::Bus(ClientBus::Session) => zbus::Connection::session().await,
+        Endpoint::Bus(ClientBus::System) => zbus::Connection::system().await,
+        Endpoint::Socket(path) => {
+            let stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| zbus::Error::InputOutput(e.into()))?;
+            zbus::connection::Builder::unix_stream(stream).p2p().build().await
+        }
     }
 }
 

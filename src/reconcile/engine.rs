@@ -186,6 +186,14 @@ impl Engine<'_> {
                             mode: mode.clone(),
                         },
                     );
+                    if !self.parser.checks() {
+                        manifest.unchecked.insert(a.sha256.clone());
+                        log::warn!(
+                            "{}: profile `{}` loaded unchecked (no apparmor_parser); it is checked once a parser is installed",
+                            crate::escape::path(&a.file),
+                            crate::escape::text(n)
+                        );
+                    }
                     match a.kind {
                         LoadKind::New => report.loaded.push(n.clone()),
                         LoadKind::Replace => report.replaced.push(n.clone()),

@@ -380,7 +380,7 @@ impl Reconciler {
             }
         }
         self.allow_mass_next = false;
-        let files = render_specs(files, &mut desired.files);
+        let files = render_specs(files, &mut desired.files, &mut desired.may_define);
         let engine = engine!(self);
         let validated = self.validator.validate(
             files,
@@ -389,6 +389,22 @@ impl Reconciler {
             self.config.mode,
             &mut desired.may_define,
         )?;
+        // Versions loaded unchecked that a parser has now found valid are
+        // checked; one it rejects stays marked, and reported invalid.
+        let now_checked: Vec<String> = std::mem::take(&mut self.validator.checked)
+            .into_iter()
+            .filter(|sha| {
+                validated
+                    .iter()
+                    .any(|f| &f.sha256 == sha && matches!(f.verdict, Verdict::Valid { .. }))
+            })
+            .collect();
+        if !now_checked.is_empty() {
+            for sha in &now_checked {
+                self.manifest.unchecked.remove(sha);
+            }
+            self.state.save_manifest(&self.manifest)?;
+        }
         desired.files.extend(validated);
         let transient = self.validator.transient > 0;
         self.last = Some(desired);
@@ -560,6 +576,7 @@ impl Reconciler {
 pub fn render_specs(
     files: Vec<(source::SourceFile, PathBuf)>,
     refused: &mut Vec<DesiredFile>,
+    may_define: &mut BTreeMap<PathBuf, Vec<String>>,
 ) -> Vec<(source::SourceFile, PathBuf)> {
     files
         .into_iter()
@@ -585,11 +602,26 @@ pub fn render_specs(
                     ))
                 }
                 Err(e) => {
+                    // The name a broken spec may give its profile stays
+                    // protected (none found: every profile of its source).
+                    may_define.insert(f.path.clone(), crate::spec::names_a_spec_may_define(&f.content));
+                    // A TOML syntax error is where it is, like a parser
+                    // error: `file:line: message`.
+                    let verdict = match e.line {
+                        Some(line) if e.key.is_empty() => Verdict::Invalid {
+                            diagnostics: vec![crate::apparmor::Diagnostic {
+                                file: None,
+                                line: Some(line),
+                                message: e.reason,
+                            }],
+                        },
+                        _ => Verdict::Refused { reason: e.to_string() },
+                    };
                     refused.push(DesiredFile {
                         path: f.path,
                         source: src,
                         sha256: f.sha256,
-                        verdict: Verdict::Refused { reason: e.to_string() },
+                        verdict,
                     });
                     None
                 }

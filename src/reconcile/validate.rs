@@ -11,6 +11,9 @@ pub struct Validator {
     pub transient: usize,
     /// The configured `allowed_attachments` (`None`: any).
     pub allowed_attachments: Option<Vec<String>>,
+    /// Contents loaded unchecked that the last validation checked (valid
+    /// or not): no longer unchecked.
+    pub checked: Vec<String>,
 }
 
 pub(super) const MEMO_LIMIT: usize = 20_000;
@@ -48,7 +51,16 @@ impl Validator {
         let complain = engine.opts.complain;
         self.transient = 0;
         let mut by_sha: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let can_check = engine.parser.checks();
+        self.checked.clear();
         for (name, o) in &manifest.profiles {
+            // A version loaded unchecked is checked once a parser is here.
+            if can_check && manifest.unchecked.contains(&o.sha256) {
+                if !self.checked.contains(&o.sha256) {
+                    self.checked.push(o.sha256.clone());
+                }
+                continue;
+            }
             if o.complain == complain && !o.sha256.is_empty() {
                 by_sha.entry(o.sha256.as_str()).or_default().push(name.clone());
             }
