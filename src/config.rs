@@ -19,7 +19,7 @@ pub const DEFAULT_SECURITYFS: &str = "/sys/kernel/security/apparmor";
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {message}")]
+    #[error("{path}:{message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: key `{key}`: {reason}")]
     Invalid { path: PathBuf, key: String, reason: String },
@@ -378,14 +378,16 @@ impl RawConfig {
     }
 }
 
+/// `LINE: message` (the caller puts the file first: `FILE:LINE: message`),
+/// or ` message` where the error has no place.
 fn toml_message(text: &str, e: &toml::de::Error) -> String {
     let msg = e.message().trim().to_owned();
     match e.span() {
         Some(span) => {
             let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            format!("line {line}: {msg}")
+            format!("{line}: {msg}")
         }
-        None => msg,
+        None => format!(" {msg}"),
     }
 }
 
@@ -879,7 +881,7 @@ mod tests {
     fn unknown_key_names_file_and_line() {
         let e = load_from_strs(&[("/etc/armord/armord.toml", "\nprofile_prefx = \"x\"\n")]).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.starts_with("/etc/armord/armord.toml: line 2:"), "{msg}");
+        assert!(msg.starts_with("/etc/armord/armord.toml:2: "), "{msg}");
         assert!(msg.contains("profile_prefx"), "{msg}");
     }
 
@@ -936,7 +938,8 @@ mod tests {
             "state_dir = \"../state\"\n[[source]]\npath = \"p\"\n[parser]\npath = \"apparmor_parser\"\ncache_dir = \"c\"\n",
         )])
         .unwrap();
-        assert_eq!(c.state_dir, Path::new("/etc/armord/armord.toml.d/../state"));
+        // Written as the user reads it: the leading `..` taken off.
+        assert_eq!(c.state_dir, Path::new("/etc/armord/state"));
         assert_eq!(c.sources[0].path, Path::new("/etc/armord/armord.toml.d/p"));
         assert_eq!(c.parser.path, Path::new("apparmor_parser"));
         assert_eq!(c.parser.cache_dir, Path::new("/etc/armord/armord.toml.d/c"));

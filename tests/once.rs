@@ -116,6 +116,7 @@ fn fatal_errors_exit_1() {
     );
     // State dir not writable (a file in the way).
     t.write("blocker", "");
+    t.write("none.toml", "");
     let out = run(
         ARMORD,
         &[
@@ -147,13 +148,14 @@ fn check_config_prints_effective_config_or_errors() {
     let out = run(ARMORD, &["--check-config", "--config", cfg.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let s = text(&out);
-    assert!(s.contains("60-bad.toml: line 2:") && s.contains("everything"), "{s}");
+    assert!(s.contains("60-bad.toml:2: ") && s.contains("everything"), "{s}");
 }
 
 #[test]
 fn simulate_never_touches_system_paths() {
     let t = Tree::new();
     t.write("profiles.d/a", "profile custom.a {\n}\n");
+    t.write("none.toml", "");
     // No state dir given: the simulation picks one under XDG_STATE_HOME.
     let out = std::process::Command::new(ARMORD)
         .args([

@@ -5,6 +5,7 @@ mod assets;
 mod audit_cmd;
 mod denials;
 mod list;
+mod man;
 mod render;
 mod sign;
 mod status;

@@ -95,6 +95,10 @@ impl Tree {
 /// with the state under `state/` and the tree's `none.toml` as config
 /// (absent unless a test writes it).
 pub fn once_sim(t: &Tree, src: &str) -> Output {
+    // A configuration named with --config must exist.
+    if !t.path("none.toml").exists() {
+        t.write("none.toml", "");
+    }
     run(
         ARMORD,
         &[
