@@ -37,6 +37,14 @@ check "deb prerm stops on remove" grep -q 'deb-systemd-invoke stop armord.servic
 check "deb postrm purge removes state and cache" grep -q 'rm -rf /var/lib/armord /var/cache/armord' "$ctl/DEBIAN/postrm"
 check "deb scripts never unload a profile" bash -c "! grep -qE 'apparmor_parser|\.remove|aa-remove' $ctl/DEBIAN/postinst $ctl/DEBIAN/prerm $ctl/DEBIAN/postrm"
 
+# Debian's own package checker: no error and no warning (overrides, each
+# with its reason, in packaging/debian/lintian-overrides).
+if lint=$(lintian --fail-on error,warning --display-level '>=warning' "$deb" 2>&1); then
+  echo "ok   lintian${lint:+: $lint}"
+else
+  echo "FAIL lintian:"; echo "$lint" | sed 's/^/     /'; fail=1
+fi
+
 echo "== $rpm"
 rinfo=$(rpm -qpil --scripts "$rpm" 2>/dev/null); rreq=$(rpm -qpR "$rpm" 2>/dev/null); rconf=$(rpm -qpc "$rpm" 2>/dev/null)
 echo "$rinfo" | sed -n '1,13p'

@@ -15,6 +15,8 @@ def q(s):
 print("assets = [")
 for src, dest, mode in meta["assets"]:
     dest = "/" + dest.lstrip("/")
+    if dest.startswith("/usr/share/lintian/"):
+        continue  # Debian's package checker only
     extra = ""
     if dest.startswith("/etc/"):
         extra = ', config = "noreplace"'
