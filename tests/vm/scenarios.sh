@@ -177,10 +177,12 @@ burst() {
     systemctl restart armord
     armorctl wait --timeout 60s >/dev/null 2>&1
   fi
-  aa-exec -p custom.deny-write -- sh -c 'i=0; while [ $i -lt 1000 ]; do i=$((i+1)); echo x > /root/vm-burst-$i; done' 2>/dev/null
+  burst_round=$(( ${burst_round:-0} + 1 ))
+  local tag="vm-burst$burst_round-"
+  aa-exec -p custom.deny-write -- sh -c "i=0; while [ \$i -lt 1000 ]; do i=\$((i+1)); echo x > /root/$tag\$i; done" 2>/dev/null
   local n=0 end=$(( $(date +%s) + 120 ))
   while [ "$(date +%s)" -lt "$end" ]; do
-    n=$(armorctl denials --profile custom.deny-write --summary --json | grep -c '/root/vm-burst-')
+    n=$(armorctl denials --profile custom.deny-write --summary --json | grep -c "/root/$tag")
     [ "$n" -ge 1000 ] && break
     sleep 2
   done
@@ -196,15 +198,21 @@ burst() {
   else
     # A measurement, not yet a guarantee on every guest: printed, not failed.
     echo "INFO 19-burst-1000: $n of 1000 in armorctl denials --summary; ${lost:-0} reported lost;" \
-      "journal: $(journalctl _TRANSPORT=audit --no-pager -o cat | grep -c 'vm-burst-') audit," \
-      "$(journalctl _TRANSPORT=kernel --no-pager -o cat | grep -c 'vm-burst-') kernel;" \
+      "journal: $(journalctl _TRANSPORT=audit --no-pager -o cat | grep -c "$tag") audit," \
+      "$(journalctl _TRANSPORT=kernel --no-pager -o cat | grep -c "$tag") kernel;" \
       "$(journalctl -k --no-pager -o cat | grep -E 'audit_lost|audit_backlog|callbacks suppressed' | tail -n 4 | tr '\n' ' ')"
+  fi
+  systemctl status systemd-journald-audit.socket --no-pager 2>&1 | head -n 6 | sed 's/^/  audit socket: /'
+  # Iterating (ARMORD_VM_ONLY): where records go, each round.
+  if [ -s "$T/only" ]; then
+    echo "INFO burst-diag round $burst_round: $n shown;" \
+      "journal: $(journalctl _TRANSPORT=audit --no-pager -o cat | grep -c "$tag") audit," \
+      "$(journalctl _TRANSPORT=kernel --no-pager -o cat | grep -c "$tag") kernel"
     echo "INFO burst-diag netlink audit sockets (sk eth pid groups rmem wmem dump locks drops inode):"
     awk '$2 == 9' /proc/net/netlink | sed 's/^/INFO burst-diag /'
     echo "INFO burst-diag rmem_max $(cat /proc/sys/net/core/rmem_max); journald: $(journalctl -u systemd-journald --no-pager -o cat | tail -n 5 | tr '\n' ' ')"
     journalctl --no-pager -o cat -b | grep -iE 'suppressed [0-9]+ messages|recvmsg|No buffer space|overrun' | tail -n 5 | sed 's/^/INFO burst-diag /'
   fi
-  systemctl status systemd-journald-audit.socket --no-pager 2>&1 | head -n 6 | sed 's/^/  audit socket: /'
 }
 
 boot1() {
