@@ -187,10 +187,16 @@ fn check_path(key: &str, p: &str, exec: bool) -> Result<(), SpecError> {
 pub fn names_a_spec_may_define(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for line in text.lines() {
-        let Some(rest) = line.trim_start().strip_prefix("name") else { continue };
-        let Some(rest) = rest.trim_start().strip_prefix('=') else { continue };
+        let Some(rest) = line.trim_start().strip_prefix("name") else {
+            continue;
+        };
+        let Some(rest) = rest.trim_start().strip_prefix('=') else {
+            continue;
+        };
         let rest = rest.trim();
-        let Some(q) = rest.chars().next().filter(|c| *c == '"' || *c == '\'') else { continue };
+        let Some(q) = rest.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+            continue;
+        };
         let Some(end) = rest[1..].find(q) else { continue };
         let name = &rest[1..1 + end];
         if !name.is_empty() && !out.iter().any(|n| n == name) {

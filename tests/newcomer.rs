@@ -44,7 +44,10 @@ fn armorctl_reaches_a_simulation_without_any_bus() {
     let mut daemon = KillOnDrop(child);
     let cfg_s = cfg.to_str().unwrap();
     wait_until("armorctl status over the simulation socket", || {
-        run(ARMORCTL, &["--simulate", "--config", cfg_s, "status"]).status.code() == Some(0)
+        run(ARMORCTL, &["--simulate", "--config", cfg_s, "status"])
+            .status
+            .code()
+            == Some(0)
     });
     // The options work before and after the command.
     let out = run(ARMORCTL, &["list", "--simulate", "--config", cfg_s]);
@@ -84,7 +87,10 @@ fn no_bus_says_what_to_do_and_wait_does_not_wait_for_it() {
         .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
         .output()
         .unwrap();
-    assert!(started.elapsed() < Duration::from_secs(30), "wait waited for a bus that is not there");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "wait waited for a bus that is not there"
+    );
     assert_eq!(out.status.code(), Some(1));
     let e = text(&out);
     assert!(e.contains("cannot reach the D-Bus system bus"), "{e}");
@@ -113,7 +119,10 @@ fn a_relative_config_is_taken_from_the_working_directory() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let shown = String::from_utf8_lossy(&out.stdout);
-    let want = format!("state_dir = \"{}\"", t.dir.path().canonicalize().unwrap().join("sim").display());
+    let want = format!(
+        "state_dir = \"{}\"",
+        t.dir.path().canonicalize().unwrap().join("sim").display()
+    );
     assert!(shown.contains(&want), "{shown}");
 }
 
@@ -121,7 +130,11 @@ fn a_relative_config_is_taken_from_the_working_directory() {
 fn a_mistyped_config_is_an_error_the_default_may_be_absent() {
     let out = run(ARMORD, &["--config", "/nonexistent/armord.toml", "--check-config"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("/nonexistent/armord.toml: cannot read"), "{}", text(&out));
+    assert!(
+        text(&out).contains("/nonexistent/armord.toml: cannot read"),
+        "{}",
+        text(&out)
+    );
     let t = Tree::new();
     let out = Command::new(ARMORD)
         .current_dir(t.dir.path())
@@ -129,9 +142,16 @@ fn a_mistyped_config_is_an_error_the_default_may_be_absent() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("examples/armord.tml: cannot read"), "{}", text(&out));
+    assert!(
+        text(&out).contains("examples/armord.tml: cannot read"),
+        "{}",
+        text(&out)
+    );
     let f = t.path("p.allow.toml");
-    let out = run(ARMORCTL, &["--config", "/nonexistent.toml", "validate", f.to_str().unwrap()]);
+    let out = run(
+        ARMORCTL,
+        &["--config", "/nonexistent.toml", "validate", f.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("/nonexistent.toml: cannot read"), "{}", text(&out));
 }
@@ -150,21 +170,61 @@ fn a_version_loaded_without_a_parser_is_checked_once_there_is_one() {
         )
     };
     let cfg = conf("/nonexistent/apparmor_parser");
-    let out = run(ARMORD, &["--simulate", "--once", "--bus", "none", "--config", cfg.to_str().unwrap()]);
+    let out = run(
+        ARMORD,
+        &[
+            "--simulate",
+            "--once",
+            "--bus",
+            "none",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("loaded unchecked"), "{}", text(&out));
     // The parser is installed: the unchanged file is checked, and found wrong.
     let parser = t.fake_parser();
     let cfg = conf(parser.to_str().unwrap());
-    let out = run(ARMORD, &["--simulate", "--once", "--bus", "none", "--config", cfg.to_str().unwrap()]);
+    let out = run(
+        ARMORD,
+        &[
+            "--simulate",
+            "--once",
+            "--bus",
+            "none",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("1 invalid"), "{}", text(&out));
     assert!(!text(&out).contains("1 unchanged"), "{}", text(&out));
     // Fixed: loaded, and checked for good.
     t.write("p/custom.a", "profile custom.a {\n  /etc/** r,\n}\n");
-    let out = run(ARMORD, &["--simulate", "--once", "--bus", "none", "--config", cfg.to_str().unwrap()]);
+    let out = run(
+        ARMORD,
+        &[
+            "--simulate",
+            "--once",
+            "--bus",
+            "none",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let out = run(ARMORD, &["--simulate", "--once", "--bus", "none", "--config", cfg.to_str().unwrap()]);
+    let out = run(
+        ARMORD,
+        &[
+            "--simulate",
+            "--once",
+            "--bus",
+            "none",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    );
     assert!(text(&out).contains("1 unchanged"), "{}", text(&out));
     assert!(!t.read("sim/manifest.json").contains("unchecked"));
 }
@@ -194,10 +254,18 @@ fn a_closed_pipe_ends_armorctl_quietly() {
         assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     // The same for a command that prints with outln!: render.
-    let spec = t.write("custom.x.allow.toml", "name = \"custom.x\"\nexec = [\"/usr/bin/true\"]\n");
+    let spec = t.write(
+        "custom.x.allow.toml",
+        "name = \"custom.x\"\nexec = [\"/usr/bin/true\"]\n",
+    );
     for _ in 0..5 {
         let mut child = Command::new(ARMORCTL)
-            .args(["render", spec.to_str().unwrap(), spec.to_str().unwrap(), spec.to_str().unwrap()])
+            .args([
+                "render",
+                spec.to_str().unwrap(),
+                spec.to_str().unwrap(),
+                spec.to_str().unwrap(),
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -18,7 +18,10 @@ pub(super) fn generate_assets(dir: &std::path::Path) -> Result<i32, CliError> {
     let version = env!("CARGO_PKG_VERSION");
     let write_man = |cmd: clap::Command, page: &str, bin: &str, section: &str| -> Result<(), CliError> {
         let file = man.join(format!("{page}.{section}"));
-        let cmd = cmd.name(page.to_owned()).display_name(page.to_owned()).bin_name(bin.to_owned());
+        let cmd = cmd
+            .name(page.to_owned())
+            .display_name(page.to_owned())
+            .bin_name(bin.to_owned());
         let has_args = cmd.get_arguments().any(|a| !a.is_hide_set());
         let has_subs = cmd.get_subcommands().any(|s| !s.is_hide_set());
         let has_version = cmd.get_version().is_some();
@@ -53,7 +56,10 @@ pub(super) fn generate_assets(dir: &std::path::Path) -> Result<i32, CliError> {
     let mut i = 0;
     while i < pages.len() {
         let (cmd, page, bin) = pages[i].clone();
-        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
+        for sub in cmd
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        {
             pages.push((
                 sub.clone(),
                 format!("{page}-{}", sub.get_name()),

@@ -204,7 +204,10 @@ pub(super) fn extra(page: &str) -> String {
         ));
         s.push_str(&section(
             "SEE ALSO",
-            &[("", "armorctl(1), apparmor(7), apparmor_parser(8), systemd.service(5), journalctl(1)")],
+            &[(
+                "",
+                "armorctl(1), apparmor(7), apparmor_parser(8), systemd.service(5), journalctl(1)",
+            )],
         ));
         return s;
     }
@@ -229,7 +232,12 @@ mod tests {
 
     #[test]
     fn every_page_has_the_sections_a_reader_expects() {
-        for page in ["armorctl", "armorctl-status", "armorctl-denials", "armorctl-audit-parse"] {
+        for page in [
+            "armorctl",
+            "armorctl-status",
+            "armorctl-denials",
+            "armorctl-audit-parse",
+        ] {
             let s = extra(page);
             for h in [".SH FILES", ".SH EXIT STATUS", ".SH EXAMPLES", ".SH SEE ALSO"] {
                 assert!(s.contains(h), "{page}: no {h}");

@@ -24,10 +24,7 @@ pub(super) async fn wait(to: &Endpoint, timeout: std::time::Duration) -> Result<
             Err(e) => last = Some(e.to_string()),
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(CliError::Timeout(
-                timeout,
-                last.unwrap_or_else(|| "no answer".into()),
-            ));
+            return Err(CliError::Timeout(timeout, last.unwrap_or_else(|| "no answer".into())));
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }

@@ -247,7 +247,10 @@ pub async fn serve_socket(path: &std::path::Path, object: Armord) -> Option<toki
             return None;
         }
     };
-    log::info!("D-Bus: serving {BUS_NAME} on {} (armorctl --simulate)", crate::escape::path(path));
+    log::info!(
+        "D-Bus: serving {BUS_NAME} on {} (armorctl --simulate)",
+        crate::escape::path(path)
+    );
     Some(tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -310,7 +313,8 @@ pub async fn connect(to: &Endpoint) -> zbus::Result<zbus::Connection> {
         Endpoint::Bus(ClientBus::Session) => zbus::Connection::session().await,
         Endpoint::Bus(ClientBus::System) => zbus::Connection::system().await,
         Endpoint::Socket(path) => {
-            let stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| zbus::Error::InputOutput(e.into()))?;
+            let stream =
+                std::os::unix::net::UnixStream::connect(path).map_err(|e| zbus::Error::InputOutput(e.into()))?;
             zbus::connection::Builder::unix_stream(stream).p2p().build().await
         }
     }
