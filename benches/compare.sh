@@ -8,32 +8,62 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=()
-for p in apparmor apparmor-profiles apparmor-profiles-extra python3-libapparmor strace; do
-  dpkg -s "$p" >/dev/null 2>&1 || pkgs+=("$p")
-done
-if [ ${#pkgs[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
+# Scaling mode: only the bulk sync, pinned with taskset to each CPU count,
+# one table (N, serial, single, armord, both ratios):
+#   benches/compare.sh --cpus "2 4 8 16"
+# For a machine without network or Debian's packages (see BENCHMARKS.md):
+#   BENCH_BUNDLE=dir   apparmor_parser and its /etc/apparmor.d from the
+#                      apparmor .deb (`dpkg -x`), under dir/root
+#   BENCH_PROFILES=dir the profile files to sync
+#   BENCH_ARMORD=path  a built armord (no cargo build)
+cpus=""
+if [ "${1:-}" = "--cpus" ]; then cpus="${2:?--cpus needs a list, e.g. \"2 4 8 16\"}"; fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+if [ -n "${BENCH_BUNDLE:-}" ]; then
+  bundle=$(cd "$BENCH_BUNDLE" && pwd)
+  features="$bundle/root/usr/share/apparmor-features/features"
+  # The bundle's parser with the bundle's includes, for armord and the
+  # comparisons alike.
+  printf '#!/bin/sh\nexec %s --base %s "$@"\n' "$bundle/root/sbin/apparmor_parser" "$bundle/root/etc/apparmor.d" > "$work/apparmor_parser"
+  chmod +x "$work/apparmor_parser"
+  parser_bin="$work/apparmor_parser"
+else
+  pkgs=()
+  for p in apparmor apparmor-profiles apparmor-profiles-extra python3-libapparmor strace; do
+    dpkg -s "$p" >/dev/null 2>&1 || pkgs+=("$p")
+  done
+  if [ ${#pkgs[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
+  fi
+  features=$(sed -n 's/^[[:space:]]*policy-features[[:space:]]*=*[[:space:]]*//p' /etc/apparmor/parser.conf 2>/dev/null | head -n1)
+  [ -n "$features" ] && [ -e "$features" ] || features=/usr/share/apparmor-features/features
+  parser_bin=apparmor_parser
 fi
-cargo build --release --locked -q
-armord=$PWD/target/release/armord
+if [ -n "${BENCH_ARMORD:-}" ]; then
+  armord=$(cd "$(dirname "$BENCH_ARMORD")" && pwd)/$(basename "$BENCH_ARMORD")
+else
+  cargo build --release --locked -q
+  armord=$PWD/target/release/armord
+fi
 rounds=${BENCH_ROUNDS:-3}
 idle_min=$(awk -v s="${BENCH_IDLE_SECS:-600}" 'BEGIN { printf "%g", s / 60 }')
 records=${BENCH_RECORDS:-100000}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-
-features=$(sed -n 's/^[[:space:]]*policy-features[[:space:]]*=*[[:space:]]*//p' /etc/apparmor/parser.conf 2>/dev/null | head -n1)
-[ -n "$features" ] && [ -e "$features" ] || features=/usr/share/apparmor-features/features
-parser() { apparmor_parser -M "$features" "$@"; }
+parser() { "$parser_bin" -M "$features" "$@"; }
+printf '[parser]\npath = "%s"\nfeatures_file = "%s"\n[denials]\nenabled = false\n' "$parser_bin" "$features" > "$work/armord.toml"
 
 # The profiles of Debian's apparmor-profiles and apparmor-profiles-extra.
 mkdir -p "$work/src"
-dpkg -L apparmor-profiles apparmor-profiles-extra |
-  grep -E '^(/etc/apparmor.d|/usr/share/apparmor/extra-profiles)/[^/]+$' |
-  while read -r f; do
-    [ -f "$f" ] && [ "$(basename "$f")" != README ] && cp "$f" "$work/src/"
-  done
+if [ -n "${BENCH_PROFILES:-}" ]; then
+  cp "$BENCH_PROFILES"/* "$work/src/"
+else
+  dpkg -L apparmor-profiles apparmor-profiles-extra |
+    grep -E '^(/etc/apparmor.d|/usr/share/apparmor/extra-profiles)/[^/]+$' |
+    while read -r f; do
+      [ -f "$f" ] && [ "$(basename "$f")" != README ] && cp "$f" "$work/src/"
+    done
+fi
 nprof=$(ls "$work/src" | wc -l)
 
 now() { date +%s.%N; }
@@ -49,7 +79,26 @@ timed() {
 }
 serial_parser() { for f in "$work"/src/*; do parser -Q --write-cache --cache-loc "$work/c" "$f" || true; done; }
 single_parser() { parser -Q --write-cache --cache-loc "$work/c" "$work"/src/*; }
-armord_once() { "$armord" --once --simulate --source "$work/src" --state-dir "$work/st"; }
+armord_once() { "$armord" --once --simulate --bus none --config "$work/armord.toml" --source "$work/src" --state-dir "$work/st"; }
+
+if [ -n "$cpus" ]; then
+  echo "Machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)), Linux $(uname -r); $("$parser_bin" --version | head -n1); $nprof profile files; median of $rounds rounds, cold cache each."
+  echo
+  echo "| CPUs | serial per file | one parser run | armord --once | armord / one run | serial / armord |"
+  echo "|---|---|---|---|---|---|"
+  for n in $cpus; do
+    set=$(seq -s, 0 $(( n - 1 )))
+    rm -f "$work/serial" "$work/single" "$work/armord"
+    for _ in $(seq "$rounds"); do
+      rm -rf "$work/c" && timed "$work/serial" taskset -c "$set" bash -c "$(declare -f parser serial_parser); parser_bin='$parser_bin' features='$features' work='$work' serial_parser"
+      rm -rf "$work/c" && timed "$work/single" taskset -c "$set" bash -c "$(declare -f parser single_parser); parser_bin='$parser_bin' features='$features' work='$work' single_parser"
+      rm -rf "$work/st" && timed "$work/armord" taskset -c "$set" "$armord" --once --simulate --bus none --config "$work/armord.toml" --source "$work/src" --state-dir "$work/st"
+    done
+    se=$(median < "$work/serial"); si=$(median < "$work/single"); ar=$(median < "$work/armord")
+    echo "| $n | $se s | $si s | $ar s | $(ratio "$ar" "$si")× | $(ratio "$se" "$ar")× |"
+  done
+  exit 0
+fi
 
 # 1. Bulk initial sync, cold cache each time, the three ways in turn.
 for _ in $(seq "$rounds"); do

@@ -8,7 +8,7 @@ use super::{
     Kernel, KernelError, LoadOptions, NamesResult, Parser, ParserError, ParserRunner, ProcReader, declared_profiles,
     parse_profiles_file, top_level,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -22,6 +22,10 @@ pub struct SimKernel {
     /// Names the parser gave for each (content-addressed) file, so a load
     /// right after validation does not ask again.
     names_seen: Mutex<HashMap<PathBuf, Vec<String>>>,
+    /// Files (content-addressed: a path is a content) the parser compiled
+    /// with these options in this process: loading one is the kernel
+    /// taking the policy that compile wrote, no second compile.
+    compiled: Mutex<HashSet<(PathBuf, bool)>>,
 }
 
 impl SimKernel {
@@ -31,6 +35,7 @@ impl SimKernel {
             parser,
             lock: Mutex::new(()),
             names_seen: Mutex::new(HashMap::new()),
+            compiled: Mutex::new(HashSet::new()),
         }
     }
 
@@ -129,14 +134,28 @@ impl Parser for SimKernel {
     }
 
     fn compile(&self, files: &[PathBuf], opts: LoadOptions) -> Result<(), ParserError> {
-        match &self.parser {
-            Some(p) => p.compile(files, opts),
-            None => Ok(()),
+        let Some(p) = &self.parser else { return Ok(()) };
+        p.compile(files, opts)?;
+        let mut done = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
+        if done.len() > 100_000 {
+            done.clear();
         }
+        done.extend(files.iter().map(|f| (f.clone(), opts.complain)));
+        Ok(())
     }
 
     fn load(&self, files: &[PathBuf], opts: LoadOptions) -> Result<(), ParserError> {
-        self.compile(files, opts)?;
+        let uncompiled: Vec<PathBuf> = {
+            let done = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
+            files
+                .iter()
+                .filter(|f| !done.contains(&((*f).clone(), opts.complain)))
+                .cloned()
+                .collect()
+        };
+        if !uncompiled.is_empty() {
+            self.compile(&uncompiled, opts)?;
+        }
         let known: Vec<Option<Vec<String>>> = {
             let seen = self.names_seen.lock().unwrap_or_else(|p| p.into_inner());
             files.iter().map(|f| seen.get(f).cloned()).collect()
