@@ -40,12 +40,10 @@ impl Log for Stderr {
             log::Level::Trace => "trace",
         };
         let message = r.args().to_string();
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "{}: {level}: {}{fields}",
-            self.name,
-            crate::escape::text(&message)
-        );
+        // One write per line: stderr is unbuffered, and a line written in
+        // pieces can interleave with another thread's.
+        let line = format!("{}: {level}: {}{fields}\n", self.name, crate::escape::text(&message));
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
     fn flush(&self) {}
 }
@@ -80,6 +78,14 @@ impl Log for Journal {
 }
 
 /// Install the logger. `verbose` turns on debug messages.
+/// Whether log entries go to the journal, which stores their fields.
+static STRUCTURED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether log entries' structured fields are kept (the journal logger).
+pub fn structured() -> bool {
+    STRUCTURED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub fn init(name: &'static str, verbose: bool) {
     let level = if verbose { LevelFilter::Debug } else { LevelFilter::Info };
     let installed = systemd_journal_logger::connected_to_journal()
@@ -87,6 +93,7 @@ pub fn init(name: &'static str, verbose: bool) {
             .map(|j| j.with_syslog_identifier(name.to_owned()))
             .and_then(|j| log::set_boxed_logger(Box::new(Journal(j))).map_err(std::io::Error::other))
             .is_ok();
+    STRUCTURED.store(installed, std::sync::atomic::Ordering::Relaxed);
     if !installed {
         let _ = log::set_boxed_logger(Box::new(Stderr { name }));
     }

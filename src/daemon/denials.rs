@@ -52,7 +52,11 @@ pub struct Denials {
 }
 
 impl Denials {
-    pub fn start(cfg: &Config, counters: Arc<Mutex<Counters>>, events: mpsc::Sender<DenialEvent>) -> Option<Denials> {
+    pub fn start(
+        cfg: &Config,
+        counters: Arc<Mutex<Counters>>,
+        events: mpsc::Sender<Vec<DenialEvent>>,
+    ) -> Option<Denials> {
         if !cfg.denials.enabled {
             return None;
         }
@@ -85,7 +89,7 @@ impl Denials {
                 c.lost = lost;
                 c.lost_since_us = Some(since);
                 // Tell the loop, so the exports show it at once.
-                let _ = events.try_send(DenialEvent::default());
+                let _ = events.try_send(Vec::new());
             }));
         }
         let scope_all = cfg.denials.scope == DenialScope::All;
@@ -99,7 +103,16 @@ impl Denials {
         let thread = std::thread::Builder::new()
             .name("denials".into())
             .spawn(move || {
-                follower.run(|ev| {
+                // Denial events for the loop, passed on in batches: one
+                // wakeup of the loop per batch, not per record.
+                let mut batch: Vec<DenialEvent> = Vec::new();
+                follower.run_notify(|ev| {
+                    let Some(ev) = ev else {
+                        if !batch.is_empty() {
+                            let _ = events.try_send(std::mem::take(&mut batch));
+                        }
+                        return;
+                    };
                     let profile = ev.record.profile().map(|p| p.into_owned()).unwrap_or_default();
                     let top = crate::apparmor::top_level(&profile).to_owned();
                     if !scope_all && !o.read().unwrap_or_else(|p| p.into_inner()).contains(&top) {
@@ -111,13 +124,17 @@ impl Denials {
                     let _ = crate::failpoint::hit("after-relog");
                     let r = &ev.record;
                     let s = |k: &str| r.str(k).map(|v| v.into_owned()).unwrap_or_default();
-                    // Best effort: a full queue drops the signal, never the record.
-                    let _ = events.try_send(DenialEvent {
+                    batch.push(DenialEvent {
                         profile: profile.clone(),
                         kind: r.kind.to_string(),
                         operation: s("operation"),
                         name: s("name"),
                     });
+                    // Best effort: a full queue drops the signals, never
+                    // the records (counted and re-logged above).
+                    if batch.len() >= 256 {
+                        let _ = events.try_send(std::mem::take(&mut batch));
+                    }
                     c.lost = stats.lock().map(|s| s.lost).unwrap_or(0);
                 });
             })

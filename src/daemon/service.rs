@@ -70,8 +70,10 @@ pub struct Service {
     /// What D-Bus callers read; updated after each reconcile.
     published: Arc<RwLock<Published>>,
     commands: mpsc::Receiver<Command>,
-    denial_events: mpsc::Receiver<DenialEvent>,
-    denial_tx: mpsc::Sender<DenialEvent>,
+    /// Batches of denial events from the follower (an empty batch: only
+    /// the counters moved).
+    denial_events: mpsc::Receiver<Vec<DenialEvent>>,
+    denial_tx: mpsc::Sender<Vec<DenialEvent>>,
     counters: Arc<Mutex<Counters>>,
     bus: Option<zbus::Connection>,
     metrics: super::exports::Metrics,
@@ -423,16 +425,22 @@ impl Service {
                         });
                     }
                 },
-                Some(ev) = self.denial_events.recv() => {
+                Some(first) = self.denial_events.recv() => {
                     // The counters moved: the exports follow within a second.
                     exports_at.get_or_insert_with(|| Instant::now() + EXPORTS_REFRESH);
-                    if ev.kind.is_empty() {
-                        continue;
+                    // Everything queued now, in one wakeup.
+                    let mut batch = first;
+                    while batch.len() < 4096
+                        && let Ok(more) = self.denial_events.try_recv()
+                    {
+                        batch.extend(more);
                     }
                     if let Some(conn) = &self.bus
                         && let Ok(e) = SignalEmitter::new(conn, OBJECT_PATH)
                     {
-                        let _ = Armord::denial(&e, &ev.profile, &ev.kind, &ev.operation, &ev.name).await;
+                        for ev in batch.iter().filter(|ev| !ev.kind.is_empty()) {
+                            let _ = Armord::denial(&e, &ev.profile, &ev.kind, &ev.operation, &ev.name).await;
+                        }
                     }
                 }
                 _ = self.signals.term.recv() => {

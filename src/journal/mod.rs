@@ -20,6 +20,18 @@ use std::time::{Duration, Instant};
 /// de-duplication key, `BOOT_ID AUDIT_ID`.
 pub const AUDIT_KEY_FIELD: &str = "ARMORD_AUDIT_KEY";
 
+/// Whether `fd` has something to read (or has ended) within `wait`.
+fn readable_within(fd: &impl std::os::fd::AsFd, wait: Duration) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    let ms = PollTimeout::try_from(wait.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
+    // An error (EINTR): read, which blocks as before.
+    poll(&mut fds, ms).map_or(true, |n| n > 0)
+}
+
+/// The least time between two cursor saves while entries stream in.
+const COMMIT_MIN: Duration = Duration::from_millis(100);
+
 /// Lines longer than this are not journal entries we can use: skipped.
 pub const MAX_LINE: usize = 1 << 20;
 
@@ -58,8 +70,67 @@ fn field_string(v: &serde_json::Value) -> Option<String> {
     }
 }
 
+/// A field as journalctl writes it: a string, or (for a value that is not
+/// UTF-8) an array of bytes, or a number.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum RawField<'a> {
+    #[serde(borrow)]
+    Str(std::borrow::Cow<'a, str>),
+    Bytes(Vec<u8>),
+    Num(serde_json::Number),
+}
+
+impl RawField<'_> {
+    fn into_string(self) -> String {
+        match self {
+            RawField::Str(s) => s.into_owned(),
+            RawField::Bytes(b) => String::from_utf8_lossy(&b).into_owned(),
+            RawField::Num(n) => n.to_string(),
+        }
+    }
+}
+
+/// The fields the follower reads, borrowed from the line where possible;
+/// the rest of the entry is skipped unparsed.
+#[derive(serde::Deserialize)]
+struct RawEntry<'a> {
+    #[serde(rename = "__CURSOR", borrow)]
+    cursor: Option<RawField<'a>>,
+    #[serde(rename = "_BOOT_ID", borrow)]
+    boot_id: Option<RawField<'a>>,
+    #[serde(rename = "_TRANSPORT", borrow)]
+    transport: Option<RawField<'a>>,
+    #[serde(rename = "_AUDIT_TYPE", borrow)]
+    audit_type: Option<RawField<'a>>,
+    #[serde(rename = "_AUDIT_ID", borrow)]
+    audit_id: Option<RawField<'a>>,
+    #[serde(rename = "_SOURCE_REALTIME_TIMESTAMP", borrow)]
+    source_realtime: Option<RawField<'a>>,
+    #[serde(rename = "__REALTIME_TIMESTAMP", borrow)]
+    realtime: Option<RawField<'a>>,
+    #[serde(rename = "MESSAGE", borrow)]
+    message: Option<RawField<'a>>,
+}
+
 /// Parse one line of `journalctl --output=json`.
 pub fn parse_entry(line: &str) -> Option<Entry> {
+    if let Ok(r) = serde_json::from_str::<RawEntry<'_>>(line) {
+        fn num<T: std::str::FromStr>(f: Option<RawField<'_>>) -> Option<T> {
+            f.and_then(|f| f.into_string().parse().ok())
+        }
+        return Some(Entry {
+            cursor: r.cursor?.into_string(),
+            boot_id: r.boot_id.map(RawField::into_string).unwrap_or_default(),
+            transport: r.transport.map(RawField::into_string).unwrap_or_default(),
+            audit_type: num(r.audit_type),
+            audit_serial: num(r.audit_id),
+            source_realtime_us: num(r.source_realtime),
+            realtime_us: num(r.realtime),
+            message: r.message.map(RawField::into_string).unwrap_or_default(),
+        });
+    }
+    // Any other shape of a field (null, an object): the slow, lenient way.
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
     let get = |k: &str| v.get(k).and_then(field_string);
     Some(Entry {
@@ -104,8 +175,11 @@ pub enum Classified {
 /// and from the kernel transport; notice loss markers.
 pub fn classify(e: &Entry) -> Classified {
     let audit = e.transport == "audit";
-    if let Some(n) = audit::loss_marker(&e.message)
+    // An AppArmor record is never a loss marker: one search decides.
+    let apparmor = e.message.contains("apparmor=");
+    if !apparmor
         && (audit || e.transport == "kernel")
+        && let Some(n) = audit::loss_marker(&e.message)
     {
         if e.message.contains("callbacks suppressed") {
             return Classified::ConsoleSuppressed(n);
@@ -113,8 +187,8 @@ pub fn classify(e: &Entry) -> Classified {
         return Classified::Lost(n);
     }
     let wanted = match e.transport.as_str() {
-        "audit" => matches!(e.audit_type, Some(1400 | 1107)) || e.message.contains("apparmor="),
-        "kernel" => e.message.contains("apparmor="),
+        "audit" => matches!(e.audit_type, Some(1400 | 1107)) || apparmor,
+        "kernel" => apparmor,
         _ => false,
     };
     if !wanted {
@@ -340,6 +414,17 @@ impl Follower {
 
     /// Run until stopped. Returns the last saved cursor.
     pub fn run(&mut self, mut handle: impl FnMut(&Event)) -> Option<String> {
+        self.run_notify(|ev| {
+            if let Some(ev) = ev {
+                handle(ev)
+            }
+        })
+    }
+
+    /// [`Follower::run`], and `handle(None)` whenever everything read so
+    /// far is handled and the next read may wait: the moment to pass on
+    /// what was gathered.
+    pub fn run_notify(&mut self, mut handle: impl FnMut(Option<&Event>)) -> Option<String> {
         let (mut cursor, keys) = load_cursor_file(&self.cfg.cursor_path);
         for k in keys {
             self.dedupe.first(k);
@@ -411,7 +496,12 @@ impl Follower {
     }
 
     /// Read entries until the stream ends. Returns whether any entry came.
-    fn read(&mut self, out: impl Read, cursor: &mut Option<String>, handle: &mut impl FnMut(&Event)) -> bool {
+    fn read(
+        &mut self,
+        out: impl Read + std::os::fd::AsFd,
+        cursor: &mut Option<String>,
+        handle: &mut impl FnMut(Option<&Event>),
+    ) -> bool {
         let mut reader = BufReader::with_capacity(256 * 1024, out);
         let mut line = Vec::with_capacity(4096);
         let mut pending: Option<String> = None;
@@ -419,6 +509,17 @@ impl Follower {
         let mut any = false;
         loop {
             line.clear();
+            if reader.buffer().is_empty() {
+                handle(None);
+            }
+            // A cursor save held back by COMMIT_MIN is made once the stream
+            // has been quiet that long.
+            if pending.is_some() && reader.buffer().is_empty() && !readable_within(reader.get_ref(), COMMIT_MIN) {
+                if let Some(c) = pending.take() {
+                    self.commit(&c, cursor);
+                }
+                last_commit = Instant::now();
+            }
             // Bounded read of one line.
             let n = match read_line_bounded(&mut reader, &mut line, MAX_LINE) {
                 Ok(n) => n,
@@ -438,7 +539,13 @@ impl Follower {
                 continue;
             }
             any = true;
-            let Some(entry) = parse_entry(&String::from_utf8_lossy(text)) else {
+            // Valid UTF-8 (nearly always: journalctl writes other values as
+            // byte arrays) is checked the fast way.
+            let text = match std::str::from_utf8(text) {
+                Ok(t) => std::borrow::Cow::Borrowed(t),
+                Err(_) => String::from_utf8_lossy(text),
+            };
+            let Some(entry) = parse_entry(&text) else {
                 self.stats().malformed += 1;
                 log::warn!("skipped a journal line that is not a JSON entry");
                 continue;
@@ -450,7 +557,7 @@ impl Follower {
                 Classified::Event(ev) => {
                     let fresh = ev.key().is_none_or(|k| self.dedupe.first(k));
                     if fresh {
-                        handle(&ev);
+                        handle(Some(&ev));
                     } else {
                         self.stats().duplicates += 1;
                     }
@@ -465,8 +572,13 @@ impl Follower {
                 Classified::Other => {}
             }
             pending = Some(entry.cursor);
-            // Commit when the reader has nothing more buffered, or often enough.
-            if reader.buffer().is_empty() || last_commit.elapsed() >= self.cfg.commit_every {
+            // Commit when the reader has nothing more buffered (not more
+            // often than COMMIT_MIN apart: a fast stream empties the buffer
+            // often), or every `commit_every`. Entries handled past the
+            // saved cursor are known again at start from their re-logged
+            // keys, so a later commit never re-logs a record.
+            let since = last_commit.elapsed();
+            if (reader.buffer().is_empty() && since >= COMMIT_MIN) || since >= self.cfg.commit_every {
                 if let Some(c) = pending.take() {
                     self.commit(&c, cursor);
                 }

@@ -108,12 +108,19 @@ fn message(ev: &Event) -> String {
 /// Tests set `ARMORD_RELOG_COPY` to a file: each re-logged entry is also
 /// appended there as a `journalctl --output=json` line, so that a fake
 /// journalctl can give it back as the journal would.
+static COPY_PATH: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+
+fn copy_path() -> Option<&'static std::path::PathBuf> {
+    COPY_PATH
+        .get_or_init(|| std::env::var_os("ARMORD_RELOG_COPY").map(Into::into))
+        .as_ref()
+}
+
 fn copy_for_tests(fields: &[(&str, String)], msg: &str) {
     use std::io::Write;
     use std::sync::atomic::{AtomicU64, Ordering};
-    static PATH: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
     static SEQ: AtomicU64 = AtomicU64::new(0);
-    let Some(path) = PATH.get_or_init(|| std::env::var_os("ARMORD_RELOG_COPY").map(Into::into)) else {
+    let Some(path) = copy_path() else {
         return;
     };
     let mut entry: serde_json::Map<String, serde_json::Value> = fields
@@ -259,5 +266,12 @@ pub fn relog(ev: &Event, origin: &Origin, rl: &mut RateLimit, counters: &mut Cou
         "DENIED" | "KILLED" | "ERROR" => log::Level::Warn,
         _ => log::Level::Info,
     };
-    emit(level, &relog_fields(ev, origin), &message(ev));
+    // The fields are for the journal (and the test copy, and --verbose's
+    // stderr lines); a plain stderr line is the message alone.
+    let fields = if crate::logging::structured() || copy_path().is_some() || log::log_enabled!(log::Level::Debug) {
+        relog_fields(ev, origin)
+    } else {
+        Vec::new()
+    };
+    emit(level, &fields, &message(ev));
 }

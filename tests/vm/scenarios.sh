@@ -200,7 +200,7 @@ burst() {
     echo "INFO 19-burst-1000: $n of 1000 in armorctl denials --summary; ${lost:-0} reported lost;" \
       "journal: $(journalctl _TRANSPORT=audit --no-pager -o cat | grep -c "$tag") audit," \
       "$(journalctl _TRANSPORT=kernel --no-pager -o cat | grep -c "$tag") kernel;" \
-      "$(journalctl -k --no-pager -o cat | grep -E 'audit_lost|audit_backlog|callbacks suppressed' | tail -n 4 | tr '\n' ' ')"
+      "$(journalctl -k --no-pager -o cat | grep -E 'audit_lost|audit_backlog|callbacks suppressed' | grep -v 'callbacks suppressed' | tail -n 4 | tr '\n' ' ')"
   fi
   systemctl status systemd-journald-audit.socket --no-pager 2>&1 | head -n 6 | sed 's/^/  audit socket: /'
   # Iterating (ARMORD_VM_ONLY): where records go, each round.
@@ -212,6 +212,7 @@ burst() {
     awk '$2 == 9' /proc/net/netlink | sed 's/^/INFO burst-diag /'
     echo "INFO burst-diag rmem_max $(cat /proc/sys/net/core/rmem_max); journald: $(journalctl -u systemd-journald --no-pager -o cat | tail -n 5 | tr '\n' ' ')"
     journalctl --no-pager -o cat -b | grep -iE 'suppressed [0-9]+ messages|recvmsg|No buffer space|overrun' | tail -n 5 | sed 's/^/INFO burst-diag /'
+    journalctl -k --no-pager -o cat -b | grep -E 'audit_lost|audit_backlog|lost' | tail -n 5 | sed 's/^/INFO burst-diag kernel: /'
   fi
 }
 
