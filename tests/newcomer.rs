@@ -55,6 +55,18 @@ fn armorctl_reaches_a_simulation_without_any_bus() {
     assert!(text(&out).contains("custom.a\tenforce\tloaded"), "{}", text(&out));
     let out = run(ARMORCTL, &["--simulate", "--config", cfg_s, "sync"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // A broken change: list says both what runs and what is wrong, and the
+    // daemon's warning says the last good version stays loaded.
+    t.write("p/custom.a", "profile custom.a {\n  BROKEN\n}\n");
+    wait_until("the broken file reported", || {
+        run(ARMORCTL, &["--simulate", "--config", cfg_s, "status"]).status.code() == Some(2)
+    });
+    let out = run(ARMORCTL, &["--simulate", "--config", cfg_s, "list"]);
+    assert!(
+        text(&out).contains("custom.a\tenforce\tloaded (last good), file invalid\t"),
+        "{}",
+        text(&out)
+    );
     // The socket lies in the state directory the configuration names,
     // written as the user wrote it: no `conf/..` in the path.
     assert!(t.path("sim/armord.sock").exists());
@@ -72,6 +84,10 @@ fn armorctl_reaches_a_simulation_without_any_bus() {
     assert!(!log.contains("D-Bus: not available"), "{log}");
     assert!(!log.contains("conf/.."), "{log}");
     assert!(log.contains("loaded profile custom.a\n"), "{log}");
+    assert!(
+        log.contains("syntax error") && log.contains("(the last good version of `custom.a` stays loaded)"),
+        "{log}"
+    );
     assert!(!log.contains("action="), "{log}");
     // Nothing there any more: not running, said at once.
     let out = run(ARMORCTL, &["--simulate", "--config", cfg_s, "status"]);
