@@ -59,7 +59,10 @@ fn armorctl_reaches_a_simulation_without_any_bus() {
     // daemon's warning says the last good version stays loaded.
     t.write("p/custom.a", "profile custom.a {\n  BROKEN\n}\n");
     wait_until("the broken file reported", || {
-        run(ARMORCTL, &["--simulate", "--config", cfg_s, "status"]).status.code() == Some(2)
+        run(ARMORCTL, &["--simulate", "--config", cfg_s, "status"])
+            .status
+            .code()
+            == Some(2)
     });
     let out = run(ARMORCTL, &["--simulate", "--config", cfg_s, "list"]);
     assert!(
