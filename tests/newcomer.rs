@@ -188,62 +188,35 @@ fn a_version_loaded_without_a_parser_is_checked_once_there_is_one() {
             ),
         )
     };
+    let once = |cfg: &std::path::Path| {
+        run(
+            ARMORD,
+            &[
+                "--simulate",
+                "--once",
+                "--bus",
+                "none",
+                "--config",
+                cfg.to_str().unwrap(),
+            ],
+        )
+    };
     let cfg = conf("/nonexistent/apparmor_parser");
-    let out = run(
-        ARMORD,
-        &[
-            "--simulate",
-            "--once",
-            "--bus",
-            "none",
-            "--config",
-            cfg.to_str().unwrap(),
-        ],
-    );
+    let out = once(&cfg);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("loaded unchecked"), "{}", text(&out));
     // The parser is installed: the unchanged file is checked, and found wrong.
     let parser = t.fake_parser();
     let cfg = conf(parser.to_str().unwrap());
-    let out = run(
-        ARMORD,
-        &[
-            "--simulate",
-            "--once",
-            "--bus",
-            "none",
-            "--config",
-            cfg.to_str().unwrap(),
-        ],
-    );
+    let out = once(&cfg);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("1 invalid"), "{}", text(&out));
     assert!(!text(&out).contains("1 unchanged"), "{}", text(&out));
     // Fixed: loaded, and checked for good.
     t.write("p/custom.a", "profile custom.a {\n  /etc/** r,\n}\n");
-    let out = run(
-        ARMORD,
-        &[
-            "--simulate",
-            "--once",
-            "--bus",
-            "none",
-            "--config",
-            cfg.to_str().unwrap(),
-        ],
-    );
+    let out = once(&cfg);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let out = run(
-        ARMORD,
-        &[
-            "--simulate",
-            "--once",
-            "--bus",
-            "none",
-            "--config",
-            cfg.to_str().unwrap(),
-        ],
-    );
+    let out = once(&cfg);
     assert!(text(&out).contains("1 unchanged"), "{}", text(&out));
     assert!(!t.read("sim/manifest.json").contains("unchecked"));
 }

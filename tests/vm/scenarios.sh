@@ -204,7 +204,7 @@ burst() {
   fi
   systemctl status systemd-journald-audit.socket --no-pager 2>&1 | head -n 6 | sed 's/^/  audit socket: /'
   # Iterating (ARMORD_VM_ONLY): where records go, each round.
-  if [ -s "$T/only" ]; then
+  if grep -q '[a-z]' "$T/only" 2>/dev/null; then
     echo "INFO burst-diag round $burst_round: $n shown;" \
       "journal: $(journalctl _TRANSPORT=audit --no-pager -o cat | grep -c "$tag") audit," \
       "$(journalctl _TRANSPORT=kernel --no-pager -o cat | grep -c "$tag") kernel"
@@ -426,7 +426,7 @@ boot2() {
 
 # ARMORD_VM_ONLY (tests/vm/run): run only the named scenario functions
 # after provisioning, at the first boot.
-if [ -s "$T/only" ]; then
+if grep -q '[a-z]' "$T/only" 2>/dev/null; then
   if [ ! -e "$STATE/boot1-done" ]; then
     bash "$T/provision.sh" "$T/armord.deb"
     for f in $(cat "$T/only"); do "$f"; done
