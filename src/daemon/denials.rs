@@ -52,10 +52,13 @@ pub struct Denials {
 }
 
 impl Denials {
+    /// `signals`: whether the loop emits a D-Bus signal per denial (it has a
+    /// bus); without, the loop is told only that the counters moved.
     pub fn start(
         cfg: &Config,
         counters: Arc<Mutex<Counters>>,
         events: mpsc::Sender<Vec<DenialEvent>>,
+        signals: bool,
     ) -> Option<Denials> {
         if !cfg.denials.enabled {
             return None;
@@ -106,10 +109,12 @@ impl Denials {
                 // Denial events for the loop, passed on in batches: one
                 // wakeup of the loop per batch, not per record.
                 let mut batch: Vec<DenialEvent> = Vec::new();
+                let mut moved = false;
                 follower.run_notify(|ev| {
                     let Some(ev) = ev else {
-                        if !batch.is_empty() {
+                        if moved {
                             let _ = events.try_send(std::mem::take(&mut batch));
+                            moved = false;
                         }
                         return;
                     };
@@ -122,18 +127,22 @@ impl Denials {
                     let mut c = c.lock().unwrap_or_else(|p| p.into_inner());
                     relog(ev, &origin, &mut rate, &mut c);
                     let _ = crate::failpoint::hit("after-relog");
-                    let r = &ev.record;
-                    let s = |k: &str| r.str(k).map(|v| v.into_owned()).unwrap_or_default();
-                    batch.push(DenialEvent {
-                        profile: profile.clone(),
-                        kind: r.kind.to_string(),
-                        operation: s("operation"),
-                        name: s("name"),
-                    });
+                    moved = true;
+                    if signals {
+                        let r = &ev.record;
+                        let s = |k: &str| r.str(k).map(|v| v.into_owned()).unwrap_or_default();
+                        batch.push(DenialEvent {
+                            profile: profile.clone(),
+                            kind: r.kind.to_string(),
+                            operation: s("operation"),
+                            name: s("name"),
+                        });
+                    }
                     // Best effort: a full queue drops the signals, never
                     // the records (counted and re-logged above).
                     if batch.len() >= 256 {
                         let _ = events.try_send(std::mem::take(&mut batch));
+                        moved = false;
                     }
                     c.lost = stats.lock().map(|s| s.lost).unwrap_or(0);
                 });

@@ -338,7 +338,12 @@ impl Service {
         }
         notify::ready(&self.status.text());
         log::info!("ready: {}", self.status.text());
-        self.denials = Denials::start(&self.rec().config, self.counters.clone(), self.denial_tx.clone());
+        self.denials = Denials::start(
+            &self.rec().config,
+            self.counters.clone(),
+            self.denial_tx.clone(),
+            self.bus.is_some(),
+        );
         self.share_owned();
 
         let resync = self.rec().config.resync_interval();

@@ -82,25 +82,27 @@ pub fn relog_fields(ev: &Event, origin: &Origin) -> Vec<(&'static str, String)> 
 }
 
 fn message(ev: &Event) -> String {
+    use std::fmt::Write as _;
     let r = &ev.record;
-    let s = |k: &str| r.str(k).map(|v| v.into_owned());
-    let mut m = format!(
+    let mut m = String::with_capacity(160);
+    let _ = write!(
+        m,
         "apparmor {} {} {}",
         r.kind,
         r.profile().as_deref().unwrap_or("?"),
-        s("operation").unwrap_or_default()
+        r.str("operation").as_deref().unwrap_or_default()
     );
-    if let Some(n) = s("name").or_else(|| s("capname")) {
-        m.push_str(&format!(" {n}"));
+    if let Some(n) = r.str("name").or_else(|| r.str("capname")) {
+        let _ = write!(m, " {n}");
     }
-    if let Some(d) = s("denied").or_else(|| s("mask")) {
-        m.push_str(&format!(" ({d})"));
+    if let Some(d) = r.str("denied").or_else(|| r.str("mask")) {
+        let _ = write!(m, " ({d})");
     }
-    if let Some(c) = s("comm").or_else(|| s("exe")) {
-        m.push_str(&format!(" comm={c}"));
+    if let Some(c) = r.str("comm").or_else(|| r.str("exe")) {
+        let _ = write!(m, " comm={c}");
     }
-    if let Some(p) = s("pid") {
-        m.push_str(&format!(" pid={p}"));
+    if let Some(p) = r.str("pid") {
+        let _ = write!(m, " pid={p}");
     }
     m
 }
@@ -159,7 +161,10 @@ pub const RATE_LIMIT_KEYS: usize = 4096;
 pub struct RateLimit {
     burst: u32,
     interval: Duration,
-    keys: HashMap<(String, String, String), (Instant, u32, u64)>,
+    /// By `profile NUL operation NUL name`: a key already tracked is found
+    /// without an allocation.
+    keys: HashMap<String, (Instant, u32, u64)>,
+    scratch: String,
 }
 
 impl RateLimit {
@@ -168,6 +173,7 @@ impl RateLimit {
             burst,
             interval,
             keys: HashMap::new(),
+            scratch: String::new(),
         }
     }
 
@@ -178,8 +184,15 @@ impl RateLimit {
 
     /// Should this event be logged? The second value is how many of the same
     /// key were suppressed in the interval that just ended.
-    pub fn check(&mut self, key: (String, String, String), now: Instant) -> (bool, u64) {
-        if self.keys.len() >= RATE_LIMIT_KEYS && !self.keys.contains_key(&key) {
+    pub fn check(&mut self, key: (&str, &str, &str), now: Instant) -> (bool, u64) {
+        self.scratch.clear();
+        for (i, part) in [key.0, key.1, key.2].into_iter().enumerate() {
+            if i > 0 {
+                self.scratch.push('\0');
+            }
+            self.scratch.push_str(part);
+        }
+        if self.keys.len() >= RATE_LIMIT_KEYS && !self.keys.contains_key(&self.scratch) {
             // Keep only the keys that suppress now or have suppressed
             // records still to report; a flood of distinct keys beyond that
             // starts over (the counters still count every record).
@@ -190,7 +203,12 @@ impl RateLimit {
                 self.keys.clear();
             }
         }
-        let e = self.keys.entry(key).or_insert((now, 0, 0));
+        if !self.keys.contains_key(&self.scratch) {
+            self.keys.insert(self.scratch.clone(), (now, 0, 0));
+        }
+        let Some(e) = self.keys.get_mut(&self.scratch) else {
+            return (true, 0);
+        };
         let mut reported = 0;
         if now.duration_since(e.0) >= self.interval {
             reported = e.2;
@@ -218,12 +236,18 @@ pub struct Counters {
 
 impl Counters {
     pub fn count(&mut self, ev: &Event) {
-        let profile = ev.record.profile().map(|p| p.into_owned()).unwrap_or_default();
+        let profile = ev.record.profile();
+        let profile = profile.as_deref().unwrap_or_default();
+        let kind = ev.record.kind.as_ref();
+        if let Some(n) = self.by_profile.get_mut(profile).and_then(|k| k.get_mut(kind)) {
+            *n += 1;
+            return;
+        }
         *self
             .by_profile
-            .entry(profile)
+            .entry(profile.to_owned())
             .or_default()
-            .entry(ev.record.kind.to_string())
+            .entry(kind.to_owned())
             .or_default() += 1;
     }
     pub fn total(&self) -> u64 {
@@ -235,18 +259,19 @@ impl Counters {
 pub fn relog(ev: &Event, origin: &Origin, rl: &mut RateLimit, counters: &mut Counters) {
     counters.count(ev);
     let r = &ev.record;
+    let (profile, operation, name) = (r.profile(), r.str("operation"), r.str("name"));
     let key = (
-        r.profile().map(|p| p.into_owned()).unwrap_or_default(),
-        r.str("operation").map(|v| v.into_owned()).unwrap_or_default(),
-        r.str("name").map(|v| v.into_owned()).unwrap_or_default(),
+        profile.as_deref().unwrap_or_default(),
+        operation.as_deref().unwrap_or_default(),
+        name.as_deref().unwrap_or_default(),
     );
-    let (log_it, suppressed) = rl.check(key.clone(), Instant::now());
+    let (log_it, suppressed) = rl.check(key, Instant::now());
     if suppressed > 0 {
         let fields = vec![
             ("MESSAGE_ID", SUPPRESSED_MESSAGE_ID.to_owned()),
-            ("ARMORD_PROFILE", key.0.clone()),
-            ("ARMORD_OPERATION", key.1.clone()),
-            ("ARMORD_NAME", key.2.clone()),
+            ("ARMORD_PROFILE", key.0.to_owned()),
+            ("ARMORD_OPERATION", key.1.to_owned()),
+            ("ARMORD_NAME", key.2.to_owned()),
             ("ARMORD_SUPPRESSED", suppressed.to_string()),
         ];
         emit(

@@ -232,13 +232,15 @@ fn a_vanished_cursor_resumes_from_the_oldest_entry() {
 #[test]
 fn rate_limit_suppresses_and_reports() {
     let mut rl = RateLimit::new(2, Duration::from_secs(60));
-    let k = || ("p".to_owned(), "open".to_owned(), "/x".to_owned());
+    let k = || ("p", "open", "/x");
     let t0 = Instant::now();
     assert_eq!(rl.check(k(), t0), (true, 0));
     assert_eq!(rl.check(k(), t0), (true, 0));
     assert_eq!(rl.check(k(), t0), (false, 0));
     assert_eq!(rl.check(k(), t0), (false, 0));
-    assert_eq!(rl.check(("q".into(), "open".into(), "/x".into()), t0), (true, 0));
+    assert_eq!(rl.check(("q", "open", "/x"), t0), (true, 0));
+    // The parts are kept apart: "p" + "open/x" is another key.
+    assert_eq!(rl.check(("p", "open\u{0}/x", ""), t0), (true, 0));
     assert_eq!(rl.check(k(), t0 + Duration::from_secs(61)), (true, 2));
 }
 
@@ -246,7 +248,8 @@ fn rate_limit_suppresses_and_reports() {
 fn rate_limit_stays_bounded_and_keeps_what_it_must_report() {
     use crate::journal::relog::RATE_LIMIT_KEYS;
     let mut rl = RateLimit::new(2, Duration::from_secs(60));
-    let k = |n: usize| ("p".to_owned(), "open".to_owned(), format!("/x{n}"));
+    let names: Vec<String> = (0..=10 * RATE_LIMIT_KEYS).map(|n| format!("/x{n}")).collect();
+    let k = |n: usize| ("p", "open", names[n].as_str());
     let t0 = Instant::now();
     // One key over its burst: it has suppressed records to report.
     for _ in 0..5 {
