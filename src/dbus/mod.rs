@@ -253,8 +253,14 @@ pub async fn serve_socket(path: &std::path::Path, object: Armord) -> Option<toki
     );
     Some(tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors, say: wait instead of spinning.
+                    log::debug!("D-Bus: accepting on the simulation socket: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
             };
             let object = object.clone();
             tokio::spawn(async move {
