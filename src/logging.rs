@@ -77,7 +77,6 @@ impl Log for Journal {
     }
 }
 
-/// Install the logger. `verbose` turns on debug messages.
 /// Whether log entries go to the journal, which stores their fields.
 static STRUCTURED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -86,6 +85,7 @@ pub fn structured() -> bool {
     STRUCTURED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Install the logger. `verbose` turns on debug messages.
 pub fn init(name: &'static str, verbose: bool) {
     let level = if verbose { LevelFilter::Debug } else { LevelFilter::Info };
     let installed = systemd_journal_logger::connected_to_journal()

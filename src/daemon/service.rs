@@ -443,7 +443,7 @@ impl Service {
                     if let Some(conn) = &self.bus
                         && let Ok(e) = SignalEmitter::new(conn, OBJECT_PATH)
                     {
-                        for ev in batch.iter().filter(|ev| !ev.kind.is_empty()) {
+                        for ev in &batch {
                             let _ = Armord::denial(&e, &ev.profile, &ev.kind, &ev.operation, &ev.name).await;
                         }
                     }

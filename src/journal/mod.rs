@@ -71,7 +71,7 @@ fn field_string(v: &serde_json::Value) -> Option<String> {
 }
 
 /// A field as journalctl writes it: a string, or (for a value that is not
-/// UTF-8) an array of bytes, or a number.
+/// UTF-8) an array of bytes, or a number; anything else counts as absent.
 #[derive(serde::Deserialize)]
 #[serde(untagged)]
 enum RawField<'a> {
@@ -79,14 +79,16 @@ enum RawField<'a> {
     Str(std::borrow::Cow<'a, str>),
     Bytes(Vec<u8>),
     Num(serde_json::Number),
+    Other(serde::de::IgnoredAny),
 }
 
 impl RawField<'_> {
-    fn into_string(self) -> String {
+    fn into_string(self) -> Option<String> {
         match self {
-            RawField::Str(s) => s.into_owned(),
-            RawField::Bytes(b) => String::from_utf8_lossy(&b).into_owned(),
-            RawField::Num(n) => n.to_string(),
+            RawField::Str(s) => Some(s.into_owned()),
+            RawField::Bytes(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+            RawField::Num(n) => Some(n.to_string()),
+            RawField::Other(_) => None,
         }
     }
 }
@@ -115,33 +117,20 @@ struct RawEntry<'a> {
 
 /// Parse one line of `journalctl --output=json`.
 pub fn parse_entry(line: &str) -> Option<Entry> {
-    if let Ok(r) = serde_json::from_str::<RawEntry<'_>>(line) {
-        fn num<T: std::str::FromStr>(f: Option<RawField<'_>>) -> Option<T> {
-            f.and_then(|f| f.into_string().parse().ok())
-        }
-        return Some(Entry {
-            cursor: r.cursor?.into_string(),
-            boot_id: r.boot_id.map(RawField::into_string).unwrap_or_default(),
-            transport: r.transport.map(RawField::into_string).unwrap_or_default(),
-            audit_type: num(r.audit_type),
-            audit_serial: num(r.audit_id),
-            source_realtime_us: num(r.source_realtime),
-            realtime_us: num(r.realtime),
-            message: r.message.map(RawField::into_string).unwrap_or_default(),
-        });
+    let r: RawEntry<'_> = serde_json::from_str(line).ok()?;
+    let text = |f: Option<RawField<'_>>| f.and_then(RawField::into_string);
+    fn num<T: std::str::FromStr>(f: Option<RawField<'_>>) -> Option<T> {
+        f.and_then(RawField::into_string)?.parse().ok()
     }
-    // Any other shape of a field (null, an object): the slow, lenient way.
-    let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    let get = |k: &str| v.get(k).and_then(field_string);
     Some(Entry {
-        cursor: get("__CURSOR")?,
-        boot_id: get("_BOOT_ID").unwrap_or_default(),
-        transport: get("_TRANSPORT").unwrap_or_default(),
-        audit_type: get("_AUDIT_TYPE").and_then(|s| s.parse().ok()),
-        audit_serial: get("_AUDIT_ID").and_then(|s| s.parse().ok()),
-        source_realtime_us: get("_SOURCE_REALTIME_TIMESTAMP").and_then(|s| s.parse().ok()),
-        realtime_us: get("__REALTIME_TIMESTAMP").and_then(|s| s.parse().ok()),
-        message: get("MESSAGE").unwrap_or_default(),
+        cursor: text(r.cursor)?,
+        boot_id: text(r.boot_id).unwrap_or_default(),
+        transport: text(r.transport).unwrap_or_default(),
+        audit_type: num(r.audit_type),
+        audit_serial: num(r.audit_id),
+        source_realtime_us: num(r.source_realtime),
+        realtime_us: num(r.realtime),
+        message: text(r.message).unwrap_or_default(),
     })
 }
 

@@ -107,17 +107,18 @@ fn message(ev: &Event) -> String {
     m
 }
 
-/// Tests set `ARMORD_RELOG_COPY` to a file: each re-logged entry is also
-/// appended there as a `journalctl --output=json` line, so that a fake
-/// journalctl can give it back as the journal would.
 static COPY_PATH: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
 
+/// The file tests name in `ARMORD_RELOG_COPY`, if any.
 fn copy_path() -> Option<&'static std::path::PathBuf> {
     COPY_PATH
         .get_or_init(|| std::env::var_os("ARMORD_RELOG_COPY").map(Into::into))
         .as_ref()
 }
 
+/// Tests set `ARMORD_RELOG_COPY` to a file: each re-logged entry is also
+/// appended there as a `journalctl --output=json` line, so that a fake
+/// journalctl can give it back as the journal would.
 fn copy_for_tests(fields: &[(&str, String)], msg: &str) {
     use std::io::Write;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -203,11 +204,12 @@ impl RateLimit {
                 self.keys.clear();
             }
         }
-        if !self.keys.contains_key(&self.scratch) {
-            self.keys.insert(self.scratch.clone(), (now, 0, 0));
-        }
         let Some(e) = self.keys.get_mut(&self.scratch) else {
-            return (true, 0);
+            // A key's first record: the key's interval starts now.
+            let logged = self.burst > 0;
+            self.keys
+                .insert(self.scratch.clone(), (now, u32::from(logged), u64::from(!logged)));
+            return (logged, 0);
         };
         let mut reported = 0;
         if now.duration_since(e.0) >= self.interval {

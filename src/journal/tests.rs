@@ -362,3 +362,22 @@ fn console_suppression_is_loss_only_without_the_audit_transport() {
     let (lost, _, _) = losses(&[audit_entry(1, 7), real], true);
     assert_eq!(lost, 5);
 }
+
+#[test]
+fn entry_fields_of_every_shape_journalctl_writes() {
+    // A string with escapes, bytes for a value that is not UTF-8, a number,
+    // and shapes that are no value (null, an object): absent, not an error.
+    let e = parse_entry(
+        r#"{"__CURSOR":"c\"1","_BOOT_ID":null,"_TRANSPORT":"kernel","_AUDIT_ID":42,"MESSAGE":[97,112,255],"_AUDIT_TYPE":{"x":1}}"#,
+    )
+    .unwrap();
+    assert_eq!(e.cursor, "c\"1");
+    assert_eq!(e.boot_id, "");
+    assert_eq!(e.audit_serial, Some(42));
+    assert_eq!(e.audit_type, None);
+    assert_eq!(e.message, "ap\u{fffd}");
+    // No cursor, or not JSON: not an entry.
+    assert!(parse_entry(r#"{"MESSAGE":"x"}"#).is_none());
+    assert!(parse_entry(r#"{"__CURSOR":null}"#).is_none());
+    assert!(parse_entry("not json").is_none());
+}
