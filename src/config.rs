@@ -126,6 +126,10 @@ pub struct DenialsConfig {
     pub scope: DenialScope,
     pub rate_limit_burst: u32,
     pub rate_limit_interval_secs: u64,
+    /// Raise the kernel's audit backlog limit to at least this many records
+    /// at start, so that a burst of denials is queued, not dropped, before
+    /// journald reads it; 0 leaves the kernel's setting alone.
+    pub audit_backlog_limit: u32,
 }
 
 /// The effective, validated configuration.
@@ -203,6 +207,7 @@ impl Default for Config {
                 scope: DenialScope::Owned,
                 rate_limit_burst: 10,
                 rate_limit_interval_secs: 60,
+                audit_backlog_limit: 8192,
             },
             exports: ExportsConfig::default(),
         }
@@ -307,6 +312,7 @@ struct RawDenials {
     scope: Option<DenialScope>,
     rate_limit_burst: Option<u32>,
     rate_limit_interval_secs: Option<u64>,
+    audit_backlog_limit: Option<u32>,
 }
 
 fn parse_file(path: &Path) -> Result<RawConfig, ConfigError> {
@@ -438,6 +444,7 @@ struct Merged {
     denials_scope: Option<Origin<DenialScope>>,
     denials_burst: Option<Origin<u32>>,
     denials_interval: Option<Origin<u64>>,
+    denials_backlog: Option<Origin<u32>>,
     nfd_features_file: Option<Origin<PathBuf>>,
     prometheus_textfile: Option<Origin<PathBuf>>,
 }
@@ -479,6 +486,7 @@ impl Merged {
         merge!(self.denials_scope, d.scope, file);
         merge!(self.denials_burst, d.rate_limit_burst, file);
         merge!(self.denials_interval, d.rate_limit_interval_secs, file);
+        merge!(self.denials_backlog, d.audit_backlog_limit, file);
         let e = raw.exports.unwrap_or_default();
         merge!(self.nfd_features_file, e.nfd_features_file, file);
         merge!(self.prometheus_textfile, e.prometheus_textfile, file);
@@ -708,6 +716,7 @@ fn validate(m: Merged) -> Result<Config, ConfigError> {
                 "denials.rate_limit_interval_secs",
                 d.denials.rate_limit_interval_secs,
             )?,
+            audit_backlog_limit: value(m.denials_backlog, d.denials.audit_backlog_limit),
         },
         exports: ExportsConfig {
             nfd_features_file: optional_absolute(m.nfd_features_file, "exports.nfd_features_file")?,

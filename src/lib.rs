@@ -13,6 +13,7 @@ pub mod dbus;
 pub mod escape;
 pub mod failpoint;
 pub mod journal;
+pub mod kaudit;
 pub mod logging;
 pub mod notify;
 pub mod reconcile;

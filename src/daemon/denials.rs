@@ -21,6 +21,33 @@ fn audit_transport_active() -> Option<bool> {
     Some(String::from_utf8_lossy(&out.stdout).trim() == "active")
 }
 
+/// Raise the kernel's audit backlog limit (`[denials] audit_backlog_limit`),
+/// so that a burst of denials waits in the kernel's queue instead of being
+/// dropped before journald reads it. Never on a simulation, nor where
+/// armord drives a stand-in for the kernel's AppArmor (a `securityfs` other
+/// than the real one): the kernel's audit settings are the host's. A kernel
+/// or a container that refuses is told in one warning, and armord goes on.
+pub fn raise_audit_backlog(cfg: &Config) {
+    let want = cfg.denials.audit_backlog_limit;
+    let real_kernel = cfg.securityfs == Path::new(crate::config::DEFAULT_SECURITYFS);
+    if !cfg.denials.enabled || want == 0 || !real_kernel {
+        return;
+    }
+    match crate::kaudit::raise_backlog_limit(want) {
+        Ok(crate::kaudit::Raised::From(old, new)) => log::info!(
+            "raised the kernel's audit backlog limit from {old} to {new} records, \
+             so that a burst of denials is queued rather than dropped ([denials] audit_backlog_limit)"
+        ),
+        Ok(crate::kaudit::Raised::Already(n)) => {
+            log::debug!("the kernel's audit backlog limit is {n} records already (wanted at least {want})")
+        }
+        Err(e) => log::warn!(
+            "cannot raise the kernel's audit backlog limit to {want}: {e}; a burst of more denials than the \
+             kernel queues (64 by default without auditd) may be dropped before journald reads it"
+        ),
+    }
+}
+
 /// A record older than this is not attributed: its process ID may name
 /// another process by now.
 const ATTRIBUTION_AGE_SECS: u64 = 30;

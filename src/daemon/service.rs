@@ -325,6 +325,9 @@ impl Service {
     }
 
     async fn serve(&mut self) -> Result<i32, DaemonError> {
+        if !self.simulate {
+            super::denials::raise_audit_backlog(&self.rec().config);
+        }
         let restored = self.job(Job::Restore).await?;
         if !restored.restored.is_empty() || !restored.problems.is_empty() {
             log_report("boot restore", &restored, &mut HashSet::new());

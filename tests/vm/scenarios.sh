@@ -186,6 +186,13 @@ burst() {
     [ "$n" -ge 1000 ] && break
     sleep 2
   done
+  # armord raised the kernel's audit queue (64 records without auditd) at
+  # its start in this boot, so the burst waits in it instead of being dropped.
+  if journalctl -b -u armord --no-pager -o cat | grep -q "raised the kernel's audit backlog limit from [0-9]* to 8192"; then
+    pass 19-audit-backlog-raised
+  elif [ "$burst_round" = 1 ]; then
+    fail 19-audit-backlog-raised "$(journalctl -b -u armord --no-pager -o cat | grep 'audit backlog' | tail -n 2 | tr '\n' ' ')"
+  fi
   local lost
   lost=$(armorctl status 2>&1 | sed -n 's/^denials: \([0-9]*\) audit records lost.*/\1/p')
   if [ "$n" -ge 1000 ]; then
@@ -196,11 +203,10 @@ burst() {
     # still accounted for, shown or reported lost, and armord said why.
     pass "19-burst-accounted ($n shown, ${lost:-0} reported lost: journald does not read the audit transport)"
   else
-    # A measurement, not yet a guarantee on every guest: printed, not failed.
-    echo "INFO 19-burst-1000: $n of 1000 in armorctl denials --summary; ${lost:-0} reported lost;" \
-      "journal: $(journalctl _TRANSPORT=audit --no-pager -o cat | grep -c "$tag") audit," \
-      "$(journalctl _TRANSPORT=kernel --no-pager -o cat | grep -c "$tag") kernel;" \
-      "$(journalctl -k --no-pager -o cat | grep -E 'audit_lost|audit_backlog|callbacks suppressed' | grep -v 'callbacks suppressed' | tail -n 4 | tr '\n' ' ')"
+    local audit kernel
+    audit=$(journalctl _TRANSPORT=audit --no-pager -o cat | grep -c "$tag")
+    kernel=$(journalctl _TRANSPORT=kernel --no-pager -o cat | grep -c "$tag")
+    fail 19-burst-1000 "$n of 1000 in armorctl denials --summary; ${lost:-0} reported lost; journal: $audit audit, $kernel kernel; $(journalctl -k --no-pager -o cat | grep -E 'audit_lost|audit_backlog' | tail -n 4 | tr '\n' ' ')"
   fi
   systemctl status systemd-journald-audit.socket --no-pager 2>&1 | head -n 6 | sed 's/^/  audit socket: /'
   # Iterating (ARMORD_VM_ONLY): where records go, each round.
@@ -213,6 +219,7 @@ burst() {
     echo "INFO burst-diag rmem_max $(cat /proc/sys/net/core/rmem_max); journald: $(journalctl -u systemd-journald --no-pager -o cat | tail -n 5 | tr '\n' ' ')"
     journalctl --no-pager -o cat -b | grep -iE 'suppressed [0-9]+ messages|recvmsg|No buffer space|overrun' | tail -n 5 | sed 's/^/INFO burst-diag /'
     journalctl -k --no-pager -o cat -b | grep -E 'audit_lost|audit_backlog|lost' | tail -n 5 | sed 's/^/INFO burst-diag kernel: /'
+    journalctl -u armord --no-pager -o cat -b | grep -E 'audit backlog' | tail -n 3 | sed 's/^/INFO burst-diag armord: /'
   fi
 }
 
