@@ -539,3 +539,67 @@ fn a_mass_removal_is_held_and_logged_with_the_way_through() {
     assert!(d.kernel().contains("custom.a (enforce)") && d.kernel().contains("custom.b (enforce)"));
     d.wait_notify(|m| m.contains("2 removals held as a mass removal"));
 }
+
+/// The sha256 armord records for an owned profile.
+fn owned_sha(d: &Daemon, name: &str) -> Option<String> {
+    let m: serde_json::Value = serde_json::from_str(&d.tree.read("state/state.json")).ok()?;
+    Some(m["profiles"][name]["sha256"].as_str()?.to_owned())
+}
+
+fn sha(text: &str) -> String {
+    armord::source::sha256_hex(text.as_bytes())
+}
+
+#[test]
+fn changes_are_read_by_the_names_inotify_reports_and_every_kind_is_seen() {
+    let (t, cfg) = Daemon::tree("");
+    // No resync in this test's time: only reported names bring changes in.
+    t.write("armord.toml.d/resync.toml", "resync_interval_secs = 3600\n");
+    for n in ["a", "b", "c", "d", "e"] {
+        t.write(&format!("src/{n}"), &profile(&format!("custom.{n}")));
+    }
+    // The read cache keeps only files that have not changed for 2 s (file
+    // times tick coarsely): wait until these have, so that the first read
+    // caches them and a later read could wrongly trust a stale copy.
+    let written = std::fs::metadata(t.path("src/e")).unwrap().modified().unwrap();
+    while written.elapsed().unwrap_or_default() < Duration::from_millis(2100) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let d = Daemon::start(t, cfg);
+    d.wait_ready();
+    let wait_sha = |what: &str, name: &str, text: &str| {
+        let want = sha(text);
+        d.wait_until(what, |d| owned_sha(d, name).as_deref() == Some(want.as_str()));
+    };
+
+    // Rewritten in place (truncate and write).
+    let a2 = format!("{}# a2\n", profile("custom.a"));
+    std::fs::write(d.path("src/a"), &a2).unwrap();
+    wait_sha("in-place write", "custom.a", &a2);
+    // Replaced by a rename over it.
+    let b2 = format!("{}# b2\n", profile("custom.b"));
+    std::fs::write(d.path("src/.b.tmp"), &b2).unwrap();
+    std::fs::rename(d.path("src/.b.tmp"), d.path("src/b")).unwrap();
+    wait_sha("atomic replace", "custom.b", &b2);
+    // Removed and written again under the same name.
+    let c2 = format!("{}# c2\n", profile("custom.c"));
+    std::fs::remove_file(d.path("src/c")).unwrap();
+    std::fs::write(d.path("src/c"), &c2).unwrap();
+    wait_sha("delete and create", "custom.c", &c2);
+    // Renamed, then changed under its new name.
+    std::fs::rename(d.path("src/d"), d.path("src/d.renamed")).unwrap();
+    let d2 = format!("{}# d2\n", profile("custom.d"));
+    std::fs::write(d.path("src/d.renamed"), &d2).unwrap();
+    wait_sha("rename and change", "custom.d", &d2);
+    // A new file.
+    d.tree.write("src/f", &profile("custom.f"));
+    d.wait_until("new file", |d| d.kernel().contains("custom.f"));
+    // Made unreadable: refused by name, the loaded version stays.
+    std::fs::write(d.path("src/e"), b"\xff\xfe").unwrap();
+    d.wait_until("refusal", |d| d.log().contains("src/e: not UTF-8"));
+    assert!(d.kernel().contains("custom.e"), "{}", d.kernel());
+
+    let log = d.log();
+    let by_name = log.matches("reported names").count();
+    assert!(by_name >= 6, "changes were not read by name ({by_name}):\n{log}");
+}

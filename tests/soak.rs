@@ -253,7 +253,14 @@ fn start(t: &Tree, cfg: &Path) -> Child {
         .open(t.path("armord.log"))
         .unwrap();
     Command::new(ARMORD)
-        .args(["--simulate", "--bus", "none", "--config", cfg.to_str().unwrap()])
+        .args([
+            "--simulate",
+            "--bus",
+            "none",
+            "--verbose",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
         .env_remove("NOTIFY_SOCKET")
         .stdout(Stdio::null())
         .stderr(log)
@@ -290,7 +297,7 @@ fn soak_no_good_profile_is_ever_lost() {
     let cfg = t.write(
         "armord.toml",
         &format!(
-            "state_dir = \"state\"\ndebounce_ms = 30\ndebounce_max_ms = 200\nresync_interval_secs = 2\n\
+            "state_dir = \"state\"\ndebounce_ms = 30\ndebounce_max_ms = 200\nresync_interval_secs = 300\n\
              removal_settle_ms = {}\nmass_removal_percent = 50\nmass_removal_settle_secs = 2\n\
              [denials]\nenabled = false\n\
              [[source]]\npath = \"plain\"\n[[source]]\npath = \"cm\"\nlayout = \"configmap\"\n\
@@ -384,11 +391,37 @@ fn soak_no_good_profile_is_ever_lost() {
         }
     }
 
-    // The final state: every file valid; the kernel must come to hold exactly
-    // the profiles the sources define.
+    // The final state: every file valid, in a version not seen before; the
+    // kernel must come to hold exactly the profiles the sources define, and
+    // the plain source's in their final version. With resync far off, this
+    // is read by the names inotify reports, so a missed change shows here.
+    let final_text = |k: u64| format!("{}# final\n", text_of(&format!("soak.p{k}"), true));
     for (k, (file, _)) in p.files.clone() {
-        atomic_write(&plain.join(&file), &text_of(&format!("soak.p{k}"), true));
+        atomic_write(&plain.join(&file), &final_text(k));
     }
+    let want_sha: BTreeMap<String, String> = p
+        .files
+        .keys()
+        .map(|k| {
+            (
+                format!("soak.p{k}"),
+                armord::source::sha256_hex(final_text(*k).as_bytes()),
+            )
+        })
+        .collect();
+    let owned_sha = || -> BTreeMap<String, String> {
+        let text = std::fs::read_to_string(t.path("state/state.json")).unwrap_or_default();
+        let m: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        m["profiles"]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .filter(|(n, _)| want_sha.contains_key(*n))
+                    .map(|(n, v)| (n.clone(), v["sha256"].as_str().unwrap_or_default().to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
     let cm_final: BTreeMap<u64, bool> = c.current.keys().map(|k| (*k, true)).collect();
     c.publish(cm_final, &model);
     let gs_final: BTreeMap<u64, bool> = g.current.keys().map(|k| (*k, true)).collect();
@@ -402,9 +435,11 @@ fn soak_no_good_profile_is_ever_lost() {
         .collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut got = BTreeSet::new();
+    let mut got_sha = BTreeMap::new();
     while Instant::now() < deadline {
         got = kernel_names(&kernel).unwrap_or_default();
-        if got == want {
+        got_sha = owned_sha();
+        if got == want && got_sha == want_sha {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -419,6 +454,10 @@ fn soak_no_good_profile_is_ever_lost() {
         violations.len()
     );
     let log = t.read("armord.log");
+    // Reads of only the names inotify reported (the rest from the cache):
+    // the soak must exercise them, since the final check relies on them.
+    let by_name = log.lines().filter(|l| l.contains("reported names")).count();
+    println!("soak: {by_name} reads by reported names");
     let tail: String = log
         .lines()
         .rev()
@@ -432,6 +471,10 @@ fn soak_no_good_profile_is_ever_lost() {
     assert_eq!(
         got, want,
         "the final kernel differs from the sources\nlog tail:\n{tail}"
+    );
+    assert_eq!(
+        got_sha, want_sha,
+        "the plain source's final versions are not the ones loaded\nlog tail:\n{tail}"
     );
     assert!(samples > 100 && kills > 0 && ops > 100, "the soak did too little");
 }

@@ -9,7 +9,7 @@ use crate::journal::Counters;
 use crate::notify;
 use crate::reconcile::{Problem, ProblemKind, Reconciler, Report};
 use crate::watch::{Change, Debounce, Watcher};
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
@@ -85,11 +85,20 @@ pub struct Service {
     /// Problems already logged: a standing problem is logged once.
     logged_problems: HashSet<String>,
     backoff: Duration,
+    /// The paths inotify reported since the last reconcile started; `None`
+    /// when that is not known (at start, after an overflow or a watcher
+    /// error, or when too many came): the next reconcile reads in full.
+    named: Option<BTreeSet<PathBuf>>,
 }
+
+/// Past this many reported paths, a full read is as cheap.
+const NAMED_MAX: usize = 4096;
 
 enum Job {
     Restore,
-    Reconcile,
+    /// A reconcile, with the paths inotify reported since the last one
+    /// (`None`: read every source in full).
+    Reconcile(Option<BTreeSet<PathBuf>>),
     Replan,
 }
 
@@ -110,7 +119,7 @@ impl Service {
         let mut handle = tokio::task::spawn_blocking(move || {
             let r = match job {
                 Job::Restore => rec.restore(),
-                Job::Reconcile => rec.reconcile(),
+                Job::Reconcile(named) => rec.reconcile_named(named),
                 Job::Replan => rec.replan(),
             };
             (rec, r)
@@ -153,7 +162,15 @@ impl Service {
         // Re-arm first: changes made while we read are then seen again.
         self.rearm();
         let started = Instant::now();
-        let report = match self.job(if full { Job::Reconcile } else { Job::Replan }).await {
+        let job = if full {
+            // What is reported from now on is for the next reconcile; only a
+            // change reconcile reads by name, every other one in full.
+            let named = self.named.replace(BTreeSet::new());
+            Job::Reconcile(named.filter(|_| trigger == Trigger::Change))
+        } else {
+            Job::Replan
+        };
+        let report = match self.job(job).await {
             Ok(r) => r,
             // The state dir full or read-only, the parser gone, securityfs
             // unreadable: nothing was changed that the manifest does not
@@ -367,12 +384,19 @@ impl Service {
             tokio::select! {
                 change = self.watcher.next() => match change {
                     Ok(Change::Overflow) => {
+                        self.named = None;
                         log::warn!("inotify queue overflowed: rereading every source");
                         self.note_change();
                         self.debounce.poke(Instant::now());
                     }
                     Ok(Change::Changed(path)) => {
                         log::debug!("changed: {}", crate::escape::path(&path));
+                        if let Some(named) = self.named.as_mut() {
+                            named.insert(path);
+                            if named.len() > NAMED_MAX {
+                                self.named = None;
+                            }
+                        }
                         self.note_change();
                         self.debounce.poke(Instant::now());
                         // With no quiet period, go now rather than at the
@@ -382,6 +406,7 @@ impl Service {
                         }
                     }
                     Err(e) => {
+                        self.named = None;
                         log::error!("{e}; falling back to the resync timer");
                         self.watcher = Watcher::new()?;
                         self.rearm();
@@ -524,6 +549,7 @@ pub fn run(
             exported: (0, 0, 0),
             logged_problems: HashSet::new(),
             backoff: BACKOFF_FIRST,
+            named: None,
             published,
             commands,
             denial_events,

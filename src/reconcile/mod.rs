@@ -327,6 +327,27 @@ impl Reconciler {
 
     /// Read every source, validate what changed, plan and apply.
     pub fn reconcile(&mut self) -> Result<Report, ApplyError> {
+        self.reconcile_named(None)
+    }
+
+    /// [`Reconciler::reconcile`], told the paths inotify reported since the
+    /// last reconcile (`None`: unknown, or the queue overflowed). A plain
+    /// directory is then read by those names only, every other file taken
+    /// from the read cache; a path that belongs to no source, like any
+    /// doubt, makes it a full read of every source.
+    pub fn reconcile_named(
+        &mut self,
+        named: Option<std::collections::BTreeSet<PathBuf>>,
+    ) -> Result<Report, ApplyError> {
+        let named = named.filter(|n| {
+            !n.is_empty()
+                && n.iter().all(|p| {
+                    self.config
+                        .sources
+                        .iter()
+                        .any(|s| p.starts_with(&s.path) || s.path.starts_with(p))
+                })
+        });
         let limits = Limits {
             max_file_bytes: self.config.max_file_bytes,
             max_files: self.config.max_profiles,
@@ -343,7 +364,7 @@ impl Reconciler {
         let sources = self.config.sources.clone();
         for src in &sources {
             let cache = self.read_caches.entry(src.path.clone()).or_default();
-            match source::snapshot_cached(src, &limits, cache) {
+            match source::snapshot_named(src, &limits, cache, named.as_ref()) {
                 SnapshotResult::Ok(mut snap) => {
                     if src.signatures == crate::config::Signatures::Required
                         && let Err(e) = self.check_signed(&src.path, &mut snap)

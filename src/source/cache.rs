@@ -62,6 +62,9 @@ pub(super) struct Cached {
     pub(super) stamp: Stamp,
     pub(super) content: String,
     pub(super) sha256: String,
+    /// Read through a symlink: its target may change with no event in the
+    /// source directory, so it is never trusted without a look.
+    pub(super) link: bool,
 }
 
 /// The files of one source as last read. A file whose metadata (device,
@@ -76,6 +79,10 @@ pub struct ReadCache {
     pub(super) files: HashMap<String, Cached>,
     /// Added to the clock when judging whether a file has settled (tests).
     pub(super) skew: Duration,
+    /// Every entry name of `dir` at the last read, sorted: what a read of
+    /// only the names inotify reported starts from. `None` until a full
+    /// read of a plain directory.
+    pub(super) listing: Option<Vec<String>>,
 }
 
 impl ReadCache {
@@ -110,6 +117,20 @@ impl CacheIo {
         if self.old.get(name).is_none_or(|hit| hit.stamp != *stamp) {
             return None;
         }
+        self.keep(name, display)
+    }
+
+    /// The cached file `name` without a look at the file system: for a
+    /// name no event has reported since the last read. Never a file read
+    /// through a symlink.
+    pub(super) fn take_trusted(&mut self, name: &str, display: &Path) -> Option<SourceFile> {
+        if self.old.get(name).is_none_or(|hit| hit.link) {
+            return None;
+        }
+        self.keep(name, display)
+    }
+
+    fn keep(&mut self, name: &str, display: &Path) -> Option<SourceFile> {
         let (key, hit) = self.old.remove_entry(name)?;
         let file = SourceFile {
             path: display.to_owned(),

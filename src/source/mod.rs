@@ -14,7 +14,7 @@ mod tests;
 use crate::config::{LayoutKind, SourceConfig};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -182,7 +182,7 @@ pub fn read_one(path: &Path, limits: &Limits) -> Result<SourceFile, String> {
         .and_then(|n| n.to_str())
         .ok_or("file name is not UTF-8")?;
     let root_canon = fs::canonicalize(dir).map_err(|e| io_reason(&e))?;
-    match read_entry(dir, &root_canon, name, path.to_owned(), limits, None) {
+    match read_entry(dir, &root_canon, name, path.to_owned(), limits, None, false) {
         Read1::File(f) => Ok(f),
         Read1::Refused(r) | Read1::Undecodable(r, _) => Err(r),
         Read1::Skip => Err("is a directory".into()),
@@ -197,12 +197,27 @@ pub fn snapshot(cfg: &SourceConfig, limits: &Limits) -> SnapshotResult {
 
 /// [`snapshot`], reading only the files that changed since `cache` was filled.
 pub fn snapshot_cached(cfg: &SourceConfig, limits: &Limits, cache: &mut ReadCache) -> SnapshotResult {
+    snapshot_named(cfg, limits, cache, None)
+}
+
+/// [`snapshot_cached`], told which paths inotify reported since the last
+/// read (`named`; `None`: unknown). For a plain directory whose last read
+/// the cache holds, only the reported names of that directory are looked
+/// at again. A reported path elsewhere under the source (the directory
+/// itself, a parent, a subdirectory) makes it a full read.
+pub fn snapshot_named(
+    cfg: &SourceConfig,
+    limits: &Limits,
+    cache: &mut ReadCache,
+    named: Option<&BTreeSet<PathBuf>>,
+) -> SnapshotResult {
     for _ in 0..SWAP_RETRIES {
         let r = match resolve(cfg) {
             Ok(r) => r,
             Err(u) => return SnapshotResult::Unavailable(u),
         };
-        let snap = match read_dir_once(cfg, &r, limits, cache) {
+        let names = named.and_then(|n| names_in(&r.dir, &cfg.path, n));
+        let snap = match read_dir_once(cfg, &r, limits, cache, names.as_ref()) {
             Ok(s) => s,
             Err(u) => return SnapshotResult::Unavailable(u),
         };
@@ -225,6 +240,20 @@ pub fn snapshot_cached(cfg: &SourceConfig, limits: &Limits, cache: &mut ReadCach
         &cfg.path,
         "the source kept changing while it was read; will retry",
     ))
+}
+
+/// The names in `dir` among `named`; `None` when a reported path under the
+/// source is not a plain entry of `dir` (or its name is not UTF-8).
+fn names_in(dir: &Path, source: &Path, named: &BTreeSet<PathBuf>) -> Option<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    for p in named {
+        if p.parent() == Some(dir) {
+            out.insert(p.file_name()?.to_str()?.to_owned());
+        } else if p.starts_with(source) || p.starts_with(dir) || source.starts_with(p) {
+            return None;
+        }
+    }
+    Some(out)
 }
 
 /// The revision a link target names, relative to the root (as `resolve` stores it).

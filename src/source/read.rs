@@ -20,8 +20,16 @@ pub(super) fn read_entry(
     display: PathBuf,
     limits: &Limits,
     mut cache: Option<&mut CacheIo>,
+    trusted: bool,
 ) -> Read1 {
     let path = dir.join(name);
+    // No event named it since a read that cached it: as it was.
+    if trusted
+        && let Some(c) = cache.as_deref_mut()
+        && let Some(file) = c.take_trusted(name, &display)
+    {
+        return Read1::File(file);
+    }
     // The common case first: a regular file, unchanged since a settled read.
     if let Some(c) = cache.as_deref_mut()
         && let Some(d) = &c.dir
@@ -137,6 +145,7 @@ pub(super) fn read_entry(
                 stamp,
                 content: content.clone(),
                 sha256: sha256.clone(),
+                link: is_link,
             },
         );
     }
@@ -153,14 +162,55 @@ pub(super) fn file_unchanged(path: &Path, before: &Stamp) -> bool {
     fs::metadata(path).map(|m| Stamp::of(&m) == *before).unwrap_or(false)
 }
 
+/// The entry names of the source after the changes inotify named, from the
+/// last read's listing: `None` when that cannot be told safely, and the
+/// directory must be listed again.
+fn listing_after(r: &Resolved, limits: &Limits, cache: &ReadCache, named: &BTreeSet<String>) -> Option<Vec<String>> {
+    let listing = cache.listing.as_ref()?;
+    if cache.dir != r.dir || listing.len() >= limits.max_files {
+        return None;
+    }
+    let mut names: BTreeSet<String> = listing.iter().cloned().collect();
+    for name in named {
+        match fs::symlink_metadata(r.dir.join(name)) {
+            Ok(_) => names.insert(name.clone()),
+            Err(e) if e.kind() == ErrorKind::NotFound => names.remove(name),
+            Err(_) => return None,
+        };
+    }
+    Some(names.into_iter().collect())
+}
+
 /// Read every file of a resolved source. `None` when the directory vanished
-/// (the revision was swapped out while we read).
+/// (the revision was swapped out while we read). With `named` (the names
+/// inotify reported since the last read of this plain directory), only
+/// those are looked at again, and every other file is taken from the cache
+/// as it was; what the cache does not hold, or holds from a symlink, is
+/// read as always.
 pub(super) fn read_dir_once(
     cfg: &SourceConfig,
     r: &Resolved,
     limits: &Limits,
     cache: &mut ReadCache,
+    named: Option<&BTreeSet<String>>,
 ) -> Result<Option<SourceSnapshot>, Unavailable> {
+    let plain = r.layout == Layout::Plain && r.link.is_none() && r.revision.is_none();
+    if let Some(named) = named.filter(|_| plain)
+        && let Some(names) = listing_after(r, limits, cache, named)
+    {
+        log::debug!(
+            "{}: reading {} reported names, {} other files as last read",
+            crate::escape::path(&r.display_dir),
+            named.len(),
+            names.len().saturating_sub(named.len())
+        );
+        let snap = read_names(cfg, r, limits, cache, names.clone(), Some(named));
+        cache.listing = match &snap {
+            Ok(Some(_)) => Some(names),
+            _ => None,
+        };
+        return snap;
+    }
     let entries = match fs::read_dir(&r.dir) {
         Ok(e) => e,
         Err(e) if e.kind() == ErrorKind::NotFound && r.link.is_some() => return Ok(None),
@@ -178,6 +228,27 @@ pub(super) fn read_dir_once(
         }
     }
     names.sort();
+    let listed = names.clone();
+    let snap = read_names(cfg, r, limits, cache, names, None);
+    cache.listing = match &snap {
+        Ok(Some(_)) if plain => Some(listed),
+        _ => None,
+    };
+    snap
+}
+
+/// Read the entries `names` (sorted) of a resolved source. With `fresh`
+/// (the names inotify reported), every other name the cache holds (not
+/// through a symlink) is taken as it was, without a look; without it,
+/// every entry is looked at.
+fn read_names(
+    cfg: &SourceConfig,
+    r: &Resolved,
+    limits: &Limits,
+    cache: &mut ReadCache,
+    names: Vec<String>,
+    fresh: Option<&BTreeSet<String>>,
+) -> Result<Option<SourceSnapshot>, Unavailable> {
     let root_canon = fs::canonicalize(&r.root).map_err(|e| unavailable(&r.root, io_reason(&e)))?;
     let mut snap = SourceSnapshot {
         source: cfg.path.clone(),
@@ -211,7 +282,15 @@ pub(super) fn read_dir_once(
             continue;
         }
         if name == MANIFEST || name == SIGNATURE {
-            let read = match read_entry(&r.dir, &root_canon, &name, r.display_dir.join(&name), limits, None) {
+            let read = match read_entry(
+                &r.dir,
+                &root_canon,
+                &name,
+                r.display_dir.join(&name),
+                limits,
+                None,
+                false,
+            ) {
                 Read1::File(f) => Ok(f.content),
                 Read1::Refused(why) | Read1::Undecodable(why, _) => Err(why),
                 Read1::Skip => Err("is a directory".into()),
@@ -243,7 +322,16 @@ pub(super) fn read_dir_once(
             }
             continue;
         }
-        match read_entry(&r.dir, &root_canon, &name, display.clone(), limits, Some(&mut io)) {
+        let trusted = fresh.is_some_and(|f| !f.contains(&name));
+        match read_entry(
+            &r.dir,
+            &root_canon,
+            &name,
+            display.clone(),
+            limits,
+            Some(&mut io),
+            trusted,
+        ) {
             Read1::File(f) => snap.files.push(f),
             Read1::Refused(reason) => snap.refused.push(Refusal {
                 path: display,

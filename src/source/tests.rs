@@ -413,3 +413,204 @@ fn skip_rules() {
         assert!(!skipped_name(n), "{n}");
     }
 }
+
+fn named(p: &Path, names: &[&str]) -> BTreeSet<PathBuf> {
+    names.iter().map(|n| p.join(n)).collect()
+}
+
+/// A cache filled by a full read, with every file settled.
+fn settled_cache(p: &Path) -> ReadCache {
+    let mut cache = ReadCache {
+        skew: Duration::from_secs(10),
+        ..Default::default()
+    };
+    ok(snapshot_cached(&src(p), &LIMITS, &mut cache));
+    cache
+}
+
+#[test]
+fn a_named_read_looks_only_at_the_named_files_and_trusts_the_rest() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path();
+    for n in ["a", "b", "c"] {
+        fs::write(p.join(n), format!("profile custom.{n} {{}}\n")).unwrap();
+    }
+    let mut cache = settled_cache(p);
+    assert_eq!(cache.len(), 3);
+
+    // Reported: b rewritten, c removed, d added. Not reported: a rewritten
+    // (no event can come for it, so the read must not look: proof that
+    // unreported files are not even stat'ed).
+    fs::write(p.join("a"), "profile custom.changed {}\n").unwrap();
+    fs::write(p.join("b"), "profile custom.b2 {}\n").unwrap();
+    fs::remove_file(p.join("c")).unwrap();
+    fs::write(p.join("d"), "profile custom.d {}\n").unwrap();
+    let s = ok(snapshot_named(
+        &src(p),
+        &LIMITS,
+        &mut cache,
+        Some(&named(p, &["b", "c", "d"])),
+    ));
+    assert_eq!(names(&s), ["a", "b", "d"]);
+    assert_eq!(
+        s.files[0].content, "profile custom.a {}\n",
+        "a was trusted from the cache"
+    );
+    assert_eq!(s.files[1].content, "profile custom.b2 {}\n");
+
+    // A full read (no names) sees a's change.
+    let s = ok(snapshot_named(&src(p), &LIMITS, &mut cache, None));
+    assert_eq!(s.files[0].content, "profile custom.changed {}\n");
+}
+
+#[test]
+fn a_reported_path_that_is_not_a_plain_entry_makes_it_a_full_read() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    let p = root.join("src");
+    fs::create_dir(&p).unwrap();
+    // The directory itself (IN_DELETE_SELF, IN_IGNORED), its parent, an
+    // entry of a subdirectory: each is a reason to look at every file.
+    for (i, path) in [p.clone(), root.to_owned(), p.join("sub").join("x")]
+        .into_iter()
+        .enumerate()
+    {
+        fs::write(p.join("a"), "profile custom.a {}\n").unwrap();
+        let mut cache = settled_cache(&p);
+        let changed = format!("profile custom.changed{i} {{}}\n");
+        fs::write(p.join("a"), &changed).unwrap();
+        let s = ok(snapshot_named(
+            &src(&p),
+            &LIMITS,
+            &mut cache,
+            Some(&[path.clone()].into()),
+        ));
+        assert_eq!(s.files[0].content, changed, "{}", path.display());
+    }
+}
+
+#[test]
+fn a_file_read_through_a_symlink_or_not_yet_settled_is_looked_at_although_not_reported() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path();
+    fs::create_dir(p.join("targets")).unwrap();
+    fs::write(p.join("targets/x"), "profile custom.x {}\n").unwrap();
+    symlink("targets/x", p.join("x")).unwrap();
+    fs::write(p.join("a"), "profile custom.a {}\n").unwrap();
+    let mut cache = settled_cache(p);
+    // The link's target changes: no event in the source directory.
+    fs::write(p.join("targets/x"), "profile custom.x2 {}\n").unwrap();
+    let s = ok(snapshot_named(&src(p), &LIMITS, &mut cache, Some(&named(p, &["a"]))));
+    assert_eq!(
+        s.files.iter().find(|f| f.path.ends_with("x")).unwrap().content,
+        "profile custom.x2 {}\n"
+    );
+
+    // A file read while it was fresh is not in the cache: read again.
+    let mut cache = ReadCache::default();
+    ok(snapshot_cached(&src(p), &LIMITS, &mut cache));
+    fs::write(p.join("a"), "profile custom.a2 {}\n").unwrap();
+    let s = ok(snapshot_named(&src(p), &LIMITS, &mut cache, Some(&named(p, &["x"]))));
+    assert_eq!(s.files[0].content, "profile custom.a2 {}\n");
+}
+
+mod named_reads {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Write(u8, u8),
+        Remove(u8),
+        Rename(u8, u8),
+        Link(u8, u8),
+        Dir(u8),
+        Bad(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..8, 0u8..4).prop_map(|(n, v)| Op::Write(n, v)),
+            2 => (0u8..8).prop_map(Op::Remove),
+            2 => (0u8..8, 0u8..8).prop_map(|(a, b)| Op::Rename(a, b)),
+            1 => (0u8..8, 0u8..8).prop_map(|(a, b)| Op::Link(a, b)),
+            1 => (0u8..8).prop_map(Op::Dir),
+            1 => (0u8..8).prop_map(Op::Bad),
+        ]
+    }
+
+    fn name(n: u8) -> String {
+        format!("f{n}")
+    }
+
+    /// Apply `op` in `p`; the names inotify would report for it.
+    fn apply(p: &Path, op: &Op) -> Vec<String> {
+        let clear = |n: &str| {
+            let path = p.join(n);
+            if path.is_dir() && !path.is_symlink() {
+                let _ = fs::remove_dir_all(&path);
+            } else {
+                let _ = fs::remove_file(&path);
+            }
+        };
+        match *op {
+            Op::Write(n, v) => {
+                clear(&name(n));
+                fs::write(p.join(name(n)), format!("profile custom.{n}.{v} {{}}\n")).unwrap();
+                vec![name(n)]
+            }
+            Op::Remove(n) => {
+                clear(&name(n));
+                vec![name(n)]
+            }
+            Op::Rename(a, b) => {
+                if a != b && p.join(name(a)).symlink_metadata().is_ok() {
+                    clear(&name(b));
+                    fs::rename(p.join(name(a)), p.join(name(b))).unwrap();
+                }
+                vec![name(a), name(b)]
+            }
+            Op::Link(a, b) => {
+                clear(&name(a));
+                symlink(name(b), p.join(name(a))).unwrap();
+                vec![name(a)]
+            }
+            Op::Dir(n) => {
+                clear(&name(n));
+                fs::create_dir(p.join(name(n))).unwrap();
+                vec![name(n)]
+            }
+            Op::Bad(n) => {
+                clear(&name(n));
+                fs::write(p.join(name(n)), b"\xff\xfe not text").unwrap();
+                vec![name(n)]
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// Whatever happens in a plain directory, a read of only the names
+        /// reported since the last read finds what a full read finds.
+        #[test]
+        fn a_named_read_equals_a_full_read(steps in prop::collection::vec(prop::collection::vec(op(), 1..4), 1..12), settled in any::<bool>()) {
+            let t = tempfile::tempdir().unwrap();
+            let p = t.path();
+            let mut cache = ReadCache {
+                skew: if settled { Duration::from_secs(10) } else { Duration::ZERO },
+                ..Default::default()
+            };
+            ok(snapshot_cached(&src(p), &LIMITS, &mut cache));
+            for batch in steps {
+                let mut reported = BTreeSet::new();
+                for o in &batch {
+                    reported.extend(apply(p, o).into_iter().map(|n| p.join(n)));
+                }
+                let by_name = ok(snapshot_named(&src(p), &LIMITS, &mut cache, Some(&reported)));
+                let full = ok(snapshot(&src(p), &LIMITS));
+                prop_assert_eq!(&by_name.files, &full.files, "after {:?}", batch);
+                prop_assert_eq!(&by_name.refused, &full.refused, "after {:?}", batch);
+            }
+        }
+    }
+}
