@@ -5,7 +5,7 @@
 
 use armord::config::{LayoutKind, RemoveInUse, SourceConfig};
 use armord::reconcile::{Desired, DesiredFile, Policy, Verdict, plan};
-use armord::source::{Limits, ReadCache, SnapshotResult, snapshot, snapshot_cached};
+use armord::source::{Limits, ReadCache, SnapshotResult, snapshot, snapshot_cached, snapshot_named};
 use armord::state::{Manifest, Owned};
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::collections::BTreeMap;
@@ -59,6 +59,16 @@ fn bench_snapshot(c: &mut Criterion) {
     assert_eq!(cache.len(), PROFILES);
     g.bench_function("1000 files, none changed (read cache)", |b| {
         b.iter(|| assert_eq!(files(snapshot_cached(black_box(&cfg), &LIMITS, &mut cache)), PROFILES))
+    });
+    // One file reported by inotify: the others come from the cache unread.
+    let named: std::collections::BTreeSet<PathBuf> = [cfg.path.join("p0500")].into();
+    g.bench_function("1000 files, one reported by name", |b| {
+        b.iter(|| {
+            assert_eq!(
+                files(snapshot_named(black_box(&cfg), &LIMITS, &mut cache, Some(&named))),
+                PROFILES
+            )
+        })
     });
     g.finish();
 }

@@ -65,6 +65,11 @@ pub(super) struct Cached {
     /// Read through a symlink: its target may change with no event in the
     /// source directory, so it is never trusted without a look.
     pub(super) link: bool,
+    /// Changed long enough before it was read that its metadata tells any
+    /// later change: only then is it served by its metadata in a full read.
+    /// A file read sooner is served only by a read of reported names, where
+    /// its next change is known by its event, not by its timestamps.
+    pub(super) settled: bool,
 }
 
 /// The files of one source as last read. A file whose metadata (device,
@@ -86,12 +91,13 @@ pub struct ReadCache {
 }
 
 impl ReadCache {
+    /// The files a full read would serve from memory (settled ones).
     pub fn len(&self) -> usize {
-        self.files.len()
+        self.files.values().filter(|c| c.settled).count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
+        self.len() == 0
     }
 }
 
@@ -114,7 +120,7 @@ impl CacheIo {
     /// The cached file `name`, when its metadata still is `stamp`; kept for
     /// the next snapshot.
     pub(super) fn take(&mut self, name: &str, stamp: &Stamp, display: &Path) -> Option<SourceFile> {
-        if self.old.get(name).is_none_or(|hit| hit.stamp != *stamp) {
+        if self.old.get(name).is_none_or(|hit| !hit.settled || hit.stamp != *stamp) {
             return None;
         }
         self.keep(name, display)

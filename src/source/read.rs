@@ -136,7 +136,6 @@ pub(super) fn read_entry(
         );
     }
     if let Some(c) = cache
-        && stamp.settled(c.read_at)
         && file_unchanged(&open_path, &stamp)
     {
         c.new.insert(
@@ -146,6 +145,7 @@ pub(super) fn read_entry(
                 content: content.clone(),
                 sha256: sha256.clone(),
                 link: is_link,
+                settled: stamp.settled(c.read_at),
             },
         );
     }
