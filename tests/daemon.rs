@@ -598,3 +598,25 @@ fn changes_are_read_by_the_names_inotify_reports_and_every_kind_is_seen() {
     let by_name = log.matches("reported names").count();
     assert!(by_name >= 6, "changes were not read by name ({by_name}):\n{log}");
 }
+
+#[test]
+fn a_change_inotify_does_not_report_is_read_at_the_next_resync() {
+    // resync_interval_secs = 1 in this tree.
+    let (t, cfg) = Daemon::tree("");
+    t.write("src/a", &profile("custom.a"));
+    let d = Daemon::start(t, cfg);
+    d.wait_ready();
+    // Written through a descriptor that stays open: no close, so no event
+    // that the watch asks for. Only the resync's full read can see it.
+    use std::io::{Seek, Write};
+    let a2 = format!("{}# a2, written and left open\n", profile("custom.a"));
+    let mut f = std::fs::OpenOptions::new().write(true).open(d.path("src/a")).unwrap();
+    f.seek(std::io::SeekFrom::Start(0)).unwrap();
+    f.write_all(a2.as_bytes()).unwrap();
+    f.flush().unwrap();
+    let want = sha(&a2);
+    d.wait_until("the resync's read", |d| {
+        owned_sha(d, "custom.a").as_deref() == Some(want.as_str())
+    });
+    drop(f);
+}

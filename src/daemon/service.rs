@@ -197,7 +197,7 @@ impl Service {
                 .filter(|p| matches!(p.kind, ProblemKind::Invalid | ProblemKind::LoadFailed))
                 .count() as u64;
         }
-        if full || report.changed() || !report.deferred.is_empty() {
+        if (full && trigger != Trigger::Resync) || report.changed() || !report.deferred.is_empty() {
             log_report(
                 &format!("reconcile ({})", trigger.as_str()),
                 &report,
@@ -431,7 +431,12 @@ impl Service {
                 }
                 _ = sleep_until(next_resync) => {
                     next_resync = Instant::now() + resync;
-                    self.reconcile(Trigger::Resync, false).await?;
+                    // A full read: the safety net under reads by reported
+                    // names, for a change inotify does not report (a write
+                    // through a descriptor still open). Through the read
+                    // cache it lists the sources and compares metadata; it
+                    // reads only files whose metadata moved.
+                    self.reconcile(Trigger::Resync, true).await?;
                 }
                 _ = sleep_until(deferred_at.unwrap_or_else(far)), if deferred_at.is_some() => {
                     deferred_at = None;
