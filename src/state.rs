@@ -117,6 +117,10 @@ pub struct PendingLoad {
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub version: u32,
+    /// Counts the durable writes of the manifest: a pending-load record
+    /// (`pending.json`) belongs to the manifest of its generation only.
+    #[serde(default)]
+    pub generation: u64,
     pub profiles: BTreeMap<String, Owned>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pending: BTreeMap<String, PendingLoad>,
@@ -172,6 +176,32 @@ impl Manifest {
     }
 }
 
+/// The pending-load record's file in the state directory.
+pub const PENDING_FILE: &str = "pending.log";
+
+/// The pending-load record: the loads in flight since the manifest of
+/// `generation`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PendingRecord {
+    generation: u64,
+    pending: BTreeMap<String, PendingLoad>,
+}
+
+/// A manifest as written: its own fields, with the generation being written.
+#[derive(Serialize)]
+struct Shown<'a> {
+    version: u32,
+    generation: u64,
+    profiles: &'a BTreeMap<String, Owned>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pending: &'a BTreeMap<String, PendingLoad>,
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    removing: &'a BTreeSet<String>,
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    unchecked: &'a BTreeSet<String>,
+}
+
 /// What reading the manifest found.
 #[derive(Debug)]
 pub enum Loaded {
@@ -186,11 +216,37 @@ pub enum Loaded {
 #[derive(Debug, Clone)]
 pub struct StateDir {
     pub dir: PathBuf,
+    /// The pending-load log, opened once for appending.
+    log: std::sync::Arc<std::sync::Mutex<Option<std::fs::File>>>,
 }
 
 impl StateDir {
     pub fn new(dir: PathBuf) -> Self {
-        StateDir { dir }
+        StateDir {
+            dir,
+            log: Default::default(),
+        }
+    }
+
+    /// The pending-load log, opened (created) on first use.
+    fn with_log<T>(&self, f: impl FnOnce(&mut std::fs::File) -> std::io::Result<T>) -> Result<T, StateError> {
+        let path = self.pending_path();
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        if log.is_none() {
+            let file = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            *log = Some(file);
+        }
+        match log.as_mut() {
+            Some(file) => f(file).map_err(io_err(&path)),
+            None => Err(StateError::Corrupt {
+                path,
+                reason: "not open".into(),
+            }),
+        }
     }
     pub fn manifest_path(&self) -> PathBuf {
         self.dir.join("state.json")
@@ -216,11 +272,23 @@ impl StateDir {
         let path = self.manifest_path();
         let text = match std::fs::read(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Loaded::Missing,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                // A first run that stopped between its first load and its
+                // first manifest write left only the pending-load record.
+                let mut m = Manifest::new();
+                return match self.load_pending(&mut m) {
+                    Ok(()) if m.pending.is_empty() => Loaded::Missing,
+                    Ok(()) => Loaded::Found(m),
+                    Err(e) => Loaded::Corrupt(e),
+                };
+            }
             Err(source) => return Loaded::Corrupt(StateError::Io { path, source }),
         };
         match serde_json::from_slice::<Manifest>(&text) {
-            Ok(m) if m.version == MANIFEST_VERSION => Loaded::Found(m),
+            Ok(mut m) if m.version == MANIFEST_VERSION => match self.load_pending(&mut m) {
+                Ok(()) => Loaded::Found(m),
+                Err(e) => Loaded::Corrupt(e),
+            },
             Ok(m) => Loaded::Corrupt(StateError::Corrupt {
                 path,
                 reason: format!("version {} is not {MANIFEST_VERSION}", m.version),
@@ -232,25 +300,87 @@ impl StateDir {
         }
     }
 
-    pub fn save_manifest(&self, m: &Manifest) -> Result<(), StateError> {
-        self.write_manifest(m, true)
+    /// Where the loads in flight are recorded (see [`StateDir::save_pending`]).
+    pub fn pending_path(&self) -> PathBuf {
+        self.dir.join(PENDING_FILE)
     }
 
-    /// Write the manifest so that a crash of armord leaves the old or the
-    /// new one, without waiting for the disk: for the pending-load record.
-    /// A power loss empties the kernel too, so a record of loads in flight
-    /// has nothing to protect then; the durable save after the load does.
-    pub fn save_manifest_volatile(&self, m: &Manifest) -> Result<(), StateError> {
-        self.write_manifest(m, false)
-    }
-
-    fn write_manifest(&self, m: &Manifest, durable: bool) -> Result<(), StateError> {
-        let mut text = serde_json::to_vec_pretty(m).map_err(|e| StateError::Corrupt {
+    /// Write the manifest durably (the next generation), with its pending
+    /// loads; the pending-load log is then obsolete, and emptied.
+    pub fn save_manifest(&self, m: &mut Manifest) -> Result<(), StateError> {
+        let generation = m.generation + 1;
+        // `m` as the next generation, without copying its maps.
+        let shown = Shown {
+            version: m.version,
+            generation,
+            profiles: &m.profiles,
+            pending: &m.pending,
+            removing: &m.removing,
+            unchecked: &m.unchecked,
+        };
+        let mut text = Vec::with_capacity(64 * 1024);
+        serde_json::to_writer_pretty(&mut text, &shown).map_err(|e| StateError::Corrupt {
             path: self.manifest_path(),
             reason: e.to_string(),
         })?;
         text.push(b'\n');
-        write_replace(&self.manifest_path(), &text, durable, None)
+        write_replace(&self.manifest_path(), &text, true, None)?;
+        m.generation = generation;
+        // Emptied on its open descriptor; a record left by a crash before
+        // this is of an older generation, and ignored.
+        let _ = self.with_log(|f| f.set_len(0));
+        Ok(())
+    }
+
+    /// Record the loads in flight (`m.pending`) before the parser loads
+    /// them, so that a crash of armord between the load and the manifest
+    /// write leaves nothing it loaded unowned: one line appended to the
+    /// pending-load log on its open descriptor (no file created, renamed or
+    /// synced on the path to the load; the whole manifest is not rewritten).
+    /// A crash of armord leaves the line in the page cache; a power loss
+    /// empties the kernel too, so a record of loads in flight has nothing to
+    /// protect then, and the durable manifest write after the load does.
+    pub fn save_pending(&self, m: &Manifest) -> Result<(), StateError> {
+        let path = self.pending_path();
+        crate::failpoint::hit("state-write").map_err(io_err(&path))?;
+        let record = PendingRecord {
+            generation: m.generation,
+            pending: m.pending.clone(),
+        };
+        let mut line = serde_json::to_vec(&record).map_err(|e| StateError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        line.push(b'\n');
+        self.with_log(|f| f.write_all(&line))
+    }
+
+    /// Add the latest pending-load record of `m`'s generation to
+    /// `m.pending`. A record of another generation is one the manifest has
+    /// since taken in; a last line without its newline was cut by a crash
+    /// while written, before its loads began.
+    fn load_pending(&self, m: &mut Manifest) -> Result<(), StateError> {
+        let path = self.pending_path();
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(StateError::Io { path, source }),
+        };
+        let mut latest = None;
+        for (i, line) in text.split_inclusive(|b| *b == b'\n').enumerate() {
+            let Some(line) = line.strip_suffix(b"\n") else {
+                break;
+            };
+            let record: PendingRecord = serde_json::from_slice(line).map_err(|e| StateError::Corrupt {
+                path: path.clone(),
+                reason: format!("line {}: {e}", i + 1),
+            })?;
+            if record.generation == m.generation {
+                latest = Some(record.pending);
+            }
+        }
+        m.pending.extend(latest.unwrap_or_default());
+        Ok(())
     }
 
     /// Put a file's content into the store under its hash. Idempotent. Not
@@ -345,7 +475,7 @@ mod tests {
         assert!(matches!(s.load_manifest(), Loaded::Missing));
         let mut m = Manifest::new();
         m.profiles.insert("custom.a".into(), owned("aa"));
-        s.save_manifest(&m).unwrap();
+        s.save_manifest(&mut m).unwrap();
         match s.load_manifest() {
             Loaded::Found(back) => assert_eq!(back, m),
             other => panic!("{other:?}"),
@@ -362,6 +492,88 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
             .collect();
         assert!(stray.is_empty());
+    }
+
+    fn pending(sha: &str) -> PendingLoad {
+        PendingLoad {
+            file: "/src/b".into(),
+            source: "/src".into(),
+            sha256: sha.into(),
+            complain: false,
+        }
+    }
+
+    #[test]
+    fn a_pending_record_belongs_to_its_manifest_generation_only() {
+        let t = tempfile::tempdir().unwrap();
+        let s = StateDir::new(t.path().join("state"));
+        s.prepare().unwrap();
+        let mut m = Manifest::new();
+        m.profiles.insert("custom.a".into(), owned("aa"));
+        s.save_manifest(&mut m).unwrap();
+        let manifest_before = std::fs::read(s.manifest_path()).unwrap();
+
+        // Intent recorded: the manifest file is not rewritten, and a crash
+        // now finds the pending load on reading; the latest record counts.
+        m.pending.insert("custom.b".into(), pending("b0"));
+        s.save_pending(&m).unwrap();
+        m.pending.insert("custom.b".into(), pending("bb"));
+        s.save_pending(&m).unwrap();
+        assert_eq!(std::fs::read(s.manifest_path()).unwrap(), manifest_before);
+        match s.load_manifest() {
+            Loaded::Found(back) => assert_eq!(back.pending.get("custom.b"), Some(&pending("bb"))),
+            other => panic!("{other:?}"),
+        }
+        // A line cut by a crash while it was written is not read; the one
+        // before it is.
+        let whole = std::fs::read(s.pending_path()).unwrap();
+        let mut cut = whole.clone();
+        cut.extend_from_slice(b"{\"generation\": 1, \"pend");
+        std::fs::write(s.pending_path(), &cut).unwrap();
+        match s.load_manifest() {
+            Loaded::Found(back) => assert_eq!(back.pending.get("custom.b"), Some(&pending("bb"))),
+            other => panic!("{other:?}"),
+        }
+        std::fs::write(s.pending_path(), &whole).unwrap();
+
+        // The load confirmed and the manifest written: the record is gone,
+        // and a stale one (a crash before it was removed) is not read back.
+        m.pending.clear();
+        m.profiles.insert("custom.b".into(), owned("bb"));
+        let stale = std::fs::read(s.pending_path()).unwrap();
+        s.save_manifest(&mut m).unwrap();
+        assert_eq!(std::fs::read(s.pending_path()).unwrap(), b"", "emptied");
+        std::fs::write(s.pending_path(), stale).unwrap();
+        match s.load_manifest() {
+            Loaded::Found(back) => {
+                assert!(back.pending.is_empty(), "{back:?}");
+                assert_eq!(back, m);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_first_run_stopped_before_its_first_manifest_keeps_its_pending_loads() {
+        let t = tempfile::tempdir().unwrap();
+        let s = StateDir::new(t.path().join("state"));
+        s.prepare().unwrap();
+        let mut m = Manifest::new();
+        m.pending.insert("custom.b".into(), pending("bb"));
+        s.save_pending(&m).unwrap();
+        match s.load_manifest() {
+            Loaded::Found(back) => assert_eq!(back, m),
+            other => panic!("{other:?}"),
+        }
+        // Cut while written: nothing was loaded yet, nothing to keep.
+        std::fs::write(s.pending_path(), "{\"generation\": 0, \"pend").unwrap();
+        assert!(matches!(s.load_manifest(), Loaded::Missing));
+        // Damaged before its last line: an error naming the file and line.
+        std::fs::write(s.pending_path(), "{\"generation\": 0, \"pend\n{}\n").unwrap();
+        match s.load_manifest() {
+            Loaded::Corrupt(e) => assert!(e.to_string().contains("pending.log: corrupt manifest: line 1"), "{e}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -151,7 +151,7 @@ impl Engine<'_> {
             by_path.insert(path, a);
         }
         if !by_path.is_empty() {
-            self.state.save_manifest_volatile(manifest)?;
+            self.state.save_pending(manifest)?;
             let paths: Vec<PathBuf> = by_path.keys().cloned().collect();
             let failed = self.batched(&paths, |fs| self.parser.load(fs, self.opts))?;
             let _ = crate::failpoint::hit("after-load");

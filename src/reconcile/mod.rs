@@ -170,9 +170,12 @@ impl Reconciler {
                     Loaded::Corrupt(e) => e.to_string(),
                     _ => format!("{}: missing", state.manifest_path().display()),
                 };
-                if let Loaded::Corrupt(_) = found {
-                    let aside = state.manifest_path().with_extension("json.corrupt");
-                    let _ = std::fs::rename(state.manifest_path(), &aside);
+                // Set aside the file that is corrupt: the manifest or the
+                // pending-load record.
+                if let Loaded::Corrupt(StateError::Corrupt { path, .. }) = &found {
+                    let mut aside = path.clone().into_os_string();
+                    aside.push(".corrupt");
+                    let _ = std::fs::rename(path, &aside);
                 }
                 let m = rebuild(&state, parser.as_ref(), &loaded);
                 notes.push(format!(
@@ -190,7 +193,7 @@ impl Reconciler {
                 adopted.join(", ")
             ));
         }
-        state.save_manifest(&manifest)?;
+        state.save_manifest(&mut manifest)?;
         Ok(Reconciler {
             config,
             parser,
@@ -424,7 +427,7 @@ impl Reconciler {
             for sha in &now_checked {
                 self.manifest.unchecked.remove(sha);
             }
-            self.state.save_manifest(&self.manifest)?;
+            self.state.save_manifest(&mut self.manifest)?;
         }
         desired.files.extend(validated);
         let transient = self.validator.transient > 0;

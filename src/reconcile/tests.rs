@@ -698,7 +698,7 @@ fn interrupted_load_is_adopted_on_next_open() {
             complain: false,
         },
     );
-    r.state.save_manifest(&m).unwrap();
+    r.state.save_manifest(&mut m).unwrap();
     std::fs::write(
         f.secfs.join("profiles"),
         "docker-default (enforce)\ncustom.a (enforce)\n",
