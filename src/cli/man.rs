@@ -63,7 +63,7 @@ const FILES: &[(&str, &str)] = &[
     ),
     (
         "/var/lib/armord/",
-        "State: manifest.json (the profiles armord owns and the content each was loaded from), the last-good store restored at boot, the saved journal cursor.",
+        "State: state.json (the profiles armord owns and the content each was loaded from), pending.log (the loads in flight, for a crash between a load and its record), store/ (the last-good content, restored at boot), journal.cursor (where the denial follower stopped).",
     ),
     ("/var/cache/armord/", "apparmor_parser's compiled-policy cache."),
     (
