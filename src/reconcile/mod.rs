@@ -344,12 +344,8 @@ impl Reconciler {
     ) -> Result<Report, ApplyError> {
         let named = named.filter(|n| {
             !n.is_empty()
-                && n.iter().all(|p| {
-                    self.config
-                        .sources
-                        .iter()
-                        .any(|s| p.starts_with(&s.path) || s.path.starts_with(p))
-                })
+                && n.iter()
+                    .all(|p| self.config.sources.iter().any(|s| source::concerns(&s.path, p)))
         });
         let limits = Limits {
             max_file_bytes: self.config.max_file_bytes,

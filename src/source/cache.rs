@@ -84,10 +84,10 @@ pub struct ReadCache {
     pub(super) files: HashMap<String, Cached>,
     /// Added to the clock when judging whether a file has settled (tests).
     pub(super) skew: Duration,
-    /// Every entry name of `dir` at the last read, sorted: what a read of
-    /// only the names inotify reported starts from. `None` until a full
-    /// read of a plain directory.
-    pub(super) listing: Option<Vec<String>>,
+    /// Every entry name of `dir` at the last read: what a read of only the
+    /// names inotify reported starts from. `None` until a full read of a
+    /// plain directory.
+    pub(super) listing: Option<BTreeSet<String>>,
 }
 
 impl ReadCache {

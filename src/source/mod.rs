@@ -242,6 +242,12 @@ pub fn snapshot_named(
     ))
 }
 
+/// Whether a path inotify reported concerns the source at `source`: a path
+/// inside it, or the source itself or one of its ancestors.
+pub fn concerns(source: &Path, reported: &Path) -> bool {
+    reported.starts_with(source) || source.starts_with(reported)
+}
+
 /// The names in `dir` among `named`; `None` when a reported path under the
 /// source is not a plain entry of `dir` (or its name is not UTF-8).
 fn names_in(dir: &Path, source: &Path, named: &BTreeSet<PathBuf>) -> Option<BTreeSet<String>> {
@@ -249,7 +255,7 @@ fn names_in(dir: &Path, source: &Path, named: &BTreeSet<PathBuf>) -> Option<BTre
     for p in named {
         if p.parent() == Some(dir) {
             out.insert(p.file_name()?.to_str()?.to_owned());
-        } else if p.starts_with(source) || p.starts_with(dir) || source.starts_with(p) {
+        } else if concerns(source, p) || p.starts_with(dir) {
             return None;
         }
     }

@@ -165,12 +165,17 @@ pub(super) fn file_unchanged(path: &Path, before: &Stamp) -> bool {
 /// The entry names of the source after the changes inotify named, from the
 /// last read's listing: `None` when that cannot be told safely, and the
 /// directory must be listed again.
-fn listing_after(r: &Resolved, limits: &Limits, cache: &ReadCache, named: &BTreeSet<String>) -> Option<Vec<String>> {
-    let listing = cache.listing.as_ref()?;
-    if cache.dir != r.dir || listing.len() >= limits.max_files {
+fn listing_after(
+    r: &Resolved,
+    limits: &Limits,
+    cache: &mut ReadCache,
+    named: &BTreeSet<String>,
+) -> Option<BTreeSet<String>> {
+    // Taken: a read that cannot use it lists the directory anew.
+    let mut names = cache.listing.take()?;
+    if cache.dir != r.dir || names.len() >= limits.max_files {
         return None;
     }
-    let mut names: BTreeSet<String> = listing.iter().cloned().collect();
     for name in named {
         match fs::symlink_metadata(r.dir.join(name)) {
             Ok(_) => names.insert(name.clone()),
@@ -178,7 +183,7 @@ fn listing_after(r: &Resolved, limits: &Limits, cache: &ReadCache, named: &BTree
             Err(_) => return None,
         };
     }
-    Some(names.into_iter().collect())
+    Some(names)
 }
 
 /// Read every file of a resolved source. `None` when the directory vanished
@@ -195,45 +200,43 @@ pub(super) fn read_dir_once(
     named: Option<&BTreeSet<String>>,
 ) -> Result<Option<SourceSnapshot>, Unavailable> {
     let plain = r.layout == Layout::Plain && r.link.is_none() && r.revision.is_none();
-    if let Some(named) = named.filter(|_| plain)
-        && let Some(names) = listing_after(r, limits, cache, named)
-    {
-        log::debug!(
-            "{}: reading {} reported names, {} other files as last read",
-            crate::escape::path(&r.display_dir),
-            named.len(),
-            names.len().saturating_sub(named.len())
-        );
-        let snap = read_names(cfg, r, limits, cache, names.clone(), Some(named));
-        cache.listing = match &snap {
-            Ok(Some(_)) => Some(names),
-            _ => None,
-        };
-        return snap;
-    }
-    let entries = match fs::read_dir(&r.dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == ErrorKind::NotFound && r.link.is_some() => return Ok(None),
-        Err(e) => return Err(unavailable(&r.display_dir, io_reason(&e))),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        match entry {
-            Ok(e) => match e.file_name().into_string() {
-                Ok(n) => names.push(n),
-                Err(raw) => names.push(raw.to_string_lossy().into_owned() + "\u{0}"),
-            },
-            Err(e) if e.kind() == ErrorKind::NotFound && r.link.is_some() => return Ok(None),
-            Err(e) => return Err(unavailable(&r.display_dir, io_reason(&e))),
+    let by_name = named
+        .filter(|_| plain)
+        .and_then(|named| Some((listing_after(r, limits, cache, named)?, named)));
+    let (names, fresh) = match by_name {
+        Some((names, named)) => {
+            log::debug!(
+                "{}: reading {} reported names, {} other files as last read",
+                crate::escape::path(&r.display_dir),
+                named.len(),
+                names.len().saturating_sub(named.len())
+            );
+            (names, Some(named))
         }
-    }
-    names.sort();
-    let listed = names.clone();
-    let snap = read_names(cfg, r, limits, cache, names, None);
-    cache.listing = match &snap {
-        Ok(Some(_)) if plain => Some(listed),
-        _ => None,
+        None => {
+            let entries = match fs::read_dir(&r.dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == ErrorKind::NotFound && r.link.is_some() => return Ok(None),
+                Err(e) => return Err(unavailable(&r.display_dir, io_reason(&e))),
+            };
+            let mut names = BTreeSet::new();
+            for entry in entries {
+                match entry {
+                    Ok(e) => match e.file_name().into_string() {
+                        Ok(n) => names.insert(n),
+                        Err(raw) => names.insert(raw.to_string_lossy().into_owned() + "\u{0}"),
+                    },
+                    Err(e) if e.kind() == ErrorKind::NotFound && r.link.is_some() => return Ok(None),
+                    Err(e) => return Err(unavailable(&r.display_dir, io_reason(&e))),
+                };
+            }
+            (names, None)
+        }
     };
+    let snap = read_names(cfg, r, limits, cache, &names, fresh);
+    // The listing a later read by name starts from: only a plain
+    // directory's, and only of a read that completed.
+    cache.listing = (plain && matches!(snap, Ok(Some(_)))).then_some(names);
     snap
 }
 
@@ -246,7 +249,7 @@ fn read_names(
     r: &Resolved,
     limits: &Limits,
     cache: &mut ReadCache,
-    names: Vec<String>,
+    names: &BTreeSet<String>,
     fresh: Option<&BTreeSet<String>>,
 ) -> Result<Option<SourceSnapshot>, Unavailable> {
     let root_canon = fs::canonicalize(&r.root).map_err(|e| unavailable(&r.root, io_reason(&e)))?;
@@ -273,6 +276,7 @@ fn read_names(
         newest: Duration::ZERO,
     };
     for name in names {
+        let name = name.as_str();
         if let Some(lossy) = name.strip_suffix('\u{0}') {
             snap.refused.push(Refusal {
                 path: r.display_dir.join(lossy),
@@ -282,15 +286,7 @@ fn read_names(
             continue;
         }
         if name == MANIFEST || name == SIGNATURE {
-            let read = match read_entry(
-                &r.dir,
-                &root_canon,
-                &name,
-                r.display_dir.join(&name),
-                limits,
-                None,
-                false,
-            ) {
+            let read = match read_entry(&r.dir, &root_canon, name, r.display_dir.join(name), limits, None, false) {
                 Read1::File(f) => Ok(f.content),
                 Read1::Refused(why) | Read1::Undecodable(why, _) => Err(why),
                 Read1::Skip => Err("is a directory".into()),
@@ -304,13 +300,13 @@ fn read_names(
             }
             continue;
         }
-        if skipped_name(&name) {
+        if skipped_name(name) {
             continue;
         }
-        let display = r.display_dir.join(&name);
+        let display = r.display_dir.join(name);
         // Past the limit, files are refused by name without being read.
         if snap.files.len() >= limits.max_files {
-            match fs::symlink_metadata(r.dir.join(&name)) {
+            match fs::symlink_metadata(r.dir.join(name)) {
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => snap.refused.push(Refusal {
                     path: display,
@@ -322,11 +318,11 @@ fn read_names(
             }
             continue;
         }
-        let trusted = fresh.is_some_and(|f| !f.contains(&name));
+        let trusted = fresh.is_some_and(|f| !f.contains(name));
         match read_entry(
             &r.dir,
             &root_canon,
-            &name,
+            name,
             display.clone(),
             limits,
             Some(&mut io),
