@@ -118,7 +118,7 @@ pub struct PendingLoad {
 pub struct Manifest {
     pub version: u32,
     /// Counts the durable writes of the manifest: a pending-load record
-    /// (`pending.json`) belongs to the manifest of its generation only.
+    /// (`pending.log`) belongs to the manifest of its generation only.
     #[serde(default)]
     pub generation: u64,
     pub profiles: BTreeMap<String, Owned>,
@@ -188,20 +188,6 @@ struct PendingRecord {
     pending: BTreeMap<String, PendingLoad>,
 }
 
-/// A manifest as written: its own fields, with the generation being written.
-#[derive(Serialize)]
-struct Shown<'a> {
-    version: u32,
-    generation: u64,
-    profiles: &'a BTreeMap<String, Owned>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pending: &'a BTreeMap<String, PendingLoad>,
-    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
-    removing: &'a BTreeSet<String>,
-    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
-    unchecked: &'a BTreeSet<String>,
-}
-
 /// What reading the manifest found.
 #[derive(Debug)]
 pub enum Loaded {
@@ -232,21 +218,17 @@ impl StateDir {
     fn with_log<T>(&self, f: impl FnOnce(&mut std::fs::File) -> std::io::Result<T>) -> Result<T, StateError> {
         let path = self.pending_path();
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        if log.is_none() {
-            let file = std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(&path)
-                .map_err(io_err(&path))?;
-            *log = Some(file);
-        }
-        match log.as_mut() {
-            Some(file) => f(file).map_err(io_err(&path)),
-            None => Err(StateError::Corrupt {
-                path,
-                reason: "not open".into(),
-            }),
-        }
+        let file = match log.as_mut() {
+            Some(file) => file,
+            None => log.insert(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(&path)
+                    .map_err(io_err(&path))?,
+            ),
+        };
+        f(file).map_err(io_err(&path))
     }
     pub fn manifest_path(&self) -> PathBuf {
         self.dir.join("state.json")
@@ -308,24 +290,21 @@ impl StateDir {
     /// Write the manifest durably (the next generation), with its pending
     /// loads; the pending-load log is then obsolete, and emptied.
     pub fn save_manifest(&self, m: &mut Manifest) -> Result<(), StateError> {
-        let generation = m.generation + 1;
-        // `m` as the next generation, without copying its maps.
-        let shown = Shown {
-            version: m.version,
-            generation,
-            profiles: &m.profiles,
-            pending: &m.pending,
-            removing: &m.removing,
-            unchecked: &m.unchecked,
-        };
-        let mut text = Vec::with_capacity(64 * 1024);
-        serde_json::to_writer_pretty(&mut text, &shown).map_err(|e| StateError::Corrupt {
-            path: self.manifest_path(),
-            reason: e.to_string(),
-        })?;
-        text.push(b'\n');
-        write_replace(&self.manifest_path(), &text, true, None)?;
-        m.generation = generation;
+        m.generation += 1;
+        let written = serde_json::to_vec_pretty(m)
+            .map_err(|e| StateError::Corrupt {
+                path: self.manifest_path(),
+                reason: e.to_string(),
+            })
+            .and_then(|mut text| {
+                text.push(b'\n');
+                write_replace(&self.manifest_path(), &text, true, None)
+            });
+        if let Err(e) = written {
+            // The file still holds the generation before.
+            m.generation -= 1;
+            return Err(e);
+        }
         // Emptied on its open descriptor; a record left by a crash before
         // this is of an older generation, and ignored.
         let _ = self.with_log(|f| f.set_len(0));
