@@ -21,7 +21,6 @@ use std::os::fd::AsRawFd;
 
 const NLMSG_HDRLEN: usize = 16;
 const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
 const AUDIT_GET: u16 = 1000;
@@ -140,7 +139,6 @@ pub fn decode(datagram: &[u8], seq: u32) -> Result<Vec<Reply>, KauditError> {
                 backlog: u32_at(body, 28).unwrap_or(0),
             }),
             AUDIT_GET => return Err(bad(&format!("status of {} bytes", body.len()))),
-            NLMSG_DONE => Reply::Other,
             _ => Reply::Other,
         });
         // Messages are aligned to 4 bytes.
@@ -204,13 +202,6 @@ fn refused(what: &'static str, err: nix::Error) -> KauditError {
         _ => "",
     };
     KauditError::Refused { what, err, hint }
-}
-
-/// The kernel's audit status now.
-pub fn status() -> Result<Status, KauditError> {
-    Link::open()?
-        .ask("status", None)?
-        .ok_or_else(|| KauditError::Malformed("no status in the reply".into()))
 }
 
 /// Raise the kernel's audit backlog limit to `want` when it is lower; never
