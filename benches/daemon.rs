@@ -148,6 +148,12 @@ fn start_with(profiles: usize, debounce_ms: u64, extra: &str, env: &[(&str, Path
         .arg(p("armord.toml"))
         .args(["--bus", "none"])
         .envs(env.iter().map(|(k, v)| (k, v)))
+        // `cargo bench` sets a search path of some twenty directories for
+        // the toolchain's libraries; armord passes it on, and every start
+        // of the no-op parser would look for its libraries in each one
+        // before the system's (armord's own time, as the bench counts it).
+        // A node's armord runs with no such path.
+        .env_remove("LD_LIBRARY_PATH")
         .env("NOTIFY_SOCKET", &sock)
         .env("ARMORD_BENCH_FAKE", "1")
         .env("BENCH_LOG", p("parser.log"))
