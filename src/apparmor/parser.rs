@@ -2,6 +2,7 @@
 
 use super::{Diagnostic, LoadOptions, NamesResult, Parser, ParserError};
 use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -19,11 +20,114 @@ pub struct Finished {
 
 /// Run a command to completion, killing its whole process group when it runs
 /// past `timeout`. Returns `Ok(None)` on timeout.
+///
+/// One thread does it all: it polls the child's two pipes and a pidfd for
+/// its exit. Where the kernel has no `pidfd_open` (before 5.3), threads
+/// read the pipes and wait for the child instead.
 pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> std::io::Result<Option<Finished>> {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd.process_group(0);
-    let mut child = cmd.spawn()?;
-    let pid = child.id() as i32;
+    let child = cmd.spawn()?;
+    match pidfd_open(child.id()) {
+        Some(pidfd) => run_polled(child, pidfd, timeout),
+        None => run_threaded(child, timeout),
+    }
+}
+
+/// A descriptor that becomes readable when process `pid` exits.
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new
+    // descriptor or -1; it touches no memory of ours.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as nix::libc::pid_t, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Kill the child's whole group (a parser may have forked workers).
+fn kill_group(pid: u32) {
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+fn run_polled(mut child: std::process::Child, pidfd: OwnedFd, timeout: Duration) -> std::io::Result<Option<Finished>> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut pipes = [
+        child.stdout.take().map(OwnedFd::from),
+        child.stderr.take().map(OwnedFd::from),
+    ];
+    let mut bufs: [Vec<u8>; 2] = Default::default();
+    let mut exited = false;
+    let mut chunk = vec![0u8; 64 * 1024];
+    // Until the child is gone and both pipes are closed: a worker it
+    // forked may still hold them a moment after it exits.
+    while !exited || pipes.iter().any(Option::is_some) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            kill_group(child.id());
+            child.wait()?;
+            return Ok(None);
+        }
+        let mut fds = Vec::with_capacity(3);
+        let mut which = Vec::with_capacity(3);
+        for (i, p) in pipes.iter().enumerate() {
+            if let Some(p) = p {
+                fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+                which.push(i);
+            }
+        }
+        if !exited {
+            fds.push(PollFd::new(pidfd.as_fd(), PollFlags::POLLIN));
+            which.push(2);
+        }
+        let ms =
+            PollTimeout::try_from(left.as_millis().max(1).min(i32::MAX as u128) as u32).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, ms) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                kill_group(child.id());
+                let _ = child.wait();
+                return Err(e.into());
+            }
+        }
+        let ready: Vec<usize> = fds
+            .iter()
+            .zip(&which)
+            .filter(|(fd, _)| fd.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(_, &i)| i)
+            .collect();
+        drop(fds);
+        for i in ready {
+            if i == 2 {
+                exited = true;
+                continue;
+            }
+            let Some(p) = &pipes[i] else { continue };
+            match nix::unistd::read(p, &mut chunk) {
+                Ok(0) => pipes[i] = None,
+                Ok(n) => bufs[i].extend_from_slice(&chunk[..n]),
+                Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
+                Err(_) => pipes[i] = None,
+            }
+        }
+    }
+    let status = child.wait()?;
+    let [stdout, stderr] = bufs;
+    Ok(Some(Finished {
+        code: status.code(),
+        signal: status.signal(),
+        stdout,
+        stderr,
+    }))
+}
+
+fn run_threaded(mut child: std::process::Child, timeout: Duration) -> std::io::Result<Option<Finished>> {
+    let pid = child.id();
     let mut out = child.stdout.take();
     let mut err = child.stderr.take();
     let out_thread = std::thread::spawn(move || {
@@ -50,7 +154,7 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> std::io::Result<
     });
     let status = match done_rx.recv_timeout(timeout) {
         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            kill_group(pid);
             let _ = waiter.join();
             None
         }
@@ -358,6 +462,43 @@ mod tests {
         let start = std::time::Instant::now();
         let r = run_with_timeout(c, Duration::from_millis(200)).unwrap();
         assert!(r.is_none());
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn large_output_on_both_pipes_does_not_block() {
+        // More than a pipe holds, on both streams: a runner that read one
+        // pipe to its end before the other would hang here.
+        for threaded in [false, true] {
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg("i=0; while [ $i -lt 3000 ]; do echo out$i; echo err$i >&2; i=$((i+1)); done; exit 4");
+            let r = if threaded {
+                c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+                run_threaded(c.spawn().unwrap(), Duration::from_secs(20))
+            } else {
+                run_with_timeout(c, Duration::from_secs(20))
+            }
+            .unwrap()
+            .unwrap();
+            assert_eq!(r.code, Some(4));
+            let out = String::from_utf8(r.stdout).unwrap();
+            let err = String::from_utf8(r.stderr).unwrap();
+            assert_eq!(out.lines().count(), 3000, "threaded: {threaded}");
+            assert_eq!(err.lines().count(), 3000, "threaded: {threaded}");
+            assert_eq!(out.lines().last(), Some("out2999"));
+            assert_eq!(err.lines().next(), Some("err0"));
+        }
+    }
+
+    #[test]
+    fn a_worker_left_holding_the_pipes_is_killed_at_the_timeout() {
+        // The child exits at once; a process it forked keeps stdout open.
+        let mut c = Command::new("sh");
+        c.arg("-c").arg("sleep 30 & echo started");
+        let start = std::time::Instant::now();
+        let r = run_with_timeout(c, Duration::from_millis(300)).unwrap();
+        assert!(r.is_none(), "{r:?}");
         assert!(start.elapsed() < Duration::from_secs(10));
     }
 
