@@ -427,8 +427,10 @@ impl Reconciler {
         }
         desired.files.extend(validated);
         let transient = self.validator.transient > 0;
-        self.last = Some(desired);
+        // The last reconcile's files are let go after the loads, not before.
+        let previous = self.last.replace(desired);
         let mut report = self.replan()?;
+        drop(previous);
         report.transient |= transient;
         let _ = self.state.store_gc(&self.manifest.referenced());
         self.save_serials();

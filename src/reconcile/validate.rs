@@ -6,7 +6,9 @@ use super::*;
 /// twice and a broken one is not retried until it changes.
 #[derive(Debug, Default)]
 pub struct Validator {
-    memo: HashMap<(String, bool), Verdict>,
+    /// By content, one map per mode (`[enforce, complain]`): a lookup
+    /// needs no key of its own.
+    memo: [HashMap<String, Verdict>; 2],
     /// Parser runs in the last validation that timed out or crashed.
     pub transient: usize,
     /// The configured `allowed_attachments` (`None`: any).
@@ -28,14 +30,15 @@ impl Validator {
     }
 
     pub fn forget(&mut self) {
-        self.memo.clear();
+        self.memo.iter_mut().for_each(HashMap::clear);
     }
 
     fn remember(&mut self, sha256: &str, complain: bool, verdict: &Verdict) {
-        if self.memo.len() > MEMO_LIMIT {
-            self.memo.clear();
+        let memo = &mut self.memo[usize::from(complain)];
+        if memo.len() > MEMO_LIMIT {
+            memo.clear();
         }
-        self.memo.insert((sha256.to_owned(), complain), verdict.clone());
+        memo.insert(sha256.to_owned(), verdict.clone());
     }
 
     /// Validate every file of the snapshots. Files whose content armord
@@ -50,7 +53,9 @@ impl Validator {
     ) -> Result<Vec<DesiredFile>, ApplyError> {
         let complain = engine.opts.complain;
         self.transient = 0;
-        let mut by_sha: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        // (content, name) of every owned profile, sorted by content: one
+        // allocation, where a map would make one per content.
+        let mut by_sha: Vec<(&str, &str)> = Vec::with_capacity(manifest.profiles.len());
         let can_check = engine.parser.checks();
         self.checked.clear();
         for (name, o) in &manifest.profiles {
@@ -62,15 +67,26 @@ impl Validator {
                 continue;
             }
             if o.complain == complain && !o.sha256.is_empty() {
-                by_sha.entry(o.sha256.as_str()).or_default().push(name.clone());
+                by_sha.push((o.sha256.as_str(), name.as_str()));
             }
         }
+        by_sha.sort_unstable();
+        let owned_names = |sha: &str| {
+            let from = by_sha.partition_point(|(s, _)| *s < sha);
+            let names: Vec<String> = by_sha[from..]
+                .iter()
+                .take_while(|(s, _)| *s == sha)
+                .map(|(_, n)| (*n).to_owned())
+                .collect();
+            (!names.is_empty()).then_some(names)
+        };
+        let memo = &self.memo[usize::from(complain)];
         let mut out = Vec::with_capacity(files.len());
         let mut check: Vec<(usize, PathBuf, String)> = Vec::new();
         for (f, src) in files {
-            let verdict = if let Some(names) = by_sha.get(f.sha256.as_str()) {
-                Some(Verdict::Valid { names: names.clone() })
-            } else if let Some(v) = self.memo.get(&(f.sha256.clone(), complain)) {
+            let verdict = if let Some(names) = owned_names(&f.sha256) {
+                Some(Verdict::Valid { names })
+            } else if let Some(v) = memo.get(&f.sha256) {
                 // Judged good before but not loaded now: its stored copy may
                 // have been collected since.
                 if matches!(v, Verdict::Valid { .. }) {

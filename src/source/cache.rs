@@ -119,7 +119,7 @@ pub(super) struct CacheIo {
 impl CacheIo {
     /// The cached file `name`, when its metadata still is `stamp`; kept for
     /// the next snapshot.
-    pub(super) fn take(&mut self, name: &str, stamp: &Stamp, display: &Path) -> Option<SourceFile> {
+    pub(super) fn take(&mut self, name: &str, stamp: &Stamp, display: &mut PathBuf) -> Option<SourceFile> {
         if self.old.get(name).is_none_or(|hit| !hit.settled || hit.stamp != *stamp) {
             return None;
         }
@@ -129,17 +129,19 @@ impl CacheIo {
     /// The cached file `name` without a look at the file system: for a
     /// name no event has reported since the last read. Never a file read
     /// through a symlink.
-    pub(super) fn take_trusted(&mut self, name: &str, display: &Path) -> Option<SourceFile> {
+    pub(super) fn take_trusted(&mut self, name: &str, display: &mut PathBuf) -> Option<SourceFile> {
         if self.old.get(name).is_none_or(|hit| hit.link) {
             return None;
         }
         self.keep(name, display)
     }
 
-    fn keep(&mut self, name: &str, display: &Path) -> Option<SourceFile> {
+    /// The cached file `name`, named `display` (taken: a hit ends the
+    /// read of that entry).
+    fn keep(&mut self, name: &str, display: &mut PathBuf) -> Option<SourceFile> {
         let (key, hit) = self.old.remove_entry(name)?;
         let file = SourceFile {
-            path: display.to_owned(),
+            path: std::mem::take(display),
             content: hit.content.clone(),
             sha256: hit.sha256.clone(),
         };

@@ -17,16 +17,15 @@ pub(super) fn read_entry(
     dir: &Path,
     root_canon: &Path,
     name: &str,
-    display: PathBuf,
+    mut display: PathBuf,
     limits: &Limits,
     mut cache: Option<&mut CacheIo>,
     trusted: bool,
 ) -> Read1 {
-    let path = dir.join(name);
     // No event named it since a read that cached it: as it was.
     if trusted
         && let Some(c) = cache.as_deref_mut()
-        && let Some(file) = c.take_trusted(name, &display)
+        && let Some(file) = c.take_trusted(name, &mut display)
     {
         return Read1::File(file);
     }
@@ -36,11 +35,12 @@ pub(super) fn read_entry(
         && let Ok(st) = nix::sys::stat::fstatat(d, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
         && st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG
         && (st.st_size.max(0) as u64) <= limits.max_file_bytes
-        && let Some(file) = c.take(name, &Stamp::of_stat(&st), &display)
+        && let Some(file) = c.take(name, &Stamp::of_stat(&st), &mut display)
     {
         c.newest = c.newest.max(Stamp::of_stat(&st).changed());
         return Read1::File(file);
     }
+    let path = dir.join(name);
     let lmeta = match fs::symlink_metadata(&path) {
         Ok(m) => m,
         Err(e) if e.kind() == ErrorKind::NotFound => return Read1::Vanished,
@@ -92,7 +92,7 @@ pub(super) fn read_entry(
     }
     // A symlink (a ConfigMap key) whose target is unchanged.
     if let Some(c) = cache.as_deref_mut()
-        && let Some(file) = c.take(name, &stamp, &display)
+        && let Some(file) = c.take(name, &stamp, &mut display)
     {
         return Read1::File(file);
     }
@@ -319,23 +319,15 @@ fn read_names(
             continue;
         }
         let trusted = fresh.is_some_and(|f| !f.contains(name));
-        match read_entry(
-            &r.dir,
-            &root_canon,
-            name,
-            display.clone(),
-            limits,
-            Some(&mut io),
-            trusted,
-        ) {
+        match read_entry(&r.dir, &root_canon, name, display, limits, Some(&mut io), trusted) {
             Read1::File(f) => snap.files.push(f),
             Read1::Refused(reason) => snap.refused.push(Refusal {
-                path: display,
+                path: r.display_dir.join(name),
                 reason,
                 text: None,
             }),
             Read1::Undecodable(reason, text) => snap.refused.push(Refusal {
-                path: display,
+                path: r.display_dir.join(name),
                 reason,
                 text: Some(text),
             }),
