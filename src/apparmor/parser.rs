@@ -62,7 +62,7 @@ fn run_polled(mut child: std::process::Child, pidfd: OwnedFd, timeout: Duration)
     ];
     let mut bufs: [Vec<u8>; 2] = Default::default();
     let mut exited = false;
-    let mut chunk = vec![0u8; 64 * 1024];
+    let mut chunk = [0u8; 16 * 1024];
     // Until the child is gone and both pipes are closed: a worker it
     // forked may still hold them a moment after it exits.
     while !exited || pipes.iter().any(Option::is_some) {

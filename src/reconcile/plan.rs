@@ -412,7 +412,9 @@ pub fn plan(
         }
     }
     let mut candidates: BTreeMap<&PathBuf, Vec<(&str, &Owned)>> = BTreeMap::new();
-    let mut owned_in: HashMap<&PathBuf, usize> = HashMap::new();
+    // Ordered, not hashed: a `Path` hashes component by component, and a
+    // node has a few sources for a thousand profiles.
+    let mut owned_in: BTreeMap<&PathBuf, usize> = BTreeMap::new();
     for o in manifest.profiles.values() {
         *owned_in.entry(&o.source).or_default() += 1;
     }

@@ -21,12 +21,13 @@ pub(super) fn fingerprint(snap: &source::SourceSnapshot) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     snap.revision.hash(&mut h);
+    // Paths by their bytes: `Path`'s own hash walks its components.
     for f in &snap.files {
-        f.path.hash(&mut h);
+        f.path.as_os_str().as_encoded_bytes().hash(&mut h);
         f.sha256.hash(&mut h);
     }
     for r in &snap.refused {
-        r.path.hash(&mut h);
+        r.path.as_os_str().as_encoded_bytes().hash(&mut h);
         r.reason.hash(&mut h);
     }
     h.finish()
