@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 /// Parse the securityfs `profiles` format: `name (mode)` per line.
 pub fn parse_profiles_file(path: &Path, text: &str) -> Result<BTreeMap<String, String>, KernelError> {
-    let mut out = BTreeMap::new();
+    // Collected, then built in one go: the kernel lists profiles sorted,
+    // and a map built from sorted pairs skips a search per insert.
+    let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -25,9 +27,9 @@ pub fn parse_profiles_file(path: &Path, text: &str) -> Result<BTreeMap<String, S
             );
             continue;
         };
-        out.insert(name.to_owned(), mode.to_owned());
+        out.push((name.to_owned(), mode.to_owned()));
     }
-    Ok(out)
+    Ok(BTreeMap::from_iter(out))
 }
 
 /// The profiles a process label names: `a (enforce)`, `a//child (complain)`,

@@ -275,6 +275,11 @@ pub fn plan(
     policy: &Policy,
 ) -> Plan {
     let mut out = Plan::default();
+    // Hashed views of the kernel's and the manifest's names: a plan looks
+    // each name up several times, and a search of a thousand-entry ordered
+    // map compares dozens of names that share their prefix.
+    let in_kernel: HashSet<&str> = kernel.keys().map(String::as_str).collect();
+    let owner: HashMap<&str, &Owned> = manifest.profiles.iter().map(|(n, o)| (n.as_str(), o)).collect();
 
     // Which valid files define each name: the first two are enough to tell
     // a conflict and name the other file.
@@ -342,7 +347,7 @@ pub fn plan(
                     ProblemKind::Conflict,
                     format!("profile `{n}` is also defined in {other}"),
                 ));
-            } else if kernel.contains_key(n) && !manifest.profiles.contains_key(n) && !policy.takeover {
+            } else if in_kernel.contains(n.as_str()) && !owner.contains_key(n.as_str()) && !policy.takeover {
                 problem = Some((
                     ProblemKind::Conflict,
                     format!(
@@ -367,10 +372,10 @@ pub fn plan(
             continue;
         };
         wanted.extend(names.iter().map(String::as_str));
-        let owned = || names.iter().map(|n| manifest.profiles.get(n));
+        let owned = || names.iter().map(|n| owner.get(n.as_str()).copied());
         let unchanged = owned().all(|o| o.is_some_and(|o| o.sha256 == f.sha256 && o.complain == policy.complain));
         let kind = if unchanged {
-            if names.iter().all(|n| kernel.contains_key(n)) {
+            if names.iter().all(|n| in_kernel.contains(n.as_str())) {
                 for (n, o) in names.iter().zip(owned()) {
                     out.keeps.push(n.clone());
                     if let Some(o) = o
@@ -454,7 +459,7 @@ pub fn plan(
             None
         };
         if let Some((reason, why)) = hold {
-            if kernel.contains_key(name) {
+            if in_kernel.contains(name.as_str()) {
                 out.held.push(Held {
                     name: name.clone(),
                     file: o.file.clone(),
@@ -471,7 +476,7 @@ pub fn plan(
             }
             continue;
         }
-        if !kernel.contains_key(name) {
+        if !in_kernel.contains(name.as_str()) {
             out.forgets.push(name.clone());
         } else {
             candidates.entry(&o.source).or_default().push((name.as_str(), o));
