@@ -134,16 +134,18 @@ impl Validator {
         // file the names run rejects fails its compile too; the names
         // verdict is the one reported.
         let paths: Vec<PathBuf> = check.iter().map(|(_, p, _)| p.clone()).collect();
-        let shas: Vec<&str> = check.iter().map(|(i, _, _)| out[*i].sha256.as_str()).collect();
+        // The new stored copies are made durable while the parser works:
+        // the flush before the manifest names them then finds little left
+        // to write. Nothing waits for this one (a slow disk must not hold
+        // up the load); that later flush is the one that counts, and
+        // reports any error.
+        let shas: Vec<String> = check.iter().map(|(i, _, _)| out[*i].sha256.clone()).collect();
+        let state = engine.state.clone();
+        let _ = std::thread::Builder::new()
+            .name("store-sync".into())
+            .spawn(move || state.store_sync(shas.iter().map(String::as_str)));
         let (names, compiled) = std::thread::scope(|s| {
             let compile = s.spawn(|| engine.batched(&paths, |fs| engine.parser.compile(fs, engine.opts)));
-            // The new stored copies are made durable while the parser
-            // works: the flush before the manifest names them then finds
-            // nothing left to write. An error here is reported by that
-            // flush.
-            s.spawn(|| {
-                let _ = engine.state.store_sync(shas.iter().copied());
-            });
             (engine.parser.names(&paths), compile.join())
         });
         let names = names.map_err(ApplyError::Parser)?;
