@@ -4,13 +4,17 @@
 //!   the time from the write to the parser's first call for it and to the
 //!   load call (armord's own overhead: the parser is a no-op stand-in that
 //!   reports each call over a datagram socket);
+//! - the process floor: what the parser runs of one change cost with no
+//!   armord around them (two side by side through armord's runner, then the
+//!   start of the load run), the part of the latency armord cannot remove
+//!   while a change takes two generations of parser processes;
 //! - steady state over 10 minutes with nothing changing: parser calls, profile
 //!   files opened (strace), read syscalls, CPU, wakeups, resident memory;
 //! - memory while 100,000 denials are replayed through a fake journalctl.
 //!
 //! Run: `cargo bench --bench daemon`. Sizes: BENCH_PROFILES (1000),
-//! BENCH_CHANGES (200), BENCH_DEBOUNCES ("200,0"), BENCH_IDLE_SECS (600; 0
-//! skips), BENCH_RECORDS (100000; 0 skips).
+//! BENCH_CHANGES (200), BENCH_DEBOUNCES ("200,0"), BENCH_FLOOR_ROUNDS (300;
+//! 0 skips), BENCH_IDLE_SECS (600; 0 skips), BENCH_RECORDS (100000; 0 skips).
 
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
@@ -304,6 +308,17 @@ fn main() {
         }
     }
 
+    let rounds = env("BENCH_FLOOR_ROUNDS", 300);
+    if rounds > 0 {
+        let v = process_floor(rounds);
+        println!(
+            "| process floor, no armord: two runs of this no-op parser side by side through armord's runner, then the start of a third, less the time inside them, {rounds} rounds | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms |",
+            pct(&v, 0.5),
+            pct(&v, 0.99),
+            v[v.len() - 1]
+        );
+    }
+
     if idle > 0 {
         steady(profiles, idle);
     }
@@ -311,6 +326,60 @@ fn main() {
     if records > 0 {
         memory(profiles, records);
     }
+}
+
+/// What a change costs in processes alone, with nothing of armord's own work:
+/// the names and compile runs side by side through armord's runner, then
+/// the load run up to its start, less the time inside the first two (as
+/// the latency figures count it). Per round, in ms, sorted.
+fn process_floor(rounds: usize) -> Vec<f64> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = |s: &str| dir.path().join(s);
+    std::fs::write(p("profiles"), "").unwrap();
+    std::fs::write(p("f"), "profile floor {\n}\n").unwrap();
+    let calls = UnixDatagram::bind(p("calls.sock")).unwrap();
+    calls.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let me = std::env::current_exe().unwrap();
+    let run = |args: &[&str]| {
+        let mut c = Command::new(&me);
+        c.args(args)
+            .arg(p("f"))
+            .env_remove("LD_LIBRARY_PATH")
+            .env("ARMORD_BENCH_FAKE", "1")
+            .env("BENCH_LOG", p("parser.log"))
+            .env("BENCH_SECFS", dir.path())
+            .env("BENCH_SOCK", p("calls.sock"));
+        armord::apparmor::run_with_timeout(c, Duration::from_secs(30))
+            .expect("run the no-op parser")
+            .expect("no timeout");
+    };
+    let mut out = Vec::with_capacity(rounds);
+    let mut buf = vec![0u8; 1 << 16];
+    for _ in 0..rounds {
+        let t0 = now_ns();
+        std::thread::scope(|s| {
+            s.spawn(|| run(&["-Q", "--write-cache"]));
+            run(&["-N"]);
+        });
+        run(&["-r"]);
+        let (mut inside, mut load) = (0, 0);
+        for _ in 0..3 {
+            let n = calls.recv(&mut buf).expect("the no-op parser's report");
+            let msg = String::from_utf8_lossy(&buf[..n]);
+            let mut it = msg.splitn(3, ' ');
+            let start: u128 = it.next().and_then(|v| v.parse().ok()).unwrap();
+            let end: u128 = it.next().and_then(|v| v.parse().ok()).unwrap();
+            if it.next().unwrap_or("").split(' ').any(|a| a == "-r") {
+                load = start;
+            } else {
+                inside += end - start;
+            }
+        }
+        out.push((load - t0 - inside) as f64 / 1e6);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    out.sort_by(|a, b| a.total_cmp(b));
+    out
 }
 
 /// armord with its denial follower on the fake journalctl replaying `journal`.
