@@ -152,17 +152,9 @@ fn start_with(profiles: usize, debounce_ms: u64, extra: &str, env: &[(&str, Path
         .arg(p("armord.toml"))
         .args(["--bus", "none"])
         .envs(env.iter().map(|(k, v)| (k, v)))
-        // `cargo bench` sets a search path of some twenty directories for
-        // the toolchain's libraries; armord passes it on, and every start
-        // of the no-op parser would look for its libraries in each one
-        // before the system's (armord's own time, as the bench counts it).
-        // A node's armord runs with no such path.
-        .env_remove("LD_LIBRARY_PATH")
         .env("NOTIFY_SOCKET", &sock)
-        .env("ARMORD_BENCH_FAKE", "1")
-        .env("BENCH_LOG", p("parser.log"))
-        .env("BENCH_SECFS", p("secfs"))
-        .env("BENCH_SOCK", p("calls.sock"))
+        .envs(fake_parser_env(dir.path(), &p("secfs")))
+        .env_remove("LD_LIBRARY_PATH")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -178,6 +170,31 @@ fn start_with(profiles: usize, debounce_ms: u64, extra: &str, env: &[(&str, Path
     Run { dir, child, calls }
 }
 
+/// What makes this binary the no-op parser, reporting to `dir/calls.sock`
+/// and keeping its kernel in `secfs`. Whoever runs it also drops
+/// `LD_LIBRARY_PATH`: `cargo bench` sets a search path of some twenty
+/// directories for the toolchain's libraries, armord passes it on, and
+/// every start of the no-op parser would look for its libraries in each one
+/// before the system's (armord's own time, as the bench counts it). A
+/// node's armord runs with no such path.
+fn fake_parser_env(dir: &std::path::Path, secfs: &std::path::Path) -> [(&'static str, PathBuf); 4] {
+    [
+        ("ARMORD_BENCH_FAKE", PathBuf::from("1")),
+        ("BENCH_LOG", dir.join("parser.log")),
+        ("BENCH_SECFS", secfs.to_owned()),
+        ("BENCH_SOCK", dir.join("calls.sock")),
+    ]
+}
+
+/// One report of the no-op parser: when the call started and ended, and its
+/// arguments.
+fn call_report(msg: &str) -> Option<(u128, u128, &str)> {
+    let mut it = msg.splitn(3, ' ');
+    let start = it.next()?.parse().ok()?;
+    let end = it.next()?.parse().ok()?;
+    Some((start, end, it.next().unwrap_or("")))
+}
+
 /// For content `sha`: when the first parser call (`-N`) started, when the
 /// load call (`-r`) started, and how long the calls before the load ran.
 fn next_calls(calls: &UnixDatagram, sha: &str) -> Option<(u128, u128, u128)> {
@@ -186,10 +203,7 @@ fn next_calls(calls: &UnixDatagram, sha: &str) -> Option<(u128, u128, u128)> {
     loop {
         let n = calls.recv(&mut buf).ok()?;
         let msg = String::from_utf8_lossy(&buf[..n]);
-        let mut it = msg.splitn(3, ' ');
-        let start: u128 = it.next()?.parse().ok()?;
-        let end: u128 = it.next()?.parse().ok()?;
-        let args = it.next().unwrap_or("");
+        let (start, end, args) = call_report(&msg)?;
         if !args.contains(sha) {
             continue;
         }
@@ -236,6 +250,16 @@ fn latency(profiles: usize, changes: usize, debounce_ms: u64) -> [Vec<f64>; 3] {
         v.sort_by(|a, b| a.total_cmp(b));
     }
     out
+}
+
+/// A table row of sorted times in ms: p50, p99 and the largest.
+fn print_ms_row(label: &str, v: &[f64]) {
+    println!(
+        "| {label} | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms |",
+        pct(v, 0.5),
+        pct(v, 0.99),
+        v[v.len() - 1]
+    );
 }
 
 fn pct(v: &[f64], p: f64) -> f64 {
@@ -299,23 +323,20 @@ fn main() {
                 own,
             ),
         ] {
-            println!(
-                "| write → {what}, {changes} changes, {profiles} profiles, debounce {debounce} ms | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms |",
-                pct(&v, 0.5),
-                pct(&v, 0.99),
-                v[v.len() - 1]
+            print_ms_row(
+                &format!("write → {what}, {changes} changes, {profiles} profiles, debounce {debounce} ms"),
+                &v,
             );
         }
     }
 
     let rounds = env("BENCH_FLOOR_ROUNDS", 300);
     if rounds > 0 {
-        let v = process_floor(rounds);
-        println!(
-            "| process floor, no armord: two runs of this no-op parser side by side through armord's runner, then the start of a third, less the time inside them, {rounds} rounds | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms |",
-            pct(&v, 0.5),
-            pct(&v, 0.99),
-            v[v.len() - 1]
+        print_ms_row(
+            &format!(
+                "process floor, no armord: two runs of this no-op parser side by side through armord's runner, then the start of a third, less the time inside them, {rounds} rounds"
+            ),
+            &process_floor(rounds),
         );
     }
 
@@ -344,11 +365,8 @@ fn process_floor(rounds: usize) -> Vec<f64> {
         let mut c = Command::new(&me);
         c.args(args)
             .arg(p("f"))
-            .env_remove("LD_LIBRARY_PATH")
-            .env("ARMORD_BENCH_FAKE", "1")
-            .env("BENCH_LOG", p("parser.log"))
-            .env("BENCH_SECFS", dir.path())
-            .env("BENCH_SOCK", p("calls.sock"));
+            .envs(fake_parser_env(dir.path(), dir.path()))
+            .env_remove("LD_LIBRARY_PATH");
         armord::apparmor::run_with_timeout(c, Duration::from_secs(30))
             .expect("run the no-op parser")
             .expect("no timeout");
@@ -366,10 +384,8 @@ fn process_floor(rounds: usize) -> Vec<f64> {
         for _ in 0..3 {
             let n = calls.recv(&mut buf).expect("the no-op parser's report");
             let msg = String::from_utf8_lossy(&buf[..n]);
-            let mut it = msg.splitn(3, ' ');
-            let start: u128 = it.next().and_then(|v| v.parse().ok()).unwrap();
-            let end: u128 = it.next().and_then(|v| v.parse().ok()).unwrap();
-            if it.next().unwrap_or("").split(' ').any(|a| a == "-r") {
+            let (start, end, args) = call_report(&msg).expect("a report: start, end, arguments");
+            if args.split(' ').any(|a| a == "-r") {
                 load = start;
             } else {
                 inside += end - start;
