@@ -14,6 +14,7 @@ fn runner(t: &Tree) -> Option<ParserRunner> {
         cache_dir: t.path("cache"),
         features_file: default_features_file(),
         scratch_dir: t.path("tmp"),
+        direct: None,
     })
 }
 

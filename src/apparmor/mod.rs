@@ -1,11 +1,13 @@
 //! The system's AppArmor: the `Parser` and `Kernel` traits, the real
 //! `apparmor_parser` runner, the securityfs/proc reader and the simulated kernel.
 
+mod direct;
 mod kernel;
 mod parser;
 mod scan;
 mod sim;
 
+pub use direct::DirectLoad;
 pub use kernel::{ProcReader, SecurityFs, parse_label, parse_profiles_file};
 pub use parser::{ParserRunner, default_features_file, parse_diagnostics, run_with_timeout};
 pub use scan::{

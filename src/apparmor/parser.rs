@@ -1,12 +1,13 @@
 //! The real `apparmor_parser`, run with a timeout.
 
+use super::direct::{DirectLoad, ask_cache_subdir};
 use super::{Diagnostic, LoadOptions, NamesResult, Parser, ParserError};
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// The output of a finished child process.
@@ -279,6 +280,10 @@ pub struct ParserRunner {
     pub features_file: Option<PathBuf>,
     /// Where the separator files for batched `--names` live.
     pub scratch_dir: PathBuf,
+    /// Load what compile runs left in the cache by writing it to the
+    /// kernel, not through a second run (a kernel with AppArmor whose own
+    /// features are compiled against).
+    pub direct: Option<Arc<DirectLoad>>,
 }
 
 impl ParserRunner {
@@ -327,6 +332,19 @@ impl ParserRunner {
             });
         }
         Ok(done)
+    }
+
+    /// The parser's cache directory for the features it compiles
+    /// against, when policy may be loaded from there directly.
+    fn direct(&self, opts: LoadOptions) -> Option<(&DirectLoad, &Path)> {
+        // `-C` compiles skip the cache; a features file is not the kernel's.
+        if opts.complain || self.features_file.is_some() {
+            return None;
+        }
+        let direct = self.direct.as_deref()?;
+        let subdir =
+            direct.cache_subdir(|| ask_cache_subdir(Command::new(&self.program), &self.cache_dir, self.timeout))?;
+        Some((direct, subdir))
     }
 
     fn separator(&self, i: usize) -> Result<PathBuf, ParserError> {
@@ -410,10 +428,29 @@ impl Parser for ParserRunner {
         }
         self.jobs_arg(&mut c);
         c.args(files);
-        self.run(c, files).map(drop)
+        let direct = self.direct(opts);
+        if let Some((d, subdir)) = direct {
+            d.before_compile(subdir, files);
+        }
+        self.run(c, files)?;
+        if let Some((d, subdir)) = direct {
+            d.after_compile(subdir, files);
+        }
+        Ok(())
     }
 
     fn load(&self, files: &[PathBuf], opts: LoadOptions) -> Result<(), ParserError> {
+        let rest;
+        let files = match self.direct(opts) {
+            Some((d, subdir)) => {
+                rest = d.load(subdir, files);
+                if rest.is_empty() {
+                    return Ok(());
+                }
+                &rest[..]
+            }
+            None => files,
+        };
         let mut c = Command::new(&self.program);
         c.arg("-r").arg("--write-cache").arg("--cache-loc").arg(&self.cache_dir);
         if opts.complain {

@@ -9,7 +9,9 @@ mod status;
 pub use service::run;
 pub use status::{Status, published_from};
 
-use crate::apparmor::{Kernel, Parser, ParserRunner, ProcReader, SecurityFs, SimKernel, default_features_file};
+use crate::apparmor::{
+    DirectLoad, Kernel, Parser, ParserRunner, ProcReader, SecurityFs, SimKernel, default_features_file,
+};
 use crate::config::{self, Config};
 use crate::reconcile::{ApplyError, Reconciler, Report};
 use std::path::{Path, PathBuf};
@@ -71,6 +73,7 @@ fn runner(cfg: &Config, program: PathBuf, features_file: Option<PathBuf>) -> Par
         cache_dir: cfg.parser.cache_dir.clone(),
         features_file,
         scratch_dir: cfg.state_dir.join("tmp"),
+        direct: None,
     }
 }
 
@@ -104,7 +107,11 @@ pub fn system(cfg: &Config, simulate: bool) -> Result<System, DaemonError> {
     } else {
         cfg.parser.features_file.clone()
     };
-    Ok((Arc::new(runner(cfg, program, features)), Arc::new(kernel)))
+    let mut parser = runner(cfg, program, features.clone());
+    if features.is_none() {
+        parser.direct = DirectLoad::for_kernel(&cfg.securityfs).map(Arc::new);
+    }
+    Ok((Arc::new(parser), Arc::new(kernel)))
 }
 
 /// Open the reconciler for a configuration and log what opening found.

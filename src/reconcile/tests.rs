@@ -503,6 +503,7 @@ impl Fixture {
             cache_dir: c.parser.cache_dir.clone(),
             features_file: None,
             scratch_dir: c.state_dir.join("tmp"),
+            direct: None,
         };
         let kernel = SecurityFs {
             root: self.secfs.clone(),
@@ -676,6 +677,7 @@ fn missing_parser_is_fatal_and_changes_nothing() {
         cache_dir: f.dir.path().join("cache"),
         features_file: None,
         scratch_dir: f.dir.path().join("tmp"),
+        direct: None,
     });
     let e = r.reconcile().expect_err("must fail");
     assert!(e.to_string().contains("no-such-parser"), "{e}");

@@ -244,6 +244,16 @@ boot1() {
   deny_write_v2 > "$f.tmp" && mv "$f.tmp" "$f"
   if wait_for 10 bash -c "[ \"\$(armorctl list --json | grep -c custom.deny-write)\" = 1 ] && ! armorctl list --json | grep -q '$before'"; then
     good=$(sha_of custom.deny-write)
+    # 2b. Direct load: that change reached the kernel as armord's own write
+    # of the policy its check compiled (the kernel's audit record of the
+    # replace names armord's pid), not through a second apparmor_parser run.
+    local mainpid
+    mainpid=$(systemctl show -p MainPID --value armord)
+    if wait_for 10 bash -c "journalctl --no-pager -o cat | grep 'operation=\"profile_replace\"' | grep 'name=\"custom.deny-write\"' | grep -q ' pid=$mainpid '"; then
+      pass 2b-direct-load
+    else
+      fail 2b-direct-load "armord pid $mainpid; replace records: $(journalctl --no-pager -o cat | grep 'profile_replace' | grep 'custom.deny-write' | tail -n 2 | tr '\n' ' ')"
+    fi
     printf 'profile custom.deny-write {\n  /etc/** rz,\n}\n' > "$f"
     if wait_for 10 bash -c "armorctl status | grep -q 'custom.deny-write:2:'" \
         && loaded custom.deny-write && [ "$(sha_of custom.deny-write)" = "$good" ] \
