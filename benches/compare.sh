@@ -125,9 +125,9 @@ benches/audit_vs_libapparmor.sh 2>/dev/null > "$work/audit"
 
 # row FILE PATTERN [PATTERN]: the value column of the first row with both.
 row() { grep -F "$2" "$1" | grep -F "${3:-$2}" | head -n1 | awk -F'|' '{ gsub(/^ +| +$/, "", $3); print $3 }'; }
-lat0=$(row "$work/daemon" "load call (-r)" "debounce 0 ms")
+lat0=$(row "$work/daemon" "load call (a write" "debounce 0 ms")
 first0=$(row "$work/daemon" "first parser call" "debounce 0 ms")
-lat200=$(row "$work/daemon" "load call (-r)" "debounce 200 ms")
+lat200=$(row "$work/daemon" "load call (a write" "debounce 200 ms")
 own0=$(row "$work/daemon" "armord's own" "debounce 0 ms")
 floor=$(row "$work/daemon" "process floor")
 calls=$(row "$work/daemon" "steady" "parser calls")

@@ -3,11 +3,13 @@
 //! - change latency: a file in a 1000-profile source is rewritten 200 times;
 //!   the time from the write to the parser's first call for it and to the
 //!   load call (armord's own overhead: the parser is a no-op stand-in that
-//!   reports each call over a datagram socket);
+//!   reports each call over a datagram socket; the fake kernel's `.replace`
+//!   is a FIFO whose reader reports each policy written there, and a load
+//!   through the parser reports itself as its `-r` call);
 //! - the process floor: what the parser runs of one change cost with no
-//!   armord around them (two side by side through armord's runner, then the
-//!   start of the load run), the part of the latency armord cannot remove
-//!   while a change takes two generations of parser processes;
+//!   armord around them (names and compile side by side through armord's
+//!   runner), the part of the latency armord cannot remove while a change
+//!   takes a generation of parser processes;
 //! - steady state over 10 minutes with nothing changing: parser calls, profile
 //!   files opened (strace), read syscalls, CPU, wakeups, resident memory;
 //! - memory while 100,000 denials are replayed through a fake journalctl.
@@ -34,6 +36,17 @@ fn now_ns() -> u128 {
 fn fake_parser() {
     let t = now_ns();
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let cache_loc = args
+        .iter()
+        .position(|a| a == "--cache-loc")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from);
+    if args.iter().any(|a| a == "--print-cache-dir") {
+        if let Some(c) = cache_loc {
+            println!("{}", c.join("bench.0").display());
+        }
+        return;
+    }
     let log = std::env::var("BENCH_LOG").unwrap_or_default();
     if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&log) {
         let _ = writeln!(f, "{t} {}", args.join(" "));
@@ -73,6 +86,23 @@ fn fake_parser() {
     }
     if mode == 'N' {
         print!("{out}");
+    }
+    // A compile leaves its "policy" in the cache: the file's name (its
+    // sha), which armord writes to `.replace` when it loads it.
+    if mode == 'Q'
+        && args.iter().any(|a| a == "--write-cache")
+        && let Some(c) = cache_loc
+    {
+        let dir = c.join("bench.0");
+        let _ = std::fs::create_dir_all(&dir);
+        for a in args
+            .iter()
+            .filter(|a| !a.starts_with('-') && std::path::Path::new(a).is_file())
+        {
+            if let Some(name) = std::path::Path::new(a).file_name() {
+                let _ = std::fs::write(dir.join(name), format!("{}\n", name.to_string_lossy()));
+            }
+        }
     }
     if mode == 'r' {
         let secfs = PathBuf::from(std::env::var("BENCH_SECFS").unwrap_or_default()).join("profiles");
@@ -120,8 +150,18 @@ fn start_with(profiles: usize, debounce_ms: u64, extra: &str, env: &[(&str, Path
     let dir = tempfile::tempdir().expect("temp dir");
     let p = |s: &str| dir.path().join(s);
     std::fs::create_dir_all(p("src")).unwrap();
-    std::fs::create_dir_all(p("secfs")).unwrap();
-    std::fs::write(p("secfs/profiles"), "").unwrap();
+    std::fs::create_dir_all(p("secfs/features/policy")).unwrap();
+    // A kernel that loads a set of profiles in one write: armord writes
+    // what a compile left in the cache to `.replace`, here a FIFO whose
+    // reader reports each write as the load call. A FIFO cannot hold up the
+    // writer until the profiles are listed, so the kernel lists every name
+    // from the start, and armord takes them over at its first reconcile
+    // (the changes measured replace those profiles, never add one).
+    let listed: String = (0..profiles).map(|i| format!("custom.p{i:04} (enforce)\n")).collect();
+    std::fs::write(p("secfs/profiles"), listed).unwrap();
+    std::fs::write(p("secfs/features/policy/set_load"), "yes\n").unwrap();
+    nix::unistd::mkfifo(&p("secfs/.replace"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    report_replace_writes(&p("secfs/.replace"), &p("calls.sock"));
     for i in 0..profiles {
         std::fs::write(
             p(&format!("src/p{i:04}")),
@@ -138,7 +178,7 @@ fn start_with(profiles: usize, debounce_ms: u64, extra: &str, env: &[(&str, Path
         p("armord.toml"),
         format!(
             "state_dir = \"state\"\nsecurityfs = \"secfs\"\nproc = \"proc\"\ndebounce_ms = {debounce_ms}\n\
-             debounce_max_ms = {}\n[parser]\npath = \"{}\"\ncache_dir = \"cache\"\n[[source]]\npath = \"src\"\n{extra}",
+             debounce_max_ms = {}\ntakeover = true\n[parser]\npath = \"{}\"\ncache_dir = \"cache\"\n[[source]]\npath = \"src\"\n{extra}",
             debounce_ms.max(1) * 10,
             wrapper.display()
         ),
@@ -168,6 +208,32 @@ fn start_with(profiles: usize, debounce_ms: u64, extra: &str, env: &[(&str, Path
         }
     }
     Run { dir, child, calls }
+}
+
+/// Read the fake kernel's `.replace` (a FIFO, held open for reading and
+/// writing so that a writer never waits and the reader never sees its end)
+/// and report each policy written there, one sha per line, as a load call
+/// at the moment it is read: later than the write itself, so the figures
+/// count the reader's wake-up against armord.
+fn report_replace_writes(fifo: &std::path::Path, sock: &std::path::Path) {
+    use std::io::BufRead;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(fifo)
+        .expect("open the fake .replace");
+    let sock = sock.to_owned();
+    std::thread::spawn(move || {
+        // Never blocking: a full queue (the first reconcile writes every
+        // profile) must not hold up the reader, nor armord's writes behind it.
+        let out = UnixDatagram::unbound().expect("a datagram socket");
+        let _ = out.set_nonblocking(true);
+        for line in std::io::BufReader::new(f).lines() {
+            let Ok(sha) = line else { return };
+            let t = now_ns();
+            let _ = out.send_to(format!("{t} {t} -r .replace {sha}").as_bytes(), &sock);
+        }
+    });
 }
 
 /// What makes this binary the no-op parser, reporting to `dir/calls.sock`
@@ -231,6 +297,15 @@ fn latency(profiles: usize, changes: usize, debounce_ms: u64) -> [Vec<f64>; 3] {
     // Steady state: files written in the last two seconds are always read
     // again (their timestamps may not show the next write yet).
     std::thread::sleep(Duration::from_millis(2500));
+    // The first reconcile's writes (a thousand stored copies and compiled
+    // files) reach the disk now, not in a journal commit that one of the
+    // measured changes' flushes would wait for.
+    nix::unistd::sync();
+    // Drop the reports of the first reconcile's calls.
+    run.calls.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 1 << 16];
+    while run.calls.recv(&mut buf).is_ok() {}
+    run.calls.set_nonblocking(false).unwrap();
     let mut out: [Vec<f64>; 3] = Default::default();
     for i in 0..changes {
         let k = (i * 7919) % profiles;
@@ -317,7 +392,7 @@ fn main() {
         let [first, load, own] = latency(profiles, changes, debounce);
         for (what, v) in [
             ("first parser call", first),
-            ("load call (-r)", load),
+            ("load call (a write to .replace, or -r)", load),
             (
                 "load call, less the time inside the no-op parser calls (armord's own)",
                 own,
@@ -334,7 +409,7 @@ fn main() {
     if rounds > 0 {
         print_ms_row(
             &format!(
-                "process floor, no armord: two runs of this no-op parser side by side through armord's runner, then the start of a third, less the time inside them, {rounds} rounds"
+                "process floor, no armord: two runs of this no-op parser side by side through armord's runner, first start to last exit, less the time inside them, {rounds} rounds"
             ),
             &process_floor(rounds),
         );
@@ -350,9 +425,10 @@ fn main() {
 }
 
 /// What a change costs in processes alone, with nothing of armord's own work:
-/// the names and compile runs side by side through armord's runner, then
-/// the load run up to its start, less the time inside the first two (as
-/// the latency figures count it). Per round, in ms, sorted.
+/// the names and compile runs side by side through armord's runner, from
+/// the first start to the last exit seen, less the time inside them (as the
+/// latency figures count it; the load is then a write to `.replace`). Per
+/// round, in ms, sorted.
 fn process_floor(rounds: usize) -> Vec<f64> {
     let dir = tempfile::tempdir().expect("temp dir");
     let p = |s: &str| dir.path().join(s);
@@ -379,19 +455,15 @@ fn process_floor(rounds: usize) -> Vec<f64> {
             s.spawn(|| run(&["-Q", "--write-cache"]));
             run(&["-N"]);
         });
-        run(&["-r"]);
-        let (mut inside, mut load) = (0, 0);
-        for _ in 0..3 {
+        let done = now_ns();
+        let mut inside = 0;
+        for _ in 0..2 {
             let n = calls.recv(&mut buf).expect("the no-op parser's report");
             let msg = String::from_utf8_lossy(&buf[..n]);
-            let (start, end, args) = call_report(&msg).expect("a report: start, end, arguments");
-            if args.split(' ').any(|a| a == "-r") {
-                load = start;
-            } else {
-                inside += end - start;
-            }
+            let (start, end, _) = call_report(&msg).expect("a report: start, end, arguments");
+            inside += end - start;
         }
-        out.push((load - t0 - inside) as f64 / 1e6);
+        out.push((done - t0 - inside) as f64 / 1e6);
         std::thread::sleep(Duration::from_millis(20));
     }
     out.sort_by(|a, b| a.total_cmp(b));
