@@ -1,7 +1,7 @@
 //! The real apparmor_parser through `ParserRunner` (compile-only, no kernel).
 
 mod common;
-use armord::apparmor::{LoadOptions, Parser, ParserRunner, default_features_file};
+use armord::apparmor::{LoadOptions, Parser, ParserRunner, default_features_file, names_in_policy};
 use common::*;
 use std::time::Duration;
 
@@ -64,4 +64,65 @@ fn debian_profiles_all_compile_in_one_batch() {
     let names = p.names(&files).unwrap();
     assert_eq!(names.len(), files.len());
     assert!(names.iter().all(|n| n.as_ref().is_ok_and(|n| !n.is_empty())));
+    // What the compile left in the cache holds the same names, in order.
+    assert_eq!(
+        compiled_names(&t, &files),
+        names.into_iter().map(Result::unwrap).collect::<Vec<_>>()
+    );
+}
+
+/// The names read from each file's compiled policy in the runner's cache.
+fn compiled_names(t: &Tree, files: &[std::path::PathBuf]) -> Vec<Vec<String>> {
+    let subdirs: Vec<_> = std::fs::read_dir(t.path("cache"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(
+        subdirs.len(),
+        1,
+        "one cache directory for one features file: {subdirs:?}"
+    );
+    files
+        .iter()
+        .map(|f| {
+            let policy = std::fs::read(subdirs[0].join(f.file_name().unwrap())).unwrap();
+            names_in_policy(&policy).unwrap_or_else(|| panic!("{}: compiled policy not read", f.display()))
+        })
+        .collect()
+}
+
+#[test]
+fn names_in_compiled_policy_agree_with_the_parser_on_every_extra_profile() {
+    let t = Tree::new();
+    let Some(p) = runner(&t) else { return };
+    let Ok(dir) = std::fs::read_dir("/usr/share/apparmor/extra-profiles") else {
+        return;
+    };
+    let mut files: Vec<_> = dir
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.file_name().is_some_and(|n| n != "README"))
+        .collect();
+    files.sort();
+    // Those this parser compiles (some need rules of a newer one): one run
+    // over all, which leaves the good ones in the cache.
+    let names = p.names(&files).unwrap();
+    let _ = p.compile(&files, LoadOptions::default());
+    let cached = |f: &std::path::PathBuf| {
+        std::fs::read_dir(t.path("cache"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|d| d.path().join(f.file_name().unwrap()).is_file())
+    };
+    let (files, names): (Vec<_>, Vec<_>) = files
+        .into_iter()
+        .zip(names)
+        .filter_map(|(f, n)| Some((f, n.ok()?)))
+        .filter(|(f, _)| cached(f))
+        .unzip();
+    assert!(files.len() > 20, "{} extra profiles compiled", files.len());
+    assert_eq!(compiled_names(&t, &files), names);
 }

@@ -87,6 +87,15 @@ impl DirectLoad {
         }
     }
 
+    /// The profile names in the policy a compile run of this process left
+    /// for `file`, read from the compiled policy itself.
+    pub fn compiled_names(&self, subdir: &Path, file: &Path) -> Option<Vec<String>> {
+        if !self.fresh().contains(file) {
+            return None;
+        }
+        names_in_policy(&std::fs::read(subdir.join(file.file_name()?)).ok()?)
+    }
+
     /// Load what can be loaded from the cache; return the files left for
     /// `apparmor_parser -r`, in their order.
     pub fn load(&self, subdir: &Path, files: &[PathBuf]) -> Vec<PathBuf> {
@@ -126,6 +135,39 @@ impl DirectLoad {
         }
         Ok(())
     }
+}
+
+/// The header that opens each profile of a compiled policy set: the name
+/// `version` (type 4, length 8) and a u32 (type 2). `apparmor_parser`
+/// splits a set at these bytes too, for kernels that load one at a time.
+const ENTRY: &[u8] = b"\x04\x08\x00version\x00\x02";
+
+/// The profile names of a compiled policy set, in its order (top level and
+/// children, `a//b`): each entry's header, then the `profile` struct whose
+/// first member is the name. `None` when any entry is not laid out so, or
+/// names a namespace (the parser's `--names` then answers).
+pub fn names_in_policy(policy: &[u8]) -> Option<Vec<String>> {
+    if !policy.starts_with(ENTRY) {
+        return None;
+    }
+    let mut names = Vec::new();
+    let mut at = 0;
+    while at < policy.len() {
+        let next = policy[at + ENTRY.len()..]
+            .windows(ENTRY.len())
+            .position(|w| w == ENTRY)
+            .map_or(policy.len(), |p| at + ENTRY.len() + p);
+        let entry = policy.get(at + ENTRY.len() + 4..next)?;
+        let rest = entry.strip_prefix(b"\x04\x08\x00profile\x00\x07\x05".as_slice())?;
+        let len = usize::from(u16::from_le_bytes([*rest.first()?, *rest.get(1)?]));
+        let name = rest.get(2..2 + len)?.strip_suffix(b"\0")?;
+        let name = std::str::from_utf8(name)
+            .ok()
+            .filter(|n| !n.is_empty() && !n.contains('\0'))?;
+        names.push(name.to_owned());
+        at = next;
+    }
+    Some(names)
 }
 
 /// The parser's cache directory for the features `cmd` compiles against:
@@ -218,6 +260,60 @@ esac
     }
 
     const ENFORCE: LoadOptions = LoadOptions { complain: false };
+
+    /// A compiled entry as the parser lays it out, with `body` after the name.
+    fn entry(name: &str, body: &[u8]) -> Vec<u8> {
+        let mut e = ENTRY.to_vec();
+        e.extend_from_slice(&[0x20, 0x07, 0, 0]);
+        e.extend_from_slice(b"\x04\x08\x00profile\x00\x07\x05");
+        e.extend_from_slice(&(name.len() as u16 + 1).to_le_bytes());
+        e.extend_from_slice(name.as_bytes());
+        e.push(0);
+        e.extend_from_slice(body);
+        e
+    }
+
+    #[test]
+    fn names_are_read_from_each_entry_of_a_compiled_set() {
+        let set = [
+            entry("a", b"\x04\x06\x00flags\x00..."),
+            entry("a//hat", b""),
+            entry("b", b"\x08"),
+        ]
+        .concat();
+        assert_eq!(names_in_policy(&set).unwrap(), ["a", "a//hat", "b"]);
+        // Anything else is not read: the parser's --names answers instead.
+        assert_eq!(names_in_policy(b""), None);
+        assert_eq!(names_in_policy(b"compiled:profile a {}"), None);
+        let mut ns = ENTRY.to_vec();
+        ns.extend_from_slice(&[0, 0, 0, 0]);
+        ns.extend_from_slice(b"\x04\x0a\x00namespace\x00\x05\x03\x00ns\x00");
+        ns.extend_from_slice(&entry("a", b"")[ENTRY.len() + 4..]);
+        assert_eq!(names_in_policy(&ns), None);
+        let truncated = &entry("longname", b"")[..ENTRY.len() + 4 + 14];
+        assert_eq!(names_in_policy(truncated), None);
+        let mut bad = entry("a", b"");
+        bad.extend_from_slice(ENTRY);
+        bad.extend_from_slice(b"\0\0\0\0garbage");
+        assert_eq!(names_in_policy(&bad), None);
+    }
+
+    #[test]
+    fn names_come_from_the_cache_only_for_files_this_process_compiled() {
+        let f = Fake::new(true);
+        let a = f.file("sha-a", "profile a {}");
+        let (d, subdir) = f.runner.direct(ENFORCE).unwrap();
+        assert_eq!(f.runner.compiled_names(&a, ENFORCE), None);
+        f.runner.compile(std::slice::from_ref(&a), ENFORCE).unwrap();
+        // The stand-in's compile writes text, which is not a compiled set.
+        assert_eq!(f.runner.compiled_names(&a, ENFORCE), None);
+        std::fs::write(subdir.join("sha-a"), entry("a", b"")).unwrap();
+        assert_eq!(d.compiled_names(subdir, &a).unwrap(), ["a"]);
+        assert!(f.runner.names_follow_compile(ENFORCE));
+        assert!(!f.runner.names_follow_compile(LoadOptions { complain: true }));
+        f.runner.load(std::slice::from_ref(&a), ENFORCE).unwrap();
+        assert_eq!(f.runner.compiled_names(&a, ENFORCE), None);
+    }
 
     #[test]
     fn compiled_policy_is_written_to_replace_without_a_second_run() {

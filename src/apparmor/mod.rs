@@ -7,7 +7,7 @@ mod parser;
 mod scan;
 mod sim;
 
-pub use direct::DirectLoad;
+pub use direct::{DirectLoad, names_in_policy};
 pub use kernel::{ProcReader, SecurityFs, parse_label, parse_profiles_file};
 pub use parser::{ParserRunner, default_features_file, parse_diagnostics, run_with_timeout};
 pub use scan::{
@@ -115,6 +115,18 @@ pub trait Parser: Send + Sync {
     fn compile(&self, files: &[PathBuf], opts: LoadOptions) -> Result<(), ParserError>;
     /// Compile and load (add or replace) into the kernel.
     fn load(&self, files: &[PathBuf], opts: LoadOptions) -> Result<(), ParserError>;
+    /// Whether a compile leaves, for each good file, the names of its
+    /// profiles where `compiled_names` reads them: the names run then
+    /// follows the compile, for the files that lack them, instead of
+    /// running beside it.
+    fn names_follow_compile(&self, _opts: LoadOptions) -> bool {
+        false
+    }
+    /// The names of the profiles (top level and children) in `file`, read
+    /// from what its last compile in this process left; `None`: ask `names`.
+    fn compiled_names(&self, _file: &std::path::Path, _opts: LoadOptions) -> Option<Vec<String>> {
+        None
+    }
     /// Whether `compile` and `load` check a file (false: a simulation
     /// without `apparmor_parser`, which takes any file as it is).
     fn checks(&self) -> bool {

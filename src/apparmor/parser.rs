@@ -336,7 +336,7 @@ impl ParserRunner {
 
     /// The parser's cache directory for the features it compiles
     /// against, when policy may be loaded from there directly.
-    fn direct(&self, opts: LoadOptions) -> Option<(&DirectLoad, &Path)> {
+    pub(super) fn direct(&self, opts: LoadOptions) -> Option<(&DirectLoad, &Path)> {
         // `-C` compiles skip the cache; a features file is not the kernel's.
         if opts.complain || self.features_file.is_some() {
             return None;
@@ -437,6 +437,15 @@ impl Parser for ParserRunner {
             d.after_compile(subdir, files);
         }
         Ok(())
+    }
+
+    fn names_follow_compile(&self, opts: LoadOptions) -> bool {
+        self.direct(opts).is_some()
+    }
+
+    fn compiled_names(&self, file: &Path, opts: LoadOptions) -> Option<Vec<String>> {
+        let (d, subdir) = self.direct(opts)?;
+        d.compiled_names(subdir, file)
     }
 
     fn load(&self, files: &[PathBuf], opts: LoadOptions) -> Result<(), ParserError> {

@@ -881,3 +881,70 @@ fn a_short_lived_empty_revision_removes_nothing() {
     let rep = crate::daemon::converge(&mut r).unwrap();
     assert_eq!(rep.removed, ["custom.x", "custom.y", "custom.z"]);
 }
+
+/// The fixture's parser, as one whose compile leaves each good file's
+/// names (read here from the file, where the real one reads the compiled
+/// policy), recording the files its `--names` was asked about.
+struct NamesFromCompile {
+    inner: Arc<dyn Parser>,
+    compiled: std::sync::Mutex<BTreeSet<PathBuf>>,
+    asked: std::sync::Mutex<Vec<PathBuf>>,
+}
+
+impl Parser for NamesFromCompile {
+    fn names(&self, files: &[PathBuf]) -> Result<Vec<crate::apparmor::NamesResult>, ParserError> {
+        self.asked.lock().unwrap().extend_from_slice(files);
+        self.inner.names(files)
+    }
+    fn compile(&self, files: &[PathBuf], opts: LoadOptions) -> Result<(), ParserError> {
+        self.inner.compile(files, opts)?;
+        self.compiled.lock().unwrap().extend(files.iter().cloned());
+        Ok(())
+    }
+    fn load(&self, files: &[PathBuf], opts: LoadOptions) -> Result<(), ParserError> {
+        self.inner.load(files, opts)
+    }
+    fn names_follow_compile(&self, opts: LoadOptions) -> bool {
+        !opts.complain
+    }
+    fn compiled_names(&self, file: &Path, _opts: LoadOptions) -> Option<Vec<String>> {
+        if !self.compiled.lock().unwrap().contains(file) {
+            return None;
+        }
+        let text = std::fs::read_to_string(file).ok()?;
+        Some(declared_profiles(&text).into_iter().map(|d| d.name).collect())
+    }
+}
+
+#[test]
+fn names_read_from_the_compile_leave_the_names_run_to_the_files_it_rejected() {
+    let f = Fixture::new();
+    for i in 0..4 {
+        f.write(&format!("p{i}"), &format!("profile custom.p{i} {{\n}}\n"));
+    }
+    f.write("p2", "profile custom.p2 {\nBROKEN\n}\n");
+    let mut r = f.open();
+    let parser = Arc::new(NamesFromCompile {
+        inner: r.parser.clone(),
+        compiled: Default::default(),
+        asked: Default::default(),
+    });
+    r.parser = parser.clone();
+    let rep = r.reconcile().unwrap();
+    assert_eq!(rep.loaded, ["custom.p0", "custom.p1", "custom.p3"]);
+    // The broken file has the names run's verdict, with its line.
+    assert_eq!(rep.problems.len(), 1, "{:?}", rep.problems);
+    assert_eq!(rep.problems[0].line, Some(2));
+    assert_eq!(rep.problems[0].file, f.src.join("p2"));
+    let asked = parser.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(r.manifest.profiles.len(), 3);
+    f.assert_manifest_matches_kernel(&r);
+
+    // A good change: its names come from the compile; no names run at all.
+    f.write("p1", "profile custom.p1 {\n  /etc/hostname r,\n}\n");
+    let rep = r.reconcile().unwrap();
+    assert_eq!(rep.replaced, ["custom.p1"]);
+    assert_eq!(parser.asked.lock().unwrap().len(), 1);
+    f.assert_manifest_matches_kernel(&r);
+}

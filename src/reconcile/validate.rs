@@ -1,6 +1,7 @@
 //! Validation of changed files by the real parser, remembered by content.
 
 use super::*;
+use crate::apparmor::NamesResult;
 
 /// Remembers verdicts by content, so an unchanged file is never compiled
 /// twice and a broken one is not retried until it changes.
@@ -144,17 +145,21 @@ impl Validator {
         let _ = std::thread::Builder::new()
             .name("store-sync".into())
             .spawn(move || state.store_sync(shas.iter().map(String::as_str)));
-        let (names, compiled) = std::thread::scope(|s| {
-            let compile = s.spawn(|| engine.batched(&paths, |fs| engine.parser.compile(fs, engine.opts)));
-            (engine.parser.names(&paths), compile.join())
-        });
-        let names = names.map_err(ApplyError::Parser)?;
-        let mut failed = compiled.map_err(|_| {
-            ApplyError::Parser(ParserError::Output {
-                program: PathBuf::from("apparmor_parser"),
-                message: "the thread running the compile panicked".into(),
-            })
-        })??;
+        let (names, mut failed) = if engine.parser.names_follow_compile(engine.opts) {
+            names_after_compile(engine, &paths)?
+        } else {
+            let (names, compiled) = std::thread::scope(|s| {
+                let compile = s.spawn(|| engine.batched(&paths, |fs| engine.parser.compile(fs, engine.opts)));
+                (engine.parser.names(&paths), compile.join())
+            });
+            let failed = compiled.map_err(|_| {
+                ApplyError::Parser(ParserError::Output {
+                    program: PathBuf::from("apparmor_parser"),
+                    message: "the thread running the compile panicked".into(),
+                })
+            })??;
+            (names.map_err(ApplyError::Parser)?, failed)
+        };
         for ((i, path, content), names) in check.into_iter().zip(names) {
             let compile_error = failed.remove(&path);
             let verdict_error = match names {
@@ -186,4 +191,47 @@ impl Validator {
         }
         Ok(out)
     }
+}
+
+/// The compile first, then the names: read from what the compile left for
+/// each good file, and asked of the parser's `--names` for the rest (a file
+/// the compile rejected gets the names run's verdict, as side by side).
+/// One parser process for a good change, where side by side takes two.
+fn names_after_compile(
+    engine: &Engine,
+    paths: &[PathBuf],
+) -> Result<(Vec<NamesResult>, BTreeMap<PathBuf, ParserError>), ApplyError> {
+    let failed = engine.batched(paths, |fs| engine.parser.compile(fs, engine.opts))?;
+    let mut names: Vec<Option<NamesResult>> = paths
+        .iter()
+        .map(|p| {
+            (!failed.contains_key(p))
+                .then(|| engine.parser.compiled_names(p, engine.opts))
+                .flatten()
+                .map(Ok)
+        })
+        .collect();
+    let ask: Vec<PathBuf> = paths
+        .iter()
+        .zip(&names)
+        .filter(|(_, n)| n.is_none())
+        .map(|(p, _)| p.clone())
+        .collect();
+    if !ask.is_empty() {
+        let mut asked = engine.parser.names(&ask).map_err(ApplyError::Parser)?.into_iter();
+        for n in names.iter_mut().filter(|n| n.is_none()) {
+            *n = asked.next();
+        }
+    }
+    let names = names
+        .into_iter()
+        .map(|n| {
+            n.ok_or_else(|| ParserError::Output {
+                program: PathBuf::from("apparmor_parser"),
+                message: "--names answered for fewer files than asked".into(),
+            })
+            .and_then(|r| r)
+        })
+        .collect();
+    Ok((names, failed))
 }
