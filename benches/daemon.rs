@@ -6,10 +6,9 @@
 //!   reports each call over a datagram socket; the fake kernel's `.replace`
 //!   is a FIFO whose reader reports each policy written there, and a load
 //!   through the parser reports itself as its `-r` call);
-//! - the process floor: what the parser runs of one change cost with no
-//!   armord around them (names and compile side by side through armord's
-//!   runner), the part of the latency armord cannot remove while a change
-//!   takes a generation of parser processes;
+//! - the process floor: what the parser run of one change costs with no
+//!   armord around it (the compile, through armord's runner), the part of
+//!   the latency armord cannot remove while a change takes a parser process;
 //! - steady state over 10 minutes with nothing changing: parser calls, profile
 //!   files opened (strace), read syscalls, CPU, wakeups, resident memory;
 //! - memory while 100,000 denials are replayed through a fake journalctl.
@@ -87,8 +86,9 @@ fn fake_parser() {
     if mode == 'N' {
         print!("{out}");
     }
-    // A compile leaves its "policy" in the cache: the file's name (its
-    // sha), which armord writes to `.replace` when it loads it.
+    // A compile leaves its policy in the cache, laid out as the parser lays
+    // out a compiled set (armord reads the names from it), and ending in
+    // `sha=NAME;`, the file's name (its sha), for the fake kernel to report.
     if mode == 'Q'
         && args.iter().any(|a| a == "--write-cache")
         && let Some(c) = cache_loc
@@ -99,9 +99,23 @@ fn fake_parser() {
             .iter()
             .filter(|a| !a.starts_with('-') && std::path::Path::new(a).is_file())
         {
-            if let Some(name) = std::path::Path::new(a).file_name() {
-                let _ = std::fs::write(dir.join(name), format!("{}\n", name.to_string_lossy()));
+            let Some(file) = std::path::Path::new(a).file_name() else {
+                continue;
+            };
+            let mut policy = Vec::new();
+            for line in std::fs::read_to_string(a).unwrap_or_default().lines() {
+                if let Some(rest) = line.trim_start().strip_prefix("profile ")
+                    && let Some(name) = rest.split_whitespace().next()
+                {
+                    policy.extend_from_slice(b"\x04\x08\x00version\x00\x02\x20\x07\x00\x00");
+                    policy.extend_from_slice(b"\x04\x08\x00profile\x00\x07\x05");
+                    policy.extend_from_slice(&(name.len() as u16 + 1).to_le_bytes());
+                    policy.extend_from_slice(name.as_bytes());
+                    policy.push(0);
+                }
             }
+            policy.extend_from_slice(format!("sha={};", file.to_string_lossy()).as_bytes());
+            let _ = std::fs::write(dir.join(file), policy);
         }
     }
     if mode == 'r' {
@@ -212,12 +226,12 @@ fn start_with(profiles: usize, debounce_ms: u64, extra: &str, env: &[(&str, Path
 
 /// Read the fake kernel's `.replace` (a FIFO, held open for reading and
 /// writing so that a writer never waits and the reader never sees its end)
-/// and report each policy written there, one sha per line, as a load call
-/// at the moment it is read: later than the write itself, so the figures
-/// count the reader's wake-up against armord.
+/// and report each policy written there (by the `sha=NAME;` it ends in) as
+/// a load call at the moment it is read: later than the write itself, so
+/// the figures count the reader's wake-up against armord.
 fn report_replace_writes(fifo: &std::path::Path, sock: &std::path::Path) {
-    use std::io::BufRead;
-    let f = std::fs::OpenOptions::new()
+    use std::io::Read;
+    let mut f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(fifo)
@@ -228,10 +242,22 @@ fn report_replace_writes(fifo: &std::path::Path, sock: &std::path::Path) {
         // profile) must not hold up the reader, nor armord's writes behind it.
         let out = UnixDatagram::unbound().expect("a datagram socket");
         let _ = out.set_nonblocking(true);
-        for line in std::io::BufReader::new(f).lines() {
-            let Ok(sha) = line else { return };
+        let (mut buf, mut chunk) = (Vec::new(), vec![0u8; 1 << 16]);
+        loop {
+            let n = match f.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
             let t = now_ns();
-            let _ = out.send_to(format!("{t} {t} -r .replace {sha}").as_bytes(), &sock);
+            buf.extend_from_slice(&chunk[..n]);
+            while let Some(at) = buf.windows(4).position(|w| w == b"sha=") {
+                let Some(end) = buf[at..].iter().position(|&b| b == b';') else {
+                    break;
+                };
+                let sha = String::from_utf8_lossy(&buf[at + 4..at + end]).into_owned();
+                let _ = out.send_to(format!("{t} {t} -r .replace {sha}").as_bytes(), &sock);
+                buf.drain(..at + end + 1);
+            }
         }
     });
 }
@@ -261,8 +287,9 @@ fn call_report(msg: &str) -> Option<(u128, u128, &str)> {
     Some((start, end, it.next().unwrap_or("")))
 }
 
-/// For content `sha`: when the first parser call (`-N`) started, when the
-/// load call (`-r`) started, and how long the calls before the load ran.
+/// For content `sha`: when the first parser call for it started, when the
+/// load call (a write to `.replace`, or `-r`) started, and how long the
+/// calls before the load ran.
 fn next_calls(calls: &UnixDatagram, sha: &str) -> Option<(u128, u128, u128)> {
     let mut buf = vec![0u8; 1 << 20];
     let (mut first, mut inside) = (None, 0);
@@ -276,7 +303,7 @@ fn next_calls(calls: &UnixDatagram, sha: &str) -> Option<(u128, u128, u128)> {
         if args.split(' ').any(|a| a == "-r") {
             return Some((first.unwrap_or(start), start, inside));
         }
-        if first.is_none() && args.contains("-N") {
+        if first.is_none() {
             first = Some(start);
         }
         inside += end - start;
@@ -409,7 +436,7 @@ fn main() {
     if rounds > 0 {
         print_ms_row(
             &format!(
-                "process floor, no armord: two runs of this no-op parser side by side through armord's runner, first start to last exit, less the time inside them, {rounds} rounds"
+                "process floor, no armord: one run of this no-op parser through armord's runner, start to exit, less the time inside it, {rounds} rounds"
             ),
             &process_floor(rounds),
         );
@@ -425,10 +452,10 @@ fn main() {
 }
 
 /// What a change costs in processes alone, with nothing of armord's own work:
-/// the names and compile runs side by side through armord's runner, from
-/// the first start to the last exit seen, less the time inside them (as the
-/// latency figures count it; the load is then a write to `.replace`). Per
-/// round, in ms, sorted.
+/// the compile run through armord's runner, from its start to its exit
+/// seen, less the time inside it (as the latency figures count it; the
+/// names are read from what it compiled, and the load is a write to
+/// `.replace`). Per round, in ms, sorted.
 fn process_floor(rounds: usize) -> Vec<f64> {
     let dir = tempfile::tempdir().expect("temp dir");
     let p = |s: &str| dir.path().join(s);
@@ -451,19 +478,12 @@ fn process_floor(rounds: usize) -> Vec<f64> {
     let mut buf = vec![0u8; 1 << 16];
     for _ in 0..rounds {
         let t0 = now_ns();
-        std::thread::scope(|s| {
-            s.spawn(|| run(&["-Q", "--write-cache"]));
-            run(&["-N"]);
-        });
+        run(&["-Q", "--write-cache"]);
         let done = now_ns();
-        let mut inside = 0;
-        for _ in 0..2 {
-            let n = calls.recv(&mut buf).expect("the no-op parser's report");
-            let msg = String::from_utf8_lossy(&buf[..n]);
-            let (start, end, _) = call_report(&msg).expect("a report: start, end, arguments");
-            inside += end - start;
-        }
-        out.push((done - t0 - inside) as f64 / 1e6);
+        let n = calls.recv(&mut buf).expect("the no-op parser's report");
+        let msg = String::from_utf8_lossy(&buf[..n]);
+        let (start, end, _) = call_report(&msg).expect("a report: start, end, arguments");
+        out.push((done - t0 - (end - start)) as f64 / 1e6);
         std::thread::sleep(Duration::from_millis(20));
     }
     out.sort_by(|a, b| a.total_cmp(b));
