@@ -251,11 +251,23 @@ esac
         }
 
         fn replaced(&self) -> String {
-            std::fs::read_to_string(self.dir.path().join("secfs/.replace")).unwrap()
+            std::fs::read_to_string(self.dir.path().join("secfs/.replace")).unwrap_or_default()
         }
 
         fn parser_loads(&self) -> String {
             std::fs::read_to_string(self.dir.path().join("loads.log")).unwrap_or_default()
+        }
+
+        fn compile_and_load(&self, file: &Path, opts: LoadOptions) {
+            let files = [file.to_owned()];
+            self.runner.compile(&files, opts).unwrap();
+            self.runner.load(&files, opts).unwrap();
+        }
+
+        /// `file` went to the kernel through `apparmor_parser -r` alone.
+        fn assert_through_the_parser(&self, file: &Path) {
+            assert_eq!(self.replaced(), "");
+            assert_eq!(self.parser_loads(), format!("r {}\n", file.display()));
         }
     }
 
@@ -351,10 +363,8 @@ esac
         std::fs::write(f.dir.path().join("cache/f.0/sha-a"), "stale").unwrap();
         // The compile succeeds but cannot write its cache.
         std::fs::write(f.dir.path().join("NO_CACHE"), "").unwrap();
-        f.runner.compile(std::slice::from_ref(&a), ENFORCE).unwrap();
-        f.runner.load(std::slice::from_ref(&a), ENFORCE).unwrap();
-        assert_eq!(f.replaced(), "");
-        assert_eq!(f.parser_loads(), format!("r {}\n", a.display()));
+        f.compile_and_load(&a, ENFORCE);
+        f.assert_through_the_parser(&a);
     }
 
     #[test]
@@ -364,9 +374,8 @@ esac
         let iface = f.dir.path().join("secfs/.replace");
         std::fs::remove_file(&iface).unwrap();
         std::fs::create_dir(&iface).unwrap();
-        f.runner.compile(std::slice::from_ref(&a), ENFORCE).unwrap();
-        f.runner.load(std::slice::from_ref(&a), ENFORCE).unwrap();
-        assert_eq!(f.parser_loads(), format!("r {}\n", a.display()));
+        f.compile_and_load(&a, ENFORCE);
+        f.assert_through_the_parser(&a);
     }
 
     #[test]
@@ -374,18 +383,14 @@ esac
         let f = Fake::new(true);
         let a = f.file("sha-a", "profile a {}");
         let complain = LoadOptions { complain: true };
-        f.runner.compile(std::slice::from_ref(&a), complain).unwrap();
-        f.runner.load(std::slice::from_ref(&a), complain).unwrap();
-        assert_eq!(f.replaced(), "");
-        assert_eq!(f.parser_loads(), format!("r {}\n", a.display()));
+        f.compile_and_load(&a, complain);
+        f.assert_through_the_parser(&a);
 
         let f = Fake::new(false);
         assert!(f.runner.direct.is_none());
         let a = f.file("sha-a", "profile a {}");
-        f.runner.compile(std::slice::from_ref(&a), ENFORCE).unwrap();
-        f.runner.load(std::slice::from_ref(&a), ENFORCE).unwrap();
-        assert_eq!(f.replaced(), "");
-        assert_eq!(f.parser_loads(), format!("r {}\n", a.display()));
+        f.compile_and_load(&a, ENFORCE);
+        f.assert_through_the_parser(&a);
     }
 
     #[test]
@@ -403,7 +408,6 @@ esac
         std::fs::set_permissions(&broken.program, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert!(broken.compile(std::slice::from_ref(&a), ENFORCE).is_err());
         f.runner.load(std::slice::from_ref(&a), ENFORCE).unwrap();
-        assert_eq!(f.replaced(), "");
-        assert_eq!(f.parser_loads(), format!("r {}\n", a.display()));
+        f.assert_through_the_parser(&a);
     }
 }
