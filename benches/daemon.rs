@@ -315,6 +315,60 @@ fn sha256_hex(data: &[u8]) -> String {
     sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Sees armord write its manifest (`state.json`, renamed into place in
+/// the state directory): the end of a reconcile's loads and flushes.
+struct ManifestWatch(inotify::Inotify);
+
+impl ManifestWatch {
+    fn new(state: &std::path::Path) -> Self {
+        let ino = inotify::Inotify::init().expect("inotify");
+        ino.watches()
+            .add(state, inotify::WatchMask::MOVED_TO)
+            .expect("watch the state directory");
+        ManifestWatch(ino)
+    }
+
+    /// Whether a manifest write was seen since the last look.
+    fn seen(&mut self) -> bool {
+        let mut buf = [0u8; 4096];
+        let mut seen = false;
+        while let Ok(events) = self.0.read_events(&mut buf) {
+            let mut any = false;
+            for e in events {
+                any = true;
+                seen |= e.name.is_some_and(|n| n == "state.json");
+            }
+            if !any {
+                break;
+            }
+        }
+        seen
+    }
+
+    fn drain(&mut self) {
+        self.seen();
+    }
+
+    /// Wait, at most `limit`, for the next manifest write; false if none came.
+    fn wait(&mut self, limit: Duration) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let deadline = std::time::Instant::now() + limit;
+        while !self.seen() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
+            let _ = poll(
+                &mut fds,
+                PollTimeout::try_from(left.as_millis() as u32).unwrap_or(PollTimeout::MAX),
+            );
+        }
+        true
+    }
+}
+
 /// Per change, in ms, sorted: write → first parser call, write → load
 /// call, and the latter less the time spent inside the (no-op) parser calls
 /// before the load: armord's own overhead.
@@ -333,6 +387,7 @@ fn latency(profiles: usize, changes: usize, debounce_ms: u64) -> [Vec<f64>; 3] {
     let mut buf = [0u8; 1 << 16];
     while run.calls.recv(&mut buf).is_ok() {}
     run.calls.set_nonblocking(false).unwrap();
+    let mut manifest = ManifestWatch::new(&run.dir.path().join("state"));
     let mut out: [Vec<f64>; 3] = Default::default();
     for i in 0..changes {
         let k = (i * 7919) % profiles;
@@ -340,13 +395,19 @@ fn latency(profiles: usize, changes: usize, debounce_ms: u64) -> [Vec<f64>; 3] {
         let sha = sha256_hex(text.as_bytes());
         let file = run.dir.path().join(format!("src/p{k:04}"));
         let t0 = now_ns();
+        manifest.drain();
         std::fs::write(&file, &text).unwrap();
         let (t1, t2, inside) = next_calls(&run.calls, &sha).unwrap_or_else(|| panic!("no parser call for change {i}"));
         out[0].push((t1 - t0) as f64 / 1e6);
         out[1].push((t2 - t0) as f64 / 1e6);
         out[2].push((t2 - t0 - inside) as f64 / 1e6);
-        // Let the reconcile finish before the next change.
-        std::thread::sleep(Duration::from_millis(debounce_ms + 30));
+        // Let the reconcile finish before the next change: its last
+        // manifest write (after the loads and their flushes; a slow fsync
+        // here has taken over 100 ms), then its store clean-up.
+        if !manifest.wait(Duration::from_secs(5)) {
+            eprintln!("change {i}: no manifest write seen within 5 s of its load");
+        }
+        std::thread::sleep(Duration::from_millis(debounce_ms + 10));
     }
     for v in &mut out {
         v.sort_by(|a, b| a.total_cmp(b));
