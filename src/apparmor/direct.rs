@@ -22,9 +22,10 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-/// At most this many compiled files wait for their load; past it the
-/// oldest knowledge is dropped (those files load through the parser).
-const MAX_FRESH: usize = 100_000;
+/// At most this many compiled files wait for their load (a file that
+/// compiled but is not loaded, say for a conflict, is never taken off);
+/// past it the list starts over, and those files load through the parser.
+const MAX_FRESH: usize = 4096;
 
 #[derive(Debug)]
 pub struct DirectLoad {
@@ -54,7 +55,22 @@ impl DirectLoad {
     /// The parser's cache directory for these features, from `ask` (the
     /// parser's `--print-cache-dir`), asked the first time only.
     pub fn cache_subdir(&self, ask: impl FnOnce() -> Option<PathBuf>) -> Option<&Path> {
-        self.cache_subdir.get_or_init(ask).as_deref()
+        self.cache_subdir
+            .get_or_init(|| {
+                let dir = ask();
+                match &dir {
+                    Some(d) => log::info!(
+                        "checked policy is loaded from the parser's cache in {} by one write to {}",
+                        crate::escape::path(d),
+                        crate::escape::path(&self.replace)
+                    ),
+                    None => log::info!(
+                        "the parser names no cache directory (--print-cache-dir): every load runs apparmor_parser -r"
+                    ),
+                }
+                dir
+            })
+            .as_deref()
     }
 
     fn fresh(&self) -> std::sync::MutexGuard<'_, HashSet<PathBuf>> {
