@@ -57,9 +57,9 @@ fn fake_parser() {
     } else {
         'Q'
     };
+    // The files of the call and the profile names in each.
+    let mut files: Vec<(&str, Vec<String>)> = Vec::new();
     let mut skip = false;
-    let mut out = String::new();
-    let mut loaded = Vec::new();
     for a in &args {
         if skip {
             skip = false;
@@ -73,18 +73,17 @@ fn fake_parser() {
             continue;
         }
         let text = std::fs::read_to_string(a).unwrap_or_default();
-        for line in text.lines() {
-            if let Some(rest) = line.trim_start().strip_prefix("profile ")
-                && let Some(name) = rest.split_whitespace().next()
-            {
-                out.push_str(name);
-                out.push('\n');
-                loaded.push(name.to_owned());
-            }
-        }
+        let names = text
+            .lines()
+            .filter_map(|line| line.trim_start().strip_prefix("profile ")?.split_whitespace().next())
+            .map(str::to_owned)
+            .collect();
+        files.push((a, names));
     }
     if mode == 'N' {
-        print!("{out}");
+        for n in files.iter().flat_map(|(_, names)| names) {
+            println!("{n}");
+        }
     }
     // A compile leaves its policy in the cache, laid out as the parser lays
     // out a compiled set (armord reads the names from it), and ending in
@@ -95,24 +94,17 @@ fn fake_parser() {
     {
         let dir = c.join("bench.0");
         let _ = std::fs::create_dir_all(&dir);
-        for a in args
-            .iter()
-            .filter(|a| !a.starts_with('-') && std::path::Path::new(a).is_file())
-        {
-            let Some(file) = std::path::Path::new(a).file_name() else {
+        for (path, names) in &files {
+            let Some(file) = std::path::Path::new(path).file_name() else {
                 continue;
             };
             let mut policy = Vec::new();
-            for line in std::fs::read_to_string(a).unwrap_or_default().lines() {
-                if let Some(rest) = line.trim_start().strip_prefix("profile ")
-                    && let Some(name) = rest.split_whitespace().next()
-                {
-                    policy.extend_from_slice(b"\x04\x08\x00version\x00\x02\x20\x07\x00\x00");
-                    policy.extend_from_slice(b"\x04\x08\x00profile\x00\x07\x05");
-                    policy.extend_from_slice(&(name.len() as u16 + 1).to_le_bytes());
-                    policy.extend_from_slice(name.as_bytes());
-                    policy.push(0);
-                }
+            for name in names {
+                policy.extend_from_slice(b"\x04\x08\x00version\x00\x02\x20\x07\x00\x00");
+                policy.extend_from_slice(b"\x04\x08\x00profile\x00\x07\x05");
+                policy.extend_from_slice(&(name.len() as u16 + 1).to_le_bytes());
+                policy.extend_from_slice(name.as_bytes());
+                policy.push(0);
             }
             policy.extend_from_slice(format!("sha={};", file.to_string_lossy()).as_bytes());
             let _ = std::fs::write(dir.join(file), policy);
@@ -125,7 +117,7 @@ fn fake_parser() {
             .lines()
             .map(str::to_owned)
             .collect();
-        for n in loaded {
+        for n in files.iter().flat_map(|(_, names)| names) {
             set.insert(format!("{n} (enforce)"));
         }
         let text: String = set.into_iter().map(|l| l + "\n").collect();
@@ -345,10 +337,6 @@ impl ManifestWatch {
         seen
     }
 
-    fn drain(&mut self) {
-        self.seen();
-    }
-
     /// Wait, at most `limit`, for the next manifest write; false if none came.
     fn wait(&mut self, limit: Duration) -> bool {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -395,7 +383,8 @@ fn latency(profiles: usize, changes: usize, debounce_ms: u64) -> [Vec<f64>; 3] {
         let sha = sha256_hex(text.as_bytes());
         let file = run.dir.path().join(format!("src/p{k:04}"));
         let t0 = now_ns();
-        manifest.drain();
+        // Forget the writes seen so far.
+        manifest.seen();
         std::fs::write(&file, &text).unwrap();
         let (t1, t2, inside) = next_calls(&run.calls, &sha).unwrap_or_else(|| panic!("no parser call for change {i}"));
         out[0].push((t1 - t0) as f64 / 1e6);
