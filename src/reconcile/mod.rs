@@ -2,8 +2,24 @@
 //! `plan` (pure), then `apply` through the `Parser` and `Kernel` traits,
 //! recording every step in the manifest and store.
 
+/// The engine over a reconciler's parser, kernel, state and cancel flag. A
+/// macro, so that it borrows those fields only and the manifest stays free.
+macro_rules! engine {
+    ($r:expr) => {
+        Engine {
+            parser: $r.parser.as_ref(),
+            kernel: $r.kernel.as_ref(),
+            state: &$r.state,
+            opts: $r.opts(),
+            cancel: &$r.cancel,
+        }
+    };
+}
+
+mod carry;
 mod engine;
 mod plan;
+mod signed;
 mod still;
 mod validate;
 
@@ -26,6 +42,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use carry::*;
 pub use engine::Engine;
 use engine::*;
 use still::*;
@@ -103,20 +120,6 @@ impl Report {
     }
 }
 
-/// The engine over a reconciler's parser, kernel, state and cancel flag. A
-/// macro, so that it borrows those fields only and the manifest stays free.
-macro_rules! engine {
-    ($r:expr) => {
-        Engine {
-            parser: $r.parser.as_ref(),
-            kernel: $r.kernel.as_ref(),
-            state: &$r.state,
-            opts: $r.opts(),
-            cancel: &$r.cancel,
-        }
-    };
-}
-
 /// Everything one node's reconcile needs, for `--once` and the daemon.
 pub struct Reconciler {
     pub config: Config,
@@ -147,6 +150,12 @@ pub struct Reconciler {
     serials: BTreeMap<PathBuf, u64>,
     /// Serials of the revisions verified in this reconcile.
     pending_serials: BTreeMap<PathBuf, u64>,
+    /// `last` holds exactly what a read of every source would give now,
+    /// bar what inotify reported since: a change reconcile may carry it
+    /// forward (see `carry`).
+    carry_ok: bool,
+    /// Change reconciles that carried the last one forward.
+    pub carried_reads: u64,
 }
 
 /// Where the serials of applied signed revisions are kept, in the state dir.
@@ -214,6 +223,8 @@ impl Reconciler {
                 .and_then(|b| serde_json::from_slice(&b).ok())
                 .unwrap_or_default(),
             pending_serials: BTreeMap::new(),
+            carry_ok: false,
+            carried_reads: 0,
         })
     }
 
@@ -241,14 +252,26 @@ impl Reconciler {
     /// since the last watch event, and, when it differs from the last read,
     /// since that read.
     fn note_read(&mut self, src: &Path, snap: &source::SourceSnapshot) {
+        let (fp, parts) = fingerprint(snap);
+        self.record_read(src, fp, parts, snap.newest_change);
+    }
+
+    /// [`Reconciler::note_read`], of a read that found `fingerprint`
+    /// (made of `parts`) and saw a change as late as `newest_change`.
+    fn record_read(
+        &mut self,
+        src: &Path,
+        fingerprint: u64,
+        parts: HashMap<std::ffi::OsString, u64>,
+        newest_change: Duration,
+    ) {
         let now = Instant::now();
-        let fp = fingerprint(snap);
-        let mut since = instant_of(snap.newest_change, now);
+        let mut since = instant_of(newest_change, now);
         if let Some(e) = self.last_event {
             since = since.max(e);
         }
-        let prev = self.stillness.get(src).copied();
-        let confirmed = prev.is_some_and(|p| p.fingerprint == fp);
+        let prev = self.stillness.get(src);
+        let confirmed = prev.is_some_and(|p| p.fingerprint == fingerprint);
         match prev {
             Some(p) if confirmed => since = since.max(p.since),
             Some(p) => since = since.max(p.read_at),
@@ -257,14 +280,15 @@ impl Reconciler {
         self.stillness.insert(
             src.to_owned(),
             Still {
-                fingerprint: fp,
+                fingerprint,
+                parts,
                 since: since.min(now),
                 confirmed,
                 read_at: now,
             },
         );
         if self.allow_mass_next {
-            self.allow_mass.insert(src.to_owned(), fp);
+            self.allow_mass.insert(src.to_owned(), fingerprint);
         }
     }
 
@@ -347,6 +371,14 @@ impl Reconciler {
                 && n.iter()
                     .all(|p| self.config.sources.iter().any(|s| source::concerns(&s.path, p)))
         });
+        if let Some(named) = &named
+            && let Some(report) = self.carried(named)
+        {
+            return report;
+        }
+        // Until this read is validated, the last one's files are not what
+        // the sources hold (the read caches are ahead of them).
+        self.carry_ok = false;
         let limits = Limits {
             max_file_bytes: self.config.max_file_bytes,
             max_files: self.config.max_profiles,
@@ -380,17 +412,7 @@ impl Reconciler {
                         continue;
                     }
                     self.note_read(&src.path, &snap);
-                    for r in snap.refused {
-                        if let Some(text) = &r.text {
-                            desired.may_define.insert(r.path.clone(), names_a_file_may_define(text));
-                        }
-                        desired.files.push(DesiredFile {
-                            path: r.path,
-                            source: src.path.clone(),
-                            sha256: String::new(),
-                            verdict: Verdict::Refused { reason: r.reason },
-                        });
-                    }
+                    push_refusals(snap.refused, &src.path, &mut desired.files, &mut desired.may_define);
                     files.extend(snap.files.into_iter().map(|f| (f, src.path.clone())));
                 }
                 SnapshotResult::Unavailable(u) => {
@@ -409,8 +431,25 @@ impl Reconciler {
             self.config.mode,
             &mut desired.may_define,
         )?;
-        // Versions loaded unchecked that a parser has now found valid are
-        // checked; one it rejects stays marked, and reported invalid.
+        self.note_checked(&validated)?;
+        desired.files.extend(validated);
+        sort_files(&mut desired.files);
+        let transient = self.validator.transient > 0;
+        // A verdict that a timeout or a crash gave is not carried forward.
+        self.carry_ok = !transient;
+        // The last reconcile's files are let go after the loads, not before.
+        let previous = self.last.replace(desired);
+        let mut report = self.replan()?;
+        drop(previous);
+        report.transient |= transient;
+        let _ = self.state.store_gc(&keep_stored(&self.manifest, self.last.as_ref()));
+        self.save_serials();
+        Ok(report)
+    }
+
+    /// Versions loaded unchecked that a parser has now found valid are
+    /// checked; one it rejects stays marked, and reported invalid.
+    fn note_checked(&mut self, validated: &[DesiredFile]) -> Result<(), ApplyError> {
         let now_checked: Vec<String> = std::mem::take(&mut self.validator.checked)
             .into_iter()
             .filter(|sha| {
@@ -425,90 +464,7 @@ impl Reconciler {
             }
             self.state.save_manifest(&mut self.manifest)?;
         }
-        desired.files.extend(validated);
-        let transient = self.validator.transient > 0;
-        // The last reconcile's files are let go after the loads, not before.
-        let previous = self.last.replace(desired);
-        let mut report = self.replan()?;
-        drop(previous);
-        report.transient |= transient;
-        let _ = self.state.store_gc(&self.manifest.referenced());
-        self.save_serials();
-        Ok(report)
-    }
-
-    /// Check a revision of a source that requires signatures: its manifest
-    /// verifies against a trusted key, lists every file it names with the
-    /// right hash, is not expired and does not roll back. Files it does not
-    /// list are refused as unsigned.
-    fn check_signed(&mut self, src: &Path, snap: &mut source::SourceSnapshot) -> Result<(), crate::signing::SignError> {
-        use crate::signing::{self, SignError};
-        let (keys, errors) = signing::trusted_keys(&self.config.trusted_keys);
-        for e in &errors {
-            log::warn!("trusted_keys: {e}");
-        }
-        if keys.is_empty() {
-            return Err(SignError::NoTrustedKeys);
-        }
-        let manifest = match &snap.manifest {
-            None => return Err(SignError::NoManifest),
-            Some(Err(why)) => return Err(SignError::Unreadable(signing::MANIFEST, why.clone())),
-            Some(Ok(t)) => t,
-        };
-        let signature = match &snap.signature {
-            None => return Err(SignError::NoSignature),
-            Some(Err(why)) => return Err(SignError::Unreadable(signing::SIGNATURE, why.clone())),
-            Some(Ok(t)) => t,
-        };
-        let m = signing::verify(manifest, signature, &keys)?;
-        let files: BTreeMap<String, String> = snap
-            .files
-            .iter()
-            .filter_map(|f| Some((f.path.file_name()?.to_string_lossy().into_owned(), f.sha256.clone())))
-            .collect();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let unsigned = signing::check(&m, &files, self.serials.get(src).copied(), now)?;
-        if !unsigned.is_empty() {
-            let (out, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut snap.files).into_iter().partition(|f| {
-                f.path
-                    .file_name()
-                    .is_some_and(|n| unsigned.iter().any(|u| n.to_string_lossy() == *u))
-            });
-            snap.files = keep;
-            for f in out {
-                snap.refused.push(source::Refusal {
-                    path: f.path,
-                    reason: format!("unsigned: not listed in {}", signing::MANIFEST),
-                    text: Some(f.content),
-                });
-            }
-        }
-        self.pending_serials.insert(src.to_owned(), m.serial);
         Ok(())
-    }
-
-    /// Keep the serial of each source's last applied signed revision.
-    fn save_serials(&mut self) {
-        if self.pending_serials.is_empty() {
-            return;
-        }
-        let mut changed = false;
-        for (src, serial) in std::mem::take(&mut self.pending_serials) {
-            let e = self.serials.entry(src).or_insert(0);
-            if serial > *e {
-                *e = serial;
-                changed = true;
-            }
-        }
-        if changed && let Ok(json) = serde_json::to_vec_pretty(&self.serials) {
-            let path = self.config.state_dir.join(SERIALS_FILE);
-            if let Err(e) = crate::state::atomic_write(&path, &json) {
-                log::error!("cannot save the signed serials: {e}");
-            }
-        }
     }
 
     /// Plan and apply against what the sources wanted at the last reconcile,
@@ -584,12 +540,34 @@ impl Reconciler {
                 report.cancelled |= removed.cancelled;
             }
             if report.changed() {
-                let _ = self.state.store_gc(&self.manifest.referenced());
+                let _ = self.state.store_gc(&keep_stored(&self.manifest, Some(&desired)));
             }
             Ok(report)
         })();
         self.last = Some(desired);
         result
+    }
+}
+
+/// Files refused before the parser, as the sources want them: never
+/// loaded; a text read but refused for its bytes still protects the names
+/// it may define.
+pub(super) fn push_refusals(
+    refused: Vec<source::Refusal>,
+    src: &Path,
+    files: &mut Vec<DesiredFile>,
+    may_define: &mut BTreeMap<PathBuf, Vec<String>>,
+) {
+    for r in refused {
+        if let Some(text) = &r.text {
+            may_define.insert(r.path.clone(), names_a_file_may_define(text));
+        }
+        files.push(DesiredFile {
+            path: r.path,
+            source: src.to_owned(),
+            sha256: String::new(),
+            verdict: Verdict::Refused { reason: r.reason },
+        });
     }
 }
 
@@ -684,5 +662,7 @@ fn rebuild(state: &StateDir, parser: &dyn Parser, kernel: &BTreeMap<String, Stri
     m
 }
 
+#[cfg(test)]
+mod carry_tests;
 #[cfg(test)]
 mod tests;

@@ -4,9 +4,12 @@
 use super::*;
 
 /// What the reads of one source found, and since when.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct Still {
     pub(super) fingerprint: u64,
+    /// Each entry's share of `fingerprint`, by the path the operator
+    /// knows it by: a look at some entries updates it without the rest.
+    pub(super) parts: HashMap<std::ffi::OsString, u64>,
     /// When the source last changed, as far as reads, change times and
     /// watch events tell.
     pub(super) since: Instant,
@@ -15,22 +18,40 @@ pub(super) struct Still {
     pub(super) read_at: Instant,
 }
 
-/// What a read of a source found: its revision, every file and its hash,
-/// every refusal. Two reads with the same fingerprint saw the same source.
-pub(super) fn fingerprint(snap: &source::SourceSnapshot) -> u64 {
+/// One entry's share of a fingerprint: its path and its hash, or why it
+/// was refused.
+pub(super) fn part(path: &Path, what: Result<&str, &str>) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    snap.revision.hash(&mut h);
     // Paths by their bytes: `Path`'s own hash walks its components.
-    for f in &snap.files {
-        f.path.as_os_str().as_encoded_bytes().hash(&mut h);
-        f.sha256.hash(&mut h);
-    }
-    for r in &snap.refused {
-        r.path.as_os_str().as_encoded_bytes().hash(&mut h);
-        r.reason.hash(&mut h);
-    }
+    path.as_os_str().as_encoded_bytes().hash(&mut h);
+    what.hash(&mut h);
     h.finish()
+}
+
+/// A fingerprint: the revision's share, then the sum of the entries'
+/// shares, so that one entry can be taken out and put back alone.
+pub(super) fn fingerprint_of<'a>(revision: Option<&Path>, parts: impl IntoIterator<Item = &'a u64>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    revision.hash(&mut h);
+    parts.into_iter().fold(h.finish(), |fp, p| fp.wrapping_add(*p))
+}
+
+/// What a read of a source found: its revision, every file and its hash,
+/// every refusal. Two reads with the same fingerprint saw the same source.
+pub(super) fn fingerprint(snap: &source::SourceSnapshot) -> (u64, HashMap<std::ffi::OsString, u64>) {
+    let parts: HashMap<std::ffi::OsString, u64> = snap
+        .files
+        .iter()
+        .map(|f| (f.path.as_os_str().to_owned(), part(&f.path, Ok(&f.sha256))))
+        .chain(
+            snap.refused
+                .iter()
+                .map(|r| (r.path.as_os_str().to_owned(), part(&r.path, Err(&r.reason)))),
+        )
+        .collect();
+    (fingerprint_of(snap.revision.as_deref(), parts.values()), parts)
 }
 
 /// The instant a wall-clock time (since the epoch) was, at most `now`.
@@ -54,7 +75,7 @@ pub(super) fn moved_sources(
         let same = match source::snapshot_cached(src, limits, cache) {
             SnapshotResult::Ok(snap) => stillness
                 .get(&src.path)
-                .is_some_and(|st| st.fingerprint == fingerprint(&snap)),
+                .is_some_and(|st| st.fingerprint == fingerprint(&snap).0),
             SnapshotResult::Unavailable(_) => false,
         };
         if !same {

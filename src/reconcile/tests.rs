@@ -584,7 +584,7 @@ fn apply_loads_replaces_and_removes() {
 
 /// The fake securityfs `.remove` is a plain file: make removal real for the
 /// fixture by rewriting `profiles` after each apply.
-fn settle_removals(f: &Fixture, removed: &[String]) {
+pub(super) fn settle_removals(f: &Fixture, removed: &[String]) {
     let mut k = f.kernel();
     for n in removed {
         k.remove(n);

@@ -9,7 +9,10 @@ use crate::apparmor::NamesResult;
 pub struct Validator {
     /// By content, one map per mode (`[enforce, complain]`): a lookup
     /// needs no key of its own.
-    memo: [HashMap<String, Verdict>; 2],
+    /// Each verdict with the file it was given for: the diagnostics of a
+    /// rejected one name that file, and another file of the same content
+    /// is named in its place.
+    memo: [HashMap<String, (PathBuf, Verdict)>; 2],
     /// Parser runs in the last validation that timed out or crashed.
     pub transient: usize,
     /// The configured `allowed_attachments` (`None`: any).
@@ -34,12 +37,12 @@ impl Validator {
         self.memo.iter_mut().for_each(HashMap::clear);
     }
 
-    fn remember(&mut self, sha256: &str, complain: bool, verdict: &Verdict) {
+    fn remember(&mut self, file: &DesiredFile, complain: bool) {
         let memo = &mut self.memo[usize::from(complain)];
         if memo.len() > MEMO_LIMIT {
             memo.clear();
         }
-        memo.insert(sha256.to_owned(), verdict.clone());
+        memo.insert(file.sha256.clone(), (file.path.clone(), file.verdict.clone()));
     }
 
     /// Validate every file of the snapshots. Files whose content armord
@@ -54,46 +57,37 @@ impl Validator {
     ) -> Result<Vec<DesiredFile>, ApplyError> {
         let complain = engine.opts.complain;
         self.transient = 0;
-        // (content, name) of every owned profile, sorted by content: one
-        // allocation, where a map would make one per content.
-        let mut by_sha: Vec<(&str, &str)> = Vec::with_capacity(manifest.profiles.len());
         let can_check = engine.parser.checks();
         self.checked.clear();
-        for (name, o) in &manifest.profiles {
-            // A version loaded unchecked is checked once a parser is here.
-            if can_check && manifest.unchecked.contains(&o.sha256) {
-                if !self.checked.contains(&o.sha256) {
+        if can_check && !manifest.unchecked.is_empty() {
+            for o in manifest.profiles.values() {
+                // A version loaded unchecked is checked once a parser is here.
+                if manifest.unchecked.contains(&o.sha256) && !self.checked.contains(&o.sha256) {
                     self.checked.push(o.sha256.clone());
                 }
-                continue;
-            }
-            if o.complain == complain && !o.sha256.is_empty() {
-                by_sha.push((o.sha256.as_str(), name.as_str()));
             }
         }
-        by_sha.sort_unstable();
-        let owned_names = |sha: &str| {
-            let from = by_sha.partition_point(|(s, _)| *s < sha);
-            let names: Vec<String> = by_sha[from..]
-                .iter()
-                .take_while(|(s, _)| *s == sha)
-                .map(|(_, n)| (*n).to_owned())
-                .collect();
-            (!names.is_empty()).then_some(names)
-        };
+        let owned = Owners::new(manifest, complain, can_check, files.len());
         let memo = &self.memo[usize::from(complain)];
         let mut out = Vec::with_capacity(files.len());
         let mut check: Vec<(usize, PathBuf, String)> = Vec::new();
         for (f, src) in files {
-            let verdict = if let Some(names) = owned_names(&f.sha256) {
-                Some(Verdict::Valid { names })
-            } else if let Some(v) = memo.get(&f.sha256) {
+            // The parser's own verdict first: the names a content owns are
+            // the ones its last load left, which a failed load may cut short.
+            let verdict = if let Some((judged, v)) = memo.get(&f.sha256) {
                 // Judged good before but not loaded now: its stored copy may
                 // have been collected since.
-                if matches!(v, Verdict::Valid { .. }) {
+                if matches!(v, Verdict::Valid { .. }) && owned.names(&f.sha256).is_none() {
                     engine.state.store_put(&f.sha256, f.content.as_bytes())?;
                 }
-                Some(v.clone())
+                Some(match v {
+                    Verdict::Invalid { diagnostics } if *judged != f.path => Verdict::Invalid {
+                        diagnostics: rename_diagnostics(diagnostics.clone(), judged, &f.path),
+                    },
+                    v => v.clone(),
+                })
+            } else if let Some(names) = owned.names(&f.sha256) {
+                Some(Verdict::Valid { names })
             } else if let Some(why) = policy_violation(&f.content) {
                 Some(Verdict::Refused { reason: why })
             } else if let Some(allowed) = &self.allowed_attachments
@@ -187,9 +181,74 @@ impl Validator {
                     continue;
                 }
             }
-            self.remember(&out[i].sha256, complain, &out[i].verdict);
+            self.remember(&out[i], complain);
         }
         Ok(out)
+    }
+}
+
+/// The names each content armord loaded owns, looked up by content. For a
+/// few files, a scan of the manifest per file; for more, one sorted list of
+/// (content, name) built once.
+struct Owners<'a> {
+    manifest: &'a Manifest,
+    complain: bool,
+    can_check: bool,
+    sorted: Option<Vec<(&'a str, &'a str)>>,
+}
+
+impl<'a> Owners<'a> {
+    /// Past this many files, the sorted list pays.
+    const SCAN_LIMIT: usize = 16;
+
+    fn new(manifest: &'a Manifest, complain: bool, can_check: bool, files: usize) -> Self {
+        let mut owners = Owners {
+            manifest,
+            complain,
+            can_check,
+            sorted: None,
+        };
+        if files > Self::SCAN_LIMIT {
+            let mut v: Vec<(&str, &str)> = manifest
+                .profiles
+                .iter()
+                .filter(|(_, o)| owners.counts(o))
+                .map(|(n, o)| (o.sha256.as_str(), n.as_str()))
+                .collect();
+            v.sort_unstable();
+            owners.sorted = Some(v);
+        }
+        owners
+    }
+
+    /// An owned version that names its content: loaded in the mode asked
+    /// for, and not waiting for a parser to check it.
+    fn counts(&self, o: &crate::state::Owned) -> bool {
+        o.complain == self.complain
+            && !o.sha256.is_empty()
+            && !(self.can_check && self.manifest.unchecked.contains(&o.sha256))
+    }
+
+    /// The names the content `sha` is loaded under, if any.
+    fn names(&self, sha: &str) -> Option<Vec<String>> {
+        let names: Vec<String> = match &self.sorted {
+            Some(v) => {
+                let from = v.partition_point(|(s, _)| *s < sha);
+                v[from..]
+                    .iter()
+                    .take_while(|(s, _)| *s == sha)
+                    .map(|(_, n)| (*n).to_owned())
+                    .collect()
+            }
+            None => self
+                .manifest
+                .profiles
+                .iter()
+                .filter(|(_, o)| o.sha256 == sha && self.counts(o))
+                .map(|(n, _)| n.clone())
+                .collect(),
+        };
+        (!names.is_empty()).then_some(names)
     }
 }
 

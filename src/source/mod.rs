@@ -25,6 +25,7 @@ pub use cache::ReadCache;
 use cache::*;
 pub use layout::resolve;
 use layout::*;
+pub use read::Delta;
 use read::*;
 
 /// How often a snapshot is retried when the link keeps moving under it.
@@ -240,6 +241,25 @@ pub fn snapshot_named(
         &cfg.path,
         "the source kept changing while it was read; will retry",
     ))
+}
+
+/// What changed in a plain source since `cache` was filled by a complete
+/// read, told the paths inotify reported since (`named`): only those
+/// entries, and the ones a read by name never takes on trust, are looked
+/// at again. `None` when that cannot be told safely (the source is not a
+/// plain directory now, a reported path is not a plain entry of it, the
+/// cache holds no complete read of it, or it cannot be resolved): read it
+/// in full then.
+pub fn snapshot_delta(
+    cfg: &SourceConfig,
+    limits: &Limits,
+    cache: &mut ReadCache,
+    named: &BTreeSet<PathBuf>,
+) -> Option<Delta> {
+    cache.listing.as_ref()?;
+    let r = resolve(cfg).ok()?;
+    let names = names_in(&r.dir, &cfg.path, named)?;
+    read_delta(&r, limits, cache, &names)
 }
 
 /// Whether a path inotify reported concerns the source at `source`: a path

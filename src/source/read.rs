@@ -348,3 +348,95 @@ fn read_names(
     snap.newest_change = newest;
     Ok(Some(snap))
 }
+
+/// What a look at some entries of a plain source found, against its last
+/// complete read (see [`super::snapshot_delta`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delta {
+    /// Every entry looked at again, as the operator names it: what the
+    /// last read held under these paths is replaced by `files` and
+    /// `refused` (an entry in neither is gone).
+    pub looked: Vec<PathBuf>,
+    pub files: Vec<SourceFile>,
+    pub refused: Vec<Refusal>,
+    /// As [`SourceSnapshot::newest_change`], over what was looked at.
+    pub newest_change: Duration,
+}
+
+/// Look again at the entries of a plain source that a read by name would
+/// look at: those in `named`, those read through a symlink, and those the
+/// cache does not hold (refused, or changed while read). `None` when the
+/// read cannot be told from the last one (see `listing_after`), or when
+/// `named` holds the signed manifest or its signature.
+pub(super) fn read_delta(
+    r: &Resolved,
+    limits: &Limits,
+    cache: &mut ReadCache,
+    named: &BTreeSet<String>,
+) -> Option<Delta> {
+    let plain = r.layout == Layout::Plain && r.link.is_none() && r.revision.is_none();
+    if !plain || named.contains(MANIFEST) || named.contains(SIGNATURE) {
+        return None;
+    }
+    let root_canon = fs::canonicalize(&r.root).ok()?;
+    let listing = listing_after(r, limits, cache, named)?;
+    let look: Vec<&String> = listing
+        .iter()
+        .filter(|n| !skipped_name(n) && *n != MANIFEST && *n != SIGNATURE)
+        .filter(|n| named.contains(*n) || cache.files.get(*n).is_none_or(|c| c.link))
+        .chain(named.iter().filter(|n| !listing.contains(*n) && !skipped_name(n)))
+        .collect();
+    let old: HashMap<String, Cached> = look
+        .iter()
+        .filter_map(|n| cache.files.remove_entry(n.as_str()))
+        .collect();
+    let mut io = CacheIo {
+        dir: (!old.is_empty()).then(|| fs::File::open(&r.dir).ok()).flatten(),
+        new: HashMap::new(),
+        old,
+        read_at: now_since_epoch() + cache.skew,
+        newest: Duration::ZERO,
+    };
+    log::debug!(
+        "{}: reading {} reported names, {} other files as the last reconcile left them",
+        crate::escape::path(&r.display_dir),
+        look.len(),
+        listing.len().saturating_sub(look.len())
+    );
+    let mut delta = Delta::default();
+    for name in look {
+        if let Some(lossy) = name.strip_suffix('\u{0}') {
+            delta.looked.push(r.display_dir.join(lossy));
+            delta.refused.push(Refusal {
+                path: r.display_dir.join(lossy),
+                reason: "file name is not UTF-8".into(),
+                text: None,
+            });
+            continue;
+        }
+        let display = r.display_dir.join(name);
+        delta.looked.push(display.clone());
+        if !listing.contains(name) {
+            continue;
+        }
+        match read_entry(&r.dir, &root_canon, name, display, limits, Some(&mut io), false) {
+            Read1::File(f) => delta.files.push(f),
+            Read1::Refused(reason) => delta.refused.push(Refusal {
+                path: r.display_dir.join(name),
+                reason,
+                text: None,
+            }),
+            Read1::Undecodable(reason, text) => delta.refused.push(Refusal {
+                path: r.display_dir.join(name),
+                reason,
+                text: Some(text),
+            }),
+            // A directory, or a file removed while we looked: no file.
+            Read1::Skip | Read1::Vanished => {}
+        }
+    }
+    cache.files.extend(io.new);
+    cache.listing = Some(listing);
+    delta.newest_change = io.newest.max(ctime_of(&r.dir)).max(ctime_of(&r.root));
+    Some(delta)
+}

@@ -1,0 +1,166 @@
+//! A change reconcile that carries the last one forward: only the entries
+//! inotify reported (and those a read by name never takes on trust) are
+//! read and validated again; every other file keeps the verdict it has.
+//! Whenever that cannot be told safely, a full read is made instead.
+
+use super::*;
+use std::collections::BTreeSet;
+
+/// A file's place in `Desired::files`: by its path's bytes, then its
+/// source's. A full read and a carried one keep them in this order, so
+/// that both plan alike.
+fn order_key(f: &DesiredFile) -> (&[u8], &[u8]) {
+    (
+        f.path.as_os_str().as_encoded_bytes(),
+        f.source.as_os_str().as_encoded_bytes(),
+    )
+}
+
+pub(super) fn sort_files(files: &mut [DesiredFile]) {
+    files.sort_unstable_by(|a, b| order_key(a).cmp(&order_key(b)));
+}
+
+/// The stored copies to keep: every owned or pending version, and every
+/// version a source holds that the parser found valid (a file that waits,
+/// in a conflict, is loaded from its copy once the conflict ends, with no
+/// read of its own).
+pub(super) fn keep_stored(manifest: &Manifest, desired: Option<&Desired>) -> BTreeSet<String> {
+    let mut keep = manifest.referenced();
+    for f in desired.into_iter().flat_map(|d| &d.files) {
+        if matches!(f.verdict, Verdict::Valid { .. }) && !f.sha256.is_empty() {
+            keep.insert(f.sha256.clone());
+        }
+    }
+    keep
+}
+
+impl Reconciler {
+    /// A change reconcile of the entries `named` reported, the rest as the
+    /// last reconcile left it; `None` when that last reconcile cannot be
+    /// carried forward, and every source must be read in full.
+    ///
+    /// It can be when the last read of every source was complete, of a
+    /// plain directory, and took no verdict from a timeout or a crash; when
+    /// no source needs signatures (a signed revision is checked as a
+    /// whole); when no version loaded unchecked waits for a parser; and
+    /// when no operator asked for a mass removal.
+    pub(super) fn carried(&mut self, named: &BTreeSet<PathBuf>) -> Option<Result<Report, ApplyError>> {
+        let last = self.last.as_ref()?;
+        let sources_as_last = last.unavailable.is_empty()
+            && last.configured.len() == self.config.sources.len()
+            && last
+                .configured
+                .iter()
+                .zip(&self.config.sources)
+                .all(|(a, b)| *a == b.path);
+        let can =
+            self.carry_ok
+                && sources_as_last
+                && !self.allow_mass_next
+                && (self.manifest.unchecked.is_empty() || !self.parser.checks())
+                && self.config.sources.iter().all(|s| {
+                    s.signatures != crate::config::Signatures::Required && self.stillness.contains_key(&s.path)
+                });
+        if !can {
+            return None;
+        }
+        let limits = Limits {
+            max_file_bytes: self.config.max_file_bytes,
+            max_files: self.config.max_profiles,
+        };
+        let mut deltas = Vec::with_capacity(self.config.sources.len());
+        for src in &self.config.sources {
+            let cache = self.read_caches.get_mut(&src.path)?;
+            let delta = source::snapshot_delta(src, &limits, cache, named);
+            // The read caches are ahead of `last` from the first look on.
+            self.carry_ok = false;
+            deltas.push((src.path.clone(), delta?));
+        }
+        self.carried_reads += 1;
+        Some(self.carry(deltas))
+    }
+
+    /// Validate what the looks found, then put it in place of what the
+    /// last reconcile held under the same paths, and plan.
+    fn carry(&mut self, deltas: Vec<(PathBuf, source::Delta)>) -> Result<Report, ApplyError> {
+        let mut new: Vec<DesiredFile> = Vec::new();
+        let mut may_define = BTreeMap::new();
+        let mut looked: Vec<PathBuf> = Vec::new();
+        let mut files = Vec::new();
+        for (src, delta) in deltas {
+            self.note_delta(&src, &delta);
+            push_refusals(delta.refused, &src, &mut new, &mut may_define);
+            files.extend(delta.files.into_iter().map(|f| (f, src.clone())));
+            looked.extend(delta.looked);
+        }
+        let files = render_specs(files, &mut new, &mut may_define);
+        let engine = engine!(self);
+        let validated = self
+            .validator
+            .validate(files, &self.manifest, &engine, self.config.mode, &mut may_define)?;
+        self.note_checked(&validated)?;
+        new.extend(validated);
+        let transient = self.validator.transient > 0;
+        let Some(mut desired) = self.last.take() else {
+            return self.reconcile();
+        };
+        replace_files(&mut desired, &looked, new, may_define);
+        self.carry_ok = !transient;
+        self.last = Some(desired);
+        let mut report = self.replan()?;
+        report.transient |= transient;
+        let _ = self.state.store_gc(&keep_stored(&self.manifest, self.last.as_ref()));
+        Ok(report)
+    }
+
+    /// Record a look at some entries of `src`, as [`Reconciler::note_read`]
+    /// records a full read: the fingerprint loses the shares of the entries
+    /// looked at and gains those of what was found.
+    fn note_delta(&mut self, src: &Path, delta: &source::Delta) {
+        let Some(st) = self.stillness.get_mut(src) else {
+            return;
+        };
+        let mut parts = std::mem::take(&mut st.parts);
+        let mut fp = st.fingerprint;
+        for p in &delta.looked {
+            if let Some(old) = parts.remove(p.as_os_str()) {
+                fp = fp.wrapping_sub(old);
+            }
+        }
+        let found = delta
+            .files
+            .iter()
+            .map(|f| (&f.path, part(&f.path, Ok(&f.sha256))))
+            .chain(delta.refused.iter().map(|r| (&r.path, part(&r.path, Err(&r.reason)))));
+        for (path, share) in found {
+            if let Some(old) = parts.insert(path.as_os_str().to_owned(), share) {
+                fp = fp.wrapping_sub(old);
+            }
+            fp = fp.wrapping_add(share);
+        }
+        self.record_read(src, fp, parts, delta.newest_change);
+    }
+}
+
+/// Put `new` (sorted into place) and its `may_define` where `desired` held
+/// the files at the paths `looked`.
+fn replace_files(
+    desired: &mut Desired,
+    looked: &[PathBuf],
+    new: Vec<DesiredFile>,
+    may_define: BTreeMap<PathBuf, Vec<String>>,
+) {
+    let files = &mut desired.files;
+    for path in looked {
+        let key = path.as_os_str().as_encoded_bytes();
+        let at = files.partition_point(|f| order_key(f).0 < key);
+        let end = at + files[at..].iter().take_while(|f| order_key(f).0 == key).count();
+        files.drain(at..end);
+        desired.may_define.remove(path);
+    }
+    for f in new {
+        let at = files.partition_point(|g| order_key(g) < order_key(&f));
+        files.insert(at, f);
+    }
+    desired.may_define.extend(may_define);
+}
