@@ -94,20 +94,71 @@ impl Reconciler {
             looked.extend(delta.looked);
         }
         let files = render_specs(files, &mut new, &mut may_define);
-        let engine = engine!(self);
-        let validated = self
-            .validator
-            .validate(files, &self.manifest, &engine, self.config.mode, &mut may_define)?;
-        self.note_checked(&validated)?;
-        new.extend(validated);
-        let transient = self.validator.transient > 0;
+        if files.is_empty() {
+            let Some(mut desired) = self.last.take() else {
+                return self.reconcile();
+            };
+            replace_files(&mut desired, &looked, new, may_define);
+            return self.carried_plan(desired, None, false);
+        }
+        // While the parser checks the files, the kernel's list is read and
+        // the plan made, for the verdicts the files will most likely get:
+        // each valid, with the profiles a scan finds in it. Kept only when
+        // the parser's verdicts are exactly those.
+        let guessed: Vec<DesiredFile> = new
+            .iter()
+            .cloned()
+            .chain(files.iter().map(|(f, src)| DesiredFile {
+                path: f.path.clone(),
+                source: src.clone(),
+                sha256: f.sha256.clone(),
+                verdict: Verdict::Valid {
+                    names: declared_profiles(&f.content).into_iter().map(|d| d.name).collect(),
+                },
+            }))
+            .collect();
+        let guessed_may_define = may_define.clone();
         let Some(mut desired) = self.last.take() else {
             return self.reconcile();
         };
+        replace_files(&mut desired, &looked, guessed.clone(), guessed_may_define.clone());
+        self.quiet_now(&mut desired);
+        let engine = engine!(self);
+        let policy = Self::policy(&self.config);
+        let (validated, planned) = std::thread::scope(|s| {
+            let ahead = s.spawn(|| {
+                let kernel = self.kernel.loaded().ok()?;
+                let plan = plan(&desired, &self.manifest, &kernel, &BTreeMap::new(), &policy);
+                Some((kernel, plan))
+            });
+            let validated = self
+                .validator
+                .validate(files, &self.manifest, &engine, self.config.mode, &mut may_define);
+            (validated, ahead.join().ok().flatten())
+        });
+        // On an error, `last` stays empty: the next reconcile reads in full.
+        let validated = validated?;
+        self.note_checked(&validated)?;
+        new.extend(validated);
+        let transient = self.validator.transient > 0;
+        let planned = planned.filter(|_| new == guessed && may_define == guessed_may_define);
+        self.plans_ahead_kept += u64::from(planned.is_some());
         replace_files(&mut desired, &looked, new, may_define);
+        self.carried_plan(desired, planned, transient)
+    }
+
+    /// Plan and apply what the sources want now (`planned`: a plan made
+    /// for exactly that); a verdict a timeout or a crash gave (`transient`)
+    /// is not carried forward again.
+    fn carried_plan(
+        &mut self,
+        desired: Desired,
+        planned: Option<(BTreeMap<String, String>, Plan)>,
+        transient: bool,
+    ) -> Result<Report, ApplyError> {
         self.carry_ok = !transient;
         self.last = Some(desired);
-        let mut report = self.replan()?;
+        let mut report = self.replan_with(planned)?;
         report.transient |= transient;
         let _ = self.state.store_gc(&keep_stored(&self.manifest, self.last.as_ref()));
         Ok(report)

@@ -121,12 +121,24 @@ fn full_read(r: &mut Reconciler) -> (Vec<DesiredFile>, BTreeMap<PathBuf, Vec<Str
     (out, may_define, fps)
 }
 
+/// Plans made ahead and kept, over every case run.
+static KEPT_AHEAD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[test]
+fn carried_reconciles_want_what_a_full_read_finds_and_plans_made_ahead_are_kept() {
+    a_carried_reconcile_wants_what_a_full_read_finds();
+    assert!(
+        KEPT_AHEAD.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "no plan made while the parser ran was ever kept"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
-    #[test]
     fn a_carried_reconcile_wants_what_a_full_read_finds(
         steps in prop::collection::vec(prop::collection::vec(arb_op(), 1..4), 1..7)
     ) {
+        let kept_ahead = &KEPT_AHEAD;
         let f = Fixture::new();
         f.write("a", "profile custom.n0 {\n}\n");
         f.write("b", "profile custom.n1 {\n}\n");
@@ -147,6 +159,13 @@ proptest! {
             prop_assert_eq!(&last.may_define, &may_define, "step {}: {:?}", i, ops);
             prop_assert_eq!(r.stillness[&f.src].fingerprint, fps[0], "step {}: {:?}", i, ops);
             f.assert_manifest_matches_kernel(&r);
+            // What was applied, a plan made ahead or not, left nothing to do.
+            let mut desired = r.last.take().unwrap();
+            r.quiet_now(&mut desired);
+            let left = plan(&desired, &r.manifest, &f.kernel(), &BTreeMap::new(), &Reconciler::policy(&r.config));
+            r.last = Some(desired);
+            prop_assert!(left.is_noop(), "step {}: {:?} left {:?}", i, ops, left);
         }
+        kept_ahead.fetch_add(r.plans_ahead_kept, std::sync::atomic::Ordering::Relaxed);
     }
 }

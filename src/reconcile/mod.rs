@@ -18,6 +18,7 @@ macro_rules! engine {
 
 mod carry;
 mod engine;
+mod hash;
 mod plan;
 mod signed;
 mod still;
@@ -156,6 +157,8 @@ pub struct Reconciler {
     carry_ok: bool,
     /// Change reconciles that carried the last one forward.
     pub carried_reads: u64,
+    /// Of those, the ones whose plan, made while the parser ran, was kept.
+    pub plans_ahead_kept: u64,
 }
 
 /// Where the serials of applied signed revisions are kept, in the state dir.
@@ -225,6 +228,7 @@ impl Reconciler {
             pending_serials: BTreeMap::new(),
             carry_ok: false,
             carried_reads: 0,
+            plans_ahead_kept: 0,
         })
     }
 
@@ -238,14 +242,6 @@ impl Reconciler {
     /// source, for the revision it reads (an operator's `--allow-mass-removal`).
     pub fn allow_mass_removal(&mut self) {
         self.allow_mass_next = true;
-    }
-
-    fn removal_rules(&self) -> RemovalRules {
-        RemovalRules {
-            settle: self.config.removal_settle(),
-            mass_percent: self.config.mass_removal_percent,
-            mass_settle: self.config.mass_removal_settle(),
-        }
     }
 
     /// Record a read of `src`: it stood still since its newest change time,
@@ -471,25 +467,47 @@ impl Reconciler {
     /// with a fresh look at the kernel and at confinement: drift repair and
     /// deferred removals, without reading any profile file.
     pub fn replan(&mut self) -> Result<Report, ApplyError> {
+        self.replan_with(None)
+    }
+
+    /// The rules a plan follows, from the configuration.
+    fn policy(config: &Config) -> Policy<'_> {
+        Policy {
+            prefix: &config.profile_prefix,
+            takeover: config.takeover,
+            remove_in_use: config.remove_in_use,
+            complain: config.mode == ForcedMode::Complain,
+            removal: RemovalRules {
+                settle: config.removal_settle(),
+                mass_percent: config.mass_removal_percent,
+                mass_settle: config.mass_removal_settle(),
+            },
+        }
+    }
+
+    /// [`Reconciler::replan`], given `planned`: the kernel's list and the
+    /// plan made from it for exactly what `last` holds, its quiet times
+    /// included (no process list: one is read when the plan removes).
+    fn replan_with(&mut self, planned: Option<(BTreeMap<String, String>, Plan)>) -> Result<Report, ApplyError> {
         let Some(mut desired) = self.last.take() else {
             return self.reconcile();
         };
-        self.quiet_now(&mut desired);
-        let removal = self.removal_rules();
+        if planned.is_none() {
+            self.quiet_now(&mut desired);
+        }
         let engine = engine!(self);
-        let opts = engine.opts;
         let result = (|| {
-            let kernel = self.kernel.loaded()?;
-            let policy = Policy {
-                prefix: &self.config.profile_prefix,
-                takeover: self.config.takeover,
-                remove_in_use: self.config.remove_in_use,
-                complain: opts.complain,
-                removal,
+            let policy = Self::policy(&self.config);
+            let (kernel, mut plan) = match planned {
+                Some(p) => p,
+                None => {
+                    let kernel = self.kernel.loaded()?;
+                    let plan = plan(&desired, &self.manifest, &kernel, &BTreeMap::new(), &policy);
+                    (kernel, plan)
+                }
             };
             // Which processes a profile confines matters only for removals:
             // scan /proc only when something is to be removed.
-            let mut plan = plan(&desired, &self.manifest, &kernel, &BTreeMap::new(), &policy);
             if !plan.removes.is_empty() {
                 let in_use = self.kernel.confined()?;
                 plan = self::plan(&desired, &self.manifest, &kernel, &in_use, &policy);

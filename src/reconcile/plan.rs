@@ -2,12 +2,13 @@
 //! the kernel holds and which profiles confine processes, to the actions that
 //! bring the kernel in step. Every rule that never bends lives here.
 
+use super::hash::{FxMap, FxSet};
 use crate::apparmor::Diagnostic;
 use crate::config::RemoveInUse;
 use crate::source::Unavailable;
 use crate::state::{Manifest, Owned};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -222,24 +223,27 @@ pub const MAX_NAME_BYTES: usize = 1024;
 
 /// Why a name cannot be a profile armord loads, whatever the prefix.
 pub fn bad_name(name: &str) -> Option<String> {
-    let shown: String = name.chars().take(64).flat_map(char::escape_debug).collect();
+    let shown = || -> String { name.chars().take(64).flat_map(char::escape_debug).collect() };
     if name.is_empty() {
         return Some("a profile has an empty name".into());
     }
     if name.len() > MAX_NAME_BYTES {
         return Some(format!(
-            "profile `{shown}…` has a name of {} bytes, over the limit of {MAX_NAME_BYTES}",
+            "profile `{}…` has a name of {} bytes, over the limit of {MAX_NAME_BYTES}",
+            shown(),
             name.len()
         ));
     }
     if name.chars().any(char::is_control) {
         return Some(format!(
-            "profile `{shown}` has a control character (newline, tab, …) in its name"
+            "profile `{}` has a control character (newline, tab, …) in its name",
+            shown()
         ));
     }
     if name.starts_with(':') {
         return Some(format!(
-            "profile `{shown}` names a policy namespace; armord loads into the root namespace only"
+            "profile `{}` names a policy namespace; armord loads into the root namespace only",
+            shown()
         ));
     }
     None
@@ -278,12 +282,13 @@ pub fn plan(
     // Hashed views of the kernel's and the manifest's names: a plan looks
     // each name up several times, and a search of a thousand-entry ordered
     // map compares dozens of names that share their prefix.
-    let in_kernel: HashSet<&str> = kernel.keys().map(String::as_str).collect();
-    let owner: HashMap<&str, &Owned> = manifest.profiles.iter().map(|(n, o)| (n.as_str(), o)).collect();
+    let in_kernel: FxSet<&str> = kernel.keys().map(String::as_str).collect();
+    let owner: FxMap<&str, &Owned> = manifest.profiles.iter().map(|(n, o)| (n.as_str(), o)).collect();
 
     // Which valid files define each name: the first two are enough to tell
     // a conflict and name the other file.
-    let mut definers: HashMap<&str, [usize; 2]> = HashMap::with_capacity(desired.files.len());
+    let mut definers: FxMap<&str, [usize; 2]> =
+        FxMap::with_capacity_and_hasher(desired.files.len(), Default::default());
     for (i, f) in desired.files.iter().enumerate() {
         if let Verdict::Valid { names } = &f.verdict {
             for n in names {
@@ -300,13 +305,15 @@ pub fn plan(
     }
 
     // Files that will not be loaded; what they owned stays as it is.
-    let mut blocked: BTreeSet<&PathBuf> = BTreeSet::new();
+    // Paths by their bytes: a `Path` compares and hashes component by
+    // component.
+    let mut blocked: FxSet<&[u8]> = FxSet::default();
     let mut accepted: Vec<usize> = Vec::new();
     for (i, f) in desired.files.iter().enumerate() {
         let names = match &f.verdict {
             Verdict::Valid { names } => names,
             Verdict::Invalid { diagnostics } => {
-                blocked.insert(&f.path);
+                blocked.insert(bytes(&f.path));
                 if diagnostics.is_empty() {
                     out.problems.push(Problem::new(
                         ProblemKind::Invalid,
@@ -321,7 +328,7 @@ pub fn plan(
                 continue;
             }
             Verdict::Refused { reason } => {
-                blocked.insert(&f.path);
+                blocked.insert(bytes(&f.path));
                 out.problems
                     .push(Problem::new(ProblemKind::Refused, f.path.clone(), reason.clone()));
                 continue;
@@ -358,14 +365,14 @@ pub fn plan(
         }
         match problem {
             Some((kind, message)) => {
-                blocked.insert(&f.path);
+                blocked.insert(bytes(&f.path));
                 out.problems.push(Problem::new(kind, f.path.clone(), message));
             }
             None => accepted.push(i),
         }
     }
 
-    let mut wanted: HashSet<&str> = HashSet::with_capacity(desired.files.len());
+    let mut wanted: FxSet<&str> = FxSet::with_capacity_and_hasher(desired.files.len(), Default::default());
     for &i in &accepted {
         let f = &desired.files[i];
         let Verdict::Valid { names } = &f.verdict else {
@@ -379,7 +386,7 @@ pub fn plan(
                 for (n, o) in names.iter().zip(owned()) {
                     out.keeps.push(n.clone());
                     if let Some(o) = o
-                        && (o.file != f.path || o.source != f.source)
+                        && (bytes(&o.file) != bytes(&f.path) || bytes(&o.source) != bytes(&f.source))
                     {
                         out.relocations.push((n.clone(), f.path.clone(), f.source.clone()));
                     }
@@ -405,9 +412,9 @@ pub fn plan(
     // names cannot be read still protects them. A blocked valid file
     // defines its names; an invalid or refused one what a lexical scan
     // finds; one where the scan finds nothing may define anything.
-    let mut protected: HashSet<&str> = HashSet::new();
+    let mut protected: FxSet<&str> = FxSet::default();
     let mut protects_all: BTreeSet<&PathBuf> = BTreeSet::new();
-    for f in desired.files.iter().filter(|f| blocked.contains(&f.path)) {
+    for f in desired.files.iter().filter(|f| blocked.contains(bytes(&f.path))) {
         match (&f.verdict, desired.may_define.get(&f.path)) {
             (Verdict::Valid { names }, _) => protected.extend(names.iter().map(String::as_str)),
             (_, Some(names)) if !names.is_empty() => protected.extend(names.iter().map(String::as_str)),
@@ -417,11 +424,9 @@ pub fn plan(
         }
     }
     let mut candidates: BTreeMap<&PathBuf, Vec<(&str, &Owned)>> = BTreeMap::new();
-    // Ordered, not hashed: a `Path` hashes component by component, and a
-    // node has a few sources for a thousand profiles.
-    let mut owned_in: BTreeMap<&PathBuf, usize> = BTreeMap::new();
+    let mut owned_in: FxMap<&[u8], usize> = FxMap::default();
     for o in manifest.profiles.values() {
-        *owned_in.entry(&o.source).or_default() += 1;
+        *owned_in.entry(bytes(&o.source)).or_default() += 1;
     }
     let unavailable: BTreeSet<&PathBuf> = desired.unavailable.iter().map(|u| &u.path).collect();
     for u in &desired.unavailable {
@@ -436,7 +441,7 @@ pub fn plan(
         if wanted.contains(name.as_str()) {
             continue;
         }
-        let hold = if blocked.contains(&o.file) {
+        let hold = if blocked.contains(bytes(&o.file)) {
             Some((
                 "its file is not valid; the last good version stays loaded",
                 HeldWhy::Protected,
@@ -492,7 +497,7 @@ pub fn plan(
             quiet: Duration::ZERO,
             confirmed: false,
         });
-        let owned = owned_in.get(src).copied().unwrap_or(0);
+        let owned = owned_in.get(bytes(src)).copied().unwrap_or(0);
         let mass = names.len() * 100 > owned * usize::from(rules.mass_percent);
         let held = if !q.confirmed || q.quiet < rules.settle {
             wait(rules.settle.saturating_sub(q.quiet));
@@ -546,6 +551,10 @@ pub fn plan(
         });
     }
     out
+}
+
+fn bytes(p: &std::path::Path) -> &[u8] {
+    p.as_os_str().as_encoded_bytes()
 }
 
 /// `2s`, `1.5s`, `5m`, as people read a duration.
