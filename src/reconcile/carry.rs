@@ -125,15 +125,22 @@ impl Reconciler {
         self.quiet_now(&mut desired);
         let engine = engine!(self);
         let policy = Self::policy(&self.config);
+        let (tx, parser_starts) = std::sync::mpsc::channel();
+        self.validator.parser_starts = Some(tx);
+        let (kernel, manifest, guess) = (&self.kernel, &self.manifest, &desired);
         let (validated, planned) = std::thread::scope(|s| {
-            let ahead = s.spawn(|| {
-                let kernel = self.kernel.loaded().ok()?;
-                let plan = plan(&desired, &self.manifest, &kernel, &BTreeMap::new(), &policy);
+            let ahead = s.spawn(move || {
+                // Either way: the parser started, or the validation ended.
+                let _ = parser_starts.recv();
+                let kernel = kernel.loaded().ok()?;
+                let plan = plan(guess, manifest, &kernel, &BTreeMap::new(), &policy);
                 Some((kernel, plan))
             });
             let validated = self
                 .validator
                 .validate(files, &self.manifest, &engine, self.config.mode, &mut may_define);
+            // A validation that failed before its parser run still held it.
+            self.validator.parser_starts = None;
             (validated, ahead.join().ok().flatten())
         });
         // On an error, `last` stays empty: the next reconcile reads in full.

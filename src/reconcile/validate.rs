@@ -20,6 +20,10 @@ pub struct Validator {
     /// Contents loaded unchecked that the last validation checked (valid
     /// or not): no longer unchecked.
     pub checked: Vec<String>,
+    /// Told (then dropped) as the parser is started, or dropped when the
+    /// validation needs no parser: whoever waits on its receiver works
+    /// beside the parser, not beside the validation's own steps.
+    pub parser_starts: Option<std::sync::mpsc::Sender<()>>,
 }
 
 pub(super) const MEMO_LIMIT: usize = 20_000;
@@ -120,8 +124,12 @@ impl Validator {
                 verdict: verdict.unwrap_or(Verdict::Valid { names: Vec::new() }),
             });
         }
+        let starts = self.parser_starts.take();
         if check.is_empty() {
             return Ok(out);
+        }
+        if let Some(tx) = starts {
+            let _ = tx.send(());
         }
 
         // Names and the compile, each in one parser run, side by side: one
