@@ -42,6 +42,28 @@ pub fn atomic_write_readable(path: &Path, data: &[u8]) -> Result<(), StateError>
 /// Like [`atomic_write`], with the fsyncs only when `durable`: readers see
 /// the old content or the new, but a crash may lose the new. `midpoint` is
 /// a failpoint passed with the data written and not yet renamed.
+/// Write `data` into the existing file `tmp`, then rename it to `path`
+/// (not durable); `tmp` is gone either way.
+fn write_into(tmp: &Path, path: &Path, data: &[u8], midpoint: Option<&str>) -> Result<(), StateError> {
+    let result = (|| {
+        crate::failpoint::hit("state-write").map_err(io_err(tmp))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(tmp)
+            .map_err(io_err(tmp))?;
+        f.write_all(data).map_err(io_err(tmp))?;
+        if let Some(point) = midpoint {
+            crate::failpoint::hit(point).map_err(io_err(tmp))?;
+        }
+        std::fs::rename(tmp, path).map_err(io_err(path))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    result
+}
+
 fn write_replace(path: &Path, data: &[u8], durable: bool, midpoint: Option<&str>) -> Result<(), StateError> {
     write_replace_with(path, data, durable, midpoint, |_| Ok(()))
 }
@@ -204,6 +226,10 @@ pub struct StateDir {
     pub dir: PathBuf,
     /// The pending-load log, opened once for appending.
     log: std::sync::Arc<std::sync::Mutex<Option<std::fs::File>>>,
+    /// An empty file made ahead in `spare/`, for the next new stored copy:
+    /// making a file costs most of a millisecond on some file systems, and
+    /// a change should not wait for it.
+    spare: std::sync::Arc<std::sync::Mutex<Option<PathBuf>>>,
 }
 
 impl StateDir {
@@ -211,6 +237,7 @@ impl StateDir {
         StateDir {
             dir,
             log: Default::default(),
+            spare: Default::default(),
         }
     }
 
@@ -247,7 +274,32 @@ impl StateDir {
         let probe = self.dir.join(".armord-write-probe");
         std::fs::write(&probe, b"").map_err(io_err(&self.dir))?;
         let _ = std::fs::remove_file(&probe);
+        // Spare files an earlier run made and did not use.
+        let _ = std::fs::remove_dir_all(self.spare_dir());
+        self.store_spare();
         Ok(())
+    }
+
+    fn spare_dir(&self) -> PathBuf {
+        self.dir.join("spare")
+    }
+
+    /// Make the spare file for the next new stored copy, when there is
+    /// none. A failure only means the next copy makes its own file.
+    pub fn store_spare(&self) {
+        let Ok(mut spare) = self.spare.lock() else {
+            return;
+        };
+        if spare.is_some() {
+            return;
+        }
+        static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self.spare_dir().join(format!("{}.{n}", std::process::id()));
+        let made = std::fs::create_dir_all(self.spare_dir()).and_then(|()| std::fs::File::create(&path));
+        if made.is_ok() {
+            *spare = Some(path);
+        }
     }
 
     pub fn load_manifest(&self) -> Loaded {
@@ -370,7 +422,11 @@ impl StateDir {
         if self.store_get(sha256).is_some() {
             return Ok(path);
         }
-        write_replace(&path, content, false, Some("store-write"))?;
+        let spare = self.spare.lock().ok().and_then(|mut s| s.take());
+        match spare {
+            Some(tmp) => write_into(&tmp, &path, content, Some("store-write"))?,
+            None => write_replace(&path, content, false, Some("store-write"))?,
+        }
         Ok(path)
     }
 
@@ -572,6 +628,39 @@ mod tests {
         s.store_put(&other, b"y").unwrap();
         assert_eq!(s.store_gc(&[sha.clone()].into()).unwrap(), 1);
         assert_eq!(s.store_entries(), [sha]);
+    }
+
+    #[test]
+    fn a_new_stored_copy_takes_the_spare_file_made_ahead() {
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().unwrap();
+        let s = StateDir::new(t.path().to_owned());
+        // A spare an earlier run left is not used, and is cleared.
+        std::fs::create_dir_all(t.path().join("spare")).unwrap();
+        std::fs::write(t.path().join("spare/1.0"), "left over").unwrap();
+        s.prepare().unwrap();
+        let spares = || -> Vec<PathBuf> {
+            std::fs::read_dir(t.path().join("spare"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect()
+        };
+        let made = spares();
+        assert_eq!(made.len(), 1, "{made:?}");
+        let spare_inode = std::fs::metadata(&made[0]).map(|m| m.ino()).unwrap();
+        let a = crate::source::sha256_hex(b"profile a {}");
+        s.store_put(&a, b"profile a {}").unwrap();
+        assert!(spares().is_empty(), "the spare was taken");
+        assert_eq!(s.store_get(&a).unwrap(), b"profile a {}");
+        assert_eq!(std::fs::metadata(s.store_path(&a)).unwrap().ino(), spare_inode);
+        // With no spare, a copy makes its own file.
+        let b = crate::source::sha256_hex(b"profile b {}");
+        s.store_put(&b, b"profile b {}").unwrap();
+        assert_eq!(s.store_get(&b).unwrap(), b"profile b {}");
+        s.store_spare();
+        s.store_spare();
+        assert_eq!(spares().len(), 1, "one spare at a time");
+        assert_eq!(s.store_entries().len(), 2);
     }
 
     #[test]

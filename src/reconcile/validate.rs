@@ -144,9 +144,11 @@ impl Validator {
         // reports any error.
         let shas: Vec<String> = check.iter().map(|(i, _, _)| out[*i].sha256.clone()).collect();
         let state = engine.state.clone();
-        let _ = std::thread::Builder::new()
-            .name("store-sync".into())
-            .spawn(move || state.store_sync(shas.iter().map(String::as_str)));
+        let _ = std::thread::Builder::new().name("store-sync".into()).spawn(move || {
+            let _ = state.store_sync(shas.iter().map(String::as_str));
+            // The spare the new copies took, made again off the change's path.
+            state.store_spare();
+        });
         let (names, mut failed) = if engine.parser.names_follow_compile(engine.opts) {
             names_after_compile(engine, &paths)?
         } else {
