@@ -88,9 +88,19 @@ pub struct ReadCache {
     /// names inotify reported starts from. `None` until a full read of a
     /// plain directory.
     pub(super) listing: Option<BTreeSet<String>>,
+    /// The names of `listing` that a read by name looks at although no
+    /// event named them: entries the cache does not hold (refused, or
+    /// changed while read), and files read through a symlink.
+    pub(super) untrusted: BTreeSet<String>,
 }
 
 impl ReadCache {
+    /// Whether a read by name looks at the entry `name` of `listing` even
+    /// when no event named it.
+    pub(super) fn needs_look(&self, name: &str) -> bool {
+        !skipped_name(name) && name != MANIFEST && name != SIGNATURE && self.files.get(name).is_none_or(|c| c.link)
+    }
+
     /// The files a full read would serve from memory (settled ones).
     pub fn len(&self) -> usize {
         self.files.values().filter(|c| c.settled).count()

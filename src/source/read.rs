@@ -237,6 +237,10 @@ pub(super) fn read_dir_once(
     // The listing a later read by name starts from: only a plain
     // directory's, and only of a read that completed.
     cache.listing = (plain && matches!(snap, Ok(Some(_)))).then_some(names);
+    cache.untrusted = match &cache.listing {
+        Some(names) => names.iter().filter(|n| cache.needs_look(n)).cloned().collect(),
+        None => BTreeSet::new(),
+    };
     snap
 }
 
@@ -380,11 +384,11 @@ pub(super) fn read_delta(
     }
     let root_canon = fs::canonicalize(&r.root).ok()?;
     let listing = listing_after(r, limits, cache, named)?;
-    let look: Vec<&String> = listing
+    let look: BTreeSet<String> = named
         .iter()
-        .filter(|n| !skipped_name(n) && *n != MANIFEST && *n != SIGNATURE)
-        .filter(|n| named.contains(*n) || cache.files.get(*n).is_none_or(|c| c.link))
-        .chain(named.iter().filter(|n| !listing.contains(*n) && !skipped_name(n)))
+        .filter(|n| !skipped_name(n))
+        .chain(&cache.untrusted)
+        .cloned()
         .collect();
     let old: HashMap<String, Cached> = look
         .iter()
@@ -404,7 +408,7 @@ pub(super) fn read_delta(
         listing.len().saturating_sub(look.len())
     );
     let mut delta = Delta::default();
-    for name in look {
+    for name in &look {
         if let Some(lossy) = name.strip_suffix('\u{0}') {
             delta.looked.push(r.display_dir.join(lossy));
             delta.refused.push(Refusal {
@@ -436,6 +440,12 @@ pub(super) fn read_delta(
         }
     }
     cache.files.extend(io.new);
+    for name in &look {
+        cache.untrusted.remove(name);
+        if listing.contains(name) && cache.needs_look(name) {
+            cache.untrusted.insert(name.clone());
+        }
+    }
     cache.listing = Some(listing);
     delta.newest_change = io.newest.max(ctime_of(&r.dir)).max(ctime_of(&r.root));
     Some(delta)
