@@ -34,16 +34,24 @@ pub(super) fn keep_stored(manifest: &Manifest, desired: Option<&Desired>) -> BTr
     keep
 }
 
+/// What a carried reconcile found in one source: the entries looked at by
+/// name, or the whole source read again (with its fingerprint and shares).
+enum Look {
+    Named(source::Delta),
+    Whole(source::Delta, u64, HashMap<std::ffi::OsString, u64>),
+}
+
 impl Reconciler {
     /// A change reconcile of the entries `named` reported, the rest as the
     /// last reconcile left it; `None` when that last reconcile cannot be
     /// carried forward, and every source must be read in full.
     ///
-    /// It can be when the last read of every source was complete, of a
-    /// plain directory, and took no verdict from a timeout or a crash; when
-    /// no source needs signatures (a signed revision is checked as a
-    /// whole); when no version loaded unchecked waits for a parser; and
-    /// when no operator asked for a mass removal.
+    /// It can be when the last reconcile read every source, took no verdict
+    /// from a timeout or a crash, and left no version loaded unchecked
+    /// waiting for a parser, and when no operator asked for a mass removal.
+    /// A plain directory is then looked at by name; any other source (a
+    /// ConfigMap or git-sync layout, a signed source, a plain one that
+    /// cannot be read by name) is read whole, and replaces all it held.
     pub(super) fn carried(&mut self, named: &BTreeSet<PathBuf>) -> Option<Result<Report, ApplyError>> {
         let last = self.last.as_ref()?;
         let sources_as_last = last.unavailable.is_empty()
@@ -53,14 +61,11 @@ impl Reconciler {
                 .iter()
                 .zip(&self.config.sources)
                 .all(|(a, b)| *a == b.path);
-        let can =
-            self.carry_ok
-                && sources_as_last
-                && !self.allow_mass_next
-                && (self.manifest.unchecked.is_empty() || !self.parser.checks())
-                && self.config.sources.iter().all(|s| {
-                    s.signatures != crate::config::Signatures::Required && self.stillness.contains_key(&s.path)
-                });
+        let can = self.carry_ok
+            && sources_as_last
+            && !self.allow_mass_next
+            && (self.manifest.unchecked.is_empty() || !self.parser.checks())
+            && self.config.sources.iter().all(|s| self.stillness.contains_key(&s.path));
         if !can {
             return None;
         }
@@ -68,27 +73,69 @@ impl Reconciler {
             max_file_bytes: self.config.max_file_bytes,
             max_files: self.config.max_profiles,
         };
-        let mut deltas = Vec::with_capacity(self.config.sources.len());
-        for src in &self.config.sources {
-            let cache = self.read_caches.get_mut(&src.path)?;
-            let delta = source::snapshot_delta(src, &limits, cache, named);
+        let mut looks = Vec::with_capacity(self.config.sources.len());
+        for src in self.config.sources.clone() {
+            let cache = self.read_caches.entry(src.path.clone()).or_default();
+            let signed = src.signatures == crate::config::Signatures::Required;
+            let by_name = if signed {
+                None
+            } else {
+                source::snapshot_delta(&src, &limits, cache, named)
+            };
             // The read caches are ahead of `last` from the first look on.
             self.carry_ok = false;
-            deltas.push((src.path.clone(), delta?));
+            if let Some(delta) = by_name {
+                looks.push((src.path, Look::Named(delta)));
+                continue;
+            }
+            let SnapshotResult::Ok(mut snap) = source::snapshot_named(&src, &limits, cache, Some(named)) else {
+                return None;
+            };
+            if signed && self.check_signed(&src.path, &mut snap).is_err() {
+                return None;
+            }
+            let last = self.last.as_ref()?;
+            let (fp, parts) = fingerprint(&snap);
+            let looked = last
+                .files
+                .iter()
+                .filter(|f| f.source == src.path)
+                .map(|f| f.path.clone())
+                .chain(snap.files.iter().map(|f| f.path.clone()))
+                .chain(snap.refused.iter().map(|r| r.path.clone()))
+                .collect();
+            let delta = source::Delta {
+                looked,
+                files: snap.files,
+                refused: snap.refused,
+                newest_change: snap.newest_change,
+            };
+            looks.push((src.path, Look::Whole(delta, fp, parts)));
         }
         self.carried_reads += 1;
-        Some(self.carry(deltas))
+        Some(self.carry(looks))
     }
 
     /// Validate what the looks found, then put it in place of what the
     /// last reconcile held under the same paths, and plan.
-    fn carry(&mut self, deltas: Vec<(PathBuf, source::Delta)>) -> Result<Report, ApplyError> {
+    fn carry(&mut self, looks: Vec<(PathBuf, Look)>) -> Result<Report, ApplyError> {
         let mut new: Vec<DesiredFile> = Vec::new();
         let mut may_define = BTreeMap::new();
         let mut looked: Vec<PathBuf> = Vec::new();
         let mut files = Vec::new();
-        for (src, delta) in deltas {
-            self.note_delta(&src, &delta);
+        // Recorded once every source was read: a carry given up half-way
+        // must not count as a read of the sources it did read.
+        for (src, look) in looks {
+            let delta = match look {
+                Look::Named(delta) => {
+                    self.note_delta(&src, &delta);
+                    delta
+                }
+                Look::Whole(delta, fp, parts) => {
+                    self.record_read(&src, fp, parts, delta.newest_change);
+                    delta
+                }
+            };
             push_refusals(delta.refused, &src, &mut new, &mut may_define);
             files.extend(delta.files.into_iter().map(|f| (f, src.clone())));
             looked.extend(delta.looked);
@@ -168,6 +215,7 @@ impl Reconciler {
         let mut report = self.replan_with(planned)?;
         report.transient |= transient;
         let _ = self.state.store_gc(&keep_stored(&self.manifest, self.last.as_ref()));
+        self.save_serials();
         Ok(report)
     }
 
@@ -210,15 +258,25 @@ fn replace_files(
 ) {
     let files = &mut desired.files;
     for path in looked {
-        let key = path.as_os_str().as_encoded_bytes();
-        let at = files.partition_point(|f| order_key(f).0 < key);
-        let end = at + files[at..].iter().take_while(|f| order_key(f).0 == key).count();
-        files.drain(at..end);
         desired.may_define.remove(path);
     }
-    for f in new {
-        let at = files.partition_point(|g| order_key(g) < order_key(&f));
-        files.insert(at, f);
+    // A few paths one by one; many (a source read whole) in one pass.
+    if looked.len() + new.len() > 64 {
+        let gone: super::hash::FxSet<&[u8]> = looked.iter().map(|p| p.as_os_str().as_encoded_bytes()).collect();
+        files.retain(|f| !gone.contains(order_key(f).0));
+        files.extend(new);
+        sort_files(files);
+    } else {
+        for path in looked {
+            let key = path.as_os_str().as_encoded_bytes();
+            let at = files.partition_point(|f| order_key(f).0 < key);
+            let end = at + files[at..].iter().take_while(|f| order_key(f).0 == key).count();
+            files.drain(at..end);
+        }
+        for f in new {
+            let at = files.partition_point(|g| order_key(g) < order_key(&f));
+            files.insert(at, f);
+        }
     }
     desired.may_define.extend(may_define);
 }

@@ -169,3 +169,64 @@ proptest! {
         kept_ahead.fetch_add(r.plans_ahead_kept, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// Every configured source, as a full read finds it, equals what a carried
+/// reconcile holds, and the reconcile was carried.
+fn assert_carried_as_full(r: &mut Reconciler, before: u64, what: &str) {
+    assert_eq!(r.carried_reads, before + 1, "{what}: read in full");
+    let (files, may_define, fps) = full_read(r);
+    let last = r.last.as_ref().unwrap();
+    assert_eq!(last.files, files, "{what}");
+    assert_eq!(last.may_define, may_define, "{what}");
+    for (src, fp) in r.config.sources.iter().zip(fps) {
+        assert_eq!(r.stillness[&src.path].fingerprint, fp, "{what}: {}", src.path.display());
+    }
+}
+
+#[test]
+fn a_configmap_beside_a_plain_source_is_read_whole_when_a_change_is_carried() {
+    use crate::source::tests::configmap_publish;
+    let f = Fixture::new();
+    f.write("a", "profile custom.a {\n}\n");
+    let cm = f.dir.path().join("cm");
+    configmap_publish(
+        &cm,
+        "..r1",
+        &[("x", "profile custom.x {\n}\n"), ("y", "profile custom.y {\n}\n")],
+    );
+    let mut c = f.config();
+    let mut second = c.sources[0].clone();
+    second.path = cm.clone();
+    c.sources.push(second);
+    let mut r = f.open_with(c);
+    let first = r.reconcile().unwrap();
+    assert_eq!(first.loaded, ["custom.a", "custom.x", "custom.y"]);
+
+    // A change in the plain source: the ConfigMap is read whole beside it.
+    f.write("a", "profile custom.a {\n  # 2\n}\n");
+    let before = r.carried_reads;
+    let rep = r.reconcile_named(Some([f.src.join("a")].into())).unwrap();
+    assert_eq!(rep.replaced, ["custom.a"]);
+    assert_carried_as_full(&mut r, before, "plain change");
+
+    // A new ConfigMap revision: one key changed, one gone, one new.
+    configmap_publish(
+        &cm,
+        "..r2",
+        &[
+            ("x", "profile custom.x {\n  # 2\n}\n"),
+            ("z", "profile custom.z {\n}\n"),
+        ],
+    );
+    let _ = std::fs::remove_file(cm.join("y"));
+    let before = r.carried_reads;
+    let rep = r
+        .reconcile_named(Some([cm.join("..data"), cm.join("y"), cm.join("z")].into()))
+        .unwrap();
+    assert_eq!(rep.replaced, ["custom.x"]);
+    assert_eq!(rep.loaded, ["custom.z"]);
+    assert_carried_as_full(&mut r, before, "configmap swap");
+    // custom.y waits for a second read that agrees, as after a full read.
+    assert_eq!(rep.held_for(HeldWhy::Settling), 1, "{:?}", rep.held);
+    f.assert_manifest_matches_kernel(&r);
+}

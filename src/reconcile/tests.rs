@@ -495,7 +495,10 @@ impl Fixture {
     }
 
     pub fn open(&self) -> Reconciler {
-        let c = self.config();
+        self.open_with(self.config())
+    }
+
+    pub fn open_with(&self, c: Config) -> Reconciler {
         let parser = ParserRunner {
             program: c.parser.path.clone(),
             timeout: Duration::from_millis(700),

@@ -9,7 +9,7 @@ mod cache;
 mod layout;
 mod read;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use crate::config::{LayoutKind, SourceConfig};
 use serde::Serialize;

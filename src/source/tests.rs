@@ -29,7 +29,7 @@ fn names(s: &SourceSnapshot) -> Vec<String> {
 }
 
 /// Build a ConfigMap volume: ..<rev>/keys, ..data -> ..<rev>, key -> ..data/key.
-fn configmap_publish(root: &Path, rev: &str, files: &[(&str, &str)]) {
+pub(crate) fn configmap_publish(root: &Path, rev: &str, files: &[(&str, &str)]) {
     let d = root.join(rev);
     fs::create_dir_all(&d).unwrap();
     for (k, v) in files {
