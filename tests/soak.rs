@@ -457,7 +457,13 @@ fn soak_no_good_profile_is_ever_lost() {
     // Reads of only the names inotify reported (the rest from the cache):
     // the soak must exercise them, since the final check relies on them.
     let by_name = log.lines().filter(|l| l.contains("reported names")).count();
-    println!("soak: {by_name} reads by reported names");
+    // Of those, the looks of a carried reconcile (the rest of the source as
+    // the last reconcile left it, its verdicts and all).
+    let carried = log
+        .lines()
+        .filter(|l| l.contains("as the last reconcile left them"))
+        .count();
+    println!("soak: {by_name} reads by reported names, {carried} of them carried forward");
     let tail: String = log
         .lines()
         .rev()
@@ -477,4 +483,5 @@ fn soak_no_good_profile_is_ever_lost() {
         "the plain source's final versions are not the ones loaded\nlog tail:\n{tail}"
     );
     assert!(samples > 100 && kills > 0 && ops > 100, "the soak did too little");
+    assert!(carried > 0, "no change reconcile was carried forward");
 }

@@ -81,7 +81,7 @@ impl Validator {
             let verdict = if let Some((judged, v)) = memo.get(&f.sha256) {
                 // Judged good before but not loaded now: its stored copy may
                 // have been collected since.
-                if matches!(v, Verdict::Valid { .. }) && owned.names(&f.sha256).is_none() {
+                if matches!(v, Verdict::Valid { .. }) && !owned.owns(&f.sha256) {
                     engine.state.store_put(&f.sha256, f.content.as_bytes())?;
                 }
                 Some(match v {
@@ -237,6 +237,20 @@ impl<'a> Owners<'a> {
         o.complain == self.complain
             && !o.sha256.is_empty()
             && !(self.can_check && self.manifest.unchecked.contains(&o.sha256))
+    }
+
+    /// Whether the content `sha` is loaded under any name.
+    fn owns(&self, sha: &str) -> bool {
+        match &self.sorted {
+            Some(v) => v
+                .get(v.partition_point(|(s, _)| *s < sha))
+                .is_some_and(|(s, _)| *s == sha),
+            None => self
+                .manifest
+                .profiles
+                .values()
+                .any(|o| o.sha256 == sha && self.counts(o)),
+        }
     }
 
     /// The names the content `sha` is loaded under, if any.
