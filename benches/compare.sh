@@ -124,7 +124,9 @@ cargo bench --locked -q --bench daemon 2>/dev/null > "$work/daemon"
 benches/audit_vs_libapparmor.sh 2>/dev/null > "$work/audit"
 
 # row FILE PATTERN [PATTERN]: the value column of the first row with both.
-row() { grep -F "$2" "$1" | grep -F "${3:-$2}" | head -n1 | awk -F'|' '{ gsub(/^ +| +$/, "", $3); print $3 }'; }
+# A figure of the daemon's table; empty when that part was not run
+# (BENCH_IDLE_SECS=0, BENCH_RECORDS=0).
+row() { { grep -F "$2" "$1" || true; } | grep -F "${3:-$2}" | head -n1 | awk -F'|' '{ gsub(/^ +| +$/, "", $3); print $3 }' || true; }
 lat0=$(row "$work/daemon" "load call (a write" "debounce 0 ms")
 first0=$(row "$work/daemon" "first parser call" "debounce 0 ms")
 lat200=$(row "$work/daemon" "load call (a write" "debounce 200 ms")

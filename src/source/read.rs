@@ -162,6 +162,32 @@ pub(super) fn file_unchanged(path: &Path, before: &Stamp) -> bool {
     fs::metadata(path).map(|m| Stamp::of(&m) == *before).unwrap_or(false)
 }
 
+/// Put what a read of one entry found with the files or the refusals (the
+/// entry named `path`); give back what is neither (a directory, an entry
+/// gone).
+fn file_or_refusal(
+    read: Read1,
+    path: impl FnOnce() -> PathBuf,
+    files: &mut Vec<SourceFile>,
+    refused: &mut Vec<Refusal>,
+) -> Result<(), Read1> {
+    match read {
+        Read1::File(f) => files.push(f),
+        Read1::Refused(reason) => refused.push(Refusal {
+            path: path(),
+            reason,
+            text: None,
+        }),
+        Read1::Undecodable(reason, text) => refused.push(Refusal {
+            path: path(),
+            reason,
+            text: Some(text),
+        }),
+        other => return Err(other),
+    }
+    Ok(())
+}
+
 /// The entry names of the source after the changes inotify named, from the
 /// last read's listing: `None` when that cannot be told safely, and the
 /// directory must be listed again.
@@ -323,22 +349,12 @@ fn read_names(
             continue;
         }
         let trusted = fresh.is_some_and(|f| !f.contains(name));
-        match read_entry(&r.dir, &root_canon, name, display, limits, Some(&mut io), trusted) {
-            Read1::File(f) => snap.files.push(f),
-            Read1::Refused(reason) => snap.refused.push(Refusal {
-                path: r.display_dir.join(name),
-                reason,
-                text: None,
-            }),
-            Read1::Undecodable(reason, text) => snap.refused.push(Refusal {
-                path: r.display_dir.join(name),
-                reason,
-                text: Some(text),
-            }),
-            Read1::Skip => {}
-            Read1::Vanished if r.link.is_some() => return Ok(None),
-            // A plain source: a file removed while we read is simply gone.
-            Read1::Vanished => {}
+        let read = read_entry(&r.dir, &root_canon, name, display, limits, Some(&mut io), trusted);
+        match file_or_refusal(read, || r.display_dir.join(name), &mut snap.files, &mut snap.refused) {
+            Err(Read1::Vanished) if r.link.is_some() => return Ok(None),
+            // A directory; in a plain source, a file removed while we read
+            // is simply gone.
+            _ => {}
         }
     }
     cache.dir = r.dir.clone();
@@ -423,21 +439,9 @@ pub(super) fn read_delta(
         if !listing.contains(name) {
             continue;
         }
-        match read_entry(&r.dir, &root_canon, name, display, limits, Some(&mut io), false) {
-            Read1::File(f) => delta.files.push(f),
-            Read1::Refused(reason) => delta.refused.push(Refusal {
-                path: r.display_dir.join(name),
-                reason,
-                text: None,
-            }),
-            Read1::Undecodable(reason, text) => delta.refused.push(Refusal {
-                path: r.display_dir.join(name),
-                reason,
-                text: Some(text),
-            }),
-            // A directory, or a file removed while we looked: no file.
-            Read1::Skip | Read1::Vanished => {}
-        }
+        let read = read_entry(&r.dir, &root_canon, name, display, limits, Some(&mut io), false);
+        // A directory, or a file removed while we looked: no file.
+        let _ = file_or_refusal(read, || r.display_dir.join(name), &mut delta.files, &mut delta.refused);
     }
     cache.files.extend(io.new);
     for name in &look {
