@@ -17,6 +17,7 @@ macro_rules! engine {
 }
 
 mod carry;
+mod desired;
 mod engine;
 mod hash;
 mod plan;
@@ -44,6 +45,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use carry::*;
+pub use desired::render_specs;
+use desired::*;
 pub use engine::Engine;
 use engine::*;
 use still::*;
@@ -565,87 +568,6 @@ impl Reconciler {
         self.last = Some(desired);
         result
     }
-}
-
-/// Files refused before the parser, as the sources want them: never
-/// loaded; a text read but refused for its bytes still protects the names
-/// it may define.
-pub(super) fn push_refusals(
-    refused: Vec<source::Refusal>,
-    src: &Path,
-    files: &mut Vec<DesiredFile>,
-    may_define: &mut BTreeMap<PathBuf, Vec<String>>,
-) {
-    for r in refused {
-        if let Some(text) = &r.text {
-            may_define.insert(r.path.clone(), names_a_file_may_define(text));
-        }
-        files.push(DesiredFile {
-            path: r.path,
-            source: src.to_owned(),
-            sha256: String::new(),
-            verdict: Verdict::Refused { reason: r.reason },
-        });
-    }
-}
-
-/// Turn allow-list specs (`*.allow.toml`) into the profiles they render to;
-/// a bad spec is refused with the key and the reason.
-pub fn render_specs(
-    files: Vec<(source::SourceFile, PathBuf)>,
-    refused: &mut Vec<DesiredFile>,
-    may_define: &mut BTreeMap<PathBuf, Vec<String>>,
-) -> Vec<(source::SourceFile, PathBuf)> {
-    files
-        .into_iter()
-        .filter_map(|(f, src)| {
-            let is_spec = f
-                .path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(crate::spec::is_spec);
-            if !is_spec {
-                return Some((f, src));
-            }
-            match crate::spec::Spec::parse(&f.content) {
-                Ok(spec) => {
-                    let content = spec.render();
-                    Some((
-                        source::SourceFile {
-                            path: f.path,
-                            sha256: source::sha256_hex(content.as_bytes()),
-                            content,
-                        },
-                        src,
-                    ))
-                }
-                Err(e) => {
-                    // The name a broken spec may give its profile stays
-                    // protected (none found: every profile of its source).
-                    may_define.insert(f.path.clone(), crate::spec::names_a_spec_may_define(&f.content));
-                    // A TOML syntax error is where it is, like a parser
-                    // error: `file:line: message`.
-                    let verdict = match e.line {
-                        Some(line) if e.key.is_empty() => Verdict::Invalid {
-                            diagnostics: vec![crate::apparmor::Diagnostic {
-                                file: None,
-                                line: Some(line),
-                                message: e.reason,
-                            }],
-                        },
-                        _ => Verdict::Refused { reason: e.to_string() },
-                    };
-                    refused.push(DesiredFile {
-                        path: f.path,
-                        source: src,
-                        sha256: f.sha256,
-                        verdict,
-                    });
-                    None
-                }
-            }
-        })
-        .collect()
 }
 
 /// Rebuild a manifest from the store: every stored file whose profiles the
