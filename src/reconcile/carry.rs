@@ -146,7 +146,7 @@ impl Reconciler {
                 return self.reconcile();
             };
             replace_files(&mut desired, &looked, new, may_define);
-            return self.carried_plan(desired, None, false);
+            return self.plan_and_apply(desired, None, false);
         }
         // While the parser checks the files, the kernel's list is read and
         // the plan made, for the verdicts the files will most likely get:
@@ -198,25 +198,7 @@ impl Reconciler {
         let planned = planned.filter(|_| new == guessed && may_define == guessed_may_define);
         self.plans_ahead_kept += u64::from(planned.is_some());
         replace_files(&mut desired, &looked, new, may_define);
-        self.carried_plan(desired, planned, transient)
-    }
-
-    /// Plan and apply what the sources want now (`planned`: a plan made
-    /// for exactly that); a verdict a timeout or a crash gave (`transient`)
-    /// is not carried forward again.
-    fn carried_plan(
-        &mut self,
-        desired: Desired,
-        planned: Option<(BTreeMap<String, String>, Plan)>,
-        transient: bool,
-    ) -> Result<Report, ApplyError> {
-        self.carry_ok = !transient;
-        self.last = Some(desired);
-        let mut report = self.replan_with(planned)?;
-        report.transient |= transient;
-        let _ = self.state.store_gc(&keep_stored(&self.manifest, self.last.as_ref()));
-        self.save_serials();
-        Ok(report)
+        self.plan_and_apply(desired, planned, transient)
     }
 
     /// Record a look at some entries of `src`, as [`Reconciler::note_read`]
@@ -233,12 +215,7 @@ impl Reconciler {
                 fp = fp.wrapping_sub(old);
             }
         }
-        let found = delta
-            .files
-            .iter()
-            .map(|f| (&f.path, part(&f.path, Ok(&f.sha256))))
-            .chain(delta.refused.iter().map(|r| (&r.path, part(&r.path, Err(&r.reason)))));
-        for (path, share) in found {
+        for (path, share) in shares(&delta.files, &delta.refused) {
             if let Some(old) = parts.insert(path.as_os_str().to_owned(), share) {
                 fp = fp.wrapping_sub(old);
             }

@@ -434,11 +434,23 @@ impl Reconciler {
         desired.files.extend(validated);
         sort_files(&mut desired.files);
         let transient = self.validator.transient > 0;
-        // A verdict that a timeout or a crash gave is not carried forward.
+        self.plan_and_apply(desired, None, transient)
+    }
+
+    /// Plan and apply what the sources want now (`planned`: a plan made
+    /// already for exactly that), then collect the stored copies nothing
+    /// wants. A verdict a timeout or a crash gave (`transient`) is not
+    /// carried forward.
+    fn plan_and_apply(
+        &mut self,
+        desired: Desired,
+        planned: Option<(BTreeMap<String, String>, Plan)>,
+        transient: bool,
+    ) -> Result<Report, ApplyError> {
         self.carry_ok = !transient;
         // The last reconcile's files are let go after the loads, not before.
         let previous = self.last.replace(desired);
-        let mut report = self.replan()?;
+        let mut report = self.replan_with(planned)?;
         drop(previous);
         report.transient |= transient;
         let _ = self.state.store_gc(&keep_stored(&self.manifest, self.last.as_ref()));
@@ -470,7 +482,11 @@ impl Reconciler {
     /// with a fresh look at the kernel and at confinement: drift repair and
     /// deferred removals, without reading any profile file.
     pub fn replan(&mut self) -> Result<Report, ApplyError> {
-        self.replan_with(None)
+        let report = self.replan_with(None)?;
+        if report.changed() {
+            let _ = self.state.store_gc(&keep_stored(&self.manifest, self.last.as_ref()));
+        }
+        Ok(report)
     }
 
     /// The rules a plan follows, from the configuration.
@@ -559,9 +575,6 @@ impl Reconciler {
                 report.removed = removed.removed;
                 report.problems.extend(removed.problems);
                 report.cancelled |= removed.cancelled;
-            }
-            if report.changed() {
-                let _ = self.state.store_gc(&keep_stored(&self.manifest, Some(&desired)));
             }
             Ok(report)
         })();

@@ -29,6 +29,21 @@ pub(super) fn part(path: &Path, what: Result<&str, &str>) -> u64 {
     h.finish()
 }
 
+/// Each file's and each refusal's share, by its path.
+pub(super) fn shares<'a>(
+    files: &'a [source::SourceFile],
+    refused: &'a [source::Refusal],
+) -> impl Iterator<Item = (&'a Path, u64)> {
+    files
+        .iter()
+        .map(|f| (f.path.as_path(), part(&f.path, Ok(&f.sha256))))
+        .chain(
+            refused
+                .iter()
+                .map(|r| (r.path.as_path(), part(&r.path, Err(&r.reason)))),
+        )
+}
+
 /// A fingerprint: the revision's share, then the sum of the entries'
 /// shares, so that one entry can be taken out and put back alone.
 pub(super) fn fingerprint_of<'a>(revision: Option<&Path>, parts: impl IntoIterator<Item = &'a u64>) -> u64 {
@@ -41,15 +56,8 @@ pub(super) fn fingerprint_of<'a>(revision: Option<&Path>, parts: impl IntoIterat
 /// What a read of a source found: its revision, every file and its hash,
 /// every refusal. Two reads with the same fingerprint saw the same source.
 pub(super) fn fingerprint(snap: &source::SourceSnapshot) -> (u64, HashMap<std::ffi::OsString, u64>) {
-    let parts: HashMap<std::ffi::OsString, u64> = snap
-        .files
-        .iter()
-        .map(|f| (f.path.as_os_str().to_owned(), part(&f.path, Ok(&f.sha256))))
-        .chain(
-            snap.refused
-                .iter()
-                .map(|r| (r.path.as_os_str().to_owned(), part(&r.path, Err(&r.reason)))),
-        )
+    let parts: HashMap<std::ffi::OsString, u64> = shares(&snap.files, &snap.refused)
+        .map(|(path, share)| (path.as_os_str().to_owned(), share))
         .collect();
     (fingerprint_of(snap.revision.as_deref(), parts.values()), parts)
 }
