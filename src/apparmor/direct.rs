@@ -27,10 +27,13 @@ use std::time::Duration;
 /// past it the list starts over, and those files load through the parser.
 const MAX_FRESH: usize = 4096;
 
-#[derive(Debug)]
+/// What compile runs of this process left in the parser's cache: read for
+/// the compiled facts every bound is judged by, and, where the kernel takes
+/// a set in one write, loaded from there.
+#[derive(Debug, Default)]
 pub struct DirectLoad {
-    /// The kernel's `.replace` interface.
-    replace: PathBuf,
+    /// The kernel's `.replace` interface, where policy is loaded directly.
+    replace: Option<PathBuf>,
     /// Where the parser keeps this cache's compiled files for the features
     /// it compiles against (`--print-cache-dir`), asked once.
     cache_subdir: OnceLock<Option<PathBuf>>,
@@ -46,10 +49,20 @@ impl DirectLoad {
             .join("features/policy/set_load")
             .exists()
             .then(|| DirectLoad {
-                replace: securityfs.join(".replace"),
-                cache_subdir: OnceLock::new(),
-                fresh: Mutex::new(HashSet::new()),
+                replace: Some(securityfs.join(".replace")),
+                ..Default::default()
             })
+    }
+
+    /// Only what compile runs leave in the cache, read; nothing loaded
+    /// from there.
+    pub fn cache_only() -> DirectLoad {
+        DirectLoad::default()
+    }
+
+    /// Whether compiled policy is written to the kernel from the cache.
+    pub fn loads(&self) -> bool {
+        self.replace.is_some()
     }
 
     /// The parser's cache directory for these features, from `ask` (the
@@ -59,10 +72,14 @@ impl DirectLoad {
             .get_or_init(|| {
                 let dir = ask();
                 match &dir {
+                    None if self.replace.is_none() => log::info!(
+                        "the parser names no cache directory (--print-cache-dir): attachments and modes are judged from a scan of each file"
+                    ),
+                    Some(_) if self.replace.is_none() => {}
                     Some(d) => log::info!(
                         "checked policy is loaded from the parser's cache in {} by one write to {}",
                         crate::escape::path(d),
-                        crate::escape::path(&self.replace)
+                        crate::escape::path(self.replace.as_deref().unwrap_or(Path::new("")))
                     ),
                     None => log::info!(
                         "the parser names no cache directory (--print-cache-dir): every load runs apparmor_parser -r"
@@ -103,13 +120,18 @@ impl DirectLoad {
         }
     }
 
-    /// The profile names in the policy a compile run of this process left
-    /// for `file`, read from the compiled policy itself.
-    pub fn compiled_names(&self, subdir: &Path, file: &Path) -> Option<Vec<String>> {
+    /// The compiled policy a compile run of this process left for `file`.
+    pub fn compiled(&self, subdir: &Path, file: &Path) -> Option<Vec<u8>> {
         if !self.fresh().contains(file) {
             return None;
         }
-        names_in_policy(&std::fs::read(subdir.join(file.file_name()?)).ok()?)
+        std::fs::read(subdir.join(file.file_name()?)).ok()
+    }
+
+    /// The compiled policy the parser's cache holds for `file` (a
+    /// content-addressed store file), from whichever run wrote it.
+    pub fn cached(&self, subdir: &Path, file: &Path) -> Option<Vec<u8>> {
+        std::fs::read(subdir.join(file.file_name()?)).ok()
     }
 
     /// Load what can be loaded from the cache; return the files left for
@@ -137,11 +159,14 @@ impl DirectLoad {
 
     /// Write one compiled file to `.replace` in a single write.
     fn write(&self, cached: &Path) -> std::io::Result<()> {
+        let Some(replace) = &self.replace else {
+            return Err(std::io::Error::other("no direct loads here"));
+        };
         let policy = std::fs::read(cached)?;
         if policy.is_empty() {
             return Err(std::io::Error::other("empty compiled policy"));
         }
-        let mut iface = std::fs::OpenOptions::new().write(true).open(&self.replace)?;
+        let mut iface = std::fs::OpenOptions::new().write(true).open(replace)?;
         let n = iface.write(&policy)?;
         if n != policy.len() {
             return Err(std::io::Error::other(format!(
@@ -151,39 +176,6 @@ impl DirectLoad {
         }
         Ok(())
     }
-}
-
-/// The header that opens each profile of a compiled policy set: the name
-/// `version` (type 4, length 8) and a u32 (type 2). `apparmor_parser`
-/// splits a set at these bytes too, for kernels that load one at a time.
-const ENTRY: &[u8] = b"\x04\x08\x00version\x00\x02";
-
-/// The profile names of a compiled policy set, in its order (top level and
-/// children, `a//b`): each entry's header, then the `profile` struct whose
-/// first member is the name. `None` when any entry is not laid out so, or
-/// names a namespace (the parser's `--names` then answers).
-pub fn names_in_policy(policy: &[u8]) -> Option<Vec<String>> {
-    if !policy.starts_with(ENTRY) {
-        return None;
-    }
-    let mut names = Vec::new();
-    let mut at = 0;
-    while at < policy.len() {
-        let next = policy[at + ENTRY.len()..]
-            .windows(ENTRY.len())
-            .position(|w| w == ENTRY)
-            .map_or(policy.len(), |p| at + ENTRY.len() + p);
-        let entry = policy.get(at + ENTRY.len() + 4..next)?;
-        let rest = entry.strip_prefix(b"\x04\x08\x00profile\x00\x07\x05".as_slice())?;
-        let len = usize::from(u16::from_le_bytes([*rest.first()?, *rest.get(1)?]));
-        let name = rest.get(2..2 + len)?.strip_suffix(b"\0")?;
-        let name = std::str::from_utf8(name)
-            .ok()
-            .filter(|n| !n.is_empty() && !n.contains('\0'))?;
-        names.push(name.to_owned());
-        at = next;
-    }
-    Some(names)
 }
 
 /// The parser's cache directory for the features `cmd` compiles against:

@@ -1,13 +1,19 @@
 //! The system's AppArmor: the `Parser` and `Kernel` traits, the real
 //! `apparmor_parser` runner, the securityfs/proc reader and the simulated kernel.
 
+mod attach;
+pub mod compiled;
+mod dfa;
 mod direct;
 mod kernel;
 mod parser;
 mod scan;
 mod sim;
 
-pub use direct::{DirectLoad, names_in_policy};
+pub use attach::{Globs, Outside, dfa_within, name_within};
+pub use compiled::{CompiledMode, CompiledProfile, names_in_policy, read_policy};
+pub use dfa::Dfa;
+pub use direct::DirectLoad;
 pub use kernel::{ProcReader, SecurityFs, parse_label, parse_profiles_file};
 pub use parser::{ParserRunner, default_features_file, parse_diagnostics, run_with_timeout};
 pub use scan::{
@@ -115,17 +121,25 @@ pub trait Parser: Send + Sync {
     fn compile(&self, files: &[PathBuf], opts: LoadOptions) -> Result<(), ParserError>;
     /// Compile and load (add or replace) into the kernel.
     fn load(&self, files: &[PathBuf], opts: LoadOptions) -> Result<(), ParserError>;
-    /// Whether a compile leaves, for each good file, the names of its
-    /// profiles where `compiled_names` reads them: the names run then
-    /// follows the compile, for the files that lack them, instead of
-    /// running beside it.
-    fn names_follow_compile(&self, _opts: LoadOptions) -> bool {
+    /// Whether a compile leaves each good file's compiled policy (the
+    /// real parser, in its cache): every bound is then judged from it.
+    fn leaves_policy(&self) -> bool {
         false
     }
-    /// The names of the profiles (top level and children) in `file`, read
-    /// from what its last compile in this process left; `None`: ask `names`.
-    fn compiled_names(&self, _file: &std::path::Path, _opts: LoadOptions) -> Option<Vec<String>> {
+    /// The compiled policy a compile run of this process left for `file`.
+    fn compiled(&self, _file: &std::path::Path) -> Option<Vec<u8>> {
         None
+    }
+    /// The compiled policy the parser's cache holds for `file` from any
+    /// earlier run (a content armord already loaded).
+    fn cached(&self, _file: &std::path::Path) -> Option<Vec<u8>> {
+        None
+    }
+    /// Compile `files` to their policy, one entry per file (`None`: none
+    /// came back), for files whose compile left none where `compiled`
+    /// reads it (a cache that cannot be written).
+    fn dump(&self, files: &[PathBuf]) -> Result<Vec<Option<Vec<u8>>>, ParserError> {
+        Ok(vec![None; files.len()])
     }
     /// Whether `compile` and `load` check a file (false: a simulation
     /// without `apparmor_parser`, which takes any file as it is).

@@ -334,17 +334,21 @@ impl ParserRunner {
         Ok(done)
     }
 
-    /// The parser's cache directory for the features it compiles
-    /// against, when policy may be loaded from there directly.
+    /// What compile runs leave in the parser's cache, and the cache
+    /// directory for the features it compiles against.
+    fn outputs(&self) -> Option<(&DirectLoad, &Path)> {
+        let d = self.direct.as_deref()?;
+        let subdir = d.cache_subdir(|| ask_cache_subdir(self.command(), &self.cache_dir, self.timeout))?;
+        Some((d, subdir))
+    }
+
+    /// The cache, when policy may be loaded from there directly.
     pub(super) fn direct(&self, opts: LoadOptions) -> Option<(&DirectLoad, &Path)> {
-        // `-C` compiles skip the cache; a features file is not the kernel's.
-        if opts.complain || self.features_file.is_some() {
+        // `-C` loads compile again; a features file is not the kernel's.
+        if opts.complain || self.features_file.is_some() || !self.direct.as_deref()?.loads() {
             return None;
         }
-        let direct = self.direct.as_deref()?;
-        let subdir =
-            direct.cache_subdir(|| ask_cache_subdir(Command::new(&self.program), &self.cache_dir, self.timeout))?;
-        Some((direct, subdir))
+        self.outputs()
     }
 
     fn separator(&self, i: usize) -> Result<PathBuf, ParserError> {
@@ -420,32 +424,53 @@ impl Parser for ParserRunner {
         Ok(result)
     }
 
-    fn compile(&self, files: &[PathBuf], opts: LoadOptions) -> Result<(), ParserError> {
+    fn compile(&self, files: &[PathBuf], _opts: LoadOptions) -> Result<(), ParserError> {
         let mut c = self.command();
+        // Compiled as written, also where loads force complain mode (`-C`
+        // skips the cache): the compile is what every bound is judged by,
+        // and a forced mode is the load's.
         c.arg("-Q").arg("--write-cache").arg("--cache-loc").arg(&self.cache_dir);
-        if opts.complain {
-            c.arg("-C");
-        }
         self.jobs_arg(&mut c);
         c.args(files);
-        let direct = self.direct(opts);
-        if let Some((d, subdir)) = direct {
+        let outputs = self.outputs();
+        if let Some((d, subdir)) = outputs {
             d.before_compile(subdir, files);
         }
         self.run(c, files)?;
-        if let Some((d, subdir)) = direct {
+        if let Some((d, subdir)) = outputs {
             d.after_compile(subdir, files);
         }
         Ok(())
     }
 
-    fn names_follow_compile(&self, opts: LoadOptions) -> bool {
-        self.direct(opts).is_some()
+    fn leaves_policy(&self) -> bool {
+        self.outputs().is_some()
     }
 
-    fn compiled_names(&self, file: &Path, opts: LoadOptions) -> Option<Vec<String>> {
-        let (d, subdir) = self.direct(opts)?;
-        d.compiled_names(subdir, file)
+    fn compiled(&self, file: &Path) -> Option<Vec<u8>> {
+        let (d, subdir) = self.outputs()?;
+        d.compiled(subdir, file)
+    }
+
+    fn cached(&self, file: &Path) -> Option<Vec<u8>> {
+        let (d, subdir) = self.outputs()?;
+        d.cached(subdir, file)
+    }
+
+    fn dump(&self, files: &[PathBuf]) -> Result<Vec<Option<Vec<u8>>>, ParserError> {
+        // One run for the batch, in file order, a separator profile after
+        // each file to split the output where the entries name it.
+        let mut c = self.command();
+        c.arg("-S").arg("-j").arg("1");
+        for (i, f) in files.iter().enumerate() {
+            c.arg(f).arg(self.separator(i)?);
+        }
+        let done = match self.run(c, files) {
+            Ok(done) => done,
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(_) => return Ok(vec![None; files.len()]),
+        };
+        Ok(super::compiled::split_at_separators(&done.stdout, SEPARATOR_PREFIX, files.len()))
     }
 
     fn load(&self, files: &[PathBuf], opts: LoadOptions) -> Result<(), ParserError> {

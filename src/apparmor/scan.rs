@@ -79,7 +79,7 @@ fn header_profile(header: &str) -> Option<DeclaredProfile> {
     };
     let (name, rest, attachment) = match toks.first()?.as_str() {
         "profile" => {
-            let rest = &toks[2..];
+            let rest = toks.get(2..).unwrap_or_default();
             let attachment = rest.first().filter(|t| is_path(t)).map(|t| unquote(t));
             let name = unquote(toks.get(1)?);
             let attachment = attachment.or_else(|| is_path(&name).then(|| name.clone()));
@@ -201,19 +201,30 @@ pub fn declared_profiles(text: &str) -> Vec<DeclaredProfile> {
 /// policy, owned by root and shipped by the distribution.
 pub const INCLUDE_ROOTS: &[&str] = &["/etc/apparmor.d", "/usr/share/apparmor"];
 
-/// Check every `include` / `#include` (with or without `if exists`) against
-/// the include policy, before the parser sees the file: `<rel>` (the parser's
+/// Check every `include` / `#include` (with or without `if exists`), and
+/// every `abi` (which the parser opens the same way), against the include
+/// policy, before the parser sees the file: `<rel>` (the parser's
 /// search path, which is the system's policy directory) with no `..`, or
 /// `"/abs"` inside [`INCLUDE_ROOTS`] with no `..`. Anything else could make
 /// the parser (running as root) read files outside the policy, or depend on
 /// files armord does not manage. Returns `line N: reason` for the first
 /// include that breaks the policy.
 pub fn include_violation(text: &str) -> Option<String> {
-    for (n, line) in text.lines().enumerate() {
-        let code = without_comment(line);
+    // The text without comments, as one string: a target may follow its
+    // keyword on a later line.
+    let mut code = String::with_capacity(text.len());
+    let mut line_starts = Vec::new();
+    for line in text.lines() {
+        line_starts.push(code.len());
+        code.push_str(without_comment(line));
+        code.push('\n');
+    }
+    let line_of = |at: usize| line_starts.partition_point(|&s| s <= at);
+    let mut found: Option<(usize, String)> = None;
+    for keyword in ["include", "abi"] {
         let mut from = 0;
-        while let Some(at) = code[from..].find("include").map(|i| i + from) {
-            from = at + "include".len();
+        while let Some(at) = code[from..].find(keyword).map(|i| i + from) {
+            from = at + keyword.len();
             let before = code[..at].chars().next_back();
             let after = code[from..].chars().next();
             let starts = before.is_none_or(|c| c.is_whitespace() || matches!(c, '{' | '}' | ',' | '#'));
@@ -221,12 +232,15 @@ pub fn include_violation(text: &str) -> Option<String> {
             if !(starts && ends) {
                 continue;
             }
-            if let Some(v) = include_target_violation(&code[from..]) {
-                return Some(format!("line {}: {v}", n + 1));
+            if let Some(v) = include_target_violation(keyword, &code[from..])
+                && found.as_ref().is_none_or(|(f, _)| at < *f)
+            {
+                found = Some((at, v));
+                break;
             }
         }
     }
-    None
+    found.map(|(at, v)| format!("line {}: {v}", line_of(at)))
 }
 
 /// A line without its comment: `#` outside quotes, unless it starts `#include`.
@@ -243,17 +257,19 @@ fn without_comment(line: &str) -> &str {
 }
 
 /// What is wrong with the include whose target starts `rest`.
-fn include_target_violation(rest: &str) -> Option<String> {
+fn include_target_violation(keyword: &str, rest: &str) -> Option<String> {
     let mut rest = rest.trim_start();
-    if let Some(r) = rest.strip_prefix("if") {
+    if keyword == "include"
+        && let Some(r) = rest.strip_prefix("if")
+    {
         match r.trim_start().strip_prefix("exists") {
             Some(r) => rest = r.trim_start(),
             // `include if …` without `exists`: the parser says what is wrong.
             None => return None,
         }
     }
-    let shown: String = rest.chars().take(80).collect();
-    let why = |m: &str| Some(format!("include {}: {m}", shown.trim_end()));
+    let shown: String = rest.chars().take_while(|&c| c != '\n').take(80).collect();
+    let why = |m: &str| Some(format!("{keyword} {}: {m}", shown.trim_end()));
     let (target, absolute_form) = if let Some(r) = rest.strip_prefix('<') {
         match r.find('>') {
             Some(end) => (&r[..end], false),

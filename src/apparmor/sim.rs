@@ -116,6 +116,21 @@ impl Parser for SimKernel {
     fn checks(&self) -> bool {
         self.parser.is_some()
     }
+    fn leaves_policy(&self) -> bool {
+        self.parser.as_ref().is_some_and(|p| p.leaves_policy())
+    }
+    fn compiled(&self, file: &Path) -> Option<Vec<u8>> {
+        self.parser.as_ref()?.compiled(file)
+    }
+    fn cached(&self, file: &Path) -> Option<Vec<u8>> {
+        self.parser.as_ref()?.cached(file)
+    }
+    fn dump(&self, files: &[PathBuf]) -> Result<Vec<Option<Vec<u8>>>, ParserError> {
+        match &self.parser {
+            Some(p) => p.dump(files),
+            None => Ok(vec![None; files.len()]),
+        }
+    }
     fn names(&self, files: &[PathBuf]) -> Result<Vec<NamesResult>, ParserError> {
         let result = match &self.parser {
             Some(p) => p.names(files)?,
@@ -156,9 +171,22 @@ impl Parser for SimKernel {
         if !uncompiled.is_empty() {
             self.compile(&uncompiled, opts)?;
         }
+        // Names and modes from the compiled policy where the cache holds it;
+        // else the names the parser gave, and a scan for the modes.
+        let compiled: Vec<Option<Vec<super::CompiledProfile>>> = files
+            .iter()
+            .map(|f| self.cached(f).and_then(|b| super::read_policy(&b).ok()))
+            .collect();
         let known: Vec<Option<Vec<String>>> = {
             let seen = self.names_seen.lock().unwrap_or_else(|p| p.into_inner());
-            files.iter().map(|f| seen.get(f).cloned()).collect()
+            files
+                .iter()
+                .zip(&compiled)
+                .map(|(f, c)| match c {
+                    Some(c) => Some(c.iter().map(|p| p.name.clone()).collect()),
+                    None => seen.get(f).cloned(),
+                })
+                .collect()
         };
         let names = if known.iter().all(Option::is_some) {
             known.into_iter().map(|n| Ok(n.unwrap_or_default())).collect()
@@ -180,12 +208,17 @@ impl Parser for SimKernel {
                 })?;
                 let _ = crate::failpoint::hit("between-members");
             }
+            // The kernel takes the modes the compile wrote; a scan stands
+            // in where there is no compiled policy.
+            let compiled = compiled[i].as_ref().filter(|p| p.iter().map(|p| &p.name).eq(names.iter()));
             let declared = std::fs::read_to_string(file)
                 .map(|t| declared_profiles(&t))
                 .unwrap_or_default();
-            for name in names {
+            for (j, name) in names.into_iter().enumerate() {
                 let mode = if opts.complain {
                     "complain".to_owned()
+                } else if let Some(p) = compiled {
+                    p[j].mode.as_str().to_owned()
                 } else {
                     declared
                         .iter()

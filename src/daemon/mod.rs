@@ -73,7 +73,7 @@ fn runner(cfg: &Config, program: PathBuf, features_file: Option<PathBuf>) -> Par
         cache_dir: cfg.parser.cache_dir.clone(),
         features_file,
         scratch_dir: cfg.state_dir.join("tmp"),
-        direct: None,
+        direct: Some(Arc::new(DirectLoad::cache_only())),
     }
 }
 
@@ -108,8 +108,10 @@ pub fn system(cfg: &Config, simulate: bool) -> Result<System, DaemonError> {
         cfg.parser.features_file.clone()
     };
     let mut parser = runner(cfg, program, features.clone());
-    if features.is_none() {
-        parser.direct = DirectLoad::for_kernel(&cfg.securityfs).map(Arc::new);
+    if features.is_none()
+        && let Some(d) = DirectLoad::for_kernel(&cfg.securityfs)
+    {
+        parser.direct = Some(Arc::new(d));
     }
     Ok((Arc::new(parser), Arc::new(kernel)))
 }
@@ -280,7 +282,7 @@ pub fn print_report(r: &Report) {
 /// parser, and the plan's refusals (prefix, reserved and duplicate names,
 /// mode). `None` means the file is good.
 pub fn validate_files(cfg: &Config, files: &[PathBuf]) -> Result<Vec<(PathBuf, Option<String>)>, DaemonError> {
-    use crate::reconcile::{Desired, DesiredFile, Engine, Policy, Validator, Verdict, plan};
+    use crate::reconcile::{Bounds, Desired, DesiredFile, Engine, Policy, Validator, Verdict, plan};
     use crate::source::{Limits, read_one};
     let program = find_program(&cfg.parser.path).ok_or_else(|| DaemonError::NoParser(cfg.parser.path.clone()))?;
     let scratch = std::env::temp_dir().join(format!("armorctl-validate-{}", std::process::id()));
@@ -325,11 +327,11 @@ pub fn validate_files(cfg: &Config, files: &[PathBuf]) -> Result<Vec<(PathBuf, O
             cancel: &cancel,
         };
         let manifest = crate::state::Manifest::new();
-        desired.files.extend(Validator::default().validate(
+        let bounds = Bounds::new(cfg.mode, cfg.allowed_attachments.clone());
+        desired.files.extend(Validator::new(bounds).validate(
             read,
             &manifest,
             &engine,
-            cfg.mode,
             &mut Default::default(),
         )?);
         let policy = Policy {

@@ -185,7 +185,7 @@ impl Reconciler {
             });
             let validated = self
                 .validator
-                .validate(files, &self.manifest, &engine, self.config.mode, &mut may_define);
+                .validate(files, &self.manifest, &engine, &mut may_define);
             // A validation that failed before its parser run still held it.
             self.validator.parser_starts = None;
             (validated, ahead.join().ok().flatten())

@@ -114,7 +114,7 @@ fn full_read(r: &mut Reconciler) -> (Vec<DesiredFile>, BTreeMap<PathBuf, Vec<Str
     let engine = engine!(r);
     let validated = r
         .validator
-        .validate(files, &r.manifest, &engine, r.config.mode, &mut may_define)
+        .validate(files, &r.manifest, &engine, &mut may_define)
         .unwrap();
     out.extend(validated);
     sort_files(&mut out);

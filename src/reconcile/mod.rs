@@ -16,6 +16,7 @@ macro_rules! engine {
     };
 }
 
+mod bounds;
 mod carry;
 mod desired;
 mod engine;
@@ -50,6 +51,7 @@ use desired::*;
 pub use engine::Engine;
 use engine::*;
 use still::*;
+pub use bounds::Bounds;
 pub use validate::Validator;
 
 #[derive(Debug, thiserror::Error)]
@@ -174,7 +176,7 @@ impl Reconciler {
         let state = StateDir::new(config.state_dir.clone());
         state.prepare()?;
         let config_state = config.state_dir.clone();
-        let allowed_attachments = config.allowed_attachments.clone();
+        let bounds = Bounds::new(config.mode, config.allowed_attachments.clone());
         let mut notes = Vec::new();
         let loaded = kernel.loaded()?;
         let mut manifest = match state.load_manifest() {
@@ -215,7 +217,7 @@ impl Reconciler {
             kernel,
             state,
             manifest,
-            validator: Validator::new(allowed_attachments),
+            validator: Validator::new(bounds),
             notes,
             cancel: Arc::new(AtomicBool::new(false)),
             last: None,
@@ -427,7 +429,6 @@ impl Reconciler {
             files,
             &self.manifest,
             &engine,
-            self.config.mode,
             &mut desired.may_define,
         )?;
         self.note_checked(&validated)?;

@@ -1,7 +1,8 @@
 //! Validation of changed files by the real parser, remembered by content.
 
+use super::bounds::Bounds;
 use super::*;
-use crate::apparmor::NamesResult;
+use crate::apparmor::{NamesResult, read_policy};
 
 /// Remembers verdicts by content, so an unchanged file is never compiled
 /// twice and a broken one is not retried until it changes.
@@ -15,8 +16,8 @@ pub struct Validator {
     memo: [HashMap<String, (PathBuf, Verdict)>; 2],
     /// Parser runs in the last validation that timed out or crashed.
     pub transient: usize,
-    /// The configured `allowed_attachments` (`None`: any).
-    pub allowed_attachments: Option<Vec<String>>,
+    /// The writer's bounds: mode and attachments.
+    pub bounds: Bounds,
     /// Contents loaded unchecked that the last validation checked (valid
     /// or not): no longer unchecked.
     pub checked: Vec<String>,
@@ -29,10 +30,10 @@ pub struct Validator {
 pub(super) const MEMO_LIMIT: usize = 20_000;
 
 impl Validator {
-    /// A validator that refuses attachments outside `allowed` (`None`: any).
-    pub fn new(allowed_attachments: Option<Vec<String>>) -> Self {
+    /// A validator that judges by `bounds`.
+    pub fn new(bounds: Bounds) -> Self {
         Validator {
-            allowed_attachments,
+            bounds,
             ..Default::default()
         }
     }
@@ -42,11 +43,7 @@ impl Validator {
     }
 
     fn remember(&mut self, file: &DesiredFile, complain: bool) {
-        let memo = &mut self.memo[usize::from(complain)];
-        if memo.len() > MEMO_LIMIT {
-            memo.clear();
-        }
-        memo.insert(file.sha256.clone(), (file.path.clone(), file.verdict.clone()));
+        self.remember_verdict(file.sha256.clone(), file.path.clone(), file.verdict.clone(), complain);
     }
 
     /// Validate every file of the snapshots. Files whose content armord
@@ -56,7 +53,6 @@ impl Validator {
         files: Vec<(source::SourceFile, PathBuf)>,
         manifest: &Manifest,
         engine: &Engine,
-        mode: ForcedMode,
         may_define: &mut BTreeMap<PathBuf, Vec<String>>,
     ) -> Result<Vec<DesiredFile>, ApplyError> {
         let complain = engine.opts.complain;
@@ -75,43 +71,49 @@ impl Validator {
         let memo = &self.memo[usize::from(complain)];
         let mut out = Vec::with_capacity(files.len());
         let mut check: Vec<(usize, PathBuf, String)> = Vec::new();
+        let mut judged: Vec<(String, PathBuf, Verdict)> = Vec::new();
+        let cached_policy = engine.parser.leaves_policy();
         for (f, src) in files {
             // The parser's own verdict first: the names a content owns are
             // the ones its last load left, which a failed load may cut short.
-            let verdict = if let Some((judged, v)) = memo.get(&f.sha256) {
-                // Judged good before but not loaded now: its stored copy may
-                // have been collected since.
-                if matches!(v, Verdict::Valid { .. }) && !owned.owns(&f.sha256) {
-                    engine.state.store_put(&f.sha256, f.content.as_bytes())?;
+            let bounds = &self.bounds;
+            let store_path = || engine.state.store_path(&f.sha256);
+            // Per-file work on the file's text: a bug in it refuses the
+            // file, and never takes armord down.
+            let verdict = contained(&f.path, || {
+                if let Some((judged, v)) = memo.get(&f.sha256) {
+                    return Ok(Some(match v {
+                        Verdict::Invalid { diagnostics } if *judged != f.path => Verdict::Invalid {
+                            diagnostics: rename_diagnostics(diagnostics.clone(), judged, &f.path),
+                        },
+                        v => v.clone(),
+                    }));
                 }
-                Some(match v {
-                    Verdict::Invalid { diagnostics } if *judged != f.path => Verdict::Invalid {
-                        diagnostics: rename_diagnostics(diagnostics.clone(), judged, &f.path),
-                    },
-                    v => v.clone(),
-                })
-            } else if let Some(names) = owned.names(&f.sha256) {
-                Some(Verdict::Valid { names })
-            } else if let Some(why) = policy_violation(&f.content) {
-                Some(Verdict::Refused { reason: why })
-            } else if let Some(allowed) = &self.allowed_attachments
-                && let Some(why) = crate::apparmor::attachment_violation(&f.content, allowed)
-            {
-                Some(Verdict::Refused { reason: why })
-            } else if mode == ForcedMode::Enforce
-                && let Some(d) = declared_profiles(&f.content).into_iter().find(|d| d.mode == "complain")
-            {
-                Some(Verdict::Refused {
-                    reason: format!(
-                        "profile `{}` declares complain mode, and mode = \"enforce\" is configured",
-                        d.name
-                    ),
-                })
-            } else {
-                None
-            };
+                if let Some(names) = owned.names(&f.sha256) {
+                    // Loaded before: judged again by today's bounds, from
+                    // the compile the parser's cache holds (or a new one).
+                    if !cached_policy {
+                        return Ok(Some(verdict_of(bounds.judge_scanned(&names, &f.content))));
+                    }
+                    if let Some(Ok(p)) = engine.parser.cached(&store_path()).map(|b| read_policy(&b)) {
+                        return Ok(Some(verdict_of(bounds.judge(&p))));
+                    }
+                    return Ok(None);
+                }
+                Ok(policy_violation(&f.content).map(|why| Verdict::Refused { reason: why }))
+            })
+            .unwrap_or_else(|reason| Some(Verdict::Refused { reason }));
+            let from_memo = memo.contains_key(&f.sha256);
+            // Judged good before but not loaded now: its stored copy may
+            // have been collected since.
+            if from_memo && matches!(verdict, Some(Verdict::Valid { .. })) && !owned.owns(&f.sha256) {
+                engine.state.store_put(&f.sha256, f.content.as_bytes())?;
+            }
             if let Some(Verdict::Invalid { .. } | Verdict::Refused { .. }) = &verdict {
-                may_define.insert(f.path.clone(), names_a_file_may_define(&f.content));
+                may_define.insert(f.path.clone(), may_define_of(&f.path, &f.content));
+            }
+            if !from_memo && let Some(v @ (Verdict::Valid { .. } | Verdict::Refused { .. })) = &verdict {
+                judged.push((f.sha256.clone(), f.path.clone(), v.clone()));
             }
             if verdict.is_none() {
                 let path = engine.state.store_put(&f.sha256, f.content.as_bytes())?;
@@ -123,6 +125,9 @@ impl Validator {
                 sha256: f.sha256,
                 verdict: verdict.unwrap_or(Verdict::Valid { names: Vec::new() }),
             });
+        }
+        for (sha, path, v) in judged {
+            self.remember_verdict(sha, path, v, complain);
         }
         let starts = self.parser_starts.take();
         if check.is_empty() {
@@ -149,52 +154,147 @@ impl Validator {
             // The spare the new copies took, made again off the change's path.
             state.store_spare();
         });
-        let (names, mut failed) = if engine.parser.names_follow_compile(engine.opts) {
-            names_after_compile(engine, &paths)?
-        } else {
-            let (names, compiled) = std::thread::scope(|s| {
-                let compile = s.spawn(|| engine.batched(&paths, |fs| engine.parser.compile(fs, engine.opts)));
-                (engine.parser.names(&paths), compile.join())
-            });
-            let failed = compiled.map_err(|_| {
-                ApplyError::Parser(ParserError::Output {
-                    program: PathBuf::from("apparmor_parser"),
-                    message: "the thread running the compile panicked".into(),
-                })
-            })??;
-            (names.map_err(ApplyError::Parser)?, failed)
-        };
-        for ((i, path, content), names) in check.into_iter().zip(names) {
-            let compile_error = failed.remove(&path);
-            let verdict_error = match names {
-                Err(e) => Some(e),
-                Ok(_) if compile_error.is_some() => compile_error,
-                Ok(names) => {
-                    // Children and hats (`a//b`) go with their parent; a
-                    // namespace (`:ns://a`) stays, for the name rules to refuse.
-                    let top: Vec<String> = names
-                        .into_iter()
-                        .filter(|n| n.starts_with(':') || !n.contains("//"))
-                        .collect();
-                    out[i].verdict = Verdict::Valid { names: top };
-                    None
+        let checked = check_compiled(engine, &paths, &self.bounds)?;
+        for ((i, path, content), result) in check.into_iter().zip(checked) {
+            match result {
+                Ok(verdict) => out[i].verdict = verdict,
+                Err(e) => {
+                    out[i].verdict = Verdict::Invalid {
+                        diagnostics: rename_diagnostics(error_diagnostics(&e, &path), &path, &out[i].path),
+                    };
+                    // Timeouts and crashes may pass next time: do not remember them.
+                    if !e.is_rejection() {
+                        self.transient += 1;
+                        may_define.insert(out[i].path.clone(), may_define_of(&out[i].path, &content));
+                        continue;
+                    }
                 }
-            };
-            if let Some(e) = verdict_error {
-                may_define.insert(out[i].path.clone(), names_a_file_may_define(&content));
-                out[i].verdict = Verdict::Invalid {
-                    diagnostics: rename_diagnostics(error_diagnostics(&e, &path), &path, &out[i].path),
-                };
-                // Timeouts and crashes may pass next time: do not remember them.
-                if !e.is_rejection() {
-                    self.transient += 1;
-                    continue;
-                }
+            }
+            if !matches!(out[i].verdict, Verdict::Valid { .. }) {
+                may_define.insert(out[i].path.clone(), may_define_of(&out[i].path, &content));
             }
             self.remember(&out[i], complain);
         }
         Ok(out)
     }
+
+    fn remember_verdict(&mut self, sha: String, path: PathBuf, verdict: Verdict, complain: bool) {
+        let memo = &mut self.memo[usize::from(complain)];
+        if memo.len() > MEMO_LIMIT {
+            memo.clear();
+        }
+        memo.insert(sha, (path, verdict));
+    }
+}
+
+fn verdict_of(judged: Result<Vec<String>, String>) -> Verdict {
+    match judged {
+        Ok(names) => Verdict::Valid { names },
+        Err(reason) => Verdict::Refused { reason },
+    }
+}
+
+/// Run per-file work on a file's content so that a panic in it (a bug)
+/// refuses that file with a message naming it, instead of taking the
+/// daemon down.
+pub(super) fn contained<T>(path: &Path, work: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+        Ok(r) => r,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            log::error!(
+                "{}: internal error while reading this file ({}); it is refused, the rest goes on",
+                crate::escape::path(path),
+                crate::escape::text(&what)
+            );
+            Err(format!(
+                "armord could not read this file (internal error: {}); it is refused",
+                crate::escape::text(&what)
+            ))
+        }
+    }
+}
+
+/// The names a file that is not loaded may define (and so protects from
+/// removal), read generously from its text; nothing, if that reading fails.
+pub(super) fn may_define_of(path: &Path, text: &str) -> Vec<String> {
+    contained(path, || Ok(names_a_file_may_define(text))).unwrap_or_default()
+}
+
+/// Compile the files, then judge each by what the compile produced: its
+/// verdict, or the parser's error. The compiled policy comes from what the
+/// compile left (or, where it left none, from a dump run); only a parser
+/// that leaves none at all is asked `--names` and judged with a scan. A
+/// file the compile rejected gets the names run's verdict (its diagnostics
+/// name the line), or the compile's.
+fn check_compiled(
+    engine: &Engine,
+    paths: &[PathBuf],
+    bounds: &Bounds,
+) -> Result<Vec<Result<Verdict, ParserError>>, ApplyError> {
+    let mut failed = engine.batched(paths, |fs| engine.parser.compile(fs, engine.opts))?;
+    let mut policy: Vec<Option<Vec<u8>>> = paths
+        .iter()
+        .map(|p| (!failed.contains_key(p)).then(|| engine.parser.compiled(p)).flatten())
+        .collect();
+    if engine.parser.leaves_policy() {
+        let missing: Vec<usize> = (0..paths.len())
+            .filter(|&i| policy[i].is_none() && !failed.contains_key(&paths[i]))
+            .collect();
+        if !missing.is_empty() {
+            let files: Vec<PathBuf> = missing.iter().map(|&i| paths[i].clone()).collect();
+            let dumped = engine.parser.dump(&files).map_err(ApplyError::Parser)?;
+            for (i, d) in missing.into_iter().zip(dumped) {
+                policy[i] = d;
+            }
+        }
+    }
+    let ask: Vec<PathBuf> = paths
+        .iter()
+        .zip(&policy)
+        .filter(|(_, p)| p.is_none())
+        .map(|(p, _)| p.clone())
+        .collect();
+    let mut asked = if ask.is_empty() {
+        Vec::new()
+    } else {
+        engine.parser.names(&ask).map_err(ApplyError::Parser)?
+    }
+    .into_iter();
+    let mut out = Vec::with_capacity(paths.len());
+    for (path, policy) in paths.iter().zip(policy) {
+        let compile_error = failed.remove(path);
+        let result = match policy {
+            Some(bytes) => {
+                let judged = contained(path, || match read_policy(&bytes) {
+                    Ok(p) => bounds.judge(&p),
+                    Err(e) => Err(format!("its compiled policy cannot be judged: {e}")),
+                });
+                Ok(verdict_of(judged))
+            }
+            None => {
+                let names: NamesResult = asked.next().unwrap_or_else(|| {
+                    Err(ParserError::Output {
+                        program: PathBuf::from("apparmor_parser"),
+                        message: "--names answered for fewer files than asked".into(),
+                    })
+                });
+                match (names, compile_error) {
+                    (Err(e), _) | (Ok(_), Some(e)) => Err(e),
+                    (Ok(names), None) => {
+                        let text = std::fs::read_to_string(path).unwrap_or_default();
+                        Ok(verdict_of(contained(path, || bounds.judge_scanned(&names, &text))))
+                    }
+                }
+            }
+        };
+        out.push(result);
+    }
+    Ok(out)
 }
 
 /// The names each content armord loaded owns, looked up by content. For a
@@ -274,47 +374,4 @@ impl<'a> Owners<'a> {
         };
         (!names.is_empty()).then_some(names)
     }
-}
-
-/// The compile first, then the names: read from what the compile left for
-/// each good file, and asked of the parser's `--names` for the rest (a file
-/// the compile rejected gets the names run's verdict, as side by side).
-/// One parser process for a good change, where side by side takes two.
-fn names_after_compile(
-    engine: &Engine,
-    paths: &[PathBuf],
-) -> Result<(Vec<NamesResult>, BTreeMap<PathBuf, ParserError>), ApplyError> {
-    let failed = engine.batched(paths, |fs| engine.parser.compile(fs, engine.opts))?;
-    let mut names: Vec<Option<NamesResult>> = paths
-        .iter()
-        .map(|p| {
-            (!failed.contains_key(p))
-                .then(|| engine.parser.compiled_names(p, engine.opts))
-                .flatten()
-                .map(Ok)
-        })
-        .collect();
-    let ask: Vec<PathBuf> = paths
-        .iter()
-        .zip(&names)
-        .filter(|(_, n)| n.is_none())
-        .map(|(p, _)| p.clone())
-        .collect();
-    if !ask.is_empty() {
-        let mut asked = engine.parser.names(&ask).map_err(ApplyError::Parser)?.into_iter();
-        for n in names.iter_mut().filter(|n| n.is_none()) {
-            *n = asked.next();
-        }
-    }
-    let names = names
-        .into_iter()
-        .map(|n| {
-            n.ok_or_else(|| ParserError::Output {
-                program: PathBuf::from("apparmor_parser"),
-                message: "--names answered for fewer files than asked".into(),
-            })
-            .and_then(|r| r)
-        })
-        .collect();
-    Ok((names, failed))
 }
