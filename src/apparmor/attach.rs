@@ -162,7 +162,9 @@ pub fn dfa_within(dfa: &Dfa, globs: &Globs) -> Result<(), Outside> {
         .flat_map(|members| {
             // Split each class where the globs tell its bytes apart.
             let (lit, rest): (Vec<u8>, Vec<u8>) = members.into_iter().partition(|b| globs.literal.contains(b));
-            lit.into_iter().map(|b| vec![b]).chain((!rest.is_empty()).then_some(rest))
+            lit.into_iter()
+                .map(|b| vec![b])
+                .chain((!rest.is_empty()).then_some(rest))
         })
         .collect();
     // A letter or digit, else a printable byte, first in each class and

@@ -106,10 +106,17 @@ impl Dfa {
         // A diff-encoded state defers to its default, which may defer
         // again: never more often than there are states.
         for _ in 0..=self.states() {
-            let Some(&b) = self.base.get(state as usize) else { return 0 };
+            let Some(&b) = self.base.get(state as usize) else {
+                return 0;
+            };
             let pos = ((b & BASE_IDX_MASK) + c) as usize;
             if self.check.get(pos) == Some(&state) {
-                return self.next.get(pos).copied().filter(|&s| (s as usize) < self.states()).unwrap_or(0);
+                return self
+                    .next
+                    .get(pos)
+                    .copied()
+                    .filter(|&s| (s as usize) < self.states())
+                    .unwrap_or(0);
             }
             state = match self.def.get(state as usize) {
                 Some(&d) if (d as usize) < self.states() => d,

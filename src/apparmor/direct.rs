@@ -281,58 +281,27 @@ esac
 
     const ENFORCE: LoadOptions = LoadOptions { complain: false };
 
-    /// A compiled entry as the parser lays it out, with `body` after the name.
-    fn entry(name: &str, body: &[u8]) -> Vec<u8> {
-        let mut e = ENTRY.to_vec();
-        e.extend_from_slice(&[0x20, 0x07, 0, 0]);
-        e.extend_from_slice(b"\x04\x08\x00profile\x00\x07\x05");
-        e.extend_from_slice(&(name.len() as u16 + 1).to_le_bytes());
-        e.extend_from_slice(name.as_bytes());
-        e.push(0);
-        e.extend_from_slice(body);
-        e
-    }
-
     #[test]
-    fn names_are_read_from_each_entry_of_a_compiled_set() {
-        let set = [
-            entry("a", b"\x04\x06\x00flags\x00..."),
-            entry("a//hat", b""),
-            entry("b", b"\x08"),
-        ]
-        .concat();
-        assert_eq!(names_in_policy(&set).unwrap(), ["a", "a//hat", "b"]);
-        // Anything else is not read: the parser's --names answers instead.
-        assert_eq!(names_in_policy(b""), None);
-        assert_eq!(names_in_policy(b"compiled:profile a {}"), None);
-        let mut ns = ENTRY.to_vec();
-        ns.extend_from_slice(&[0, 0, 0, 0]);
-        ns.extend_from_slice(b"\x04\x0a\x00namespace\x00\x05\x03\x00ns\x00");
-        ns.extend_from_slice(&entry("a", b"")[ENTRY.len() + 4..]);
-        assert_eq!(names_in_policy(&ns), None);
-        let truncated = &entry("longname", b"")[..ENTRY.len() + 4 + 14];
-        assert_eq!(names_in_policy(truncated), None);
-        let mut bad = entry("a", b"");
-        bad.extend_from_slice(ENTRY);
-        bad.extend_from_slice(b"\0\0\0\0garbage");
-        assert_eq!(names_in_policy(&bad), None);
-    }
-
-    #[test]
-    fn names_come_from_the_cache_only_for_files_this_process_compiled() {
+    fn compiled_policy_comes_from_the_cache_only_for_files_this_process_compiled() {
         let f = Fake::new(true);
         let a = f.file("sha-a", "profile a {}");
-        let (d, subdir) = f.runner.direct(ENFORCE).unwrap();
-        assert_eq!(f.runner.compiled_names(&a, ENFORCE), None);
+        assert_eq!(f.runner.compiled(&a), None);
+        // An earlier run's entry is the cache's, not this process's compile.
+        std::fs::create_dir_all(f.dir.path().join("cache/f.0")).unwrap();
+        std::fs::write(f.dir.path().join("cache/f.0/sha-a"), "earlier").unwrap();
+        assert_eq!(f.runner.compiled(&a), None);
+        assert_eq!(f.runner.cached(&a).unwrap(), b"earlier");
         f.runner.compile(std::slice::from_ref(&a), ENFORCE).unwrap();
-        // The stand-in's compile writes text, which is not a compiled set.
-        assert_eq!(f.runner.compiled_names(&a, ENFORCE), None);
-        std::fs::write(subdir.join("sha-a"), entry("a", b"")).unwrap();
-        assert_eq!(d.compiled_names(subdir, &a).unwrap(), ["a"]);
-        assert!(f.runner.names_follow_compile(ENFORCE));
-        assert!(!f.runner.names_follow_compile(LoadOptions { complain: true }));
+        assert_eq!(f.runner.compiled(&a).unwrap(), b"compiled:profile a {}");
+        assert!(f.runner.leaves_policy());
+        // Complain loads compile the same way: the compile is judged.
+        f.runner
+            .compile(std::slice::from_ref(&a), LoadOptions { complain: true })
+            .unwrap();
+        assert_eq!(f.runner.compiled(&a).unwrap(), b"compiled:profile a {}");
+        // Loaded directly: taken, no longer this process's fresh compile.
         f.runner.load(std::slice::from_ref(&a), ENFORCE).unwrap();
-        assert_eq!(f.runner.compiled_names(&a, ENFORCE), None);
+        assert_eq!(f.runner.compiled(&a), None);
     }
 
     #[test]

@@ -470,7 +470,11 @@ impl Parser for ParserRunner {
             Err(e) if e.is_fatal() => return Err(e),
             Err(_) => return Ok(vec![None; files.len()]),
         };
-        Ok(super::compiled::split_at_separators(&done.stdout, SEPARATOR_PREFIX, files.len()))
+        Ok(super::compiled::split_at_separators(
+            &done.stdout,
+            SEPARATOR_PREFIX,
+            files.len(),
+        ))
     }
 
     fn load(&self, files: &[PathBuf], opts: LoadOptions) -> Result<(), ParserError> {

@@ -210,7 +210,9 @@ impl Parser for SimKernel {
             }
             // The kernel takes the modes the compile wrote; a scan stands
             // in where there is no compiled policy.
-            let compiled = compiled[i].as_ref().filter(|p| p.iter().map(|p| &p.name).eq(names.iter()));
+            let compiled = compiled[i]
+                .as_ref()
+                .filter(|p| p.iter().map(|p| &p.name).eq(names.iter()));
             let declared = std::fs::read_to_string(file)
                 .map(|t| declared_profiles(&t))
                 .unwrap_or_default();

@@ -328,12 +328,9 @@ pub fn validate_files(cfg: &Config, files: &[PathBuf]) -> Result<Vec<(PathBuf, O
         };
         let manifest = crate::state::Manifest::new();
         let bounds = Bounds::new(cfg.mode, cfg.allowed_attachments.clone());
-        desired.files.extend(Validator::new(bounds).validate(
-            read,
-            &manifest,
-            &engine,
-            &mut Default::default(),
-        )?);
+        desired
+            .files
+            .extend(Validator::new(bounds).validate(read, &manifest, &engine, &mut Default::default())?);
         let policy = Policy {
             prefix: &cfg.profile_prefix,
             takeover: true,

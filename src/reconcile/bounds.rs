@@ -168,7 +168,10 @@ mod tests {
     fn children_and_hats_only_of_the_files_own_profiles() {
         let b = Bounds::default();
         assert_eq!(
-            b.judge(&[p("custom.y", CompiledMode::Enforce), p("custom.y//c", CompiledMode::Enforce)]),
+            b.judge(&[
+                p("custom.y", CompiledMode::Enforce),
+                p("custom.y//c", CompiledMode::Enforce)
+            ]),
             Ok(vec!["custom.y".to_string()])
         );
         let e = b
@@ -177,7 +180,10 @@ mod tests {
                 p("nvidia_modprobe//kmod", CompiledMode::Complain),
             ])
             .unwrap_err();
-        assert!(e.contains("`nvidia_modprobe//kmod` is a child or hat of `nvidia_modprobe`"), "{e}");
+        assert!(
+            e.contains("`nvidia_modprobe//kmod` is a child or hat of `nvidia_modprobe`"),
+            "{e}"
+        );
         assert!(b.judge(&[p("//x", CompiledMode::Enforce)]).is_err());
         assert!(b.judge(&[p("a\nb", CompiledMode::Enforce)]).is_err());
     }
@@ -195,7 +201,10 @@ mod tests {
             let e = b
                 .judge(&[p("custom.a", CompiledMode::Enforce), p("custom.a//h", m)])
                 .unwrap_err();
-            assert!(e.contains("`custom.a//h` declares") && e.contains("mode = \"enforce\""), "{e}");
+            assert!(
+                e.contains("`custom.a//h` declares") && e.contains("mode = \"enforce\""),
+                "{e}"
+            );
             assert!(Bounds::default().judge(&[p("custom.a", m)]).is_ok());
         }
     }
@@ -214,7 +223,10 @@ mod tests {
         assert!(b.judge(&[p("/opt/x", CompiledMode::Enforce)]).is_ok());
         assert!(b.judge(&[p("custom.a", CompiledMode::Enforce)]).is_ok());
         let e = b
-            .judge(&[p("custom.a", CompiledMode::Enforce), p("custom.a///usr/sbin/sshd", CompiledMode::Enforce)])
+            .judge(&[
+                p("custom.a", CompiledMode::Enforce),
+                p("custom.a///usr/sbin/sshd", CompiledMode::Enforce),
+            ])
             .unwrap_err();
         assert!(e.contains("attaches to /usr/sbin/sshd"), "{e}");
     }

@@ -183,9 +183,7 @@ impl Reconciler {
                 let plan = plan(guess, manifest, &kernel, &BTreeMap::new(), &policy);
                 Some((kernel, plan))
             });
-            let validated = self
-                .validator
-                .validate(files, &self.manifest, &engine, &mut may_define);
+            let validated = self.validator.validate(files, &self.manifest, &engine, &mut may_define);
             // A validation that failed before its parser run still held it.
             self.validator.parser_starts = None;
             (validated, ahead.join().ok().flatten())

@@ -45,13 +45,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub use bounds::Bounds;
 use carry::*;
 pub use desired::render_specs;
 use desired::*;
 pub use engine::Engine;
 use engine::*;
 use still::*;
-pub use bounds::Bounds;
 pub use validate::Validator;
 
 #[derive(Debug, thiserror::Error)]
@@ -425,12 +425,9 @@ impl Reconciler {
         self.allow_mass_next = false;
         let files = render_specs(files, &mut desired.files, &mut desired.may_define);
         let engine = engine!(self);
-        let validated = self.validator.validate(
-            files,
-            &self.manifest,
-            &engine,
-            &mut desired.may_define,
-        )?;
+        let validated = self
+            .validator
+            .validate(files, &self.manifest, &engine, &mut desired.may_define)?;
         self.note_checked(&validated)?;
         desired.files.extend(validated);
         sort_files(&mut desired.files);

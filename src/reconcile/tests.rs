@@ -886,8 +886,8 @@ fn a_short_lived_empty_revision_removes_nothing() {
 }
 
 /// The fixture's parser, as one whose compile leaves each good file's
-/// names (read here from the file, where the real one reads the compiled
-/// policy), recording the files its `--names` was asked about.
+/// compiled policy (built here from a scan of the file, where the real one
+/// compiles it), recording the files its `--names` was asked about.
 struct NamesFromCompile {
     inner: Arc<dyn Parser>,
     compiled: std::sync::Mutex<BTreeSet<PathBuf>>,
@@ -907,15 +907,23 @@ impl Parser for NamesFromCompile {
     fn load(&self, files: &[PathBuf], opts: LoadOptions) -> Result<(), ParserError> {
         self.inner.load(files, opts)
     }
-    fn names_follow_compile(&self, opts: LoadOptions) -> bool {
-        !opts.complain
+    fn leaves_policy(&self) -> bool {
+        true
     }
-    fn compiled_names(&self, file: &Path, _opts: LoadOptions) -> Option<Vec<String>> {
+    fn compiled(&self, file: &Path) -> Option<Vec<u8>> {
         if !self.compiled.lock().unwrap().contains(file) {
             return None;
         }
+        self.cached(file)
+    }
+    fn cached(&self, file: &Path) -> Option<Vec<u8>> {
         let text = std::fs::read_to_string(file).ok()?;
-        Some(declared_profiles(&text).into_iter().map(|d| d.name).collect())
+        Some(
+            declared_profiles(&text)
+                .into_iter()
+                .flat_map(|d| crate::apparmor::compiled::tests::entry(&d.name, b"", 0, false))
+                .collect(),
+        )
     }
 }
 
