@@ -203,13 +203,25 @@ pub fn default_features_file() -> Option<PathBuf> {
 /// Parse the parser's stderr into diagnostics. `files` are the files of the
 /// run; a line that names one of them is attributed to it.
 pub fn parse_diagnostics(stderr: &str, files: &[PathBuf]) -> Vec<Diagnostic> {
-    let mut out = Vec::new();
+    let mut out: Vec<Diagnostic> = Vec::new();
     for raw in stderr.lines() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with("Cache read/write disabled") || line.starts_with("Warning") {
             continue;
         }
-        out.push(parse_one(line, files));
+        let d = parse_one(line, files);
+        // A message that quotes a newline (`unexpected character: '\n'`)
+        // goes on on the next line: one diagnostic, not two.
+        if let Some(prev) = out.last_mut()
+            && d.line.is_none()
+            && !raw.starts_with("AppArmor parser error")
+            && prev.message.matches('\'').count() % 2 == 1
+        {
+            prev.message.push('\n');
+            prev.message.push_str(raw);
+            continue;
+        }
+        out.push(d);
     }
     out
 }
@@ -515,6 +527,15 @@ mod tests {
              Profile /s/store/abc something odd\n\
              totally unrelated\n",
             &files,
+        );
+        let lexer = parse_diagnostics(
+            "AppArmor parser error for /s/store/abc in profile /s/store/abc at line 1: Lexer found unexpected character: '\n' (0xa) in state: SUB_ID\n",
+            &files,
+        );
+        assert_eq!(lexer.len(), 1, "{lexer:?}");
+        assert_eq!(
+            lexer[0].message,
+            "Lexer found unexpected character: '\n' (0xa) in state: SUB_ID"
         );
         assert_eq!(d.len(), 5, "{d:?}");
         assert_eq!(

@@ -73,14 +73,14 @@ pub fn resolve(cfg: &SourceConfig) -> Result<Resolved, Unavailable> {
         if let Some(parent) = path.parent()
             && let Some(rev) = worktree_of(parent, &normalize(&target))
         {
-            return Ok(finish(
+            return finish(
                 cfg,
                 Layout::GitSync,
                 parent.to_owned(),
                 Some(path.to_owned()),
                 Some(rev),
                 path.to_owned(),
-            ));
+            );
         }
     }
     let meta = fs::metadata(path).map_err(|e| unavailable(path, io_reason(&e)))?;
@@ -104,7 +104,7 @@ pub fn resolve(cfg: &SourceConfig) -> Result<Resolved, Unavailable> {
         LayoutKind::Auto => Layout::Plain,
     };
     match layout {
-        Layout::Plain => Ok(finish(cfg, layout, path.clone(), None, None, path.clone())),
+        Layout::Plain => finish(cfg, layout, path.clone(), None, None, path.clone()),
         Layout::Configmap => {
             if !has_data {
                 return Err(unavailable(path, "ConfigMap layout has no ..data link yet"));
@@ -117,19 +117,12 @@ pub fn resolve(cfg: &SourceConfig) -> Result<Resolved, Unavailable> {
                     format!("points to {}, outside the source", target.display()),
                 ));
             }
-            Ok(finish(
-                cfg,
-                layout,
-                path.clone(),
-                Some(data_link),
-                Some(rev),
-                path.clone(),
-            ))
+            finish(cfg, layout, path.clone(), Some(data_link), Some(rev), path.clone())
         }
         Layout::GitSync => match find_git_sync_link(path, cfg.link.as_deref()) {
             Ok(Some((link, rev))) => {
                 let display = link.clone();
-                Ok(finish(cfg, layout, path.clone(), Some(link), Some(rev), display))
+                finish(cfg, layout, path.clone(), Some(link), Some(rev), display)
             }
             Ok(None) => Err(unavailable(
                 path,
@@ -150,22 +143,61 @@ pub(super) fn finish(
     link: Option<PathBuf>,
     revision: Option<PathBuf>,
     display: PathBuf,
-) -> Resolved {
+) -> Result<Resolved, Unavailable> {
     let mut dir = match &revision {
         Some(rev) => root.join(rev),
         None => root.clone(),
     };
     let mut display_dir = display;
+    let mut beneath: Vec<PathBuf> = revision.iter().cloned().collect();
     if let Some(sub) = &cfg.subdir {
         dir.push(sub);
         display_dir.push(sub);
+        beneath.push(PathBuf::from(sub));
     }
-    Resolved {
+    let (read_dir, held) = open_beneath(&root, &beneath).map_err(|why| unavailable(&dir, why))?;
+    Ok(Resolved {
         layout,
         root,
         link,
         revision,
         dir,
         display_dir,
+        read_dir,
+        held,
+    })
+}
+
+/// Open `root/rel…` one real directory at a time (never through a
+/// symlink, never `..`), and name it as `/proc/self/fd/N` for the reads:
+/// a revision directory or subdirectory that is a symlink, or is swapped
+/// for one while it is read, is never followed out of the source.
+fn open_beneath(root: &Path, rel: &[PathBuf]) -> Result<(PathBuf, HeldDir), String> {
+    use nix::fcntl::{OFlag, open, openat};
+    use nix::sys::stat::Mode;
+    let flags = OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_RDONLY;
+    let mut fd = open(root, flags, Mode::empty()).map_err(|e| format!("cannot open {}: {e}", root.display()))?;
+    for part in rel {
+        for c in part.components() {
+            let name = match c {
+                Component::Normal(n) => n,
+                Component::CurDir => continue,
+                _ => return Err(format!("{} leaves the source", part.display())),
+            };
+            fd = openat(&fd, name, flags | OFlag::O_NOFOLLOW, Mode::empty()).map_err(|e| match e {
+                nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => format!(
+                    "{} is a symlink or not a directory: a revision directory must be a real directory inside the source",
+                    Path::new(name).display()
+                ),
+                e => format!("cannot open {}: {e}", Path::new(name).display()),
+            })?;
+        }
+    }
+    let via_proc = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)));
+    if via_proc.is_dir() {
+        Ok((via_proc, HeldDir(Some(std::sync::Arc::new(fd)))))
+    } else {
+        // No /proc: the path, checked above.
+        Ok((root.join(rel.iter().collect::<PathBuf>()), HeldDir(None)))
     }
 }

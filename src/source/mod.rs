@@ -63,7 +63,25 @@ pub struct Resolved {
     pub dir: PathBuf,
     /// How files are named to the operator: `root/..` path as the tool shows it.
     pub display_dir: PathBuf,
+    /// Where files are read from: `dir` as opened beneath the root, one
+    /// real directory at a time (`/proc/self/fd/N`), so that a revision or
+    /// subdirectory that is, or becomes, a symlink out of the source is
+    /// never read through.
+    pub read_dir: PathBuf,
+    /// Keeps `read_dir` open while this is alive.
+    pub held: HeldDir,
 }
+
+/// An open directory that `Resolved::read_dir` names.
+#[derive(Debug, Clone, Default)]
+pub struct HeldDir(pub Option<std::sync::Arc<std::os::fd::OwnedFd>>);
+
+impl PartialEq for HeldDir {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for HeldDir {}
 
 /// A source that holds no usable directory right now. Never read as empty.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

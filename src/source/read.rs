@@ -203,7 +203,7 @@ fn listing_after(
         return None;
     }
     for name in named {
-        match fs::symlink_metadata(r.dir.join(name)) {
+        match fs::symlink_metadata(r.read_dir.join(name)) {
             Ok(_) => names.insert(name.clone()),
             Err(e) if e.kind() == ErrorKind::NotFound => names.remove(name),
             Err(_) => return None,
@@ -240,7 +240,7 @@ pub(super) fn read_dir_once(
             (names, Some(named))
         }
         None => {
-            let entries = match fs::read_dir(&r.dir) {
+            let entries = match fs::read_dir(&r.read_dir) {
                 Ok(e) => e,
                 Err(e) if e.kind() == ErrorKind::NotFound && r.link.is_some() => return Ok(None),
                 Err(e) => return Err(unavailable(&r.display_dir, io_reason(&e))),
@@ -299,7 +299,7 @@ fn read_names(
         HashMap::new()
     };
     let mut io = CacheIo {
-        dir: (!old.is_empty()).then(|| fs::File::open(&r.dir).ok()).flatten(),
+        dir: (!old.is_empty()).then(|| fs::File::open(&r.read_dir).ok()).flatten(),
         new: HashMap::with_capacity(old.len()),
         old,
         read_at: now_since_epoch() + cache.skew,
@@ -316,7 +316,15 @@ fn read_names(
             continue;
         }
         if name == MANIFEST || name == SIGNATURE {
-            let read = match read_entry(&r.dir, &root_canon, name, r.display_dir.join(name), limits, None, false) {
+            let read = match read_entry(
+                &r.read_dir,
+                &root_canon,
+                name,
+                r.display_dir.join(name),
+                limits,
+                None,
+                false,
+            ) {
                 Read1::File(f) => Ok(f.content),
                 Read1::Refused(why) | Read1::Undecodable(why, _) => Err(why),
                 Read1::Skip => Err("is a directory".into()),
@@ -336,7 +344,7 @@ fn read_names(
         let display = r.display_dir.join(name);
         // Past the limit, files are refused by name without being read.
         if snap.files.len() >= limits.max_files {
-            match fs::symlink_metadata(r.dir.join(name)) {
+            match fs::symlink_metadata(r.read_dir.join(name)) {
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => snap.refused.push(Refusal {
                     path: display,
@@ -349,7 +357,7 @@ fn read_names(
             continue;
         }
         let trusted = fresh.is_some_and(|f| !f.contains(name));
-        let read = read_entry(&r.dir, &root_canon, name, display, limits, Some(&mut io), trusted);
+        let read = read_entry(&r.read_dir, &root_canon, name, display, limits, Some(&mut io), trusted);
         match file_or_refusal(read, || r.display_dir.join(name), &mut snap.files, &mut snap.refused) {
             Err(Read1::Vanished) if r.link.is_some() => return Ok(None),
             // A directory; in a plain source, a file removed while we read
@@ -361,7 +369,7 @@ fn read_names(
     cache.files = io.new;
     // Stat the directories after the read: a rename that raced the read
     // shows in their change times.
-    let mut newest = io.newest.max(ctime_of(&r.dir)).max(ctime_of(&r.root));
+    let mut newest = io.newest.max(ctime_of(&r.read_dir)).max(ctime_of(&r.root));
     if let Some(link) = &r.link {
         newest = newest.max(ctime_of(link));
     }
@@ -411,7 +419,7 @@ pub(super) fn read_delta(
         .filter_map(|n| cache.files.remove_entry(n.as_str()))
         .collect();
     let mut io = CacheIo {
-        dir: (!old.is_empty()).then(|| fs::File::open(&r.dir).ok()).flatten(),
+        dir: (!old.is_empty()).then(|| fs::File::open(&r.read_dir).ok()).flatten(),
         new: HashMap::new(),
         old,
         read_at: now_since_epoch() + cache.skew,
@@ -439,7 +447,7 @@ pub(super) fn read_delta(
         if !listing.contains(name) {
             continue;
         }
-        let read = read_entry(&r.dir, &root_canon, name, display, limits, Some(&mut io), false);
+        let read = read_entry(&r.read_dir, &root_canon, name, display, limits, Some(&mut io), false);
         // A directory, or a file removed while we looked: no file.
         let _ = file_or_refusal(read, || r.display_dir.join(name), &mut delta.files, &mut delta.refused);
     }
@@ -451,6 +459,6 @@ pub(super) fn read_delta(
         }
     }
     cache.listing = Some(listing);
-    delta.newest_change = io.newest.max(ctime_of(&r.dir)).max(ctime_of(&r.root));
+    delta.newest_change = io.newest.max(ctime_of(&r.read_dir)).max(ctime_of(&r.root));
     Some(delta)
 }
