@@ -1,6 +1,7 @@
 //! Fault injection for tests: `ARMORD_FAILPOINT` names points where armord
-//! dies by SIGKILL (`after-load`) or fails with an I/O error
-//! (`state-write=enospc`, `state-write=erofs`), comma-separated; so does
+//! dies by SIGKILL (`after-load`), fails with an I/O error
+//! (`state-write=enospc`, `state-write=erofs`) or panics (`reconcile=panic`),
+//! comma-separated; so does
 //! the file `ARMORD_FAILPOINT_FILE` names. Unset (as in production) every
 //! point is a no-op after one environment read.
 //!
@@ -9,7 +10,8 @@
 //! `after-relog` (a denial re-logged, the journal cursor not yet saved),
 //! `between-members` (the simulated kernel holds some files of a batch, not
 //! all), `between-removes` (one profile removed, the next not), `state-write`
-//! (every write into the state directory).
+//! (every write into the state directory), `reconcile` (the start of every
+//! reconcile; `reconcile=panic` stands in for a bug there).
 
 use std::sync::OnceLock;
 
@@ -17,6 +19,7 @@ use std::sync::OnceLock;
 enum Action {
     Kill,
     Errno(i32),
+    Panic,
 }
 
 type Points = Vec<(String, Action)>;
@@ -28,6 +31,7 @@ fn parse(spec: &str) -> Points {
         .map(|s| match s.split_once('=') {
             Some((name, "enospc")) => (name.to_owned(), Action::Errno(nix::libc::ENOSPC)),
             Some((name, "erofs")) => (name.to_owned(), Action::Errno(nix::libc::EROFS)),
+            Some((name, "panic")) => (name.to_owned(), Action::Panic),
             Some((name, _)) => (name.to_owned(), Action::Errno(nix::libc::EIO)),
             None => (s.to_owned(), Action::Kill),
         })
@@ -61,6 +65,7 @@ pub fn hit(name: &str) -> std::io::Result<()> {
                     let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
                 }
                 Action::Errno(e) => return Err(std::io::Error::from_raw_os_error(*e)),
+                Action::Panic => panic!("failpoint {name}"),
             }
         }
     }

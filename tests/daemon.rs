@@ -620,3 +620,21 @@ fn a_change_inotify_does_not_report_is_read_at_the_next_resync() {
     });
     drop(f);
 }
+
+#[test]
+fn a_panic_in_a_reconcile_is_retried_not_a_crash() {
+    let (t, cfg) = Daemon::tree("");
+    t.write("src/a", &profile("custom.a"));
+    let fp = t.path("failpoints");
+    let d = Daemon::start_env(t, cfg, &[("ARMORD_FAILPOINT_FILE", fp.to_str().unwrap())]);
+    d.wait_ready();
+    std::fs::write(&fp, "reconcile=panic\n").unwrap();
+    d.tree.write("src/b", &profile("custom.b"));
+    d.wait_until("the panic logged", |d| {
+        d.log().contains("internal error in a reconcile")
+    });
+    // Still running: once the bug is gone, the retry applies the change.
+    std::fs::write(&fp, "").unwrap();
+    d.wait_until("the change after the panic", |d| d.kernel().contains("custom.b"));
+    assert!(d.kernel().contains("custom.a"));
+}

@@ -34,3 +34,13 @@ fn config_load_corpus() {
 fn source_snapshot_corpus() {
     replay("source_snapshot", checks::source_snapshot);
 }
+
+#[test]
+fn profile_text_corpus() {
+    replay("profile_text", checks::profile_text);
+}
+
+#[test]
+fn compiled_policy_corpus() {
+    replay("compiled_policy", checks::compiled_policy);
+}

@@ -7,7 +7,7 @@ use crate::config::{Config, ConfigError};
 use crate::dbus::{self, Armord, Bus, Command, OBJECT_PATH, Published, SyncResult};
 use crate::journal::Counters;
 use crate::notify;
-use crate::reconcile::{Problem, ProblemKind, Reconciler, Report};
+use crate::reconcile::{ApplyError, Problem, ProblemKind, Reconciler, Report};
 use crate::watch::{Change, Debounce, Watcher};
 use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
@@ -116,6 +116,7 @@ impl Service {
             return Ok(Report::default());
         };
         let cancel = rec.cancel.clone();
+        let config = rec.config.clone();
         let mut handle = tokio::task::spawn_blocking(move || {
             let r = match job {
                 Job::Restore => rec.restore(),
@@ -128,6 +129,7 @@ impl Service {
             tokio::select! {
                 done = &mut handle => match done {
                     Ok(pair) => break pair,
+                    Err(e) if e.is_panic() => return self.recover(config, e.to_string()).await,
                     Err(e) => return Err(DaemonError::Task(e.to_string())),
                 },
                 _ = self.signals.term.recv() => self.begin_stop(&cancel),
@@ -136,6 +138,20 @@ impl Service {
         };
         self.rec = Some(rec);
         Ok(result?)
+    }
+
+    /// A job panicked (a bug): the reconciler it held is gone. Open it
+    /// again from the state directory, as at start, and report the job as
+    /// failed, so it is retried with backoff: armord keeps serving D-Bus,
+    /// denials and the watch instead of exiting into a restart loop.
+    async fn recover(&mut self, config: Config, why: String) -> Result<Report, DaemonError> {
+        log::error!("internal error in a reconcile ({why}); opening the state again and retrying");
+        let simulate = self.simulate;
+        let opened = tokio::task::spawn_blocking(move || open(config, simulate))
+            .await
+            .map_err(|e| DaemonError::Task(e.to_string()))?;
+        self.rec = Some(opened?);
+        Err(DaemonError::Apply(ApplyError::Internal(why)))
     }
 
     fn begin_stop(&mut self, cancel: &std::sync::atomic::AtomicBool) {

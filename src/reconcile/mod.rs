@@ -62,6 +62,8 @@ pub enum ApplyError {
     Kernel(#[from] KernelError),
     #[error("parser: {0}")]
     Parser(ParserError),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// The outcome of one reconcile (or boot restore).
@@ -367,6 +369,7 @@ impl Reconciler {
         &mut self,
         named: Option<std::collections::BTreeSet<PathBuf>>,
     ) -> Result<Report, ApplyError> {
+        let _ = crate::failpoint::hit("reconcile");
         let named = named.filter(|n| {
             !n.is_empty()
                 && n.iter()

@@ -130,3 +130,65 @@ pub fn source_snapshot(input: &[u8]) {
         assert_eq!(format!("{plain:?}"), format!("{again:?}"));
     }
 }
+
+/// Every reader of a profile file's text never panics on any text, and
+/// what they say holds together: the names a file may define include the
+/// top-level names the header scan finds, and a violation names a line of
+/// the file.
+pub fn profile_text(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    use armord::apparmor::*;
+    let declared = declared_profiles(text);
+    let may = names_a_file_may_define(text);
+    for d in &declared {
+        if !d.name.is_empty() && !d.name.starts_with('{') {
+            let top = d.name.split("//").next().unwrap_or(&d.name);
+            if !top.is_empty() {
+                assert!(may.iter().any(|m| m == top), "{:?} not in {may:?}", d.name);
+            }
+        }
+    }
+    let lines = text.lines().count().max(1);
+    for v in [include_violation(text), escaped_name(text), policy_violation(text)]
+        .into_iter()
+        .flatten()
+    {
+        let n: usize = v
+            .strip_prefix("line ")
+            .and_then(|r| r.split(':').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no line in {v:?}"));
+        assert!(n >= 1 && n <= lines, "{v:?} for {lines} lines");
+    }
+    let allowed = vec!["/opt/**".to_string(), "/usr/local/bin/*".to_string()];
+    let _ = attachment_violation(text, &allowed);
+}
+
+/// The compiled-policy reader never panics on any bytes, and whatever it
+/// reads is judged (names, modes, attachments against globs) without a
+/// panic. Bytes past the first 0xff are globs, one per line.
+pub fn compiled_policy(data: &[u8]) {
+    let (policy, globs) = match data.iter().position(|&b| b == 0xff) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &b"/opt/**\n/usr/local/bin/*"[..]),
+    };
+    let globs: Vec<String> = String::from_utf8_lossy(globs)
+        .lines()
+        .take(8)
+        .map(|g| g.chars().take(64).collect())
+        .collect();
+    if let Ok(profiles) = armord::apparmor::read_policy(policy) {
+        let names = armord::apparmor::names_in_policy(policy).expect("read twice, read alike");
+        assert_eq!(names.len(), profiles.len());
+        let bounds = armord::reconcile::Bounds::new(armord::config::ForcedMode::Enforce, Some(globs.clone()));
+        let _ = bounds.judge(&profiles);
+    }
+    // Any bytes as a DFA, walked and judged.
+    if let Ok(dfa) = armord::apparmor::Dfa::read(policy) {
+        let g = armord::apparmor::Globs::new(&globs);
+        let _ = armord::apparmor::dfa_within(&dfa, &g);
+        let _ = dfa.matches(b"/usr/sbin/sshd");
+    }
+}
