@@ -68,7 +68,10 @@ fn attach(alias: bool) -> impl Strategy<Value = Option<(String, Vec<String>)>> {
         Some(("/opt/v".into(), vec!["/opt/v".into()])),
     ];
     if alias {
-        v.push(Some(("/opt/a/sshd".into(), vec!["/opt/a/sshd".into(), "/usr/sbin/sshd".into()])));
+        v.push(Some((
+            "/opt/a/sshd".into(),
+            vec!["/opt/a/sshd".into(), "/usr/sbin/sshd".into()],
+        )));
     } else {
         v.push(Some(("/opt/a/sshd".into(), vec!["/opt/a/sshd".into()])));
     }
@@ -151,7 +154,11 @@ fn file() -> impl Strategy<Value = (String, Vec<(String, &'static str, Vec<Strin
             let mut text = String::from("# profile commented /usr/sbin/sshd {\n@{V}=/usr/sbin/sshd /opt/v\n");
             // The tunables define @{PROC} and what abstractions/base uses;
             // where and how they are included varies.
-            text.push_str(if tunables { "include <tunables/global>\n" } else { "#include <tunables/global>\n" });
+            text.push_str(if tunables {
+                "include <tunables/global>\n"
+            } else {
+                "#include <tunables/global>\n"
+            });
             if alias {
                 text.push_str("alias /opt/a/ -> /usr/sbin/,\n");
             }

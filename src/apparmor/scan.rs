@@ -547,38 +547,96 @@ mod may_define_tests {
     }
 }
 
-/// Does the text `s` match an allowed-attachment glob? `**` matches
-/// anything, `*` and `?` anything but `/`, `{a,b}` either. The attachment
-/// is matched as text: its own pattern characters must be covered by the
-/// glob (`/usr/bin/*` is inside `/usr/bin/*` and `/usr/**`, `/**` is inside
-/// neither).
+/// Is the attachment pattern `s` inside an allowed-attachment glob (used
+/// only where the parser leaves no compiled policy to judge)? In the glob,
+/// `**` matches anything, `*` anything but `/`, `?` one byte but `/`,
+/// `{a,b}` either. The attachment is a pattern too: `{a,b}` in it must be
+/// covered on every side; a glob `*` covers plain bytes, `?` and a lone `*`
+/// of it (never `**`, a class `[…]`, an escape or a variable, which may
+/// match `/`), a glob `?` a plain byte or `?`, and only `**` covers the rest.
+/// So `/usr/bin/*` is inside `/usr/bin/*` and `/usr/**`; `/usr/bin/**` and
+/// `/**` are inside neither.
 pub fn glob_covers(glob: &str, s: &str) -> bool {
-    fn expand(g: &str) -> Vec<String> {
+    fn expand(g: &str, out: &mut Vec<String>) {
+        if out.len() > 256 {
+            return;
+        }
         let Some(open) = g.find('{') else {
-            return vec![g.to_owned()];
+            out.push(g.to_owned());
+            return;
         };
         let Some(close) = g[open..].find('}').map(|c| open + c) else {
-            return vec![g.to_owned()];
+            out.push(g.to_owned());
+            return;
         };
         let (head, tail) = (&g[..open], &g[close + 1..]);
-        g[open + 1..close]
-            .split(',')
-            .flat_map(|alt| expand(&format!("{head}{alt}{tail}")))
-            .collect()
-    }
-    fn go(p: &[u8], n: &[u8]) -> bool {
-        match p {
-            [] => n.is_empty(),
-            [b'*', b'*', rest @ ..] => (0..=n.len()).any(|i| go(rest, &n[i..])),
-            [b'*', rest @ ..] => {
-                let stop = n.iter().position(|&b| b == b'/').unwrap_or(n.len());
-                (0..=stop).any(|i| go(rest, &n[i..]))
-            }
-            [b'?', rest @ ..] => n.first().is_some_and(|&b| b != b'/') && go(rest, &n[1..]),
-            [c, rest @ ..] => n.first() == Some(c) && go(rest, &n[1..]),
+        for alt in g[open + 1..close].split(',') {
+            expand(&format!("{head}{alt}{tail}"), out);
         }
     }
-    expand(glob).iter().any(|g| go(g.as_bytes(), s.as_bytes()))
+    /// The attachment's units: (bytes, kind) with kind 0 plain, 1 `/`,
+    /// 2 `?`, 3 lone `*`, 4 anything else (`**`, classes, escapes, `@`).
+    fn units(s: &[u8]) -> Vec<(u8, u8)> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < s.len() {
+            let c = s[i];
+            let kind = match c {
+                b'/' => 1,
+                b'?' => 2,
+                b'*' if s.get(i + 1) == Some(&b'*') => {
+                    while s.get(i + 1) == Some(&b'*') {
+                        i += 1;
+                    }
+                    4
+                }
+                b'*' => 3,
+                b'[' | b']' | b'\\' | b'@' | b'{' | b'}' | b',' => 4,
+                _ => 0,
+            };
+            out.push((c, kind));
+            i += 1;
+        }
+        out
+    }
+    fn covers(p: &[u8], n: &[(u8, u8)]) -> bool {
+        // memo[i][j]: the glob from i covers the units from j.
+        let mut memo = vec![vec![false; n.len() + 1]; p.len() + 1];
+        memo[p.len()][n.len()] = true;
+        for i in (0..p.len()).rev() {
+            for j in (0..=n.len()).rev() {
+                let any = p[i] == b'*' && p.get(i + 1) == Some(&b'*');
+                memo[i][j] = if any {
+                    let skip = (i + 2).min(p.len());
+                    (j..=n.len()).any(|k| memo[skip][k])
+                } else if p[i] == b'*' {
+                    let mut k = j;
+                    let mut ok = memo[i + 1][j];
+                    while !ok && k < n.len() && matches!(n[k].1, 0 | 2 | 3) {
+                        k += 1;
+                        ok = memo[i + 1][k];
+                    }
+                    ok
+                } else if j == n.len() {
+                    false
+                } else if p[i] == b'?' {
+                    matches!(n[j].1, 0 | 2) && memo[i + 1][j + 1]
+                } else {
+                    n[j].0 == p[i] && matches!(n[j].1, 0 | 1) && memo[i + 1][j + 1]
+                };
+            }
+        }
+        memo[0][0]
+    }
+    let mut globs = Vec::new();
+    expand(glob, &mut globs);
+    let mut alts = Vec::new();
+    expand(s, &mut alts);
+    alts.len() <= 256
+        && alts.iter().all(|a| {
+            let n = units(a.as_bytes());
+            globs.iter().any(|g| covers(g.as_bytes(), &n))
+        })
 }
 
 /// The first profile of `text` that attaches outside `allowed`, as a
@@ -610,6 +668,14 @@ mod attachment_tests {
         assert!(glob_covers("/usr/**", "/usr/bin/x"));
         assert!(!glob_covers("/usr/bin/*", "/usr/bin/sub/x"));
         assert!(!glob_covers("/usr/**", "/**"));
+        assert!(!glob_covers("/usr/local/bin/*", "/usr/local/bin/**"));
+        assert!(!glob_covers("/usr/local/bin/?", "/usr/local/bin/*"));
+        assert!(!glob_covers("/usr/local/bin/*", "/usr/local/bin/[^a]"));
+        assert!(glob_covers("/usr/local/bin/**", "/usr/local/bin/[^a]"));
+        assert!(glob_covers("/usr/local/bin/*", "/usr/local/bin/{a,b}"));
+        assert!(!glob_covers("/usr/local/bin/*", "/usr/local/bin/{a,../sbin/x}"));
+        assert!(glob_covers("/opt/**", "/opt/a/**"));
+        assert!(glob_covers("/opt/*/x", "/opt/a*b?/x"));
         assert!(glob_covers("/opt/{a,b}/**", "/opt/b/x"));
         let allowed = vec!["/opt/**".to_string(), "/usr/local/bin/*".to_string()];
         let why = attachment_violation("profile evil /usr/sbin/sshd {\n  deny /** rwx,\n}\n", &allowed).unwrap();

@@ -155,13 +155,18 @@ impl Reconciler {
         let guessed: Vec<DesiredFile> = new
             .iter()
             .cloned()
-            .chain(files.iter().map(|(f, src)| DesiredFile {
-                path: f.path.clone(),
-                source: src.clone(),
-                sha256: f.sha256.clone(),
-                verdict: Verdict::Valid {
-                    names: declared_profiles(&f.content).into_iter().map(|d| d.name).collect(),
-                },
+            .chain(files.iter().map(|(f, src)| {
+                DesiredFile {
+                    path: f.path.clone(),
+                    source: src.clone(),
+                    sha256: f.sha256.clone(),
+                    verdict: Verdict::Valid {
+                        names: super::validate::contained(&f.path, || {
+                            Ok(declared_profiles(&f.content).into_iter().map(|d| d.name).collect())
+                        })
+                        .unwrap_or_default(),
+                    },
+                }
             }))
             .collect();
         let guessed_may_define = may_define.clone();

@@ -14,7 +14,7 @@ pub(super) fn push_refusals(
 ) {
     for r in refused {
         if let Some(text) = &r.text {
-            may_define.insert(r.path.clone(), names_a_file_may_define(text));
+            may_define.insert(r.path.clone(), super::validate::may_define_of(&r.path, text));
         }
         files.push(DesiredFile {
             path: r.path,
@@ -43,22 +43,38 @@ pub fn render_specs(
             if !is_spec {
                 return Some((f, src));
             }
-            match crate::spec::Spec::parse(&f.content) {
-                Ok(spec) => {
-                    let content = spec.render();
-                    Some((
-                        source::SourceFile {
-                            path: f.path,
-                            sha256: source::sha256_hex(content.as_bytes()),
-                            content,
-                        },
-                        src,
-                    ))
+            let rendered = super::validate::contained(&f.path, || {
+                Ok(crate::spec::Spec::parse(&f.content).map(|spec| spec.render()))
+            });
+            let rendered = match rendered {
+                Ok(r) => r,
+                Err(reason) => {
+                    refused.push(DesiredFile {
+                        path: f.path,
+                        source: src,
+                        sha256: f.sha256,
+                        verdict: Verdict::Refused { reason },
+                    });
+                    return None;
                 }
+            };
+            match rendered {
+                Ok(content) => Some((
+                    source::SourceFile {
+                        path: f.path,
+                        sha256: source::sha256_hex(content.as_bytes()),
+                        content,
+                    },
+                    src,
+                )),
                 Err(e) => {
                     // The name a broken spec may give its profile stays
                     // protected (none found: every profile of its source).
-                    may_define.insert(f.path.clone(), crate::spec::names_a_spec_may_define(&f.content));
+                    may_define.insert(
+                        f.path.clone(),
+                        super::validate::contained(&f.path, || Ok(crate::spec::names_a_spec_may_define(&f.content)))
+                            .unwrap_or_default(),
+                    );
                     // A TOML syntax error is where it is, like a parser
                     // error: `file:line: message`.
                     let verdict = match e.line {

@@ -89,9 +89,13 @@ impl Validator {
                         v => v.clone(),
                     }));
                 }
+                if let Some(why) = policy_violation(&f.content) {
+                    return Ok(Some(Verdict::Refused { reason: why }));
+                }
                 if let Some(names) = owned.names(&f.sha256) {
-                    // Loaded before: judged again by today's bounds, from
-                    // the compile the parser's cache holds (or a new one).
+                    // Loaded before: judged again by today's bounds and
+                    // rules, from the compile the parser's cache holds (or
+                    // a new one).
                     if !cached_policy {
                         return Ok(Some(verdict_of(bounds.judge_scanned(&names, &f.content))));
                     }
@@ -100,7 +104,7 @@ impl Validator {
                     }
                     return Ok(None);
                 }
-                Ok(policy_violation(&f.content).map(|why| Verdict::Refused { reason: why }))
+                Ok(None)
             })
             .unwrap_or_else(|reason| Some(Verdict::Refused { reason }));
             let from_memo = memo.contains_key(&f.sha256);
