@@ -133,8 +133,11 @@ fn render(p: &Prof, name: &str, out: &mut String, indent: &str) {
     out.push_str(&format!("{indent}}}\n"));
 }
 
-/// (full name, mode, attaches to) of every profile in the file.
-fn meaning(p: &Prof, name: &str, out: &mut Vec<(String, &'static str, Vec<String>)>) {
+/// (full name, mode, attaches to) of a profile.
+type Meant = (String, &'static str, Vec<String>);
+
+/// What every profile in the file means.
+fn meaning(p: &Prof, name: &str, out: &mut Vec<Meant>) {
     let execs = match &p.attach {
         Some((_, e)) => e.clone(),
         None => vec![],
@@ -148,7 +151,7 @@ fn meaning(p: &Prof, name: &str, out: &mut Vec<(String, &'static str, Vec<String
     }
 }
 
-fn file() -> impl Strategy<Value = (String, Vec<(String, &'static str, Vec<String>)>)> {
+fn file() -> impl Strategy<Value = (String, Vec<Meant>)> {
     any::<bool>().prop_flat_map(|alias| {
         (prop::collection::vec(prof(alias, 1), 1..3), any::<bool>()).prop_map(move |(profs, tunables)| {
             let mut text = String::from("# profile commented /usr/sbin/sshd {\n@{V}=/usr/sbin/sshd /opt/v\n");

@@ -30,18 +30,7 @@ fn config(t: &Tree, source: &str, layout: &str, extra: &str) -> PathBuf {
 }
 
 fn once(cfg: &Path) -> (i32, String) {
-    let out = run(
-        ARMORD,
-        &[
-            "--simulate",
-            "--once",
-            "--bus",
-            "none",
-            "--config",
-            cfg.to_str().unwrap(),
-        ],
-    );
-    (out.status.code().unwrap_or(-1), text(&out))
+    once_config(cfg)
 }
 
 fn sign(dir: &Path, key: &Path, serial: u64) -> String {

@@ -30,10 +30,11 @@ pub struct Globs {
 
 /// At most this many alternatives from `{…}` expansion, and this many
 /// states of the product, before a judgement gives up (and refuses).
-const MAX_ALTS: usize = 4096;
+pub(super) const MAX_ALTS: usize = 4096;
 const MAX_PAIRS: usize = 200_000;
 
-fn expand(g: &str, out: &mut Vec<String>) {
+/// Expand `{a,b}` alternatives (at most about `MAX_ALTS`).
+pub(super) fn expand(g: &str, out: &mut Vec<String>) {
     if out.len() > MAX_ALTS {
         return;
     }

@@ -557,23 +557,6 @@ mod may_define_tests {
 /// So `/usr/bin/*` is inside `/usr/bin/*` and `/usr/**`; `/usr/bin/**` and
 /// `/**` are inside neither.
 pub fn glob_covers(glob: &str, s: &str) -> bool {
-    fn expand(g: &str, out: &mut Vec<String>) {
-        if out.len() > 256 {
-            return;
-        }
-        let Some(open) = g.find('{') else {
-            out.push(g.to_owned());
-            return;
-        };
-        let Some(close) = g[open..].find('}').map(|c| open + c) else {
-            out.push(g.to_owned());
-            return;
-        };
-        let (head, tail) = (&g[..open], &g[close + 1..]);
-        for alt in g[open + 1..close].split(',') {
-            expand(&format!("{head}{alt}{tail}"), out);
-        }
-    }
     /// The attachment's units: (bytes, kind) with kind 0 plain, 1 `/`,
     /// 2 `?`, 3 lone `*`, 4 anything else (`**`, classes, escapes, `@`).
     fn units(s: &[u8]) -> Vec<(u8, u8)> {
@@ -628,11 +611,12 @@ pub fn glob_covers(glob: &str, s: &str) -> bool {
         }
         memo[0][0]
     }
+    use super::attach::{MAX_ALTS, expand};
     let mut globs = Vec::new();
     expand(glob, &mut globs);
     let mut alts = Vec::new();
     expand(s, &mut alts);
-    alts.len() <= 256
+    alts.len() <= MAX_ALTS
         && alts.iter().all(|a| {
             let n = units(a.as_bytes());
             globs.iter().any(|g| covers(g.as_bytes(), &n))

@@ -116,6 +116,23 @@ pub fn once_sim(t: &Tree, src: &str) -> Output {
     )
 }
 
+/// `armord --simulate --once` with the configuration `cfg`: the exit code
+/// and what it printed.
+pub fn once_config(cfg: &Path) -> (i32, String) {
+    let out = run(
+        ARMORD,
+        &[
+            "--simulate",
+            "--once",
+            "--bus",
+            "none",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    );
+    (out.status.code().unwrap_or(-1), text(&out))
+}
+
 /// A child process killed when the test ends, passed or not.
 pub struct KillOnDrop(pub std::process::Child);
 
