@@ -86,8 +86,9 @@ fn fake_parser() {
         }
     }
     // A compile leaves its policy in the cache, laid out as the parser lays
-    // out a compiled set (armord reads the names from it), and ending in
-    // `sha=NAME;`, the file's name (its sha), for the fake kernel to report.
+    // out a compiled set (armord reads the names and modes from it), its
+    // last entry holding `sha=NAME;`, the file's name (its sha), for the
+    // fake kernel to report.
     if mode == 'Q'
         && args.iter().any(|a| a == "--write-cache")
         && let Some(c) = cache_loc
@@ -99,14 +100,27 @@ fn fake_parser() {
                 continue;
             };
             let mut policy = Vec::new();
-            for name in names {
+            let sha = format!("sha={};", file.to_string_lossy());
+            for (i, name) in names.iter().enumerate() {
                 policy.extend_from_slice(b"\x04\x08\x00version\x00\x02\x20\x07\x00\x00");
                 policy.extend_from_slice(b"\x04\x08\x00profile\x00\x07\x05");
                 policy.extend_from_slice(&(name.len() as u16 + 1).to_le_bytes());
                 policy.extend_from_slice(name.as_bytes());
                 policy.push(0);
+                // The last entry holds the sha, in a member armord does not read.
+                if i + 1 == names.len() {
+                    policy.extend_from_slice(b"\x04\x04\x00sha\x00\x05");
+                    policy.extend_from_slice(&(sha.len() as u16 + 1).to_le_bytes());
+                    policy.extend_from_slice(sha.as_bytes());
+                    policy.push(0);
+                }
+                // The flags (hat, mode enforce, audit), then the ends.
+                policy.extend_from_slice(b"\x04\x06\x00flags\x00\x07");
+                for _ in 0..3 {
+                    policy.extend_from_slice(b"\x02\x00\x00\x00\x00");
+                }
+                policy.extend_from_slice(b"\x08\x08");
             }
-            policy.extend_from_slice(format!("sha={};", file.to_string_lossy()).as_bytes());
             let _ = std::fs::write(dir.join(file), policy);
         }
     }
@@ -218,7 +232,7 @@ fn start_with(profiles: usize, debounce_ms: u64, extra: &str, env: &[(&str, Path
 
 /// Read the fake kernel's `.replace` (a FIFO, held open for reading and
 /// writing so that a writer never waits and the reader never sees its end)
-/// and report each policy written there (by the `sha=NAME;` it ends in) as
+/// and report each policy written there (by the `sha=NAME;` its last entry holds) as
 /// a load call at the moment it is read: later than the write itself, so
 /// the figures count the reader's wake-up against armord.
 fn report_replace_writes(fifo: &std::path::Path, sock: &std::path::Path) {
