@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{ErrorKind, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub const MANIFEST_VERSION: u32 = 1;
@@ -50,6 +51,7 @@ fn write_into(tmp: &Path, path: &Path, data: &[u8], midpoint: Option<&str>) -> R
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .truncate(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
             .open(tmp)
             .map_err(io_err(tmp))?;
         f.write_all(data).map_err(io_err(tmp))?;
@@ -68,6 +70,47 @@ fn write_replace(path: &Path, data: &[u8], durable: bool, midpoint: Option<&str>
     write_replace_with(path, data, durable, midpoint, |_| Ok(()))
 }
 
+/// A name no one can guess: the process and 64 random bits.
+fn unpredictable() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // Each RandomState is seeded from the operating system's randomness.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    );
+    format!("{}.{:016x}", std::process::id(), h.finish())
+}
+
+/// Create a new temporary file beside `path` that never existed before:
+/// `.NAME.tmp.PID.RANDOM`, made with `O_CREAT | O_EXCL | O_NOFOLLOW`
+/// (mode 0666 less the umask, as a plain create), so a symlink or file
+/// planted at any name is never followed or reused.
+pub fn create_temp(path: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut last = None;
+    for _ in 0..8 {
+        let tmp = dir.join(format!(".{name}.tmp.{}", unpredictable()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o666)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no temporary name left")))
+}
+
 fn write_replace_with(
     path: &Path,
     data: &[u8],
@@ -77,14 +120,11 @@ fn write_replace_with(
 ) -> Result<(), StateError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let mut tmp = dir.join(".tmp");
     let result = (|| {
-        crate::failpoint::hit("state-write").map_err(io_err(&tmp))?;
-        let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        crate::failpoint::hit("state-write").map_err(io_err(path))?;
+        let (made, mut f) = create_temp(path).map_err(io_err(path))?;
+        tmp = made;
         prepare(&f).map_err(io_err(&tmp))?;
         f.write_all(data).map_err(io_err(&tmp))?;
         if let Some(point) = midpoint {
@@ -296,7 +336,14 @@ impl StateDir {
         static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = self.spare_dir().join(format!("{}.{n}", std::process::id()));
-        let made = std::fs::create_dir_all(self.spare_dir()).and_then(|()| std::fs::File::create(&path));
+        let made = std::fs::create_dir_all(self.spare_dir()).and_then(|()| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(&path)
+        });
         if made.is_ok() {
             *spare = Some(path);
         }
@@ -695,5 +742,37 @@ mod tests {
         let s = StateDir::new(t.path().join("file/state"));
         let e = s.prepare().unwrap_err();
         assert!(e.to_string().contains("file/state"), "{e}");
+    }
+
+    #[test]
+    fn a_symlink_planted_at_a_temporary_or_the_target_is_never_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, "root-only\n").unwrap();
+        let out = d.path().join("armord.prom");
+        // The name temporaries had before, and a symlink as the target.
+        std::os::unix::fs::symlink(
+            &victim,
+            d.path().join(format!(".armord.prom.tmp.{}", std::process::id())),
+        )
+        .unwrap();
+        atomic_write_readable(&out, b"metrics\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root-only\n");
+        std::fs::remove_file(&out).unwrap();
+        std::os::unix::fs::symlink(&victim, &out).unwrap();
+        atomic_write(&out, b"state\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root-only\n");
+        assert!(!std::fs::symlink_metadata(&out).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "state\n");
+        // Two temporaries for one file never share a name.
+        let (a, _) = create_temp(&out).unwrap();
+        let (b, _) = create_temp(&out).unwrap();
+        assert_ne!(a, b);
+        assert!(
+            a.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".armord.prom.tmp.")
+        );
     }
 }
