@@ -309,10 +309,28 @@ impl StateDir {
 
     /// Create the directories and prove they are writable.
     pub fn prepare(&self) -> Result<(), StateError> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        // Created private (0700): the manifest and the store say what the
+        // node's policy is.
         let store = self.store_dir();
-        std::fs::create_dir_all(&store).map_err(io_err(&store))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&store)
+            .map_err(io_err(&store))?;
+        if let Ok(m) = std::fs::metadata(&self.dir) {
+            let me = nix::unistd::geteuid().as_raw();
+            if m.mode() & 0o022 != 0 || m.uid() != me {
+                log::warn!(
+                    "state directory {} is writable by others or owned by another user (mode {:o}, owner {}): whoever can write it can change what armord loads; make it owned by uid {me}, mode 0700",
+                    crate::escape::path(&self.dir),
+                    m.mode() & 0o7777,
+                    m.uid()
+                );
+            }
+        }
         let probe = self.dir.join(".armord-write-probe");
-        std::fs::write(&probe, b"").map_err(io_err(&self.dir))?;
+        let (probe, _) = create_temp(&probe).map_err(io_err(&self.dir))?;
         let _ = std::fs::remove_file(&probe);
         // Spare files an earlier run made and did not use.
         let _ = std::fs::remove_dir_all(self.spare_dir());
@@ -774,5 +792,17 @@ mod tests {
                 .to_string_lossy()
                 .starts_with(".armord.prom.tmp.")
         );
+    }
+
+    #[test]
+    fn a_new_state_directory_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let state = StateDir::new(d.path().join("a/state"));
+        state.prepare().unwrap();
+        for dir in [d.path().join("a/state"), d.path().join("a/state/store")] {
+            let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode & 0o077, 0, "{}: {mode:o}", dir.display());
+        }
     }
 }
