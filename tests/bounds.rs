@@ -250,3 +250,73 @@ fn a_tightened_configuration_judges_what_is_loaded() {
     assert_eq!(code, 2, "{s2}");
     assert_eq!(about(&s2, &t, "trial"), lines, "{s2}");
 }
+
+#[test]
+fn a_hat_at_the_top_level_is_judged_by_its_name() {
+    if real_parser().is_none() {
+        return;
+    }
+    let t = Tree::new();
+    t.write("src/hat", "hat /usr/sbin/sshd {\n}\n");
+    t.write("src/caret", "^/usr/sbin/sshd {\n}\n");
+    t.write("src/ok", "profile /opt/tool {\n}\n");
+    let cfg = BOUNDED.replace("profile_prefix = \"custom.\"\n", "");
+    let (code, s) = once(&t, &cfg);
+    assert_eq!(code, 2, "{s}");
+    for f in ["hat", "caret"] {
+        let lines = about(&s, &t, f);
+        assert_eq!(lines.len(), 1, "{f}: {s}");
+        assert!(lines[0].contains("attaches to /usr/sbin/sshd"), "{f}: {lines:?}");
+    }
+    assert_eq!(t.read("state/simulate/profiles"), "/opt/tool (enforce)\n");
+}
+
+#[test]
+fn the_parser_never_opens_an_include_outside_the_policy() {
+    let t = Tree::new();
+    t.write("outside/x", "profile custom.included {}\n");
+    let x = t.path("outside/x").display().to_string();
+    let dots = x
+        .trim_start_matches('/')
+        .split('/')
+        .map(|_| "\\x2e\\x2e")
+        .collect::<Vec<_>>()
+        .join("/");
+    let cases = [
+        (
+            "hex",
+            format!("include \"/etc/apparmor.d/{dots}{x}\"\nprofile custom.a {{}}\n"),
+            "escape sequences",
+        ),
+        (
+            "abi",
+            format!("abi \"/etc/apparmor.d/{dots}{x}\",\nprofile custom.b {{}}\n"),
+            "escape sequences",
+        ),
+        (
+            "hash",
+            format!("profile custom.c {{\n /tmp/a#b r, include \"{x}\"\n}}\n"),
+            "outside",
+        ),
+        (
+            "quote",
+            format!("profile custom.d {{\n \"/tmp/a\n# \" r,  include \"{x}\"\n}}\n"),
+            "outside",
+        ),
+    ];
+    for (name, text, _) in &cases {
+        t.write(&format!("src/{name}"), text);
+    }
+    t.write("src/good", "profile custom.good /opt/app/bin/run {\n}\n");
+    let (code, s) = once(&t, BOUNDED);
+    assert_eq!(code, 2, "{s}");
+    for (name, _, why) in &cases {
+        let lines = about(&s, &t, name);
+        assert_eq!(lines.len(), 1, "{name}: {s}");
+        assert!(
+            lines[0].contains(why) && lines[0].contains("include policy"),
+            "{name}: {lines:?}"
+        );
+    }
+    assert!(!s.contains("custom.included"), "{s}");
+}

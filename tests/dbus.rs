@@ -24,6 +24,12 @@ impl Drop for Bus {
 }
 
 fn start_bus(t: &Tree) -> Option<Bus> {
+    start_bus_with(t, true)
+}
+
+/// A private bus; with `shipped_policy`, the package's bus policy applies
+/// on top of a default that allows everything.
+fn start_bus_with(t: &Tree, shipped_policy: bool) -> Option<Bus> {
     if Command::new("dbus-daemon").arg("--version").output().is_err() {
         assert!(std::env::var_os("CI").is_none(), "CI must install dbus");
         eprintln!("dbus-daemon not installed: skipped");
@@ -53,11 +59,15 @@ fn start_bus(t: &Tree) -> Option<Bus> {
     <allow receive_type="error"/>
     <allow receive_type="signal"/>
   </policy>
-  <include>{}</include>
+  {}
 </busconfig>
 "#,
             t.path("bus/socket").display(),
-            policy.display()
+            if shipped_policy {
+                format!("<include>{}</include>", policy.display())
+            } else {
+                String::new()
+            }
         ),
     );
     let mut child = Command::new("dbus-daemon")
@@ -350,4 +360,53 @@ fn k8s_label_value(v: &str) -> bool {
             && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             && v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
             && v.chars().last().is_some_and(|c| c.is_ascii_alphanumeric()))
+}
+
+/// With a bus policy that lets anyone call anything, the code still
+/// refuses a caller who is not root every method that changes policy;
+/// reading stays open to the policy.
+#[test]
+fn changing_methods_check_the_caller_in_code() {
+    let t = Tree::new();
+    let Some(bus) = start_bus_with(&t, false) else { return };
+    if nix::unistd::geteuid().as_raw() != 0 {
+        return;
+    }
+    let parser = t.fake_parser();
+    t.write("src/a", "profile custom.a {\n}\n");
+    let cfg = t.write(
+        "armord.toml",
+        &format!(
+            "state_dir = \"state\"\nsecurityfs = \"secfs\"\nproc = \"proc\"\n[[source]]\npath = \"src\"\n\
+             [parser]\npath = \"{}\"\ncache_dir = \"cache\"\n[denials]\nenabled = false\n",
+            parser.display()
+        ),
+    );
+    let _daemon = KillOnDrop(
+        Command::new(ARMORD)
+            .args(["--config", cfg.to_str().unwrap(), "--bus", "session"])
+            .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+            .env_remove("NOTIFY_SOCKET")
+            .stderr(std::fs::File::create(t.path("armord.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let out = armorctl(&bus, &["wait", "--timeout", "15s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for method in [&["sync"][..], &["sync", "--allow-mass-removal"][..]] {
+        let out = as_nobody(&t, &bus, method).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{method:?}: {}", text(&out));
+        assert!(text(&out).contains("permission denied"), "{method:?}: {}", text(&out));
+    }
+    // Reading is the bus policy's to allow; this one allows it.
+    let out = as_nobody(&t, &bus, &["list"]).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Root may.
+    let out = armorctl(&bus, &["sync"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        std::fs::read_to_string(t.path("armord.log"))
+            .unwrap()
+            .contains("from uid 65534 refused")
+    );
 }

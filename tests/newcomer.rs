@@ -71,8 +71,31 @@ fn armorctl_reaches_a_simulation_without_any_bus() {
         text(&out)
     );
     // The socket lies in the state directory the configuration names,
-    // written as the user wrote it: no `conf/..` in the path.
+    // written as the user wrote it: no `conf/..` in the path. Only its
+    // owner may use it, whatever the umask; another user is told so.
     assert!(t.path("sim/armord.sock").exists());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(t.path("sim/armord.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    if nix::unistd::geteuid().is_root() {
+        for d in [t.dir.path().to_owned(), t.path("sim")] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let copy = t.path("armorctl");
+        std::fs::copy(ARMORCTL, &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&copy)
+            .args(["--simulate", "--config", cfg_s, "status"])
+            .output()
+            .unwrap();
+        assert!(text(&out).contains("permission denied"), "{}", text(&out));
+    }
     // Stopped: the socket goes with it; the log had no D-Bus warning and
     // one readable line per event.
     nix::sys::signal::kill(

@@ -31,7 +31,7 @@ pub struct Globs {
 /// At most this many alternatives from `{…}` expansion, and this many
 /// states of the product, before a judgement gives up (and refuses).
 pub(super) const MAX_ALTS: usize = 4096;
-const MAX_PAIRS: usize = 200_000;
+const MAX_PAIRS: usize = 100_000;
 
 /// Expand `{a,b}` alternatives (at most about `MAX_ALTS`).
 pub(super) fn expand(g: &str, out: &mut Vec<String>) {

@@ -111,6 +111,10 @@ fn header_profile(header: &str) -> Option<DeclaredProfile> {
     })
 }
 
+/// A header longer than this is no header: dropped, so that a file of
+/// many short lines after `profile x` costs linear time, not quadratic.
+const MAX_HEADER: usize = 4096;
+
 /// The top-level profiles a file declares, in order.
 pub fn declared_profiles(text: &str) -> Vec<DeclaredProfile> {
     let text = strip_comments(text);
@@ -183,7 +187,7 @@ pub fn declared_profiles(text: &str) -> Vec<DeclaredProfile> {
             ',' | '\n' if depth == 0 => {
                 // A statement ends at `,`; a header may span lines, so a
                 // newline only ends it when the line was a complete statement.
-                if c == ',' || header_profile(header.trim()).is_none() {
+                if c == ',' || header.len() > MAX_HEADER || header_profile(header.trim()).is_none() {
                     header.clear();
                 } else {
                     header.push(' ');
@@ -212,13 +216,9 @@ pub const INCLUDE_ROOTS: &[&str] = &["/etc/apparmor.d", "/usr/share/apparmor"];
 pub fn include_violation(text: &str) -> Option<String> {
     // The text without comments, as one string: a target may follow its
     // keyword on a later line.
-    let mut code = String::with_capacity(text.len());
-    let mut line_starts = Vec::new();
-    for line in text.lines() {
-        line_starts.push(code.len());
-        code.push_str(without_comment(line));
-        code.push('\n');
-    }
+    let code = code_without_comments(text);
+    let mut line_starts = vec![0];
+    line_starts.extend(code.match_indices('\n').map(|(i, _)| i + 1));
     let line_of = |at: usize| line_starts.partition_point(|&s| s <= at);
     let mut found: Option<(usize, String)> = None;
     for keyword in ["include", "abi"] {
@@ -232,7 +232,12 @@ pub fn include_violation(text: &str) -> Option<String> {
             if !(starts && ends) {
                 continue;
             }
-            if let Some(v) = include_target_violation(keyword, &code[from..])
+            // A target is at most a path's length away.
+            let end = code[from..]
+                .char_indices()
+                .nth(MAX_TARGET)
+                .map_or(code.len(), |(i, _)| from + i);
+            if let Some(v) = include_target_violation(keyword, &code[from..end])
                 && found.as_ref().is_none_or(|(f, _)| at < *f)
             {
                 found = Some((at, v));
@@ -241,6 +246,51 @@ pub fn include_violation(text: &str) -> Option<String> {
         }
     }
     found.map(|(at, v)| format!("line {}: {v}", line_of(at)))
+}
+
+/// How far after its keyword an include's target is looked for.
+const MAX_TARGET: usize = 4096;
+
+/// The text with its comments blanked out (newlines kept, so lines keep
+/// their numbers), read as the parser reads it: a quoted string runs on
+/// across lines and a `\"` in it does not end it; a `#` starts a comment
+/// only where a token could start (at the start of a line or after white
+/// space), and never `#include`. Where this reading could differ from the
+/// parser's, it keeps more text, never less: what is kept is checked.
+fn code_without_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_quote = false;
+    let mut escaped = false;
+    let mut comment = false;
+    let mut prev = '\n';
+    for (i, c) in text.char_indices() {
+        if comment {
+            if c == '\n' {
+                comment = false;
+                out.push(c);
+            }
+            prev = c;
+            continue;
+        }
+        if in_quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_quote = false;
+            }
+        } else if c == '"' {
+            in_quote = true;
+        } else if c == '#' && prev.is_whitespace() && !text[i..].starts_with("#include") {
+            comment = true;
+            prev = c;
+            continue;
+        }
+        out.push(c);
+        prev = c;
+    }
+    out
 }
 
 /// A line without its comment: `#` outside quotes, unless it starts `#include`.
@@ -283,6 +333,9 @@ fn include_target_violation(keyword: &str, rest: &str) -> Option<String> {
     } else {
         return why("only <relative> or \"/absolute\" includes are allowed");
     };
+    if target.contains('\\') {
+        return why("escape sequences are not allowed in a target");
+    }
     let path = std::path::Path::new(target);
     if target.is_empty() || path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
         return why("`..` and empty paths are not allowed");
@@ -384,11 +437,39 @@ mod tests {
             ("include if exists \"/proc/self/environ\"\n", "line 1", "outside"),
             ("include /etc/shadow\n", "line 1", "only <relative>"),
             ("include <abstractions/base\n", "line 1", "unterminated"),
+            (
+                "include \"/etc/apparmor.d/\\x2e\\x2e/\\x2e\\x2e/tmp/x\"\n",
+                "line 1",
+                "escape sequences",
+            ),
+            ("include <tunables/\\056\\056/x>\n", "line 1", "escape sequences"),
+            ("profile a {\n /tmp/a#b r, include \"/tmp/x\"\n}\n", "line 2", "outside"),
+            (
+                "profile a {\n \"/tmp/a\n# \" r,  include \"/tmp/x\"\n}\n",
+                "line 3",
+                "outside",
+            ),
+            (
+                "profile a {\n \"/tmp/a\\\"\n# \" r,  include \"/tmp/x\"\n}\n",
+                "line 3",
+                "outside",
+            ),
+            ("abi\n  \"/etc/shadow\",\n", "line 1", "outside"),
         ];
         for (t, line, why) in bad {
             let v = include_violation(t).unwrap_or_else(|| panic!("not refused: {t}"));
             assert!(v.starts_with(line) && v.contains(why), "{t}: {v}");
         }
+    }
+
+    #[test]
+    fn large_files_are_read_in_linear_time() {
+        // Quadratic readers took minutes on these at the size limit.
+        let many_lines = format!("profile x\n{}", "a\n".repeat(500_000));
+        assert_eq!(declared_profiles(&many_lines), []);
+        assert_eq!(names_a_file_may_define(&many_lines), ["x"]);
+        let includes = format!("{}>", "include <x ".repeat(90_000));
+        assert!(include_violation(&includes).is_some_and(|v| v.contains("unterminated")));
     }
 
     #[test]

@@ -370,6 +370,12 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 
 async fn proxy(to: &Endpoint) -> Result<(zbus::Connection, crate::dbus::Armord1Proxy<'static>), CliError> {
     let conn = crate::dbus::connect(to).await.map_err(|e| match to {
+        // A socket only its owner may use: say so.
+        Endpoint::Socket(_)
+            if matches!(&e, zbus::Error::InputOutput(io) if io.kind() == std::io::ErrorKind::PermissionDenied) =>
+        {
+            CliError::PermissionDenied
+        }
         // No socket yet is armord not running yet, like an absent name on
         // a bus.
         Endpoint::Socket(_) => CliError::NotRunning(e, place(to)),

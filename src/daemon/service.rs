@@ -550,6 +550,7 @@ pub fn run(
             published: published.clone(),
             commands: cmd_tx,
             denials: counters.clone(),
+            peer_uid: None,
         };
         let (conn, _socket_server) = match &socket {
             Some(path) => (None, dbus::serve_socket(path, object).await),

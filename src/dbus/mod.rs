@@ -67,11 +67,47 @@ pub struct Armord {
     pub published: Arc<RwLock<Published>>,
     pub commands: mpsc::Sender<Command>,
     pub denials: Arc<Mutex<Counters>>,
+    /// The peer's uid, from the socket (`SO_PEERCRED`), on a peer-to-peer
+    /// connection (a simulation's socket); on a bus the bus says.
+    pub peer_uid: Option<u32>,
+}
+
+/// Whether `uid` may call a method that changes anything: root, or the
+/// user armord itself runs as (a simulation). Checked in code, whatever
+/// the bus policy file allows.
+pub fn may_change(uid: u32) -> bool {
+    uid == 0 || uid == nix::unistd::geteuid().as_raw()
 }
 
 impl Armord {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Published> {
         self.published.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The uid of the caller of the message `header` heads.
+    async fn caller_uid(&self, conn: &zbus::Connection, header: &zbus::message::Header<'_>) -> zbus::fdo::Result<u32> {
+        match header.sender() {
+            Some(sender) => {
+                let dbus = zbus::fdo::DBusProxy::new(conn).await?;
+                dbus.get_connection_unix_user(sender.to_owned().into()).await
+            }
+            None => self
+                .peer_uid
+                .ok_or_else(|| zbus::fdo::Error::AccessDenied("the caller's user is not known".into())),
+        }
+    }
+
+    /// Refuse a caller that may not change anything.
+    async fn authorize(&self, conn: &zbus::Connection, header: &zbus::message::Header<'_>) -> zbus::fdo::Result<()> {
+        let uid = self.caller_uid(conn, header).await?;
+        if may_change(uid) {
+            Ok(())
+        } else {
+            log::warn!("D-Bus: a call that changes policy from uid {uid} refused");
+            Err(zbus::fdo::Error::AccessDenied(format!(
+                "uid {uid} may not change armord's policy (root only)"
+            )))
+        }
     }
 
     async fn run_sync(&self, allow_mass_removal: bool) -> zbus::fdo::Result<SyncResult> {
@@ -128,13 +164,24 @@ impl Armord {
     }
 
     /// Run a reconcile now and return its result.
-    async fn sync(&self) -> zbus::fdo::Result<SyncResult> {
+    async fn sync(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] header: zbus::message::Header<'_>,
+    ) -> zbus::fdo::Result<SyncResult> {
+        self.authorize(conn, &header).await?;
         self.run_sync(false).await
     }
 
     /// `Sync` with options. `allow-mass-removal` (boolean): remove the
     /// profiles of a held mass removal now, for the revision read.
-    async fn sync_with_options(&self, options: HashMap<String, zbus::OwnedVariant>) -> zbus::fdo::Result<SyncResult> {
+    async fn sync_with_options(
+        &self,
+        options: HashMap<String, zbus::OwnedVariant>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] header: zbus::message::Header<'_>,
+    ) -> zbus::fdo::Result<SyncResult> {
+        self.authorize(conn, &header).await?;
         let mut allow = false;
         for (k, v) in &options {
             match k.as_str() {
@@ -238,7 +285,12 @@ pub async fn serve_socket(path: &std::path::Path, object: Armord) -> Option<toki
     }
     let _ = std::fs::remove_file(path);
     let listener = match tokio::net::UnixListener::bind(path) {
-        Ok(l) => l,
+        Ok(l) => {
+            // Only its owner connects, whatever the umask.
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+            l
+        }
         Err(e) => {
             log::warn!(
                 "{}: cannot serve the D-Bus interface: {e}; armord keeps working without it",
@@ -262,7 +314,8 @@ pub async fn serve_socket(path: &std::path::Path, object: Armord) -> Option<toki
                     continue;
                 }
             };
-            let object = object.clone();
+            let mut object = object.clone();
+            object.peer_uid = stream.peer_cred().ok().map(|c| c.uid());
             tokio::spawn(async move {
                 let Ok(stream) = stream.into_std() else { return };
                 let built = async {
