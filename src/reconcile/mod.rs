@@ -204,6 +204,11 @@ impl Reconciler {
                 m
             }
         };
+        for s in &config.sources {
+            if let Some(advice) = source::swapping_link_advice(s) {
+                notes.push(advice);
+            }
+        }
         let adopted = manifest.recover(&loaded);
         if !adopted.is_empty() {
             notes.push(format!(

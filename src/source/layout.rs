@@ -201,3 +201,55 @@ fn open_beneath(root: &Path, rel: &[PathBuf]) -> Result<(PathBuf, HeldDir), Stri
         Ok((root.join(rel.iter().collect::<PathBuf>()), HeldDir(None)))
     }
 }
+
+/// When a source's `path` is reached through a link that a ConfigMap
+/// (`..data`) or git-sync (a link into `.worktrees/`) swaps, armord reads
+/// the revision it resolves to once and never sees the swap: the
+/// configuration that follows the swaps instead, as `path`, `link` and
+/// `subdir` lines.
+pub fn swapping_link_advice(cfg: &SourceConfig) -> Option<String> {
+    let mut prefix = PathBuf::new();
+    let comps: Vec<Component> = cfg.path.components().collect();
+    for (i, c) in comps.iter().enumerate() {
+        prefix.push(c);
+        let Ok(meta) = fs::symlink_metadata(&prefix) else {
+            return None;
+        };
+        if !meta.file_type().is_symlink() {
+            continue;
+        }
+        let parent = prefix.parent()?.to_owned();
+        let name = prefix.file_name()?.to_string_lossy().into_owned();
+        let rest: PathBuf = comps[i + 1..].iter().collect();
+        let sub = |rest: &Path| {
+            let mut sub = rest.to_path_buf();
+            if let Some(s) = &cfg.subdir {
+                sub.push(s);
+            }
+            (!sub.as_os_str().is_empty())
+                .then(|| format!(", subdir = \"{}\"", sub.display()))
+                .unwrap_or_default()
+        };
+        if name == "..data" {
+            return Some(format!(
+                "source {} is read through the ConfigMap link {}, which an update swaps: armord would keep reading the old revision. Configure instead: path = \"{}\"{}",
+                crate::escape::path(&cfg.path),
+                crate::escape::path(&prefix),
+                parent.display(),
+                sub(&rest)
+            ));
+        }
+        let target = link_target(&prefix).ok()?;
+        // The path may be git-sync's link itself: that one is followed.
+        if i + 1 < comps.len() && worktree_of(&parent, &normalize(&target)).is_some() {
+            return Some(format!(
+                "source {} is read through the git-sync link {}, which each sync swaps: armord would keep reading the old worktree. Configure instead: path = \"{}\", link = \"{name}\"{}",
+                crate::escape::path(&cfg.path),
+                crate::escape::path(&prefix),
+                parent.display(),
+                sub(&rest)
+            ));
+        }
+    }
+    None
+}

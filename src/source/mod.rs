@@ -23,8 +23,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use cache::ReadCache;
 use cache::*;
-pub use layout::resolve;
 use layout::*;
+pub use layout::{resolve, swapping_link_advice};
 pub use read::Delta;
 use read::*;
 
@@ -255,10 +255,7 @@ pub fn snapshot_named(
             None => continue,
         }
     }
-    SnapshotResult::Unavailable(unavailable(
-        &cfg.path,
-        "the source kept changing while it was read; will retry",
-    ))
+    SnapshotResult::Unavailable(unavailable(&cfg.path, "kept changing while it was read; will retry"))
 }
 
 /// What changed in a plain source since `cache` was filled by a complete

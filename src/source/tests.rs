@@ -631,3 +631,40 @@ mod named_reads {
         }
     }
 }
+
+#[test]
+fn a_path_through_a_swapping_link_is_told_the_configuration_that_follows_it() {
+    let t = tempfile::tempdir().unwrap();
+    configmap_publish(&t.path().join("cm"), "..2026_1", &[("p", "profile custom.a {}\n")]);
+    std::fs::create_dir_all(t.path().join("cm/..2026_1/sub")).unwrap();
+    gitsync_publish(&t.path().join("gs"), "abc", &[("p", "profile custom.b {}\n")]);
+    std::fs::create_dir_all(t.path().join("gs/.worktrees/abc/apparmor")).unwrap();
+    let advice = |p: &str| crate::source::swapping_link_advice(&src(&t.path().join(p)));
+    let a = advice("cm/..data/sub").unwrap();
+    assert!(
+        a.contains("ConfigMap link")
+            && a.ends_with(&format!(
+                "path = \"{}\", subdir = \"sub\"",
+                t.path().join("cm").display()
+            )),
+        "{a}"
+    );
+    let a = advice("cm/..data").unwrap();
+    assert!(
+        a.ends_with(&format!("path = \"{}\"", t.path().join("cm").display())),
+        "{a}"
+    );
+    let a = advice("gs/current/apparmor").unwrap();
+    assert!(
+        a.contains("git-sync link")
+            && a.ends_with(&format!(
+                "path = \"{}\", link = \"current\", subdir = \"apparmor\"",
+                t.path().join("gs").display()
+            )),
+        "{a}"
+    );
+    // The documented forms, and a plain directory, need no advice.
+    for ok in ["cm", "gs", "gs/current"] {
+        assert_eq!(advice(ok), None, "{ok}");
+    }
+}
