@@ -226,9 +226,11 @@ pub fn swapping_link_advice(cfg: &SourceConfig) -> Option<String> {
             if let Some(s) = &cfg.subdir {
                 sub.push(s);
             }
-            (!sub.as_os_str().is_empty())
-                .then(|| format!(", subdir = \"{}\"", sub.display()))
-                .unwrap_or_default()
+            if sub.as_os_str().is_empty() {
+                String::new()
+            } else {
+                format!(", subdir = \"{}\"", sub.display())
+            }
         };
         if name == "..data" {
             return Some(format!(
