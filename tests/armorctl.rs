@@ -3,16 +3,31 @@
 mod common;
 use common::*;
 
+/// The same entry as any local user can write it (`logger --journald`):
+/// every field it likes, journald's own fields its own.
+fn forged(i: usize, line: &str, uid: &str, unit: &str) -> serde_json::Value {
+    let mut e = relogged(i, line);
+    e["_UID"] = uid.into();
+    e["_COMM"] = "logger".into();
+    e["_SYSTEMD_UNIT"] = unit.into();
+    e
+}
+
 fn fake_journal(t: &Tree, entries: &[serde_json::Value]) -> std::path::PathBuf {
     t.fake_journalctl(&entries.iter().map(|e| e.to_string() + "\n").collect::<String>())
 }
 
 fn relogged(i: usize, line: &str) -> serde_json::Value {
     let rec = armord::audit::parse(line).unwrap();
+    // journald's own fields: armord's unit, as root.
     let mut e = serde_json::json!({
         "__CURSOR": format!("c{i}"),
         "__REALTIME_TIMESTAMP": "1700000000000000",
         "MESSAGE": "apparmor ...",
+        "_UID": "0",
+        "_COMM": "armord",
+        "_SYSTEMD_UNIT": "armord.service",
+        "_TRANSPORT": "journal",
     });
     let origin = armord::container::parse_path(&format!(
         "/kubepods/besteffort/pod1b2c3d4e-5f60-4718-8293-a4b5c6d7e8f9/{}",
@@ -247,4 +262,56 @@ fn denials_summary_counts_groups_and_names_the_container() {
         last.contains("DENIED custom.app userns_create userns_create comm=unshare pid=43"),
         "{last}"
     );
+}
+
+#[test]
+fn entries_any_user_can_write_are_never_denials_nor_suggestions() {
+    let t = Tree::new();
+    let real = r#"audit: type=1400 audit(1700000000.1:1): apparmor="DENIED" operation="open" class="file" profile="custom.upw" name="/etc/real" pid=42 comm="cat" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#;
+    let fake = r#"audit: type=1400 audit(1700000000.2:2): apparmor="DENIED" operation="mknod" class="file" profile="custom.upw" name="/etc/forged-by-nobody" pid=43 comm="sh" requested_mask="c" denied_mask="c" fsuid=0 ouid=0"#;
+    let j = fake_journal(
+        &t,
+        &[
+            relogged(1, real),
+            // nobody, from a user session; root, but from another unit.
+            forged(2, fake, "65534", "session-3.scope"),
+            forged(3, fake, "0", "cron.service"),
+        ],
+    );
+    let cfg = t.write(
+        "armord.toml",
+        &format!("state_dir = \"state\"\n[denials]\njournalctl = \"{}\"\n", j.display()),
+    );
+    let cfg = cfg.to_str().unwrap();
+    for args in [
+        &["denials"][..],
+        &["denials", "--json"][..],
+        &["denials", "--summary"][..],
+        &["denials", "--profile", "custom.upw"][..],
+    ] {
+        let out = run(ARMORCTL, &[&["--config", cfg][..], args].concat());
+        let s = text(&out);
+        assert!(out.status.success(), "{args:?}: {s}");
+        assert!(s.contains("/etc/real"), "{args:?}: {s}");
+        assert!(!s.contains("forged-by-nobody"), "{args:?}: {s}");
+        assert!(
+            s.contains(
+                "armorctl: 2 entries imitating armord's, ignored (written by uid 0 (logger): 1, uid 65534 (logger): 1)"
+            ),
+            "{args:?}: {s}"
+        );
+    }
+    if real_parser().is_none() {
+        return;
+    }
+    let profile = "abi <abi/3.0>,\ninclude <tunables/global>\nprofile custom.upw {\n  include <abstractions/base>\n}\n";
+    let sha = armord::source::sha256_hex(profile.as_bytes());
+    t.write(&format!("state/store/{sha}"), profile);
+    t.write(
+        "state/state.json",
+        &serde_json::json!({"version": 1, "profiles": {"custom.upw": {"file": "/x", "source": "/", "sha256": sha, "mode": "enforce"}}}).to_string(),
+    );
+    let out = run(ARMORCTL, &["--config", cfg, "suggest", "custom.upw"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "  /etc/real r,\n");
 }

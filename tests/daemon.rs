@@ -638,3 +638,19 @@ fn a_panic_in_a_reconcile_is_retried_not_a_crash() {
     d.wait_until("the change after the panic", |d| d.kernel().contains("custom.b"));
     assert!(d.kernel().contains("custom.a"));
 }
+
+#[test]
+fn a_forged_audit_key_does_not_stop_a_real_denial_from_being_relogged() {
+    // Any local user can write an entry with armord's MESSAGE_ID and the
+    // key of the next denial; journald's _UID says who did.
+    let forged = r#"{"__CURSOR":"f=1","_UID":"65534","_COMM":"logger","_TRANSPORT":"journal","MESSAGE_ID":"3c1f6a0e8b2d4c57a9e4d21b7f5c8e90","ARMORD_AUDIT_KEY":"b 1700000003.000:3","MESSAGE":"forged"}"#;
+    let (t, cfg) = denial_tree(&format!("{forged}\n{}", denial_lines()), "", "");
+    let copy = t.path("journal.json").to_str().unwrap().to_owned();
+    let d = Daemon::start_env(t, cfg, &[("ARMORD_RELOG_COPY", &copy)]);
+    d.wait_until("all five re-logged", |d| {
+        d.tree.read("journal.json").matches("\"_COMM\":\"armord\"").count() >= 5
+    });
+    let text = d.tree.read("journal.json");
+    let key = "\"ARMORD_AUDIT_KEY\":\"b 1700000003.000:3\"";
+    assert_eq!(text.matches(key).count(), 2, "the forged one and armord's: {text}");
+}

@@ -2,9 +2,12 @@
 
 use super::*;
 
-/// Run `journalctl -o json` over armord's denial entries.
+/// Run `journalctl -o json` over armord's denial entries: those with its
+/// `MESSAGE_ID` that journald says `writer` wrote (with `writer: None`, all
+/// with its `MESSAGE_ID`, to count the imitations).
 pub(super) fn journal_query(
     cfg: &config::Config,
+    writer: Option<&Writer>,
     profile: Option<&str>,
     since: Option<&str>,
     follow: bool,
@@ -12,6 +15,9 @@ pub(super) fn journal_query(
     let mut c = Command::new(&cfg.denials.journalctl);
     c.args(["--output=json", "--no-pager"]);
     c.arg(format!("MESSAGE_ID={MESSAGE_ID}"));
+    if let Some(w) = writer {
+        c.args(w.matches());
+    }
     if let Some(p) = profile {
         c.arg(format!("ARMORD_PROFILE={p}"));
     }
@@ -26,9 +32,11 @@ pub(super) fn journal_query(
         .map_err(|e| CliError::Spawn(cfg.denials.journalctl.clone(), e))
 }
 
-/// Each re-logged record from the journal (the ARMORD_RECORD field).
+/// Each re-logged record from the journal (the ARMORD_RECORD field) that
+/// journald says `writer` wrote; any other entry is skipped.
 pub(super) fn journal_records(
     child: &mut std::process::Child,
+    writer: &Writer,
     mut each: impl FnMut(serde_json::Value, serde_json::Value) -> bool,
 ) {
     let Some(out) = child.stdout.take() else { return };
@@ -36,6 +44,9 @@ pub(super) fn journal_records(
         let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
+        if !writer.wrote(&entry) {
+            continue;
+        }
         let Some(rec) = entry
             .get("ARMORD_RECORD")
             .and_then(|v| v.as_str())
@@ -47,6 +58,31 @@ pub(super) fn journal_records(
             break;
         }
     }
+}
+
+/// The entries with armord's `MESSAGE_ID` that `writer` did not write, by
+/// their writer: counted, never shown as denials.
+pub(super) fn imitations(
+    cfg: &config::Config,
+    writer: &Writer,
+    profile: Option<&str>,
+    since: Option<&str>,
+) -> Imitations {
+    let mut found = Imitations::default();
+    let Ok(mut child) = journal_query(cfg, None, profile, since, false) else {
+        return found;
+    };
+    if let Some(out) = child.stdout.take() {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line)
+                && !writer.wrote(&entry)
+            {
+                found.note(&entry);
+            }
+        }
+    }
+    let _ = child.wait();
+    found
 }
 
 /// One re-logged denial as `armorctl denials` shows it.
@@ -240,14 +276,17 @@ pub(super) fn summary_table(groups: &[Group]) -> String {
     out
 }
 
-pub(super) fn denials(cfg: &config::Config, a: &DenialsArgs) -> Result<i32, CliError> {
+pub(super) fn denials(cfg: &config::Config, a: &DenialsArgs, writer: &Writer) -> Result<i32, CliError> {
     let follow = a.follow && !a.summary;
-    let mut child = journal_query(cfg, a.profile.as_deref(), a.since.as_deref(), follow)?;
+    if let Some(s) = imitations(cfg, writer, a.profile.as_deref(), a.since.as_deref()).summary() {
+        eprintln!("armorctl: {s}");
+    }
+    let mut child = journal_query(cfg, Some(writer), a.profile.as_deref(), a.since.as_deref(), follow)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut n = 0;
     let mut rows = Vec::new();
-    journal_records(&mut child, |entry, rec| {
+    journal_records(&mut child, writer, |entry, rec| {
         n += 1;
         if a.summary {
             rows.push(Row::of(&entry, &rec));

@@ -33,7 +33,7 @@ use crate::audit::{self, Record, suggest};
 use crate::config;
 use crate::dbus::{ClientBus, Endpoint};
 use crate::escape;
-use crate::journal::MESSAGE_ID;
+use crate::journal::{Imitations, MESSAGE_ID, Writer};
 use crate::state::{Loaded, StateDir};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::{BufRead, Write};
@@ -445,13 +445,13 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             let c = ConfigArg {
                 config: a.config.config.clone().or(outer.config.config),
             };
-            denials(&config_or_default(&c)?, &a)
+            denials(&config_or_default(&c)?, &a, &Writer::of(outer.simulate))
         }
         Cmd::Suggest(a) => {
             let c = ConfigArg {
                 config: a.config.config.clone().or(outer.config.config),
             };
-            suggest_cmd(&config_or_default(&c)?, &a)
+            suggest_cmd(&config_or_default(&c)?, &a, &Writer::of(outer.simulate))
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `armorctl suggest`: the rules that would allow a profile's denials.
 
-use super::denials::{journal_query, journal_records};
+use super::denials::{imitations, journal_query, journal_records};
 use super::*;
 
 /// The profile text armord loaded for `name`, from its store.
@@ -52,10 +52,13 @@ pub(super) fn tempfile_dir() -> std::io::Result<PathBuf> {
     Ok(base)
 }
 
-pub(super) fn suggest_cmd(cfg: &config::Config, a: &SuggestArgs) -> Result<i32, CliError> {
-    let mut child = journal_query(cfg, Some(&a.profile), a.since.as_deref(), false)?;
+pub(super) fn suggest_cmd(cfg: &config::Config, a: &SuggestArgs, writer: &Writer) -> Result<i32, CliError> {
+    if let Some(s) = imitations(cfg, writer, Some(&a.profile), a.since.as_deref()).summary() {
+        eprintln!("armorctl: {s}");
+    }
+    let mut child = journal_query(cfg, Some(writer), Some(&a.profile), a.since.as_deref(), false)?;
     let mut lines = Vec::new();
-    journal_records(&mut child, |_, rec| {
+    journal_records(&mut child, writer, |_, rec| {
         lines.push(rec);
         true
     });

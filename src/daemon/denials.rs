@@ -86,6 +86,7 @@ impl Denials {
         counters: Arc<Mutex<Counters>>,
         events: mpsc::Sender<Vec<DenialEvent>>,
         signals: bool,
+        writer: crate::journal::Writer,
     ) -> Option<Denials> {
         if !cfg.denials.enabled {
             return None;
@@ -97,6 +98,7 @@ impl Denials {
             backoff: Duration::from_millis(500),
             backoff_max: Duration::from_secs(60),
             commit_every: Duration::from_millis(200),
+            writer,
         });
         let stopper = follower.stopper();
         let audit = audit_transport_active();

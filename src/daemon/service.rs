@@ -379,6 +379,7 @@ impl Service {
             self.counters.clone(),
             self.denial_tx.clone(),
             self.bus.is_some(),
+            crate::journal::Writer::of(self.simulate),
         );
         self.share_owned();
 

@@ -5,7 +5,9 @@
 
 mod relog;
 
+mod trust;
 pub use relog::{Counters, MESSAGE_ID, RateLimit, SUPPRESSED_MESSAGE_ID, relog, relog_fields};
+pub use trust::{Imitations, UNIT, Writer};
 
 use crate::audit::{self, AuditId, Record};
 use std::collections::{HashSet, VecDeque};
@@ -281,6 +283,9 @@ pub struct FollowerConfig {
     pub backoff_max: Duration,
     /// Save the cursor at least this often while events flow.
     pub commit_every: Duration,
+    /// Who writes armord's own entries: only theirs seed the record of
+    /// what was re-logged.
+    pub writer: Writer,
 }
 
 /// Lost-event and restart counters the follower keeps.
@@ -361,6 +366,7 @@ impl Follower {
         c.args(["--output=json", "--no-pager"]);
         self.position(&mut c, cursor);
         c.arg(format!("MESSAGE_ID={MESSAGE_ID}"));
+        c.args(self.cfg.writer.matches());
         c.stdin(Stdio::null()).stderr(Stdio::null());
         let out = match c.output() {
             Ok(o) => o.stdout,
@@ -371,6 +377,7 @@ impl Follower {
         };
         out.split(|&b| b == b'\n')
             .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
+            .filter(|v| self.cfg.writer.wrote(v))
             .filter_map(|v| v.get(AUDIT_KEY_FIELD).and_then(field_string))
             .filter_map(|k| {
                 let (boot, id) = k.split_once(' ')?;

@@ -133,6 +133,10 @@ fn copy_for_tests(fields: &[(&str, String)], msg: &str) {
     let cursor = format!("relog-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
     entry.insert("__CURSOR".into(), cursor.into());
     entry.insert("_TRANSPORT".into(), "journal".into());
+    // What journald adds of its own for armord in its unit.
+    entry.insert("_UID".into(), nix::unistd::geteuid().as_raw().to_string().into());
+    entry.insert("_COMM".into(), "armord".into());
+    entry.insert("_SYSTEMD_UNIT".into(), super::UNIT.into());
     entry.insert("MESSAGE".into(), msg.into());
     if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
         let _ = writeln!(f, "{}", serde_json::Value::Object(entry));

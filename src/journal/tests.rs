@@ -106,6 +106,7 @@ impl FakeJournal {
             backoff: Duration::from_millis(20),
             backoff_max: Duration::from_millis(100),
             commit_every: Duration::from_millis(50),
+            writer: Writer::simulation(),
         }
     }
 }

@@ -299,6 +299,21 @@ boot1() {
     fail 4-denials "$(armorctl denials --profile custom.deny-write 2>&1 | tail -n 3)"
   fi
 
+  # forged-entry: an entry any user can write with armord's MESSAGE_ID, a
+  # real ARMORD_RECORD shape and a new path never counts as a denial.
+  rec=$(journalctl ARMORD_PROFILE=custom.deny-write -o json --no-pager | grep -m1 -o '"ARMORD_RECORD":"[^}]*}"' | sed 's/^"ARMORD_RECORD":"//; s/"$//; s/\\"/"/g')
+  forged=$(printf '%s' "$rec" | sed 's#/root/vm-denied#/etc/forged-by-nobody#')
+  printf 'MESSAGE_ID=3c1f6a0e8b2d4c57a9e4d21b7f5c8e90\nARMORD_PROFILE=custom.deny-write\nARMORD_RECORD=%s\nMESSAGE=forged\n' "$forged" \
+    | runuser -u nobody -- logger --journald 2>/dev/null || true
+  sleep 1
+  seen=$( { armorctl denials --profile custom.deny-write; armorctl denials --summary; armorctl suggest custom.deny-write; } 2>&1)
+  if [ -n "$rec" ] && journalctl MESSAGE_ID=3c1f6a0e8b2d4c57a9e4d21b7f5c8e90 _UID=65534 --no-pager -o cat | grep -q forged \
+      && ! grep -q forged-by-nobody <<<"$seen" && grep -q "imitating armord's, ignored" <<<"$seen"; then
+    pass forged-entry
+  else
+    fail forged-entry "record ${#rec} bytes; $(grep -m3 -e forged -e imitating <<<"$seen")"
+  fi
+
   # 5. Layouts: a ConfigMap swap and a git-sync swap, made with symlink renames.
   mkdir -p /srv/cm/..v1 /srv/gs/.worktrees/h1
   printf 'profile custom.cm1 {\n  /etc/hostname r,\n}\n' > /srv/cm/..v1/cm1
