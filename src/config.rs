@@ -117,6 +117,11 @@ pub struct ExportsConfig {
     /// `/var/lib/prometheus/node-exporter/armord.prom`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prometheus_textfile: Option<PathBuf>,
+    /// Write exports into a directory a user other than root can write
+    /// (such a user could otherwise replace armord's files there); off:
+    /// such a directory is refused.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub shared_directory: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -280,6 +285,7 @@ struct RawConfig {
 struct RawExports {
     nfd_features_file: Option<PathBuf>,
     prometheus_textfile: Option<PathBuf>,
+    shared_directory: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -447,6 +453,7 @@ struct Merged {
     denials_backlog: Option<Origin<u32>>,
     nfd_features_file: Option<Origin<PathBuf>>,
     prometheus_textfile: Option<Origin<PathBuf>>,
+    exports_shared_directory: Option<Origin<bool>>,
 }
 
 impl Merged {
@@ -490,6 +497,7 @@ impl Merged {
         let e = raw.exports.unwrap_or_default();
         merge!(self.nfd_features_file, e.nfd_features_file, file);
         merge!(self.prometheus_textfile, e.prometheus_textfile, file);
+        merge!(self.exports_shared_directory, e.shared_directory, file);
     }
 }
 
@@ -721,6 +729,7 @@ fn validate(m: Merged) -> Result<Config, ConfigError> {
         exports: ExportsConfig {
             nfd_features_file: optional_absolute(m.nfd_features_file, "exports.nfd_features_file")?,
             prometheus_textfile: optional_absolute(m.prometheus_textfile, "exports.prometheus_textfile")?,
+            shared_directory: value(m.exports_shared_directory, d.exports.shared_directory),
         },
     })
 }

@@ -112,17 +112,97 @@ pub fn prometheus_text(published: &Published, counters: &Counters, m: &Metrics) 
     o
 }
 
+/// Why armord will not write into the directory of `path`: a user other
+/// than root (or armord's own user) can write there, and could replace or
+/// redirect armord's files.
+pub fn shared_directory(path: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = path.parent()?;
+    let m = std::fs::metadata(dir).ok()?;
+    let me = nix::unistd::geteuid().as_raw();
+    let mode = m.mode();
+    let who = if mode & 0o002 != 0 {
+        "every user".to_owned()
+    } else if m.uid() != 0 && m.uid() != me && mode & 0o200 != 0 {
+        format!("its owner, uid {}", m.uid())
+    } else if m.gid() != 0 && mode & 0o020 != 0 {
+        format!("group {}", m.gid())
+    } else {
+        return None;
+    };
+    Some(format!(
+        "{}: the directory {} can be written by {who} (mode {:o}), who could replace armord's file there; \
+         not written (set exports.shared_directory = true to write there anyway)",
+        crate::escape::path(path),
+        crate::escape::path(dir),
+        mode & 0o7777
+    ))
+}
+
 /// Write the configured exports; failures are logged, never fatal.
 pub fn write(cfg: &Config, published: &Published, counters: &Arc<Mutex<Counters>>, m: &Metrics) {
+    let allowed = |path: &std::path::Path| {
+        let refused = (!cfg.exports.shared_directory)
+            .then(|| shared_directory(path))
+            .flatten();
+        if let Some(why) = &refused {
+            // Once per path and process: it is said again after a restart.
+            static SAID: Mutex<Vec<std::path::PathBuf>> = Mutex::new(Vec::new());
+            let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
+            if !said.iter().any(|p| p == path) {
+                said.push(path.to_owned());
+                log::error!("export: {why}");
+            }
+        }
+        refused.is_none()
+    };
     if let Some(path) = &cfg.exports.nfd_features_file
+        && allowed(path)
         && let Err(e) = crate::state::atomic_write_readable(path, nfd_lines(published).as_bytes())
     {
         log::warn!("export: {e}");
     }
-    if let Some(path) = &cfg.exports.prometheus_textfile {
+    if let Some(path) = &cfg.exports.prometheus_textfile
+        && allowed(path)
+    {
         let c = counters.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Err(e) = crate::state::atomic_write_readable(path, prometheus_text(published, &c, m).as_bytes()) {
             log::warn!("export: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod shared_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_directory_others_can_write_is_refused_unless_configured() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("textfile");
+        std::fs::create_dir(&dir).unwrap();
+        let file = dir.join("armord.prom");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(shared_directory(&file), None);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let why = shared_directory(&file).unwrap();
+        assert!(
+            why.contains("every user") && why.contains("exports.shared_directory"),
+            "{why}"
+        );
+        let mut cfg = Config::default();
+        cfg.exports.prometheus_textfile = Some(file.clone());
+        let counters = Arc::new(Mutex::new(Counters::default()));
+        write(&cfg, &Published::default(), &counters, &Metrics::default());
+        assert!(!file.exists());
+        cfg.exports.shared_directory = true;
+        write(&cfg, &Published::default(), &counters, &Metrics::default());
+        assert!(file.exists());
+        if nix::unistd::geteuid().is_root() {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            nix::unistd::chown(&dir, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+            assert!(shared_directory(&file).unwrap().contains("uid 65534"));
         }
     }
 }

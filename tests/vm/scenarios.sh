@@ -64,7 +64,8 @@ upgrade() {
 node_exporter() {
   local dir=/var/lib/prometheus/node-exporter
   mkdir -p "$dir" /etc/armord/armord.toml.d
-  printf '[exports]\nprometheus_textfile = "%s/armord.prom"\n' "$dir" > /etc/armord/armord.toml.d/60-vm-exports.toml
+  # The directory may belong to node_exporter's user: say armord may write there.
+  printf '[exports]\nprometheus_textfile = "%s/armord.prom"\nshared_directory = true\n' "$dir" > /etc/armord/armord.toml.d/60-vm-exports.toml
   # The unit writes only its own directories (ProtectSystem=strict): an
   # export directory is granted with a drop-in, as the README says.
   mkdir -p /etc/systemd/system/armord.service.d
