@@ -48,6 +48,10 @@ pub enum SignError {
     Expired { at: u64 },
     #[error("rollback from serial {from} to {to}")]
     Rollback { from: u64, to: u64 },
+    #[error(
+        "the serial of the last revision applied from this source is unknown (its record was lost or damaged), so this revision, which changes the loaded profiles, could be a rollback: it is held; if it is the right one, run `armorctl sync --accept-signed-serial` (or `armord --once --accept-signed-serial`)"
+    )]
+    FloorUnknown,
     #[error("hash mismatch: {0} differs from the signed sha256")]
     HashMismatch(String),
     #[error("{0} is listed in {MANIFEST} but missing")]

@@ -194,6 +194,10 @@ pub struct Manifest {
     /// is there.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub unchecked: BTreeSet<String>,
+    /// The serial of each signed source's last applied revision (the floor
+    /// a rollback is judged against), as durable as the manifest.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub serials: BTreeMap<PathBuf, u64>,
 }
 
 impl Manifest {

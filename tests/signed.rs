@@ -235,3 +235,87 @@ fn an_attachment_outside_the_allowed_globs_is_refused() {
         "{k}"
     );
 }
+
+/// The floor a rollback is judged against survives a damaged, truncated or
+/// deleted `signed-serials.json` (the manifest holds it too); where both are
+/// lost (the state of an older release without the file), a revision that
+/// changes the loaded profiles is held until an operator accepts it.
+#[test]
+fn a_lost_serial_record_never_lets_a_rollback_through_silently() {
+    let t = Tree::new();
+    let (key, _) = keypair(&t, "ci", 1);
+    let cfg = config(&t, "src", "plain", "");
+    let src = t.path("src");
+    // Serial 5 with A1, kept aside; serial 6 with A2 applied.
+    t.write("src/custom.a", A1);
+    sign(&src, &key, 5);
+    let old_manifest = std::fs::read_to_string(src.join("armord.manifest")).unwrap();
+    let old_sig = std::fs::read_to_string(src.join("armord.manifest.sig")).unwrap();
+    let (code, s) = once(&cfg);
+    assert_eq!(code, 0, "{s}");
+    t.write("src/custom.a", A2);
+    sign(&src, &key, 6);
+    let (code, s) = once(&cfg);
+    assert_eq!(code, 0, "{s}");
+    let loaded_sha = |t: &Tree| {
+        serde_json::from_str::<serde_json::Value>(&t.read("state/state.json")).unwrap()["profiles"]["custom.a"]
+            ["sha256"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(loaded_sha(&t), armord::source::sha256_hex(A2.as_bytes()));
+    let roll_back = |t: &Tree| {
+        t.write("src/custom.a", A1);
+        t.write("src/armord.manifest", &old_manifest);
+        t.write("src/armord.manifest.sig", &old_sig);
+    };
+    let serials = t.path("state/signed-serials.json");
+
+    // The record damaged, truncated, then deleted: the manifest's floor holds.
+    for damage in ["{\"/x\": ", "", "delete"] {
+        if damage == "delete" {
+            let _ = std::fs::remove_file(&serials);
+        } else {
+            std::fs::write(&serials, damage).unwrap();
+        }
+        roll_back(&t);
+        let (code, s) = once(&cfg);
+        assert_ne!(code, 0, "{damage:?}: {s}");
+        assert!(s.contains("rollback from serial 6 to 5"), "{damage:?}: {s}");
+        assert_eq!(loaded_sha(&t), armord::source::sha256_hex(A2.as_bytes()), "{damage:?}");
+        if damage == "{\"/x\": " {
+            assert!(t.path("state/signed-serials.json.corrupt").exists());
+            assert!(s.contains("damaged"), "{s}");
+        }
+    }
+
+    // Both lost (a manifest without its serials, as older releases wrote
+    // it, and no record): held, not applied, until accepted.
+    let mut m: serde_json::Value = serde_json::from_str(&t.read("state/state.json")).unwrap();
+    m.as_object_mut().unwrap().remove("serials");
+    t.write("state/state.json", &m.to_string());
+    let _ = std::fs::remove_file(&serials);
+    roll_back(&t);
+    let (code, s) = once(&cfg);
+    assert_ne!(code, 0, "{s}");
+    assert!(s.contains("--accept-signed-serial"), "{s}");
+    assert_eq!(loaded_sha(&t), armord::source::sha256_hex(A2.as_bytes()));
+    let out = run(
+        ARMORD,
+        &[
+            "--simulate",
+            "--once",
+            "--accept-signed-serial",
+            "--bus",
+            "none",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(loaded_sha(&t), armord::source::sha256_hex(A1.as_bytes()));
+    // The accepted serial is the floor again.
+    let m: serde_json::Value = serde_json::from_str(&t.read("state/state.json")).unwrap();
+    assert_eq!(m["serials"][src.to_str().unwrap()], 5, "{m}");
+}

@@ -77,7 +77,7 @@ fn main() -> ExitCode {
         );
     }
     let result = if args.once {
-        daemon::run_once(cfg, args.simulate, args.allow_mass_removal)
+        daemon::run_once(cfg, args.simulate, args.allow_mass_removal, args.accept_signed_serial)
     } else {
         let reload_args = args.clone();
         daemon::run(

@@ -31,6 +31,10 @@ pub struct ArmordArgs {
     /// share of a source's profiles would go at once (an empty revision).
     #[arg(long, requires = "once")]
     pub allow_mass_removal: bool,
+    /// With --once: apply a signed revision of a source whose last applied
+    /// serial was lost, and take its serial as the floor again.
+    #[arg(long, requires = "once")]
+    pub accept_signed_serial: bool,
     /// Use a simulated kernel under the state directory (no AppArmor needed).
     #[arg(long)]
     pub simulate: bool,

@@ -135,6 +135,11 @@ pub enum Cmd {
         /// configured share of a source, an empty revision) now.
         #[arg(long)]
         allow_mass_removal: bool,
+        /// Apply a signed revision of a source whose last applied serial
+        /// was lost (armord holds it, as it could be a rollback), and take
+        /// its serial as the floor again.
+        #[arg(long)]
+        accept_signed_serial: bool,
         #[command(flatten)]
         reach: Reach,
     },
@@ -411,10 +416,11 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         }
         Cmd::Sync {
             allow_mass_removal,
+            accept_signed_serial,
             reach,
         } => {
             let to = reach.or(&outer).endpoint()?;
-            runtime()?.block_on(sync(&to, allow_mass_removal))
+            runtime()?.block_on(sync(&to, allow_mass_removal, accept_signed_serial))
         }
         Cmd::Wait { timeout, reach } => {
             let to = reach.or(&outer).endpoint()?;

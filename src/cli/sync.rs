@@ -2,10 +2,16 @@
 
 use super::*;
 
-pub(super) async fn sync(to: &Endpoint, allow_mass_removal: bool) -> Result<i32, CliError> {
+pub(super) async fn sync(to: &Endpoint, allow_mass_removal: bool, accept_signed_serial: bool) -> Result<i32, CliError> {
     let (_c, p) = proxy(to).await?;
-    let r = if allow_mass_removal {
-        let options = std::collections::HashMap::from([("allow-mass-removal", zbus::Variant::from(true))]);
+    let r = if allow_mass_removal || accept_signed_serial {
+        let mut options = std::collections::HashMap::new();
+        if allow_mass_removal {
+            options.insert("allow-mass-removal", zbus::Variant::from(true));
+        }
+        if accept_signed_serial {
+            options.insert("accept-signed-serial", zbus::Variant::from(true));
+        }
         p.sync_with_options(options).await
     } else {
         p.sync().await

@@ -199,9 +199,17 @@ pub fn log_report(what: &str, r: &Report, known: &mut std::collections::HashSet<
 /// `armord --once`: restore, reconcile, print the summary. The exit code is
 /// 0 when the node matches the sources and 2 when a file was invalid or
 /// refused, or a mass removal is held (the rest still applied).
-pub fn run_once(cfg: Config, simulate: bool, allow_mass_removal: bool) -> Result<i32, DaemonError> {
+pub fn run_once(
+    cfg: Config,
+    simulate: bool,
+    allow_mass_removal: bool,
+    accept_signed_serial: bool,
+) -> Result<i32, DaemonError> {
     let mut r = open(cfg, simulate)?;
     let restored = r.restore()?;
+    if accept_signed_serial {
+        r.accept_signed_serials();
+    }
     if allow_mass_removal {
         r.allow_mass_removal();
     }

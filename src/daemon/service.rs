@@ -465,7 +465,13 @@ impl Service {
                 }
                 _ = self.signals.hup.recv() => self.reload_config().await?,
                 Some(cmd) = self.commands.recv() => match cmd {
-                    Command::Sync { reply, allow_mass_removal } => {
+                    Command::Sync { reply, allow_mass_removal, accept_signed_serial } => {
+                        if accept_signed_serial {
+                            log::info!("sync: a signed revision of a source whose last serial was lost is accepted now");
+                            if let Some(rec) = self.rec.as_mut() {
+                                rec.accept_signed_serials();
+                            }
+                        }
                         if allow_mass_removal {
                             log::info!("sync: a mass removal is allowed for the revision read now");
                             if let Some(rec) = self.rec.as_mut() {

@@ -58,6 +58,8 @@ pub enum Command {
         /// Remove profiles even when more than the mass-removal share of a
         /// source would go at once.
         allow_mass_removal: bool,
+        /// Apply a signed revision whose source's last serial was lost.
+        accept_signed_serial: bool,
     },
 }
 
@@ -110,12 +112,13 @@ impl Armord {
         }
     }
 
-    async fn run_sync(&self, allow_mass_removal: bool) -> zbus::fdo::Result<SyncResult> {
+    async fn run_sync(&self, allow_mass_removal: bool, accept_signed_serial: bool) -> zbus::fdo::Result<SyncResult> {
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::Sync {
                 reply,
                 allow_mass_removal,
+                accept_signed_serial,
             })
             .await
             .map_err(|_| zbus::fdo::Error::Failed("armord is shutting down".into()))?;
@@ -170,11 +173,13 @@ impl Armord {
         #[zbus(header)] header: zbus::message::Header<'_>,
     ) -> zbus::fdo::Result<SyncResult> {
         self.authorize(conn, &header).await?;
-        self.run_sync(false).await
+        self.run_sync(false, false).await
     }
 
     /// `Sync` with options. `allow-mass-removal` (boolean): remove the
     /// profiles of a held mass removal now, for the revision read.
+    /// `accept-signed-serial` (boolean): apply a signed revision of a source
+    /// whose last applied serial was lost, and take its serial as the floor.
     async fn sync_with_options(
         &self,
         options: HashMap<String, zbus::OwnedVariant>,
@@ -183,11 +188,17 @@ impl Armord {
     ) -> zbus::fdo::Result<SyncResult> {
         self.authorize(conn, &header).await?;
         let mut allow = false;
+        let mut accept = false;
         for (k, v) in &options {
             match k.as_str() {
                 "allow-mass-removal" => {
                     allow = bool::try_from(v).map_err(|_| {
                         zbus::fdo::Error::InvalidArgs("option allow-mass-removal must be a boolean".into())
+                    })?;
+                }
+                "accept-signed-serial" => {
+                    accept = bool::try_from(v).map_err(|_| {
+                        zbus::fdo::Error::InvalidArgs("option accept-signed-serial must be a boolean".into())
                     })?;
                 }
                 other => {
@@ -198,7 +209,7 @@ impl Armord {
                 }
             }
         }
-        self.run_sync(allow).await
+        self.run_sync(allow, accept).await
     }
 
     /// Denials seen since armord started: profile → kind → count.

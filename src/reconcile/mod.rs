@@ -158,6 +158,9 @@ pub struct Reconciler {
     serials: BTreeMap<PathBuf, u64>,
     /// Serials of the revisions verified in this reconcile.
     pending_serials: BTreeMap<PathBuf, u64>,
+    /// The next reconcile applies a signed revision of a source whose
+    /// floor was lost (an operator's `--accept-signed-serial`).
+    accept_serial_next: bool,
     /// `last` holds exactly what a read of every source would give now,
     /// bar what inotify reported since: a change reconcile may carry it
     /// forward (see `carry`).
@@ -218,6 +221,7 @@ impl Reconciler {
             ));
         }
         state.save_manifest(&mut manifest)?;
+        let serials = signed::load_serials(&config_state.join(SERIALS_FILE), &manifest.serials, &mut notes);
         Ok(Reconciler {
             config,
             parser,
@@ -233,10 +237,8 @@ impl Reconciler {
             last_event: None,
             allow_mass_next: false,
             allow_mass: HashMap::new(),
-            serials: std::fs::read(config_state.join(SERIALS_FILE))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default(),
+            serials,
+            accept_serial_next: false,
             pending_serials: BTreeMap::new(),
             carry_ok: false,
             carried_reads: 0,
@@ -254,6 +256,13 @@ impl Reconciler {
     /// source, for the revision it reads (an operator's `--allow-mass-removal`).
     pub fn allow_mass_removal(&mut self) {
         self.allow_mass_next = true;
+    }
+
+    /// Let the next reconcile apply a signed revision of a source whose
+    /// last applied serial is unknown (its record lost), and take its
+    /// serial as the floor (an operator's `--accept-signed-serial`).
+    pub fn accept_signed_serials(&mut self) {
+        self.accept_serial_next = true;
     }
 
     /// Record a read of `src`: it stood still since its newest change time,
@@ -431,6 +440,7 @@ impl Reconciler {
             }
         }
         self.allow_mass_next = false;
+        self.accept_serial_next = false;
         let files = render_specs(files, &mut desired.files, &mut desired.may_define);
         let engine = engine!(self);
         let validated = self
@@ -460,7 +470,7 @@ impl Reconciler {
         drop(previous);
         report.transient |= transient;
         let _ = self.state.store_gc(&keep_stored(&self.manifest, self.last.as_ref()));
-        self.save_serials();
+        self.save_serials()?;
         Ok(report)
     }
 

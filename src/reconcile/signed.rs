@@ -2,6 +2,7 @@
 //! and the serial of each source's last applied signed revision.
 
 use super::*;
+use std::collections::BTreeSet;
 
 impl Reconciler {
     /// Check a revision of a source that requires signatures: its manifest
@@ -41,7 +42,11 @@ impl Reconciler {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let unsigned = signing::check(&m, &files, self.serials.get(src).copied(), now)?;
+        let floor = self.serials.get(src).copied();
+        if floor.is_none() && !self.accept_serial_next {
+            self.floor_unknown(src, snap)?;
+        }
+        let unsigned = signing::check(&m, &files, floor, now)?;
         if !unsigned.is_empty() {
             let (out, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut snap.files).into_iter().partition(|f| {
                 f.path
@@ -61,24 +66,88 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Keep the serial of each source's last applied signed revision.
-    pub(super) fn save_serials(&mut self) {
+    /// A signed source whose last applied serial is unknown while armord
+    /// owns profiles from it (the record was lost or damaged): a revision
+    /// that would change what is loaded from it could be a rollback, and is
+    /// refused until an operator accepts it; one that changes nothing sets
+    /// the floor again.
+    fn floor_unknown(&self, src: &Path, snap: &source::SourceSnapshot) -> Result<(), crate::signing::SignError> {
+        let owned: BTreeSet<&str> = self
+            .manifest
+            .profiles
+            .values()
+            .filter(|o| o.source == src)
+            .map(|o| o.sha256.as_str())
+            .collect();
+        if owned.is_empty() {
+            return Ok(());
+        }
+        let revision: BTreeSet<&str> = snap.files.iter().map(|f| f.sha256.as_str()).collect();
+        if owned == revision {
+            return Ok(());
+        }
+        Err(crate::signing::SignError::FloorUnknown)
+    }
+
+    /// Keep the serial of each source's last applied signed revision, in
+    /// the manifest (durable with it) and, for older releases, in
+    /// `signed-serials.json`.
+    pub(super) fn save_serials(&mut self) -> Result<(), ApplyError> {
         if self.pending_serials.is_empty() {
-            return;
+            return Ok(());
         }
-        let mut changed = false;
         for (src, serial) in std::mem::take(&mut self.pending_serials) {
-            let e = self.serials.entry(src).or_insert(0);
-            if serial > *e {
-                *e = serial;
-                changed = true;
-            }
+            let e = self.serials.entry(src).or_insert(serial);
+            *e = (*e).max(serial);
         }
-        if changed && let Ok(json) = serde_json::to_vec_pretty(&self.serials) {
+        if self.manifest.serials == self.serials {
+            return Ok(());
+        }
+        self.manifest.serials = self.serials.clone();
+        self.state.save_manifest(&mut self.manifest)?;
+        if let Ok(json) = serde_json::to_vec_pretty(&self.serials) {
             let path = self.config.state_dir.join(SERIALS_FILE);
             if let Err(e) = crate::state::atomic_write(&path, &json) {
-                log::error!("cannot save the signed serials: {e}");
+                log::warn!("cannot save the signed serials (the manifest holds them): {e}");
             }
         }
+        Ok(())
     }
+}
+
+/// The serials at start: the manifest's, raised by what `signed-serials.json`
+/// (the record of older releases) holds. A damaged file is set aside with a
+/// note; it never lowers a floor.
+pub(super) fn load_serials(
+    path: &Path,
+    in_manifest: &BTreeMap<PathBuf, u64>,
+    notes: &mut Vec<String>,
+) -> BTreeMap<PathBuf, u64> {
+    let mut serials = in_manifest.clone();
+    match std::fs::read(path) {
+        Ok(bytes) => match serde_json::from_slice::<BTreeMap<PathBuf, u64>>(&bytes) {
+            Ok(file) => {
+                for (src, n) in file {
+                    let e = serials.entry(src).or_insert(0);
+                    *e = (*e).max(n);
+                }
+            }
+            Err(e) => {
+                let mut aside = path.as_os_str().to_owned();
+                aside.push(".corrupt");
+                let _ = std::fs::rename(path, &aside);
+                notes.push(format!(
+                    "{}: damaged ({e}); set aside as {}. A signed source whose last serial is not in the manifest either is held: a revision that changes its profiles is refused until `armorctl sync --accept-signed-serial`",
+                    crate::escape::path(path),
+                    crate::escape::path(Path::new(&aside))
+                ));
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => notes.push(format!(
+            "{}: cannot be read ({e}); the manifest's serials are used",
+            crate::escape::path(path)
+        )),
+    }
+    serials
 }
