@@ -129,5 +129,59 @@ fn bench_audit(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_snapshot, bench_plan, bench_audit);
+/// Judging a compiled file: its policy read (names, modes, attachment
+/// DFAs) and held to the bounds, for every profile Debian ships, as the
+/// real parser compiles them; beside reading the names alone.
+fn bench_compiled(c: &mut Criterion) {
+    use armord::apparmor::{default_features_file, read_policy};
+    let (Some(features), true) = (
+        default_features_file(),
+        std::path::Path::new("/usr/sbin/apparmor_parser").exists(),
+    ) else {
+        eprintln!("no apparmor_parser: compiled-policy benchmarks skipped");
+        return;
+    };
+    let mut sets: Vec<Vec<u8>> = Vec::new();
+    for dir in ["/etc/apparmor.d", "/usr/share/apparmor/extra-profiles"] {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let out = std::process::Command::new("/usr/sbin/apparmor_parser")
+                .arg("-M")
+                .arg(&features)
+                .arg("-S")
+                .arg(e.path())
+                .output();
+            if let Ok(o) = out
+                && o.status.success()
+                && read_policy(&o.stdout).is_ok_and(|p| !p.is_empty())
+            {
+                sets.push(o.stdout);
+            }
+        }
+    }
+    let profiles: usize = sets.iter().map(|s| read_policy(s).map_or(0, |p| p.len())).sum();
+    let bytes: usize = sets.iter().map(Vec::len).sum();
+    eprintln!("compiled: {} files, {profiles} profiles, {bytes} bytes", sets.len());
+    let bounded = armord::reconcile::Bounds::new(
+        armord::config::ForcedMode::Enforce,
+        Some(vec!["/usr/**".into(), "/opt/**".into(), "/{,s}bin/*".into()]),
+    );
+    let mut g = c.benchmark_group("compiled");
+    g.bench_function("names of every Debian profile", |b| {
+        b.iter(|| {
+            sets.iter()
+                .map(|s| armord::apparmor::names_in_policy(black_box(s)).map_or(0, |n| n.len()))
+                .sum::<usize>()
+        })
+    });
+    g.bench_function("read and judge every Debian profile (enforce, globs)", |b| {
+        b.iter(|| {
+            sets.iter()
+                .filter(|s| read_policy(black_box(s)).is_ok_and(|p| bounded.judge(&p).is_ok()))
+                .count()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_snapshot, bench_plan, bench_audit, bench_compiled);
 criterion_main!(benches);
