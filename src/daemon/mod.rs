@@ -233,7 +233,23 @@ pub fn converge(r: &mut crate::reconcile::Reconciler) -> Result<Report, ApplyErr
         match report.recheck_in {
             Some(wait) if wait <= r.config.removal_settle() && !report.cancelled => {
                 std::thread::sleep(wait);
-                report = r.reconcile()?;
+                let mut next = r.reconcile()?;
+                // What the earlier rounds changed is part of the outcome.
+                for (all, earlier) in [
+                    (&mut next.loaded, report.loaded),
+                    (&mut next.replaced, report.replaced),
+                    (&mut next.restored, report.restored),
+                    (&mut next.removed, report.removed),
+                    (&mut next.adopted, report.adopted),
+                ] {
+                    let later = std::mem::replace(all, earlier);
+                    for n in later {
+                        if !all.contains(&n) {
+                            all.push(n);
+                        }
+                    }
+                }
+                report = next;
             }
             _ => break,
         }
