@@ -654,3 +654,49 @@ fn a_forged_audit_key_does_not_stop_a_real_denial_from_being_relogged() {
     let key = "\"ARMORD_AUDIT_KEY\":\"b 1700000003.000:3\"";
     assert_eq!(text.matches(key).count(), 2, "the forged one and armord's: {text}");
 }
+
+#[test]
+fn an_owned_profile_removed_behind_armords_back_is_put_back_at_once() {
+    let t = Tree::new();
+    let parser = t.fake_parser();
+    // No resync for an hour: only the drift check can put it back.
+    let cfg = t.write(
+        "armord.toml",
+        &format!(
+            "state_dir = \"state\"\nsecurityfs = \"secfs\"\nproc = \"proc\"\nresync_interval_secs = 3600\n\
+             [denials]\nenabled = false\n[parser]\npath = \"{}\"\ncache_dir = \"cache\"\n[[source]]\npath = \"src\"\n",
+            parser.display()
+        ),
+    );
+    t.write("src/a", &profile("custom.a"));
+    t.write("src/b", &profile("custom.b"));
+    let d = Daemon::start(t, cfg);
+    d.wait_ready();
+    let remove = |d: &Daemon, rev: u32| {
+        let k = d.kernel().replace("custom.a (enforce)\n", "");
+        std::fs::write(d.path("secfs/profiles"), k).unwrap();
+        std::fs::write(d.path("secfs/revision"), format!("{rev}\n")).unwrap();
+    };
+    for round in 1..=3 {
+        remove(&d, 100 + round);
+        d.wait_until("put back", |d| {
+            d.log()
+                .matches("drift: 1 owned profile was removed behind armord's back (custom.a)")
+                .count()
+                == round as usize
+                && d.kernel().contains("custom.a (enforce)")
+        });
+    }
+    assert!(!d.log().contains("reconcile (resync)"), "{}", d.log());
+    assert!(d.kernel().contains("custom.b (enforce)"));
+    // A fourth time within the minute: not fought over, and said.
+    remove(&d, 200);
+    let msgs = d.wait_notify(|m| m.contains("something keeps removing custom.a"));
+    assert!(!msgs.is_empty());
+    assert!(
+        d.log().contains("custom.a was removed 4 times within 60s"),
+        "{}",
+        d.log()
+    );
+    assert!(!d.kernel().contains("custom.a (enforce)"));
+}

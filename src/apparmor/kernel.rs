@@ -133,6 +133,14 @@ impl SecurityFs {
 }
 
 impl Kernel for SecurityFs {
+    fn revision(&self) -> Option<u64> {
+        std::fs::read_to_string(self.root.join("revision"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     fn loaded(&self) -> Result<BTreeMap<String, String>, KernelError> {
         let path = self.profiles_path();
         match std::fs::read_to_string(&path) {

@@ -156,6 +156,11 @@ pub trait Kernel: Send + Sync {
     fn remove(&self, name: &str) -> Result<(), KernelError>;
     /// PIDs confined by each top-level profile name.
     fn confined(&self) -> Result<BTreeMap<String, Vec<u32>>, KernelError>;
+    /// The policy revision, which changes whenever the loaded policy does;
+    /// `None` where the kernel has none to read.
+    fn revision(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The top-level profile a name belongs to: `a//b` → `a`.

@@ -77,7 +77,15 @@ impl SimKernel {
         }
         // Atomic, not durable: a real kernel forgets its profiles at a power
         // loss too, and a batch is written once per member.
-        std::fs::rename(&tmp, &path).map_err(Self::io(&path))
+        std::fs::rename(&tmp, &path).map_err(Self::io(&path))?;
+        // The policy revision, as the kernel's `revision` file counts.
+        let rev = self.dir.join("revision");
+        let next = std::fs::read_to_string(&rev)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            + 1;
+        std::fs::write(&rev, format!("{next}\n")).map_err(Self::io(&rev))
     }
 
     fn scan_names(files: &[PathBuf]) -> Vec<NamesResult> {
@@ -109,6 +117,14 @@ impl Kernel for SimKernel {
 
     fn confined(&self) -> Result<BTreeMap<String, Vec<u32>>, KernelError> {
         ProcReader { root: self.proc_root() }.confined()
+    }
+
+    fn revision(&self) -> Option<u64> {
+        std::fs::read_to_string(self.dir.join("revision"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 }
 

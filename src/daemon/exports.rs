@@ -15,6 +15,8 @@ pub struct Metrics {
     pub reconciles: u64,
     pub last_duration_secs: f64,
     pub parser_failures: u64,
+    /// Owned profiles put back after a removal behind armord's back.
+    pub drift_repairs: u64,
 }
 
 /// The NFD label prefix: NFD accepts `feature.node.kubernetes.io/` without
@@ -78,6 +80,12 @@ pub fn prometheus_text(published: &Published, counters: &Counters, m: &Metrics) 
     );
     let _ = writeln!(o, "# TYPE armord_parser_failures_total counter");
     let _ = writeln!(o, "armord_parser_failures_total {}", m.parser_failures);
+    let _ = writeln!(
+        o,
+        "# HELP armord_drift_repairs_total Owned profiles put back after a removal behind armord's back, since start."
+    );
+    let _ = writeln!(o, "# TYPE armord_drift_repairs_total counter");
+    let _ = writeln!(o, "armord_drift_repairs_total {}", m.drift_repairs);
     let _ = writeln!(
         o,
         "# HELP armord_denials_total AppArmor records seen, by profile and kind, since start."

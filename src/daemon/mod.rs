@@ -2,6 +2,7 @@
 //! kernel), the one-shot run, and the service loop.
 
 mod denials;
+mod drift;
 pub mod exports;
 mod service;
 mod status;

@@ -35,6 +35,7 @@ enum Trigger {
     Reload,
     Retry,
     Settle,
+    Drift,
 }
 
 impl Trigger {
@@ -47,6 +48,7 @@ impl Trigger {
             Trigger::Reload => "reload",
             Trigger::Retry => "retry",
             Trigger::Settle => "settle",
+            Trigger::Drift => "drift",
         }
     }
 }
@@ -89,6 +91,8 @@ pub struct Service {
     /// when that is not known (at start, after an overflow or a watcher
     /// error, or when too many came): the next reconcile reads in full.
     named: Option<BTreeSet<PathBuf>>,
+    /// Owned profiles removed behind armord's back, put back.
+    drift: super::drift::Drift,
 }
 
 /// Past this many reported paths, a full read is as cheap.
@@ -137,7 +141,48 @@ impl Service {
             }
         };
         self.rec = Some(rec);
+        // armord's own loads are not drift.
+        self.drift.settled();
         Ok(result?)
+    }
+
+    /// Put back owned profiles the kernel lost since the last look (a
+    /// removal behind armord's back), unless one keeps being removed.
+    async fn check_drift(&mut self) -> Result<(), DaemonError> {
+        let Some(rec) = self.rec.as_ref() else { return Ok(()) };
+        let kernel = rec.kernel.clone();
+        if !self.drift.changed(kernel.as_ref()) {
+            return Ok(());
+        }
+        let Ok(loaded) = kernel.loaded() else { return Ok(()) };
+        let missing = super::drift::Drift::missing(&rec.manifest, &loaded);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let now = Instant::now().into_std();
+        let repair = self.drift.repairs_due(&missing, now);
+        let held: Vec<String> = self.drift.held(now).into_iter().map(str::to_owned).collect();
+        if held != self.status.drift_held {
+            self.status.drift_held = held;
+            notify::status(&self.status.text());
+        }
+        if repair.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = repair.iter().map(|n| crate::escape::text(n).into_owned()).collect();
+        log::warn!(
+            "drift: {} owned {} removed behind armord's back ({}); putting back",
+            repair.len(),
+            if repair.len() == 1 {
+                "profile was"
+            } else {
+                "profiles were"
+            },
+            names.join(", ")
+        );
+        self.metrics.drift_repairs = self.drift.repairs_total;
+        self.reconcile(Trigger::Drift, false).await?;
+        Ok(())
     }
 
     /// A job panicked (a bug): the reconciler it held is gone. Open it
@@ -251,7 +296,13 @@ impl Service {
             self.backoff = BACKOFF_FIRST;
         }
         self.settle_at = report.recheck_in.map(|d| Instant::now() + d);
-        let status = Status::from_report(self.rec(), report);
+        let mut status = Status::from_report(self.rec(), report);
+        status.drift_held = self
+            .drift
+            .held(Instant::now().into_std())
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
         if status != self.status {
             notify::status(&status.text());
         }
@@ -387,6 +438,7 @@ impl Service {
         let mut next_resync = Instant::now() + resync;
         let watchdog = notify::watchdog_interval();
         let mut next_watchdog = watchdog.map(|w| Instant::now() + w);
+        let mut next_drift = Instant::now() + super::drift::POLL;
         let far = || Instant::now() + Duration::from_secs(86400 * 365);
         // One-shot timers, kept across iterations so that no other wakeup
         // pushes them back.
@@ -458,6 +510,10 @@ impl Service {
                 _ = sleep_until(deferred_at.unwrap_or_else(far)), if deferred_at.is_some() => {
                     deferred_at = None;
                     self.reconcile(Trigger::Resync, false).await?;
+                }
+                _ = sleep_until(next_drift) => {
+                    next_drift = Instant::now() + super::drift::POLL;
+                    self.check_drift().await?;
                 }
                 _ = sleep_until(next_watchdog.unwrap_or_else(far)), if next_watchdog.is_some() => {
                     notify::watchdog();
@@ -579,6 +635,7 @@ pub fn run(
             logged_problems: HashSet::new(),
             backoff: BACKOFF_FIRST,
             named: None,
+            drift: Default::default(),
             published,
             commands,
             denial_events,

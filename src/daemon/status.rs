@@ -16,6 +16,9 @@ pub struct Status {
     /// Removals held as a mass removal.
     pub held: usize,
     pub unavailable: Vec<PathBuf>,
+    /// Owned profiles removed again and again behind armord's back, whose
+    /// repairs back off.
+    pub drift_held: Vec<String>,
 }
 
 impl Status {
@@ -33,6 +36,7 @@ impl Status {
                 .filter(|p| p.kind == ProblemKind::Unavailable)
                 .map(|p| p.file.clone())
                 .collect(),
+            drift_held: Vec::new(),
         }
     }
 
@@ -45,6 +49,17 @@ impl Status {
             s.push_str(&format!(
                 "; {} removals held as a mass removal (`armorctl sync --allow-mass-removal` removes them now)",
                 self.held
+            ));
+        }
+        if !self.drift_held.is_empty() {
+            let names: Vec<String> = self
+                .drift_held
+                .iter()
+                .map(|n| crate::escape::text(n).into_owned())
+                .collect();
+            s.push_str(&format!(
+                "; something keeps removing {}: armord puts it back less often",
+                names.join(", ")
             ));
         }
         for u in &self.unavailable {
