@@ -442,6 +442,39 @@ boot2() {
     fail 10-dbus "$(setpriv --reuid=65534 --regid=65534 --clear-groups armorctl sync 2>&1 | tail -n 1)"
   fi
 
+  # drift-repair: an owned profile removed behind armord's back (through
+  # .remove, as apparmor_parser -R does), then every profile (aa-teardown),
+  # is put back at once, not at the next resync; the time is printed.
+  local owned one ms_one ms_all
+  owned=$(armorctl list 2>/dev/null | awk -F'\t' '$3 ~ /^loaded/ { print $1 }' | sort)
+  one=$(head -n 1 <<<"$owned")
+  back_within() {  # ms until every name on stdin is loaded again (20 s at most)
+    local names start now
+    names=$(cat)
+    start=$(date +%s%N)
+    while :; do
+      if ! grep -qvxFf <(sed -n 's/ (.*//p' /sys/kernel/security/apparmor/profiles) <<<"$names"; then
+        now=$(date +%s%N)
+        echo $(( (now - start) / 1000000 ))
+        return 0
+      fi
+      [ $(( $(date +%s%N) - start )) -gt 20000000000 ] && return 1
+      sleep 0.02
+    done
+  }
+  if [ -n "$one" ]; then
+    printf '%s' "$one" > /sys/kernel/security/apparmor/.remove
+    ms_one=$(back_within <<<"$one") || ms_one=""
+    aa-teardown >/dev/null 2>&1
+    ms_all=$(back_within <<<"$owned") || ms_all=""
+  fi
+  echo "INFO drift-repair: one profile back in ${ms_one:-never} ms, all $(wc -l <<<"$owned") after aa-teardown in ${ms_all:-never} ms"
+  if [ -n "$ms_one" ] && [ -n "$ms_all" ] && journalctl -u armord --no-pager | grep -q 'drift: .* removed behind armord'; then
+    pass drift-repair
+  else
+    fail drift-repair "one: ${ms_one:-never}; all: ${ms_all:-never}; $(journalctl -u armord --no-pager -n 5 | tr '\n' ' ')"
+  fi
+
   # 9. Packaging: purge leaves every loaded profile loaded and removes the state.
   local before
   before=$(grep -c '^custom\.' /sys/kernel/security/apparmor/profiles)
