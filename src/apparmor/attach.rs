@@ -33,9 +33,10 @@ pub struct Globs {
 pub(super) const MAX_ALTS: usize = 4096;
 const MAX_PAIRS: usize = 100_000;
 
-/// Expand `{a,b}` alternatives (at most about `MAX_ALTS`).
-pub(super) fn expand(g: &str, out: &mut Vec<String>) {
-    if out.len() > MAX_ALTS {
+/// Expand `{a,b}` alternatives; past `limit` of them, stop (`out` then
+/// holds more than `limit`).
+pub(super) fn expand(g: &str, out: &mut Vec<String>, limit: usize) {
+    if out.len() > limit {
         return;
     }
     let Some(open) = g.find('{') else {
@@ -48,7 +49,10 @@ pub(super) fn expand(g: &str, out: &mut Vec<String>) {
     };
     let (head, tail) = (&g[..open], &g[close + 1..]);
     for alt in g[open + 1..close].split(',') {
-        expand(&format!("{head}{alt}{tail}"), out);
+        if out.len() > limit {
+            return;
+        }
+        expand(&format!("{head}{alt}{tail}"), out, limit);
     }
 }
 
@@ -58,7 +62,7 @@ impl Globs {
     pub fn new(globs: &[String]) -> Globs {
         let mut texts = Vec::new();
         for g in globs {
-            expand(g, &mut texts);
+            expand(g, &mut texts, MAX_ALTS);
         }
         let mut literal = BTreeSet::from([b'/']);
         let alts = texts

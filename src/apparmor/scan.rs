@@ -693,11 +693,18 @@ pub fn glob_covers(glob: &str, s: &str) -> bool {
         memo[0][0]
     }
     use super::attach::{MAX_ALTS, expand};
+    // An attachment this long, or of this many alternatives, is not judged
+    // from its text: it is refused.
+    const MAX_ATTACHMENT: usize = 1024;
+    const MAX_ATTACHMENT_ALTS: usize = 64;
+    if s.len() > MAX_ATTACHMENT {
+        return false;
+    }
     let mut globs = Vec::new();
-    expand(glob, &mut globs);
+    expand(glob, &mut globs, MAX_ALTS);
     let mut alts = Vec::new();
-    expand(s, &mut alts);
-    alts.len() <= MAX_ALTS
+    expand(s, &mut alts, MAX_ATTACHMENT_ALTS);
+    alts.len() <= MAX_ATTACHMENT_ALTS
         && alts.iter().all(|a| {
             let n = units(a.as_bytes());
             globs.iter().any(|g| covers(g.as_bytes(), &n))
