@@ -373,6 +373,57 @@ boot1() {
     fail 6-restart "profiles $n0 -> min $min during restart; denials $total, unique $unique"
   fi
 
+  # older-state: armord started on its state as the first release wrote it
+  # (no generation, no pending log, no spare, no unchecked or serials in the
+  # manifest) adopts it on the real kernel: no dip, an edit replaces, a
+  # deleted file's profile is removed, the rest still owned, no denial
+  # re-logged.
+  printf 'profile custom.vm-old-edit {\n  /etc/hostname r,\n}\n' > /etc/armord/profiles.d/custom.vm-old-edit
+  printf 'profile custom.vm-old-gone {\n  /etc/hostname r,\n}\n' > /etc/armord/profiles.d/custom.vm-old-gone
+  if wait_for 20 loaded custom.vm-old-edit && wait_for 20 loaded custom.vm-old-gone; then
+    local owned_before edit0 dups0
+    relogged_twice() { journalctl MESSAGE_ID=3c1f6a0e8b2d4c57a9e4d21b7f5c8e90 -o json --no-pager | grep -o '"ARMORD_AUDIT_KEY":"[^"]*"' | sort | uniq -d | wc -l; }
+    dups0=$(relogged_twice)
+    owned_before=$(armorctl list | awk -F'\t' '$3 ~ /^loaded/ { print $1 }' | grep -vx custom.vm-old-gone | sort)
+    edit0=$(sha_of custom.vm-old-edit)
+    systemctl stop armord
+    python3 - <<'PY'
+import json
+p = "/var/lib/armord/state.json"
+m = json.load(open(p))
+for k in ("generation", "unchecked", "serials", "pending", "removing"):
+    m.pop(k, None)
+json.dump(m, open(p, "w"), indent=2)
+PY
+    rm -rf /var/lib/armord/spare /var/lib/armord/pending.log
+    printf 'profile custom.vm-old-edit {\n  /etc/hostname r,\n  /etc/motd r,\n}\n' > /etc/armord/profiles.d/custom.vm-old-edit
+    rm -f /etc/armord/profiles.d/custom.vm-old-gone
+    ( end=$(( $(date +%s) + 8 )); min=999999
+      while [ "$(date +%s)" -lt "$end" ]; do
+        n=$(grep -c -v '^custom.vm-old-gone ' /sys/kernel/security/apparmor/profiles); [ "$n" -lt "$min" ] && min=$n
+      done; echo "$min" > "$STATE/min-old" ) &
+    local sampler2=$! n_old
+    n_old=$(grep -c -v '^custom.vm-old-gone ' /sys/kernel/security/apparmor/profiles)
+    systemctl start armord
+    wait "$sampler2"
+    local owned_after dups
+    gone_removed() { ! grep -q "^custom.vm-old-gone " /sys/kernel/security/apparmor/profiles; }
+    edit_replaced() { local now; now=$(sha_of custom.vm-old-edit); [ -n "$now" ] && [ "$now" != "$edit0" ]; }
+    wait_for 60 gone_removed
+    wait_for 20 edit_replaced
+    owned_after=$(armorctl list | awk -F'\t' '$3 ~ /^loaded/ { print $1 }' | sort)
+    dups=$(relogged_twice)
+    if gone_removed && edit_replaced && [ "$owned_after" = "$owned_before" ] \
+        && [ "$(cat "$STATE/min-old")" -ge "$n_old" ] && [ "$dups" = "$dups0" ]; then
+      pass older-state
+    else
+      fail older-state "min $(cat "$STATE/min-old") of $n_old; owned $(wc -l <<<"$owned_before") -> $(wc -l <<<"$owned_after"); gone removed: $(gone_removed && echo yes || echo no); edit replaced: $(edit_replaced && echo yes || echo no); $((dups - dups0)) denials re-logged; $(journalctl -u armord --no-pager -n 4 | tr '\n' ' ')"
+    fi
+    rm -f /etc/armord/profiles.d/custom.vm-old-edit
+  else
+    fail older-state "the two profiles did not load"
+  fi
+
   # 11. Allow-list: a profile rendered from a spec runs its listed program,
   # refuses an unlisted one (/bin/sh), and the exec denial shows in armorctl.
   printf 'name = "custom.vmallow"\nexec = ["/usr/bin/env", "/usr/bin/true"]\n' > /etc/armord/profiles.d/custom.vmallow.allow.toml
