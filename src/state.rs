@@ -83,6 +83,24 @@ fn unpredictable() -> String {
     format!("{}.{:016x}", std::process::id(), h.finish())
 }
 
+/// A new private directory (mode 0700) in the temporary directory, named
+/// `PREFIX-PID.RANDOM` and made with a plain mkdir: a name another user
+/// planted there (a symlink into root's files) is never used.
+pub fn private_temp_dir(prefix: &str) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::temp_dir();
+    let mut last = None;
+    for _ in 0..8 {
+        let dir = base.join(format!("{prefix}-{}", unpredictable()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no temporary name left")))
+}
+
 /// Create a new temporary file beside `path` that never existed before:
 /// `.NAME.tmp.PID.RANDOM`, made with `O_CREAT | O_EXCL | O_NOFOLLOW`
 /// (mode 0666 less the umask, as a plain create), so a symlink or file
@@ -807,6 +825,19 @@ mod tests {
         for dir in [d.path().join("a/state"), d.path().join("a/state/store")] {
             let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode & 0o077, 0, "{}: {mode:o}", dir.display());
+        }
+    }
+
+    #[test]
+    fn private_temporary_directories_are_new_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let a = private_temp_dir("armord-test").unwrap();
+        let b = private_temp_dir("armord-test").unwrap();
+        assert_ne!(a, b);
+        for d in [&a, &b] {
+            let m = std::fs::symlink_metadata(d).unwrap();
+            assert!(m.is_dir() && m.permissions().mode() & 0o777 == 0o700);
+            std::fs::remove_dir(d).unwrap();
         }
     }
 }

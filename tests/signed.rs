@@ -319,3 +319,28 @@ fn a_lost_serial_record_never_lets_a_rollback_through_silently() {
     let m: serde_json::Value = serde_json::from_str(&t.read("state/state.json")).unwrap();
     assert_eq!(m["serials"][src.to_str().unwrap()], 5, "{m}");
 }
+
+/// `armorctl sign` writes its manifest and signature through new
+/// temporaries: a symlink planted at the old temporary names or at the
+/// files themselves is never followed.
+#[test]
+fn sign_never_follows_a_planted_symlink() {
+    let t = Tree::new();
+    let (key, _) = keypair(&t, "ci", 1);
+    let src = t.path("src");
+    t.write("src/custom.a", A1);
+    let victim = t.write("victim", "root-only\n");
+    // The names temporaries had (any pid), and the outputs themselves.
+    for pid in 1..64 {
+        let _ = std::os::unix::fs::symlink(&victim, src.join(format!(".armord.manifest.tmp.{pid}")));
+    }
+    symlink(&victim, src.join("armord.manifest")).unwrap();
+    symlink(&victim, src.join("armord.manifest.sig")).unwrap();
+    sign(&src, &key, 3);
+    assert_eq!(t.read("victim"), "root-only\n");
+    for f in ["armord.manifest", "armord.manifest.sig"] {
+        let m = std::fs::symlink_metadata(src.join(f)).unwrap();
+        assert!(m.file_type().is_file(), "{f} is still a symlink");
+    }
+    assert!(t.read("src/armord.manifest").contains("custom.a"));
+}

@@ -40,16 +40,7 @@ pub(super) fn compiles(cfg: &config::Config, text: &str) -> Result<(), String> {
 }
 
 pub(super) fn tempfile_dir() -> std::io::Result<PathBuf> {
-    let base = std::env::temp_dir().join(format!(
-        "armorctl-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    ));
-    std::fs::create_dir_all(&base)?;
-    Ok(base)
+    crate::state::private_temp_dir("armorctl")
 }
 
 pub(super) fn suggest_cmd(cfg: &config::Config, a: &SuggestArgs, writer: &Writer) -> Result<i32, CliError> {

@@ -310,7 +310,12 @@ pub fn validate_files(cfg: &Config, files: &[PathBuf]) -> Result<Vec<(PathBuf, O
     use crate::reconcile::{Bounds, Desired, DesiredFile, Engine, Policy, Validator, Verdict, plan};
     use crate::source::{Limits, read_one};
     let program = find_program(&cfg.parser.path).ok_or_else(|| DaemonError::NoParser(cfg.parser.path.clone()))?;
-    let scratch = std::env::temp_dir().join(format!("armorctl-validate-{}", std::process::id()));
+    let scratch = crate::state::private_temp_dir("armorctl-validate").map_err(|e| {
+        DaemonError::Apply(ApplyError::State(crate::state::StateError::Io {
+            path: std::env::temp_dir(),
+            source: e,
+        }))
+    })?;
     let mut c = cfg.clone();
     c.state_dir = scratch.clone();
     c.parser.cache_dir = scratch.join("cache");
