@@ -510,9 +510,11 @@ impl StateDir {
             return Ok(path);
         }
         let spare = self.spare.lock().ok().and_then(|mut s| s.take());
-        match spare {
-            Some(tmp) => write_into(&tmp, &path, content, Some("store-write"))?,
-            None => write_replace(&path, content, false, Some("store-write"))?,
+        // A spare that cannot be written (gone, or not the file it was)
+        // is dropped for a new temporary.
+        let into_spare = spare.map(|tmp| write_into(&tmp, &path, content, Some("store-write")));
+        if !matches!(into_spare, Some(Ok(()))) {
+            write_replace(&path, content, false, Some("store-write"))?;
         }
         Ok(path)
     }
@@ -839,5 +841,30 @@ mod tests {
             assert!(m.is_dir() && m.permissions().mode() & 0o777 == 0o700);
             std::fs::remove_dir(d).unwrap();
         }
+    }
+
+    #[test]
+    fn the_store_never_writes_through_a_planted_symlink() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, "root-only\n").unwrap();
+        let state = StateDir::new(d.path().join("state"));
+        state.prepare().unwrap();
+        // The spare a store write would take, and every name it could have.
+        for entry in std::fs::read_dir(state.spare_dir()).unwrap().flatten() {
+            std::fs::remove_file(entry.path()).unwrap();
+            std::os::unix::fs::symlink(&victim, entry.path()).unwrap();
+        }
+        for n in 0..64 {
+            let _ = std::os::unix::fs::symlink(&victim, state.spare_dir().join(format!("{}.{n}", std::process::id())));
+        }
+        for i in 0..3u8 {
+            let content = [b'p', i];
+            let sha = crate::source::sha256_hex(&content);
+            state.store_put(&sha, &content).unwrap();
+            assert_eq!(state.store_get(&sha).unwrap(), content);
+            state.store_spare();
+        }
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root-only\n");
     }
 }
