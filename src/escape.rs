@@ -12,10 +12,18 @@ use std::fmt::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-/// Does `c` need escaping? Control characters, and the Unicode line and
-/// paragraph separators that some terminals and log viewers break lines on.
+/// Does `c` need escaping? Control characters, the Unicode line and
+/// paragraph separators that some terminals and log viewers break lines
+/// on, and the bidirectional formatting characters that reorder what is
+/// shown around them.
 fn needs(c: char) -> bool {
-    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+    c.is_control()
+        || c == '\u{2028}'
+        || c == '\u{2029}'
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+        || c == '\u{200e}'
+        || c == '\u{200f}'
 }
 
 fn push_escaped(out: &mut String, c: char) {
@@ -81,6 +89,8 @@ mod tests {
             "a\\nb\\tc\\rd\\ee\\x7ff\\u{0085}g"
         );
         assert_eq!(text("custom.a\u{2028}x"), "custom.a\\u{2028}x");
+        // Bidirectional overrides would reorder what is shown around them.
+        assert_eq!(text("a\u{202e}b\u{2066}c"), "a\\u{202e}b\\u{2066}c");
         assert!(matches!(text("plain/path ü"), Cow::Borrowed(_)));
         assert_eq!(path(Path::new(OsStr::from_bytes(b"/s/a\xff\nb"))), "/s/a\\xff\\nb");
     }

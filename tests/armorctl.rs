@@ -315,3 +315,27 @@ fn entries_any_user_can_write_are_never_denials_nor_suggestions() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "  /etc/real r,\n");
 }
+
+/// journalctl writes a field with unprintable bytes (a process may name
+/// itself with one) as an array of bytes: such a denial is still shown.
+#[test]
+fn a_record_journalctl_writes_as_bytes_is_still_a_denial() {
+    let t = Tree::new();
+    let line = "audit: type=1400 audit(1700000000.1:1): apparmor=\"DENIED\" operation=\"open\" class=\"file\" profile=\"custom.app\" name=\"/etc/hidden\" pid=42 comm=\"x\u{7f}\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0";
+    let mut e = relogged(1, line);
+    let rec = e["ARMORD_RECORD"].as_str().unwrap().to_owned();
+    e["ARMORD_RECORD"] = serde_json::Value::Array(rec.bytes().map(|b| b.into()).collect());
+    let j = fake_journal(&t, &[e]);
+    let cfg = t.write(
+        "armord.toml",
+        &format!("state_dir = \"state\"\n[denials]\njournalctl = \"{}\"\n", j.display()),
+    );
+    let out = run(ARMORCTL, &["--config", cfg.to_str().unwrap(), "denials"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("/etc/hidden"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("comm=x\\x7f") || !text(&out).contains('\u{7f}'),
+        "{}",
+        text(&out)
+    );
+}

@@ -134,11 +134,7 @@ impl SecurityFs {
 
 impl Kernel for SecurityFs {
     fn revision(&self) -> Option<u64> {
-        std::fs::read_to_string(self.root.join("revision"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        read_revision(&self.root.join("revision"))
     }
 
     fn loaded(&self) -> Result<BTreeMap<String, String>, KernelError> {
@@ -260,5 +256,42 @@ mod tests {
                 .to_string()
                 .contains("nope/profiles does not exist")
         );
+    }
+}
+
+/// The policy revision in the kernel's `revision` file: one non-blocking
+/// read. A read on the same descriptor after the first waits for the next
+/// change of policy (that is what the file is for), so it is never read to
+/// its end.
+pub fn read_revision(path: &Path) -> Option<u64> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let mut buf = [0u8; 32];
+    let n = f.read(&mut buf).ok()?;
+    std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod revision_tests {
+    use super::*;
+
+    #[test]
+    fn the_revision_is_read_once_without_waiting_for_the_end() {
+        // A FIFO whose writer stays open stands in for the kernel's file,
+        // which never ends: read to its end, it would block.
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("revision");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // Held open for reading and writing: the pipe never ends.
+        let mut w = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
+        w.write_all(b"42\n").unwrap();
+        assert_eq!(read_revision(&fifo), Some(42));
+        drop(w);
+        assert_eq!(read_revision(&d.path().join("missing")), None);
     }
 }

@@ -120,11 +120,7 @@ impl Kernel for SimKernel {
     }
 
     fn revision(&self) -> Option<u64> {
-        std::fs::read_to_string(self.dir.join("revision"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        super::kernel::read_revision(&self.dir.join("revision"))
     }
 }
 

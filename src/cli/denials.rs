@@ -13,7 +13,9 @@ pub(super) fn journal_query(
     follow: bool,
 ) -> Result<std::process::Child, CliError> {
     let mut c = Command::new(&cfg.denials.journalctl);
-    c.args(["--output=json", "--no-pager"]);
+    // --all: a long record, or one with unprintable bytes (a process may
+    // name itself so), comes whole, not as null.
+    c.args(["--output=json", "--all", "--no-pager"]);
     c.arg(format!("MESSAGE_ID={MESSAGE_ID}"));
     if let Some(w) = writer {
         c.args(w.matches());
@@ -49,8 +51,8 @@ pub(super) fn journal_records(
         }
         let Some(rec) = entry
             .get("ARMORD_RECORD")
-            .and_then(|v| v.as_str())
-            .and_then(|s| serde_json::from_str(s).ok())
+            .and_then(crate::journal::field_string)
+            .and_then(|s| serde_json::from_str(&s).ok())
         else {
             continue;
         };
@@ -147,7 +149,7 @@ impl Row {
 
 /// The first 12 characters of a 64-digit container ID, as runtimes show it.
 fn short_id(id: &str) -> &str {
-    if id.len() == 64 { &id[..12] } else { id }
+    if id.len() == 64 { id.get(..12).unwrap_or(id) } else { id }
 }
 
 /// `2026-11-22 21:46:36` in the local time zone.

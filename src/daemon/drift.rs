@@ -64,6 +64,8 @@ impl Drift {
     /// Of `missing`, those to repair now; the rest back off. Records the
     /// repairs.
     pub fn repairs_due(&mut self, missing: &[String], now: Instant) -> Vec<String> {
+        // A back-off long over is forgotten.
+        self.held.retain(|_, (until, _)| *until + BACKOFF_MAX > now);
         let mut out = Vec::new();
         for name in missing {
             if self.held.get(name).is_some_and(|(until, _)| *until > now) {

@@ -121,30 +121,51 @@ pub fn prometheus_text(published: &Published, counters: &Counters, m: &Metrics) 
 }
 
 /// Why armord will not write into the directory of `path`: a user other
-/// than root (or armord's own user) can write there, and could replace or
-/// redirect armord's files.
+/// than root (or armord's own user) owns it or any directory above it, or
+/// can write to it, or to a directory above it without the sticky bit; such
+/// a user could replace or redirect armord's file. A directory that does
+/// not exist yet is judged by the nearest one above it that does.
 pub fn shared_directory(path: &std::path::Path) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let dir = path.parent()?;
-    let m = std::fs::metadata(dir).ok()?;
     let me = nix::unistd::geteuid().as_raw();
-    let mode = m.mode();
-    let who = if mode & 0o002 != 0 {
-        "every user".to_owned()
-    } else if m.uid() != 0 && m.uid() != me && mode & 0o200 != 0 {
-        format!("its owner, uid {}", m.uid())
-    } else if m.gid() != 0 && mode & 0o020 != 0 {
-        format!("group {}", m.gid())
-    } else {
-        return None;
+    // The directory as it resolves now, or the nearest that exists.
+    let mut existing = dir.to_path_buf();
+    let resolved = loop {
+        match std::fs::canonicalize(&existing) {
+            Ok(c) => break c,
+            Err(_) => match existing.parent() {
+                Some(p) => existing = p.to_path_buf(),
+                None => return Some(format!("{}: no directory of it exists", crate::escape::path(path))),
+            },
+        }
     };
-    Some(format!(
-        "{}: the directory {} can be written by {who} (mode {:o}), who could replace armord's file there; \
-         not written (set exports.shared_directory = true to write there anyway)",
-        crate::escape::path(path),
-        crate::escape::path(dir),
-        mode & 0o7777
-    ))
+    let mut first = true;
+    for d in resolved.ancestors() {
+        let Ok(m) = std::fs::symlink_metadata(d) else { continue };
+        let mode = m.mode();
+        let sticky = mode & 0o1000 != 0 && !first;
+        let who = if m.uid() != 0 && m.uid() != me {
+            Some(format!("its owner, uid {}", m.uid()))
+        } else if mode & 0o002 != 0 && !sticky {
+            Some("every user".to_owned())
+        } else if m.gid() != 0 && mode & 0o020 != 0 && !sticky {
+            Some(format!("group {}", m.gid()))
+        } else {
+            None
+        };
+        if let Some(who) = who {
+            return Some(format!(
+                "{}: the directory {} can be written by {who} (mode {:o}), who could replace or redirect armord's file there; \
+                 not written (set exports.shared_directory = true to write there anyway)",
+                crate::escape::path(path),
+                crate::escape::path(d),
+                mode & 0o7777
+            ));
+        }
+        first = false;
+    }
+    None
 }
 
 /// Write the configured exports; failures are logged, never fatal.
@@ -208,9 +229,19 @@ mod shared_tests {
         write(&cfg, &Published::default(), &counters, &Metrics::default());
         assert!(file.exists());
         if nix::unistd::geteuid().is_root() {
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            // Owned by another user, even read-only (its owner may chmod).
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
             nix::unistd::chown(&dir, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
             assert!(shared_directory(&file).unwrap().contains("uid 65534"));
+            // A root-owned directory under one another user owns (who
+            // could swap it for a symlink).
+            nix::unistd::chown(&dir, Some(nix::unistd::Uid::from_raw(0)), None).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            nix::unistd::chown(d.path(), Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+            assert!(shared_directory(&file).unwrap().contains("uid 65534"));
+            nix::unistd::chown(d.path(), Some(nix::unistd::Uid::from_raw(0)), None).unwrap();
+            // Not there yet: judged by the directory above.
+            assert_eq!(shared_directory(&dir.join("sub/armord.prom")), None);
         }
     }
 }

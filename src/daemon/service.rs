@@ -154,8 +154,27 @@ impl Service {
         if !self.drift.changed(kernel.as_ref()) {
             return Ok(());
         }
-        let Ok(loaded) = kernel.loaded() else { return Ok(()) };
-        let missing = super::drift::Drift::missing(&rec.manifest, &loaded);
+        let Ok(loaded) = kernel.loaded() else {
+            // Look again next time.
+            self.drift.settled();
+            return Ok(());
+        };
+        let mut missing = super::drift::Drift::missing(&rec.manifest, &loaded);
+        // Only what the sources still want: a profile whose file is gone
+        // waits for its removal, not a repair.
+        if let Some(last) = &rec.last {
+            let wanted: HashSet<&str> = last
+                .files
+                .iter()
+                .filter_map(|f| match &f.verdict {
+                    crate::reconcile::Verdict::Valid { names } => Some(names),
+                    _ => None,
+                })
+                .flatten()
+                .map(String::as_str)
+                .collect();
+            missing.retain(|n| wanted.contains(n.as_str()));
+        }
         if missing.is_empty() {
             return Ok(());
         }

@@ -88,14 +88,17 @@ impl Armord {
 
     /// The uid of the caller of the message `header` heads.
     async fn caller_uid(&self, conn: &zbus::Connection, header: &zbus::message::Header<'_>) -> zbus::fdo::Result<u32> {
+        // Peer to peer, the socket says who the peer is; a sender the
+        // message names is the peer's own word, never asked about.
+        if let Some(uid) = self.peer_uid {
+            return Ok(uid);
+        }
         match header.sender() {
             Some(sender) => {
                 let dbus = zbus::fdo::DBusProxy::new(conn).await?;
                 dbus.get_connection_unix_user(sender.to_owned().into()).await
             }
-            None => self
-                .peer_uid
-                .ok_or_else(|| zbus::fdo::Error::AccessDenied("the caller's user is not known".into())),
+            None => Err(zbus::fdo::Error::AccessDenied("the caller's user is not known".into())),
         }
     }
 
@@ -295,13 +298,13 @@ pub async fn serve_socket(path: &std::path::Path, object: Armord) -> Option<toki
         return None;
     }
     let _ = std::fs::remove_file(path);
-    let listener = match tokio::net::UnixListener::bind(path) {
-        Ok(l) => {
-            // Only its owner connects, whatever the umask.
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-            l
-        }
+    // Only its owner connects, whatever the umask: made 0600 by the umask
+    // of the bind itself, so no other user connects before a chmod.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = tokio::net::UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = match bound {
+        Ok(l) => l,
         Err(e) => {
             log::warn!(
                 "{}: cannot serve the D-Bus interface: {e}; armord keeps working without it",

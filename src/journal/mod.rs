@@ -59,7 +59,7 @@ pub struct Entry {
     pub message: String,
 }
 
-fn field_string(v: &serde_json::Value) -> Option<String> {
+pub fn field_string(v: &serde_json::Value) -> Option<String> {
     match v {
         serde_json::Value::String(s) => Some(s.clone()),
         // journalctl writes non-UTF-8 values as arrays of bytes.
@@ -363,7 +363,8 @@ impl Follower {
     /// cursor. They are not handled again.
     fn already_relogged(&self, cursor: Option<&str>) -> Vec<(String, AuditId)> {
         let mut c = Command::new(&self.cfg.journalctl);
-        c.args(["--output=json", "--no-pager"]);
+        // --all: a long or unprintable field comes whole, not as null.
+        c.args(["--output=json", "--all", "--no-pager"]);
         self.position(&mut c, cursor);
         c.arg(format!("MESSAGE_ID={MESSAGE_ID}"));
         c.args(self.cfg.writer.matches());
@@ -388,7 +389,8 @@ impl Follower {
 
     fn spawn(&self, cursor: Option<&str>) -> Result<Child, JournalError> {
         let mut c = Command::new(&self.cfg.journalctl);
-        c.args(["--output=json", "--follow", "--no-pager", "--no-tail"]);
+        // --all: a record of 4 KiB or more comes whole, not as null.
+        c.args(["--output=json", "--all", "--follow", "--no-pager", "--no-tail"]);
         self.position(&mut c, cursor);
         c.args([
             "_TRANSPORT=audit",

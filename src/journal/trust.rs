@@ -70,9 +70,15 @@ pub struct Imitations {
 
 impl Imitations {
     pub fn note(&mut self, entry: &serde_json::Value) {
+        /// Writers told apart; the rest are counted together.
+        const WRITERS: usize = 64;
         let field = |k: &str| entry.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_owned();
         self.count += 1;
-        *self.writers.entry((field("_UID"), field("_COMM"))).or_default() += 1;
+        let mut key = (field("_UID"), field("_COMM"));
+        if self.writers.len() >= WRITERS && !self.writers.contains_key(&key) {
+            key = ("?".into(), "others".into());
+        }
+        *self.writers.entry(key).or_default() += 1;
     }
 
     /// `N entries imitating armord's, ignored (uid U (COMM): n, …)`.
