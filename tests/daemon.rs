@@ -700,3 +700,36 @@ fn an_owned_profile_removed_behind_armords_back_is_put_back_at_once() {
     );
     assert!(!d.kernel().contains("custom.a (enforce)"));
 }
+
+#[test]
+fn drift_is_put_back_while_the_source_is_unavailable() {
+    let t = Tree::new();
+    let parser = t.fake_parser();
+    let cfg = t.write(
+        "armord.toml",
+        &format!(
+            "state_dir = \"state\"\nsecurityfs = \"secfs\"\nproc = \"proc\"\nresync_interval_secs = 3600\n\
+             [denials]\nenabled = false\n[parser]\npath = \"{}\"\ncache_dir = \"cache\"\n[[source]]\npath = \"src\"\n",
+            parser.display()
+        ),
+    );
+    t.write("src/a", &profile("custom.a"));
+    let d = Daemon::start(t, cfg);
+    d.wait_ready();
+    // The source goes away (a volume unmounted): nothing is removed, and
+    // a profile someone removes is still put back.
+    std::fs::remove_dir_all(d.path("src")).unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    d.wait_until("the source unavailable", |d| {
+        d.log().contains("src: source does not exist")
+    });
+    // The removal's own change events are handled first.
+    d.wait_until("the change reconcile", |d| d.log().contains("reconcile (change)"));
+    let k = d.kernel().replace("custom.a (enforce)\n", "");
+    std::fs::write(d.path("secfs/profiles"), k).unwrap();
+    std::fs::write(d.path("secfs/revision"), "9\n").unwrap();
+    d.wait_until("put back", |d| {
+        d.log().contains("removed behind armord's back (custom.a); put back")
+            && d.kernel().contains("custom.a (enforce)")
+    });
+}

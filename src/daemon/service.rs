@@ -159,25 +159,7 @@ impl Service {
             self.drift.settled();
             return Ok(());
         };
-        let mut missing = super::drift::Drift::missing(&rec.manifest, &loaded);
-        // Only what the sources still want: a profile whose file is gone
-        // waits for its removal, not a repair.
-        if let Some(last) = &rec.last {
-            let wanted: HashSet<&str> = last
-                .files
-                .iter()
-                .filter_map(|f| match &f.verdict {
-                    crate::reconcile::Verdict::Valid { names } => Some(names),
-                    _ => None,
-                })
-                .flatten()
-                .map(String::as_str)
-                .collect();
-            missing.retain(|n| wanted.contains(n.as_str()));
-        }
-        if missing.is_empty() {
-            return Ok(());
-        }
+        let missing = super::drift::Drift::missing(&rec.manifest, &loaded);
         let now = Instant::now().into_std();
         let repair = self.drift.repairs_due(&missing, now);
         let held: Vec<String> = self.drift.held(now).into_iter().map(str::to_owned).collect();
@@ -188,19 +170,28 @@ impl Service {
         if repair.is_empty() {
             return Ok(());
         }
-        let names: Vec<String> = repair.iter().map(|n| crate::escape::text(n).into_owned()).collect();
-        log::warn!(
-            "drift: {} owned {} removed behind armord's back ({}); putting back",
-            repair.len(),
-            if repair.len() == 1 {
-                "profile was"
-            } else {
-                "profiles were"
-            },
-            names.join(", ")
-        );
-        self.metrics.drift_repairs = self.drift.repairs_total;
-        self.reconcile(Trigger::Drift, false).await?;
+        // The plan puts back what the sources still want (an unavailable
+        // source wants all it had); what it did is what is reported.
+        let report = self.reconcile(Trigger::Drift, false).await?;
+        if !report.restored.is_empty() {
+            let names: Vec<String> = report
+                .restored
+                .iter()
+                .map(|n| crate::escape::text(n).into_owned())
+                .collect();
+            log::warn!(
+                "drift: {} owned {} removed behind armord's back ({}); put back",
+                report.restored.len(),
+                if report.restored.len() == 1 {
+                    "profile was"
+                } else {
+                    "profiles were"
+                },
+                names.join(", ")
+            );
+            self.drift.repairs_total += report.restored.len() as u64;
+            self.metrics.drift_repairs = self.drift.repairs_total;
+        }
         Ok(())
     }
 

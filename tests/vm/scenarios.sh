@@ -419,7 +419,9 @@ PY
     else
       fail older-state "min $(cat "$STATE/min-old") of $n_old; owned $(wc -l <<<"$owned_before") -> $(wc -l <<<"$owned_after"); gone removed: $(gone_removed && echo yes || echo no); edit replaced: $(edit_replaced && echo yes || echo no); $((dups - dups0)) denials re-logged; $(journalctl -u armord --no-pager -n 4 | tr '\n' ' ')"
     fi
+    # Gone before the next scenario, which counts the kernel's profiles.
     rm -f /etc/armord/profiles.d/custom.vm-old-edit
+    wait_for 60 bash -c '! grep -q "^custom.vm-old-edit " /sys/kernel/security/apparmor/profiles' || true
   else
     fail older-state "the two profiles did not load"
   fi
