@@ -32,6 +32,8 @@ pub struct Globs {
 /// states of the product, before a judgement gives up (and refuses).
 pub(super) const MAX_ALTS: usize = 4096;
 const MAX_PAIRS: usize = 100_000;
+/// And at most this many glob positions stepped over in all.
+const MAX_STEPS: usize = 5_000_000;
 
 /// Expand `{a,b}` alternatives; past `limit` of them, stop (`out` then
 /// holds more than `limit`).
@@ -64,6 +66,8 @@ impl Globs {
         for g in globs {
             expand(g, &mut texts, MAX_ALTS);
         }
+        texts.sort();
+        texts.dedup();
         let mut literal = BTreeSet::from([b'/']);
         let alts = texts
             .iter()
@@ -216,6 +220,7 @@ pub fn dfa_within(dfa: &Dfa, globs: &Globs) -> Result<(), Outside> {
     let mut seen: HashMap<(u32, BTreeSet<Pos>), usize> = HashMap::new();
     let mut paths: Vec<(usize, u8)> = Vec::new();
     let mut queue = VecDeque::new();
+    let mut steps = 0usize;
     let first = (START, globs.start());
     seen.insert(first.clone(), 0);
     paths.push((usize::MAX, 0));
@@ -237,6 +242,10 @@ pub fn dfa_within(dfa: &Dfa, globs: &Globs) -> Result<(), Outside> {
             let t = dfa.next(s, c);
             if t == 0 || !live[t as usize] {
                 continue;
+            }
+            steps += set.len().max(1);
+            if steps > MAX_STEPS {
+                return Err(Outside::TooComplex);
             }
             let key = (t, globs.step(&set, c));
             if seen.contains_key(&key) {
