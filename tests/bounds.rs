@@ -14,19 +14,7 @@ use std::os::unix::fs::symlink;
 const BOUNDED: &str = "state_dir = \"state\"\nprofile_prefix = \"custom.\"\nmode = \"enforce\"\nallowed_attachments = [\"/opt/**\", \"/usr/local/bin/*\"]\n[denials]\nenabled = false\n[[source]]\npath = \"src\"\n";
 
 fn once(t: &Tree, cfg: &str) -> (i32, String) {
-    let cfg = t.write("armord.toml", cfg);
-    let o = run(
-        ARMORD,
-        &[
-            "--simulate",
-            "--once",
-            "--bus",
-            "none",
-            "--config",
-            cfg.to_str().unwrap(),
-        ],
-    );
-    (o.status.code().unwrap_or(-1), text(&o))
+    once_config(&t.write("armord.toml", cfg))
 }
 
 /// The lines that name `file`.

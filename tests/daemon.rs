@@ -657,17 +657,8 @@ fn a_forged_audit_key_does_not_stop_a_real_denial_from_being_relogged() {
 
 #[test]
 fn an_owned_profile_removed_behind_armords_back_is_put_back_at_once() {
-    let t = Tree::new();
-    let parser = t.fake_parser();
     // No resync for an hour: only the drift check can put it back.
-    let cfg = t.write(
-        "armord.toml",
-        &format!(
-            "state_dir = \"state\"\nsecurityfs = \"secfs\"\nproc = \"proc\"\nresync_interval_secs = 3600\n\
-             [denials]\nenabled = false\n[parser]\npath = \"{}\"\ncache_dir = \"cache\"\n[[source]]\npath = \"src\"\n",
-            parser.display()
-        ),
-    );
+    let (t, cfg) = no_resync_tree();
     t.write("src/a", &profile("custom.a"));
     t.write("src/b", &profile("custom.b"));
     let d = Daemon::start(t, cfg);
@@ -703,16 +694,7 @@ fn an_owned_profile_removed_behind_armords_back_is_put_back_at_once() {
 
 #[test]
 fn drift_is_put_back_while_the_source_is_unavailable() {
-    let t = Tree::new();
-    let parser = t.fake_parser();
-    let cfg = t.write(
-        "armord.toml",
-        &format!(
-            "state_dir = \"state\"\nsecurityfs = \"secfs\"\nproc = \"proc\"\nresync_interval_secs = 3600\n\
-             [denials]\nenabled = false\n[parser]\npath = \"{}\"\ncache_dir = \"cache\"\n[[source]]\npath = \"src\"\n",
-            parser.display()
-        ),
-    );
+    let (t, cfg) = no_resync_tree();
     t.write("src/a", &profile("custom.a"));
     let d = Daemon::start(t, cfg);
     d.wait_ready();
@@ -732,4 +714,19 @@ fn drift_is_put_back_while_the_source_is_unavailable() {
         d.log().contains("removed behind armord's back (custom.a); put back")
             && d.kernel().contains("custom.a (enforce)")
     });
+}
+
+/// A tree whose daemon never resyncs within a test (an hour).
+fn no_resync_tree() -> (Tree, PathBuf) {
+    let t = Tree::new();
+    let parser = t.fake_parser();
+    let cfg = t.write(
+        "armord.toml",
+        &format!(
+            "state_dir = \"state\"\nsecurityfs = \"secfs\"\nproc = \"proc\"\nresync_interval_secs = 3600\n\
+             [denials]\nenabled = false\n[parser]\npath = \"{}\"\ncache_dir = \"cache\"\n[[source]]\npath = \"src\"\n",
+            parser.display()
+        ),
+    );
+    (t, cfg)
 }
