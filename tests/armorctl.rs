@@ -2,6 +2,7 @@
 
 mod common;
 use common::*;
+use std::process::Command;
 
 /// The same entry as any local user can write it (`logger --journald`):
 /// every field it likes, journald's own fields its own.
@@ -301,6 +302,14 @@ fn entries_any_user_can_write_are_never_denials_nor_suggestions() {
             "{args:?}: {s}"
         );
     }
+    // Followed, journalctl gives every entry (the stand-in applies no
+    // matches then): the check of each entry is what keeps the forged out.
+    let out = Command::new("timeout")
+        .args(["1", ARMORCTL, "--config", cfg, "denials", "--follow"])
+        .output()
+        .unwrap();
+    let s = text(&out);
+    assert!(s.contains("/etc/real") && !s.contains("forged-by-nobody"), "{s}");
     if real_parser().is_none() {
         return;
     }
@@ -314,6 +323,8 @@ fn entries_any_user_can_write_are_never_denials_nor_suggestions() {
     let out = run(ARMORCTL, &["--config", cfg, "suggest", "custom.upw"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "  /etc/real r,\n");
+    let out = run(ARMORCTL, &["--config", cfg, "suggest", "--spec", "custom.upw"]);
+    assert!(!text(&out).contains("forged-by-nobody"), "{}", text(&out));
 }
 
 /// journalctl writes a field with unprintable bytes (a process may name

@@ -382,3 +382,20 @@ fn entry_fields_of_every_shape_journalctl_writes() {
     assert!(parse_entry(r#"{"__CURSOR":null}"#).is_none());
     assert!(parse_entry("not json").is_none());
 }
+
+/// An entry any process can write (the journal's native protocol, syslog,
+/// stdout) is never an AppArmor record, whatever its MESSAGE says: only the
+/// audit and kernel transports, which journald sets, count.
+#[test]
+fn only_the_kernels_transports_carry_records() {
+    let msg = r#"apparmor=\"DENIED\" operation=\"open\" profile=\"custom.a\" name=\"/etc/forged\" pid=1 comm=\"x\" requested_mask=\"r\" denied_mask=\"r\""#;
+    for transport in ["journal", "syslog", "stdout", "driver", ""] {
+        let line = format!(
+            r#"{{"__CURSOR":"c","_TRANSPORT":"{transport}","_AUDIT_TYPE":"1400","MESSAGE":"audit: type=1400 audit(1.2:3): {msg}"}}"#
+        );
+        let e = parse_entry(&line).unwrap();
+        assert!(matches!(classify(&e), Classified::Other), "{transport}");
+    }
+    let line = format!(r#"{{"__CURSOR":"c","_TRANSPORT":"kernel","MESSAGE":"audit: type=1400 audit(1.2:3): {msg}"}}"#);
+    assert!(matches!(classify(&parse_entry(&line).unwrap()), Classified::Event(_)));
+}
