@@ -83,6 +83,26 @@ fn unpredictable() -> String {
     format!("{}.{:016x}", std::process::id(), h.finish())
 }
 
+/// Who, besides root and the user armord runs as, can write a directory
+/// with metadata `m` (`None`: no one): its owner, every user, or a group
+/// other than root's. With `sticky_ok`, a writable directory with the
+/// sticky bit counts as safe (no one replaces what they do not own there).
+pub fn writable_by_others(m: &std::fs::Metadata, sticky_ok: bool) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    let mode = m.mode();
+    let sticky = sticky_ok && mode & 0o1000 != 0;
+    if m.uid() != 0 && m.uid() != me {
+        Some(format!("its owner, uid {}", m.uid()))
+    } else if mode & 0o002 != 0 && !sticky {
+        Some("every user".to_owned())
+    } else if m.gid() != 0 && mode & 0o020 != 0 && !sticky {
+        Some(format!("group {}", m.gid()))
+    } else {
+        None
+    }
+}
+
 /// A new private directory (mode 0700) in the temporary directory, named
 /// `PREFIX-PID.RANDOM` and made with a plain mkdir: a name another user
 /// planted there (a symlink into root's files) is never used.
@@ -340,16 +360,15 @@ impl StateDir {
             .mode(0o700)
             .create(&store)
             .map_err(io_err(&store))?;
-        if let Ok(m) = std::fs::metadata(&self.dir) {
-            let me = nix::unistd::geteuid().as_raw();
-            if m.mode() & 0o022 != 0 || m.uid() != me {
-                log::warn!(
-                    "state directory {} is writable by others or owned by another user (mode {:o}, owner {}): whoever can write it can change what armord loads; make it owned by uid {me}, mode 0700",
-                    crate::escape::path(&self.dir),
-                    m.mode() & 0o7777,
-                    m.uid()
-                );
-            }
+        if let Ok(m) = std::fs::metadata(&self.dir)
+            && let Some(who) = writable_by_others(&m, false)
+        {
+            log::warn!(
+                "state directory {} can be written by {who} (mode {:o}): whoever can write it can change what armord loads; make it owned by uid {}, mode 0700",
+                crate::escape::path(&self.dir),
+                m.mode() & 0o7777,
+                nix::unistd::geteuid().as_raw()
+            );
         }
         let probe = self.dir.join(".armord-write-probe");
         let (probe, _) = create_temp(&probe).map_err(io_err(&self.dir))?;

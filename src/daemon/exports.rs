@@ -128,7 +128,6 @@ pub fn prometheus_text(published: &Published, counters: &Counters, m: &Metrics) 
 pub fn shared_directory(path: &std::path::Path) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let dir = path.parent()?;
-    let me = nix::unistd::geteuid().as_raw();
     // The directory as it resolves now, or the nearest that exists.
     let mut existing = dir.to_path_buf();
     let resolved = loop {
@@ -143,24 +142,13 @@ pub fn shared_directory(path: &std::path::Path) -> Option<String> {
     let mut first = true;
     for d in resolved.ancestors() {
         let Ok(m) = std::fs::symlink_metadata(d) else { continue };
-        let mode = m.mode();
-        let sticky = mode & 0o1000 != 0 && !first;
-        let who = if m.uid() != 0 && m.uid() != me {
-            Some(format!("its owner, uid {}", m.uid()))
-        } else if mode & 0o002 != 0 && !sticky {
-            Some("every user".to_owned())
-        } else if m.gid() != 0 && mode & 0o020 != 0 && !sticky {
-            Some(format!("group {}", m.gid()))
-        } else {
-            None
-        };
-        if let Some(who) = who {
+        if let Some(who) = crate::state::writable_by_others(&m, !first) {
             return Some(format!(
                 "{}: the directory {} can be written by {who} (mode {:o}), who could replace or redirect armord's file there; \
                  not written (set exports.shared_directory = true to write there anyway)",
                 crate::escape::path(path),
                 crate::escape::path(d),
-                mode & 0o7777
+                m.mode() & 0o7777
             ));
         }
         first = false;
