@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod dbus;
 pub mod escape;
 pub mod failpoint;
+pub mod human;
 pub mod journal;
 pub mod kaudit;
 pub mod logging;

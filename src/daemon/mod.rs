@@ -145,7 +145,7 @@ pub fn log_report(what: &str, r: &Report, known: &mut std::collections::HashSet<
             log::info!(profile = name.as_str(), action = verb; "{verb} profile {name}");
         }
     }
-    for (name, pids) in &r.deferred {
+    for crate::reconcile::Deferred { name, pids } in &r.deferred {
         log::info!(profile = name.as_str(); "removal of {name} deferred: it still confines pids {pids:?}");
     }
     let mut current = std::collections::HashSet::with_capacity(r.problems.len());
@@ -271,7 +271,7 @@ pub fn print_report(r: &Report) {
             out.push_str(&format!("{verb}: {}\n", names.join(" ")));
         }
     }
-    for (name, pids) in &r.deferred {
+    for crate::reconcile::Deferred { name, pids } in &r.deferred {
         let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
         out.push_str(&format!(
             "deferred: {} (still confines pid {})\n",

@@ -384,7 +384,7 @@ impl Service {
             .chain(&report.restored)
             .map(|n| (n.as_str(), "loaded"))
             .chain(report.removed.iter().map(|n| (n.as_str(), "removed")))
-            .chain(report.deferred.iter().map(|(n, _)| (n.as_str(), "deferred")));
+            .chain(report.deferred.iter().map(|d| (d.name.as_str(), "deferred")));
         for (name, state) in changes {
             let _ = Armord::profile_changed(&e, name, state).await;
         }

@@ -81,7 +81,7 @@ fn now_usec() -> u64 {
 
 /// What D-Bus publishes for a reconcile's outcome.
 pub fn published_from(rec: &Reconciler, report: &Report, status: &Status) -> Published {
-    let deferred: HashSet<&str> = report.deferred.iter().map(|(n, _)| n.as_str()).collect();
+    let deferred: HashSet<&str> = report.deferred.iter().map(|d| d.name.as_str()).collect();
     let held: std::collections::HashMap<&str, &crate::reconcile::Held> = report
         .held
         .iter()

@@ -7,7 +7,7 @@
 //! tests) are modes and attachments read from a scan of the text, and then
 //! only when the scan and the parser's `--names` agree on the profiles.
 
-use super::plan::bad_name;
+use super::names::bad_name;
 use crate::apparmor::{CompiledMode, CompiledProfile, Globs, Outside, dfa_within, name_within};
 use crate::config::ForcedMode;
 

@@ -114,10 +114,10 @@ impl Engine<'_> {
             recheck_in: plan.recheck_in,
             ..Default::default()
         };
-        for (name, file, source) in &plan.relocations {
-            if let Some(o) = manifest.profiles.get_mut(name) {
-                o.file = file.clone();
-                o.source = source.clone();
+        for r in &plan.relocations {
+            if let Some(o) = manifest.profiles.get_mut(&r.name) {
+                o.file = r.file.clone();
+                o.source = r.source.clone();
             }
         }
 

@@ -21,14 +21,16 @@ mod carry;
 mod desired;
 mod engine;
 mod hash;
+mod names;
 mod plan;
 mod signed;
 mod still;
 mod validate;
 
+pub use names::{RESERVED_NAMES, RUNTIME_NAMES, RUNTIME_PREFIXES, bad_name};
 pub use plan::{
-    Desired, DesiredFile, Held, HeldWhy, LoadAction, LoadKind, Plan, Policy, Problem, ProblemKind, Quiet,
-    RESERVED_NAMES, RemovalRules, Verdict, human, plan,
+    Deferred, Desired, DesiredFile, Held, HeldWhy, LoadAction, LoadKind, Plan, Policy, Problem, ProblemKind, Quiet,
+    Relocation, RemovalRules, Verdict, plan,
 };
 
 use crate::apparmor::{
@@ -73,7 +75,7 @@ pub struct Report {
     pub replaced: Vec<String>,
     pub restored: Vec<String>,
     pub removed: Vec<String>,
-    pub deferred: Vec<(String, Vec<u32>)>,
+    pub deferred: Vec<Deferred>,
     pub unchanged: usize,
     pub held: Vec<Held>,
     pub problems: Vec<Problem>,

@@ -3,17 +3,16 @@
 //! bring the kernel in step. Every rule that never bends lives here.
 
 use super::hash::{FxMap, FxSet};
+use super::names::refusal;
 use crate::apparmor::Diagnostic;
 use crate::config::RemoveInUse;
+use crate::human;
 use crate::source::Unavailable;
 use crate::state::{Manifest, Owned};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// Names no source may define.
-pub const RESERVED_NAMES: &[&str] = &["unconfined"];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "verdict")]
@@ -187,11 +186,28 @@ pub enum HeldWhy {
     MassRemoval,
 }
 
+/// A removal put off while a profile confines processes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Deferred {
+    pub name: String,
+    /// The processes it still confines.
+    pub pids: Vec<u32>,
+}
+
+/// An unchanged profile whose file or source moved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Relocation {
+    pub name: String,
+    pub file: PathBuf,
+    pub source: PathBuf,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Plan {
     pub loads: Vec<LoadAction>,
     pub removes: Vec<String>,
-    pub defers: Vec<(String, Vec<u32>)>,
+    /// Wanted gone, but still confining processes (`remove_in_use = "defer"`).
+    pub defers: Vec<Deferred>,
     /// Owned, unchanged and loaded.
     pub keeps: Vec<String>,
     /// Owned, not defined by a good file right now, but kept loaded.
@@ -199,7 +215,7 @@ pub struct Plan {
     /// Owned and wanted gone, but already gone from the kernel.
     pub forgets: Vec<String>,
     /// Unchanged profiles whose file or source moved: manifest updates only.
-    pub relocations: Vec<(String, PathBuf, PathBuf)>,
+    pub relocations: Vec<Relocation>,
     pub problems: Vec<Problem>,
     /// Removals are held until a source settles: plan again after this long.
     pub recheck_in: Option<Duration>,
@@ -211,66 +227,10 @@ impl Plan {
     }
 }
 
-/// Profiles the container runtimes load themselves: a source must not
-/// define them (the runtime would replace armord's version, and armord would
-/// put its own back) unless `takeover = true`.
-pub const RUNTIME_NAMES: &[&str] = &["docker-default", "cri-containerd.apparmor.d", "crio-default"];
-/// Podman/CRI-O's versioned default profiles.
-pub const RUNTIME_PREFIXES: &[&str] = &["containers-default-"];
-
-/// The longest profile name armord loads, in bytes.
-pub const MAX_NAME_BYTES: usize = 1024;
-
-/// Why a name cannot be a profile armord loads, whatever the prefix.
-pub fn bad_name(name: &str) -> Option<String> {
-    let shown = || -> String { name.chars().take(64).flat_map(char::escape_debug).collect() };
-    if name.is_empty() {
-        return Some("a profile has an empty name".into());
-    }
-    if name.len() > MAX_NAME_BYTES {
-        return Some(format!(
-            "profile `{}…` has a name of {} bytes, over the limit of {MAX_NAME_BYTES}",
-            shown(),
-            name.len()
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return Some(format!(
-            "profile `{}` has a control character (newline, tab, …) in its name",
-            shown()
-        ));
-    }
-    if name.starts_with(':') {
-        return Some(format!(
-            "profile `{}` names a policy namespace; armord loads into the root namespace only",
-            shown()
-        ));
-    }
-    None
-}
-
-fn refusal(policy: &Policy, name: &str) -> Option<String> {
-    if let Some(why) = bad_name(name) {
-        return Some(why);
-    }
-    if RESERVED_NAMES.contains(&name) {
-        return Some(format!("profile `{name}` uses a reserved name"));
-    }
-    if !policy.takeover && (RUNTIME_NAMES.contains(&name) || RUNTIME_PREFIXES.iter().any(|p| name.starts_with(p))) {
-        return Some(format!(
-            "profile `{name}` belongs to a container runtime, which loads it itself (set takeover = true to manage it)"
-        ));
-    }
-    if !name.starts_with(policy.prefix) {
-        return Some(format!(
-            "profile `{name}` does not start with the required prefix `{}`",
-            policy.prefix
-        ));
-    }
-    None
-}
-
 /// Compute the actions. Pure: no I/O.
+///
+/// One function per phase, in order; each says which rule of the design it
+/// keeps.
 pub fn plan(
     desired: &Desired,
     manifest: &Manifest,
@@ -279,116 +239,186 @@ pub fn plan(
     policy: &Policy,
 ) -> Plan {
     let mut out = Plan::default();
-    // Hashed views of the kernel's and the manifest's names: a plan looks
-    // each name up several times, and a search of a thousand-entry ordered
-    // map compares dozens of names that share their prefix.
-    let in_kernel: FxSet<&str> = kernel.keys().map(String::as_str).collect();
-    let owner: FxMap<&str, &Owned> = manifest.profiles.iter().map(|(n, o)| (n.as_str(), o)).collect();
+    let view = View::new(desired, manifest, kernel);
+    let definers = index_definers(desired);
+    let (blocked, accepted) = classify(&view, &definers, policy, &mut out.problems);
+    let wanted = loads_and_keeps(&view, &accepted, policy, &mut out);
+    let protection = protected_names(desired, &blocked);
+    report_unavailable(desired, &mut out.problems);
+    let (candidates, restores) = holds(&view, &wanted, &blocked, &protection, &mut out);
+    out.recheck_in = gate_removals(&view, candidates, in_use, policy, &mut out);
+    push_restores(restores, &mut out);
+    out
+}
 
-    // Which valid files define each name: the first two are enough to tell
-    // a conflict and name the other file.
-    let mut definers: FxMap<&str, [usize; 2]> =
-        FxMap::with_capacity_and_hasher(desired.files.len(), Default::default());
-    for (i, f) in desired.files.iter().enumerate() {
-        if let Verdict::Valid { names } = &f.verdict {
-            for n in names {
-                definers
-                    .entry(n.as_str())
-                    .and_modify(|d| {
-                        if d[1] == usize::MAX {
-                            d[1] = i;
-                        }
-                    })
-                    .or_insert([i, usize::MAX]);
-            }
+/// Hashed views of the inputs: a plan looks each name up several times,
+/// and a search of a thousand-entry ordered map compares dozens of names
+/// that share their prefix.
+struct View<'a> {
+    desired: &'a Desired,
+    manifest: &'a Manifest,
+    in_kernel: FxSet<&'a str>,
+    owner: FxMap<&'a str, &'a Owned>,
+}
+
+impl<'a> View<'a> {
+    fn new(desired: &'a Desired, manifest: &'a Manifest, kernel: &'a BTreeMap<String, String>) -> Self {
+        View {
+            desired,
+            manifest,
+            in_kernel: kernel.keys().map(String::as_str).collect(),
+            owner: manifest.profiles.iter().map(|(n, o)| (n.as_str(), o)).collect(),
         }
     }
 
-    // Files that will not be loaded; what they owned stays as it is.
-    // Paths by their bytes: a `Path` compares and hashes component by
-    // component.
-    let mut blocked: FxSet<&[u8]> = FxSet::default();
-    let mut accepted: Vec<usize> = Vec::new();
+    fn loaded(&self, name: &str) -> bool {
+        self.in_kernel.contains(name)
+    }
+}
+
+/// The first two valid files that define a name: enough to tell a conflict
+/// and name the other file.
+#[derive(Debug, Clone, Copy)]
+struct Definers {
+    first: usize,
+    second: Option<usize>,
+}
+
+impl Definers {
+    /// The other file than `i`, when two define the name.
+    fn other_than(self, i: usize) -> Option<usize> {
+        let second = self.second?;
+        Some(if self.first == i { second } else { self.first })
+    }
+}
+
+/// Phase 1, who defines what: index each name to the valid files defining
+/// it (rule: one name, one file; a conflict loads neither).
+fn index_definers(desired: &Desired) -> FxMap<&str, Definers> {
+    let mut definers: FxMap<&str, Definers> = FxMap::with_capacity_and_hasher(desired.files.len(), Default::default());
     for (i, f) in desired.files.iter().enumerate() {
-        let names = match &f.verdict {
-            Verdict::Valid { names } => names,
-            Verdict::Invalid { diagnostics } => {
-                blocked.insert(bytes(&f.path));
-                if diagnostics.is_empty() {
-                    out.problems.push(Problem::new(
-                        ProblemKind::Invalid,
-                        f.path.clone(),
-                        "rejected by apparmor_parser",
-                    ));
-                }
-                for d in diagnostics {
-                    out.problems
-                        .push(Problem::from_diagnostic(ProblemKind::Invalid, &f.path, d));
-                }
-                continue;
-            }
-            Verdict::Refused { reason } => {
-                blocked.insert(bytes(&f.path));
-                out.problems
-                    .push(Problem::new(ProblemKind::Refused, f.path.clone(), reason.clone()));
-                continue;
-            }
+        let Verdict::Valid { names } = &f.verdict else {
+            continue;
         };
-        let mut problem = None;
-        if names.is_empty() {
-            problem = Some((ProblemKind::Refused, "holds no profile".to_owned()));
-        }
         for n in names {
-            if problem.is_some() {
-                break;
-            }
-            if let Some(reason) = refusal(policy, n) {
-                problem = Some((ProblemKind::Refused, reason));
-            } else if let Some(others) = definers.get(n.as_str()).filter(|d| d[1] != usize::MAX) {
-                let other = others
-                    .iter()
-                    .find(|&&j| j != i)
-                    .map(|&j| crate::escape::path(&desired.files[j].path))
-                    .unwrap_or_default();
-                problem = Some((
-                    ProblemKind::Conflict,
-                    format!("profile `{n}` is also defined in {other}"),
-                ));
-            } else if in_kernel.contains(n.as_str()) && !owner.contains_key(n.as_str()) && !policy.takeover {
-                problem = Some((
-                    ProblemKind::Conflict,
-                    format!(
-                        "profile `{n}` is already loaded and armord does not own it (set takeover = true to manage it)"
-                    ),
-                ));
-            }
+            definers
+                .entry(n.as_str())
+                .and_modify(|d| {
+                    d.second.get_or_insert(i);
+                })
+                .or_insert(Definers { first: i, second: None });
         }
-        match problem {
+    }
+    definers
+}
+
+/// Files that will not be loaded, by the bytes of their path (a `Path`
+/// compares and hashes component by component): what they owned stays as
+/// it is.
+type Blocked<'a> = FxSet<&'a [u8]>;
+
+/// Phase 2, classify each file: invalid and refused files, and valid files
+/// that break a name rule, conflict with another file or would take over a
+/// profile armord does not own, are blocked with a problem naming the file;
+/// the rest are accepted, by index (rule: a bad file never unloads or
+/// downgrades anything).
+fn classify<'a>(
+    view: &View<'a>,
+    definers: &FxMap<&str, Definers>,
+    policy: &Policy,
+    problems: &mut Vec<Problem>,
+) -> (Blocked<'a>, Vec<usize>) {
+    let mut blocked = Blocked::default();
+    let mut accepted = Vec::new();
+    for (i, f) in view.desired.files.iter().enumerate() {
+        let found = match &f.verdict {
+            Verdict::Valid { names } => valid_file_problem(view, definers, policy, i, names),
+            Verdict::Invalid { diagnostics } if diagnostics.is_empty() => {
+                Some((ProblemKind::Invalid, "rejected by apparmor_parser".to_owned()))
+            }
+            Verdict::Invalid { diagnostics } => {
+                problems.extend(
+                    diagnostics
+                        .iter()
+                        .map(|d| Problem::from_diagnostic(ProblemKind::Invalid, &f.path, d)),
+                );
+                blocked.insert(bytes(&f.path));
+                continue;
+            }
+            Verdict::Refused { reason } => Some((ProblemKind::Refused, reason.clone())),
+        };
+        match found {
             Some((kind, message)) => {
                 blocked.insert(bytes(&f.path));
-                out.problems.push(Problem::new(kind, f.path.clone(), message));
+                problems.push(Problem::new(kind, f.path.clone(), message));
             }
             None => accepted.push(i),
         }
     }
+    (blocked, accepted)
+}
 
+/// Why valid file `i` with these names is not loaded, if it is not.
+fn valid_file_problem(
+    view: &View,
+    definers: &FxMap<&str, Definers>,
+    policy: &Policy,
+    i: usize,
+    names: &[String],
+) -> Option<(ProblemKind, String)> {
+    if names.is_empty() {
+        return Some((ProblemKind::Refused, "holds no profile".to_owned()));
+    }
+    names.iter().find_map(|n| {
+        if let Some(reason) = refusal(n, policy.prefix, policy.takeover) {
+            Some((ProblemKind::Refused, reason))
+        } else if let Some(j) = definers.get(n.as_str()).and_then(|d| d.other_than(i)) {
+            let other = crate::escape::path(&view.desired.files[j].path);
+            Some((
+                ProblemKind::Conflict,
+                format!("profile `{n}` is also defined in {other}"),
+            ))
+        } else if view.loaded(n) && !view.owner.contains_key(n.as_str()) && !policy.takeover {
+            Some((
+                ProblemKind::Conflict,
+                format!(
+                    "profile `{n}` is already loaded and armord does not own it (set takeover = true to manage it)"
+                ),
+            ))
+        } else {
+            None
+        }
+    })
+}
+
+/// Phase 3, loads, keeps and relocations: every accepted file is loaded
+/// when new, changed or forced into another mode, restored when it is
+/// unchanged but missing from the kernel (drift), and kept otherwise, with
+/// the manifest following a file or source that moved (rule: an unchanged
+/// profile is never reloaded). Returns the names the accepted files want.
+fn loads_and_keeps<'a>(view: &View<'a>, accepted: &[usize], policy: &Policy, out: &mut Plan) -> FxSet<&'a str> {
+    let desired = view.desired;
     let mut wanted: FxSet<&str> = FxSet::with_capacity_and_hasher(desired.files.len(), Default::default());
-    for &i in &accepted {
+    for &i in accepted {
         let f = &desired.files[i];
         let Verdict::Valid { names } = &f.verdict else {
             continue;
         };
         wanted.extend(names.iter().map(String::as_str));
-        let owned = || names.iter().map(|n| owner.get(n.as_str()).copied());
+        let owned = || names.iter().map(|n| view.owner.get(n.as_str()).copied());
         let unchanged = owned().all(|o| o.is_some_and(|o| o.sha256 == f.sha256 && o.complain == policy.complain));
         let kind = if unchanged {
-            if names.iter().all(|n| in_kernel.contains(n.as_str())) {
+            if names.iter().all(|n| view.loaded(n)) {
                 for (n, o) in names.iter().zip(owned()) {
                     out.keeps.push(n.clone());
                     if let Some(o) = o
                         && (bytes(&o.file) != bytes(&f.path) || bytes(&o.source) != bytes(&f.source))
                     {
-                        out.relocations.push((n.clone(), f.path.clone(), f.source.clone()));
+                        out.relocations.push(Relocation {
+                            name: n.clone(),
+                            file: f.path.clone(),
+                            source: f.source.clone(),
+                        });
                     }
                 }
                 continue;
@@ -407,64 +437,109 @@ pub fn plan(
             kind,
         });
     }
+    wanted
+}
 
-    // Names that files which will not be loaded may define: a file whose
-    // names cannot be read still protects them. A blocked valid file
-    // defines its names; an invalid or refused one what a lexical scan
-    // finds; one where the scan finds nothing may define anything.
-    let mut protected: FxSet<&str> = FxSet::default();
-    let mut protects_all: BTreeSet<&PathBuf> = BTreeSet::new();
+/// What blocked files may define.
+struct Protection<'a> {
+    /// Names some blocked file may define.
+    names: FxSet<&'a str>,
+    /// Sources with a blocked file whose names cannot be read: it may define
+    /// any profile of its source.
+    whole_sources: BTreeSet<&'a PathBuf>,
+}
+
+/// Phase 4, protected names: a blocked valid file protects its names, an
+/// invalid or refused one what a lexical scan finds, and one where the scan
+/// finds nothing every profile of its source (rule: a file whose names
+/// cannot be read still protects them).
+fn protected_names<'a>(desired: &'a Desired, blocked: &Blocked) -> Protection<'a> {
+    let mut p = Protection {
+        names: FxSet::default(),
+        whole_sources: BTreeSet::new(),
+    };
     for f in desired.files.iter().filter(|f| blocked.contains(bytes(&f.path))) {
         match (&f.verdict, desired.may_define.get(&f.path)) {
-            (Verdict::Valid { names }, _) => protected.extend(names.iter().map(String::as_str)),
-            (_, Some(names)) if !names.is_empty() => protected.extend(names.iter().map(String::as_str)),
+            (Verdict::Valid { names }, _) => p.names.extend(names.iter().map(String::as_str)),
+            (_, Some(names)) if !names.is_empty() => p.names.extend(names.iter().map(String::as_str)),
             _ => {
-                protects_all.insert(&f.source);
+                p.whole_sources.insert(&f.source);
             }
         }
     }
-    let mut candidates: BTreeMap<&PathBuf, Vec<(&str, &Owned)>> = BTreeMap::new();
-    let mut owned_in: FxMap<&[u8], usize> = FxMap::default();
-    for o in manifest.profiles.values() {
-        *owned_in.entry(bytes(&o.source)).or_default() += 1;
+    p
+}
+
+/// A problem for each unavailable source (rule: missing is not empty).
+fn report_unavailable(desired: &Desired, problems: &mut Vec<Problem>) {
+    problems.extend(
+        desired
+            .unavailable
+            .iter()
+            .map(|u| Problem::new(ProblemKind::Unavailable, u.path.clone(), format!("source {}", u.reason))),
+    );
+}
+
+/// Owned profiles that may go, by source.
+type Candidates<'a> = BTreeMap<&'a PathBuf, Vec<(&'a str, &'a Owned)>>;
+/// Held profiles missing from the kernel, by content: restored as they were.
+type Restores<'a> = BTreeMap<&'a str, (&'a Owned, Vec<String>)>;
+
+/// Why an owned profile no accepted file defines must stay, before any
+/// removal rule is asked.
+fn hold_reason(
+    view: &View,
+    blocked: &Blocked,
+    protection: &Protection,
+    unavailable: &BTreeSet<&PathBuf>,
+    name: &str,
+    o: &Owned,
+) -> Option<(&'static str, HeldWhy)> {
+    if blocked.contains(bytes(&o.file)) {
+        Some((
+            "its file is not valid; the last good version stays loaded",
+            HeldWhy::Protected,
+        ))
+    } else if protection.names.contains(name) {
+        Some((
+            "a file that is not valid may define it; the last good version stays loaded",
+            HeldWhy::Protected,
+        ))
+    } else if protection.whole_sources.contains(&o.source) {
+        Some((
+            "a file of its source cannot be read for names and may define it; the last good version stays loaded",
+            HeldWhy::Protected,
+        ))
+    } else if unavailable.contains(&o.source) {
+        Some(("its source is unavailable; missing is not empty", HeldWhy::Source))
+    } else if !view.desired.configured.contains(&o.source) {
+        Some(("its source is no longer configured", HeldWhy::Source))
+    } else {
+        None
     }
-    let unavailable: BTreeSet<&PathBuf> = desired.unavailable.iter().map(|u| &u.path).collect();
-    for u in &desired.unavailable {
-        out.problems.push(Problem::new(
-            ProblemKind::Unavailable,
-            u.path.clone(),
-            format!("source {}", u.reason),
-        ));
-    }
-    let mut restores: BTreeMap<&str, (&Owned, Vec<String>)> = BTreeMap::new();
-    for (name, o) in &manifest.profiles {
+}
+
+/// Phase 5, holds: an owned profile no accepted file defines stays loaded
+/// while a blocked file may define it or its source is unavailable or no
+/// longer configured; one of those gone from the kernel is restored; one
+/// gone and not held is forgotten; the rest are removal candidates (rule:
+/// never unload a good profile).
+fn holds<'a>(
+    view: &View<'a>,
+    wanted: &FxSet<&str>,
+    blocked: &Blocked,
+    protection: &Protection,
+    out: &mut Plan,
+) -> (Candidates<'a>, Restores<'a>) {
+    let unavailable: BTreeSet<&PathBuf> = view.desired.unavailable.iter().map(|u| &u.path).collect();
+    let mut candidates = Candidates::new();
+    let mut restores = Restores::new();
+    for (name, o) in &view.manifest.profiles {
         if wanted.contains(name.as_str()) {
             continue;
         }
-        let hold = if blocked.contains(bytes(&o.file)) {
-            Some((
-                "its file is not valid; the last good version stays loaded",
-                HeldWhy::Protected,
-            ))
-        } else if protected.contains(name.as_str()) {
-            Some((
-                "a file that is not valid may define it; the last good version stays loaded",
-                HeldWhy::Protected,
-            ))
-        } else if protects_all.contains(&o.source) {
-            Some((
-                "a file of its source cannot be read for names and may define it; the last good version stays loaded",
-                HeldWhy::Protected,
-            ))
-        } else if unavailable.contains(&o.source) {
-            Some(("its source is unavailable; missing is not empty", HeldWhy::Source))
-        } else if !desired.configured.contains(&o.source) {
-            Some(("its source is no longer configured", HeldWhy::Source))
-        } else {
-            None
-        };
-        if let Some((reason, why)) = hold {
-            if in_kernel.contains(name.as_str()) {
+        if let Some((reason, why)) = hold_reason(view, blocked, protection, &unavailable, name, o) {
+            if view.loaded(name) {
                 out.held.push(Held {
                     name: name.clone(),
                     file: o.file.clone(),
@@ -472,58 +547,47 @@ pub fn plan(
                     why,
                 });
             } else if !o.sha256.is_empty() {
-                // Drift on a held profile: bring back the last good version.
                 restores
                     .entry(o.sha256.as_str())
                     .or_insert_with(|| (o, Vec::new()))
                     .1
                     .push(name.clone());
             }
-            continue;
-        }
-        if !in_kernel.contains(name.as_str()) {
+        } else if !view.loaded(name) {
             out.forgets.push(name.clone());
         } else {
             candidates.entry(&o.source).or_default().push((name.as_str(), o));
         }
     }
-    // Removals, per source: only after two reads agreed and the source stood
-    // still for the settling time; a mass removal after the longer one.
-    let rules = policy.removal;
+    (candidates, restores)
+}
+
+/// Phase 6, removal gating, per source: a removal waits until two reads
+/// agreed and the source stood still for the settling time, a mass removal
+/// for the longer one unless the operator allowed it, and a profile that
+/// confines processes is deferred when so configured (rules: an empty read
+/// is not a deletion; a removal never kills a workload). Returns when to
+/// plan again for the holds.
+fn gate_removals(
+    view: &View,
+    candidates: Candidates,
+    in_use: &BTreeMap<String, Vec<u32>>,
+    policy: &Policy,
+    out: &mut Plan,
+) -> Option<Duration> {
+    let mut owned_in: FxMap<&[u8], usize> = FxMap::default();
+    for o in view.manifest.profiles.values() {
+        *owned_in.entry(bytes(&o.source)).or_default() += 1;
+    }
     let mut recheck: Option<Duration> = None;
-    let mut wait = |d: Duration| recheck = Some(recheck.map_or(d, |r| r.min(d)));
     for (src, names) in candidates {
-        let q = desired.quiet.get(src).copied().unwrap_or(Quiet {
-            quiet: Duration::ZERO,
-            confirmed: false,
-        });
         let owned = owned_in.get(bytes(src)).copied().unwrap_or(0);
-        let mass = names.len() * 100 > owned * usize::from(rules.mass_percent);
-        let held = if !q.confirmed || q.quiet < rules.settle {
-            wait(rules.settle.saturating_sub(q.quiet));
-            Some((
-                format!(
-                    "removal waits until the source has stood still for {} and two reads agree",
-                    human(rules.settle)
-                ),
-                HeldWhy::Settling,
-            ))
-        } else if mass && !desired.allow_mass.contains(src) && q.quiet < rules.mass_settle {
-            wait(rules.mass_settle.saturating_sub(q.quiet));
-            Some((
-                format!(
-                    "mass removal held: {} of the {owned} profiles of {} would go; held until the source has stood still for {} (`armorctl sync --allow-mass-removal` removes them now)",
-                    names.len(),
-                    crate::escape::path(src),
-                    human(rules.mass_settle)
-                ),
-                HeldWhy::MassRemoval,
-            ))
-        } else {
-            None
-        };
+        let held = removal_hold(view.desired, policy.removal, src, names.len(), owned);
+        if let Some((_, _, wait)) = &held {
+            recheck = Some(recheck.map_or(*wait, |r| r.min(*wait)));
+        }
         for (name, o) in names {
-            if let Some((reason, why)) = &held {
+            if let Some((reason, why, _)) = &held {
                 out.held.push(Held {
                     name: name.to_owned(),
                     file: o.file.clone(),
@@ -534,13 +598,60 @@ pub fn plan(
                 .get(name)
                 .filter(|p| !p.is_empty() && policy.remove_in_use == RemoveInUse::Defer)
             {
-                out.defers.push((name.to_owned(), pids.clone()));
+                out.defers.push(Deferred {
+                    name: name.to_owned(),
+                    pids: pids.clone(),
+                });
             } else {
                 out.removes.push(name.to_owned());
             }
         }
     }
-    out.recheck_in = recheck;
+    recheck
+}
+
+/// Why `going` of the `owned` profiles of `src` may not go yet, and how
+/// long until they may.
+fn removal_hold(
+    desired: &Desired,
+    rules: RemovalRules,
+    src: &PathBuf,
+    going: usize,
+    owned: usize,
+) -> Option<(String, HeldWhy, Duration)> {
+    let q = desired.quiet.get(src).copied().unwrap_or(Quiet {
+        quiet: Duration::ZERO,
+        confirmed: false,
+    });
+    let mass = going * 100 > owned * usize::from(rules.mass_percent);
+    if !q.confirmed || q.quiet < rules.settle {
+        Some((
+            format!(
+                "removal waits until the source has stood still for {} and two reads agree",
+                human::duration(rules.settle)
+            ),
+            HeldWhy::Settling,
+            rules.settle.saturating_sub(q.quiet),
+        ))
+    } else if mass && !desired.allow_mass.contains(src) && q.quiet < rules.mass_settle {
+        Some((
+            format!(
+                "mass removal held: {going} of the {owned} profiles of {} would go; held until the source has stood still for {} (`armorctl sync --allow-mass-removal` removes them now)",
+                crate::escape::path(src),
+                human::duration(rules.mass_settle)
+            ),
+            HeldWhy::MassRemoval,
+            rules.mass_settle.saturating_sub(q.quiet),
+        ))
+    } else {
+        None
+    }
+}
+
+/// Phase 7, restores: held profiles gone from the kernel (drift) come back
+/// as their last good version, one load per content (rule: what was loaded
+/// stays loaded).
+fn push_restores(restores: Restores, out: &mut Plan) {
     for (sha, (o, names)) in restores {
         out.loads.push(LoadAction {
             file: o.file.clone(),
@@ -550,21 +661,8 @@ pub fn plan(
             kind: LoadKind::Restore,
         });
     }
-    out
 }
 
 fn bytes(p: &std::path::Path) -> &[u8] {
     p.as_os_str().as_encoded_bytes()
-}
-
-/// `2s`, `1.5s`, `5m`, as people read a duration.
-pub fn human(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms.is_multiple_of(60_000) && ms >= 60_000 {
-        format!("{}m", ms / 60_000)
-    } else if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{}s", d.as_secs_f64())
-    }
 }

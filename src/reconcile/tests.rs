@@ -131,7 +131,13 @@ fn plan_removes_defers_and_forgets_only_owned() {
     let in_use = [("b".to_string(), vec![42])].into();
     let p = plan(&d, &m, &kmap(&["a", "b", "docker-default"]), &in_use, &POLICY);
     assert_eq!(p.removes, ["a"]);
-    assert_eq!(p.defers, [("b".to_string(), vec![42])]);
+    assert_eq!(
+        p.defers,
+        [Deferred {
+            name: "b".to_string(),
+            pids: vec![42]
+        }]
+    );
     assert_eq!(p.forgets, ["c"]);
     let force = Policy {
         remove_in_use: RemoveInUse::Force,
@@ -226,7 +232,11 @@ fn plan_forced_complain_change_replaces_and_moves_relocate() {
     assert_eq!(p.keeps, ["a"]);
     assert_eq!(
         p.relocations,
-        [("a".to_string(), PathBuf::from("/src/new-name"), PathBuf::from("/src"))]
+        [Relocation {
+            name: "a".to_string(),
+            file: PathBuf::from("/src/new-name"),
+            source: PathBuf::from("/src")
+        }]
     );
     let c = Policy {
         complain: true,
@@ -368,7 +378,7 @@ proptest! {
         // alike that stood still for the settling time; a mass removal only
         // after the longer one or when allowed; never a name that a file
         // which will not be loaded may define.
-        let going: Vec<&String> = p.removes.iter().chain(p.defers.iter().map(|(n, _)| n)).collect();
+        let going: Vec<&String> = p.removes.iter().chain(p.defers.iter().map(|d| &d.name)).collect();
         let accepted_names: BTreeSet<&String> = p.loads.iter().flat_map(|a| &a.names).chain(&p.keeps).collect();
         for n in &going {
             let o = &m.profiles[n.as_str()];
@@ -425,7 +435,7 @@ proptest! {
         }
         // Every name is decided at most once.
         let mut seen = BTreeSet::new();
-        for n in p.removes.iter().chain(p.defers.iter().map(|(n, _)| n)).chain(&p.keeps).chain(&p.forgets) {
+        for n in p.removes.iter().chain(p.defers.iter().map(|d| &d.name)).chain(&p.keeps).chain(&p.forgets) {
             prop_assert!(seen.insert(n.clone()), "{} twice", n);
         }
     }
@@ -767,7 +777,13 @@ fn defer_in_use_until_the_process_is_gone() {
     std::fs::write(attr.join("current"), "custom.a (enforce)\n").unwrap();
     std::fs::remove_file(f.src.join("a")).unwrap();
     let rep = crate::daemon::converge(&mut r).unwrap();
-    assert_eq!(rep.deferred, [("custom.a".to_string(), vec![4242])]);
+    assert_eq!(
+        rep.deferred,
+        [Deferred {
+            name: "custom.a".to_string(),
+            pids: vec![4242]
+        }]
+    );
     assert!(rep.removed.is_empty());
     std::fs::remove_dir_all(f.dir.path().join("proc/4242")).unwrap();
     let rep = crate::daemon::converge(&mut r).unwrap();
@@ -794,7 +810,7 @@ fn reverting_to_an_earlier_version_reloads_it() {
 
 #[test]
 fn name_rules() {
-    use super::plan::bad_name;
+    use super::names::bad_name;
     assert_eq!(bad_name("custom.app"), None);
     assert_eq!(bad_name("/usr/bin/my tool"), None);
     for (name, why) in [
