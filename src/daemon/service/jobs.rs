@@ -1,0 +1,244 @@
+//! Running reconciles on the blocking pool and publishing what they did:
+//! the log, sd_notify's status, D-Bus, the exports and the retry timers.
+
+use super::{Job, Service, Trigger};
+use crate::config::Config;
+use crate::daemon::status::{Status, published_from};
+use crate::daemon::{DaemonError, log_report, open};
+use crate::dbus::{Armord, OBJECT_PATH};
+use crate::notify;
+use crate::reconcile::{ApplyError, Problem, ProblemKind, Report};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use tokio::time::Instant;
+use zbus::object_server::SignalEmitter;
+
+impl Service {
+    /// Run a job on the blocking pool, still answering SIGTERM: a stop
+    /// request lets the job finish its current step, then it ends.
+    pub(super) async fn job(&mut self, job: Job) -> Result<Report, DaemonError> {
+        let Some(mut rec) = self.rec.take() else {
+            return Ok(Report::default());
+        };
+        let cancel = rec.cancel.clone();
+        let config = rec.config.clone();
+        let mut handle = tokio::task::spawn_blocking(move || {
+            let r = match job {
+                Job::Restore => rec.restore(),
+                Job::Reconcile(named) => rec.reconcile_named(named),
+                Job::Replan => rec.replan(),
+            };
+            (rec, r)
+        });
+        let (rec, result) = loop {
+            tokio::select! {
+                done = &mut handle => match done {
+                    Ok(pair) => break pair,
+                    Err(e) if e.is_panic() => return self.recover(config, e.to_string()).await,
+                    Err(e) => return Err(DaemonError::Task(e.to_string())),
+                },
+                _ = self.signals.stop.recv() => self.begin_stop(&cancel),
+            }
+        };
+        self.rec = Some(rec);
+        // armord's own loads are not drift.
+        self.drift.settled();
+        Ok(result?)
+    }
+
+    /// A job panicked (a bug): the reconciler it held is gone. Open it
+    /// again from the state directory, as at start, and report the job as
+    /// failed, so it is retried with backoff: armord keeps serving D-Bus,
+    /// denials and the watch instead of exiting into a restart loop.
+    pub(super) async fn recover(&mut self, config: Config, why: String) -> Result<Report, DaemonError> {
+        log::error!("internal error in a reconcile ({why}); opening the state again and retrying");
+        let simulate = self.simulate;
+        let opened = tokio::task::spawn_blocking(move || open(config, simulate))
+            .await
+            .map_err(|e| DaemonError::Task(e.to_string()))?;
+        self.rec = Some(opened?);
+        Err(DaemonError::Apply(ApplyError::Internal(why)))
+    }
+
+    pub(super) fn begin_stop(&mut self, cancel: &std::sync::atomic::AtomicBool) {
+        if !self.stopping {
+            log::info!("stopping: finishing the current step; loaded profiles stay loaded");
+            notify::stopping();
+        }
+        self.stopping = true;
+        cancel.store(true, Ordering::SeqCst);
+    }
+
+    pub(super) fn note_change(&mut self) {
+        if let Some(rec) = self.rec.as_mut() {
+            rec.note_change(Instant::now().into_std());
+        }
+    }
+
+    pub(super) fn rearm(&mut self) {
+        let sources = self.rec().config.sources.clone();
+        self.watcher.arm(&sources);
+    }
+
+    pub(super) async fn reconcile(&mut self, trigger: Trigger, full: bool) -> Result<Report, DaemonError> {
+        // Re-arm first: changes made while we read are then seen again.
+        self.rearm();
+        let started = Instant::now();
+        let job = if full {
+            // What is reported from now on is for the next reconcile; only a
+            // change reconcile reads by name, every other one in full.
+            let named = self.named.replace(BTreeSet::new());
+            Job::Reconcile(named.filter(|_| trigger == Trigger::Change))
+        } else {
+            Job::Replan
+        };
+        let report = match self.job(job).await {
+            Ok(r) => r,
+            // The state dir full or read-only, the parser gone, securityfs
+            // unreadable: nothing was changed that the manifest does not
+            // record. Say so, keep running, and try again with backoff.
+            Err(DaemonError::Apply(e)) => {
+                log::error!(
+                    "reconcile ({}) failed: {e}; the kernel keeps the profiles it has",
+                    trigger.as_str()
+                );
+                Report {
+                    transient: true,
+                    problems: vec![Problem::new(ProblemKind::LoadFailed, PathBuf::new(), e.to_string())],
+                    ..Default::default()
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        if full {
+            self.metrics.reconciles += 1;
+            self.metrics.last_duration_secs = started.elapsed().as_secs_f64();
+            self.metrics.parser_failures += report
+                .problems
+                .iter()
+                .filter(|p| matches!(p.kind, ProblemKind::Invalid | ProblemKind::LoadFailed))
+                .count() as u64;
+        }
+        if (full && trigger != Trigger::Resync) || report.changed() || !report.deferred.is_empty() {
+            log_report(
+                &format!("reconcile ({})", trigger.as_str()),
+                &report,
+                &mut self.logged_problems,
+            );
+        } else {
+            log::debug!("recheck: {}", report.summary());
+        }
+        self.after(&report);
+        if full || report.changed() {
+            self.signal_report(&report).await;
+        }
+        Ok(report)
+    }
+
+    /// Tell the denial follower which profiles armord owns now.
+    pub(super) fn share_owned(&self) {
+        if let (Some(d), Some(rec)) = (&self.denials, &self.rec) {
+            let names = rec.manifest.profiles.keys().cloned().collect();
+            *d.owned.write().unwrap_or_else(|p| p.into_inner()) = names;
+        }
+    }
+
+    pub(super) fn after(&mut self, report: &Report) {
+        self.share_owned();
+        if report.transient {
+            self.retry_at = Some(Instant::now() + self.backoff);
+            log::warn!(
+                "a transient failure (parser timeout or crash, or the error above); retrying in {}s",
+                self.backoff.as_secs_f64()
+            );
+            self.backoff = (self.backoff * 2).min(self.rec().config.resync_interval());
+        } else {
+            self.retry_at = None;
+            self.backoff = super::BACKOFF_FIRST;
+        }
+        self.settle_at = report.recheck_in.map(|d| Instant::now() + d);
+        let mut status = Status::from_report(self.rec(), report);
+        status.drift_held = self
+            .drift
+            .held(Instant::now().into_std())
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        if status != self.status {
+            notify::status(&status.text());
+        }
+        self.status = status;
+        self.publish(report);
+    }
+
+    /// Update what D-Bus callers read, and the exports.
+    pub(super) fn publish(&mut self, report: &Report) {
+        let Some(rec) = &self.rec else { return };
+        let published = published_from(rec, report, &self.status);
+        crate::daemon::exports::write(&rec.config, &published, &self.counters, &self.metrics);
+        self.exported = self.counter_marks();
+        *self.published.write().unwrap_or_else(|p| p.into_inner()) = published;
+    }
+
+    pub(super) fn counter_marks(&self) -> (u64, u64, u64) {
+        let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        (c.total(), c.suppressed, c.lost)
+    }
+
+    /// Rewrite the exports when a denial counter moved since they were
+    /// written, so they are never more than one tick behind.
+    pub(super) fn refresh_exports(&mut self) {
+        let marks = self.counter_marks();
+        if marks == self.exported {
+            return;
+        }
+        if let Some(rec) = &self.rec {
+            let published = self.published.read().unwrap_or_else(|p| p.into_inner()).clone();
+            crate::daemon::exports::write(&rec.config, &published, &self.counters, &self.metrics);
+        }
+        self.exported = marks;
+    }
+
+    /// Reconcile, and while removals wait only for the source to settle,
+    /// wait and reconcile again: what `armorctl sync` answers is the
+    /// converged result.
+    pub(super) async fn converge(&mut self, trigger: Trigger) -> Result<Report, DaemonError> {
+        let mut r = self.reconcile(trigger, true).await?;
+        let settle = self.rec().config.removal_settle();
+        for _ in 0..5 {
+            match r.recheck_in {
+                Some(wait) if wait <= settle && !self.stopping => {
+                    tokio::time::sleep(wait).await;
+                    r = self.reconcile(Trigger::Settle, true).await?;
+                }
+                _ => break,
+            }
+        }
+        Ok(r)
+    }
+
+    pub(super) fn set_state(&self, state: &str) {
+        self.published.write().unwrap_or_else(|p| p.into_inner()).state = state.to_owned();
+    }
+
+    /// Emit SyncFinished and ProfileChanged for a report.
+    pub(super) async fn signal_report(&self, report: &Report) {
+        let Some(conn) = &self.bus else { return };
+        let Ok(e) = SignalEmitter::new(conn, OBJECT_PATH) else {
+            return;
+        };
+        let _ = Armord::sync_finished(&e, report.is_clean(), &report.summary()).await;
+        let changes = report
+            .loaded
+            .iter()
+            .chain(&report.replaced)
+            .chain(&report.restored)
+            .map(|n| (n.as_str(), "loaded"))
+            .chain(report.removed.iter().map(|n| (n.as_str(), "removed")))
+            .chain(report.deferred.iter().map(|d| (d.name.as_str(), "deferred")));
+        for (name, state) in changes {
+            let _ = Armord::profile_changed(&e, name, state).await;
+        }
+    }
+}
