@@ -1,5 +1,11 @@
+use super::follower::read_line_bounded;
 use super::*;
+use crate::audit::AuditId;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 fn audit_entry(i: usize, serial: u64) -> String {
     serde_json::json!({
