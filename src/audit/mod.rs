@@ -3,4 +3,4 @@
 mod parse;
 pub mod suggest;
 
-pub use parse::{AuditId, ParseError, Record, Value, loss_marker, parse, parse_bytes};
+pub use parse::{AuditId, ParseError, Record, Value, loss_marker, parse, parse_bytes, record_type};

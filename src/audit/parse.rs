@@ -311,57 +311,68 @@ fn value<'a>(key: &str, raw: &'a str, quote: Option<u8>) -> Value<'a> {
     Value::Str(Cow::Borrowed(raw))
 }
 
-/// The kind from an `APPARMOR_*` record type: its name, its number, or
-/// `UNKNOWN[NNNN]` (how auditd and ausearch print a type they have no name
-/// for).
-fn kind_of_type(t: &str) -> Option<&'static str> {
-    let t = t
-        .strip_prefix("UNKNOWN[")
-        .and_then(|n| n.strip_suffix(']'))
-        .unwrap_or(t);
-    Some(match t {
-        "APPARMOR_AUDIT" | "1501" => "AUDIT",
-        "APPARMOR_ALLOWED" | "1502" => "ALLOWED",
-        "APPARMOR_DENIED" | "1503" => "DENIED",
-        "APPARMOR_HINT" | "1504" => "HINT",
-        "APPARMOR_STATUS" | "1505" => "STATUS",
-        "APPARMOR_ERROR" | "1506" => "ERROR",
-        "APPARMOR_KILL" | "1507" => "KILLED",
-        _ => return None,
-    })
+/// The audit record types AppArmor writes (`linux/audit.h`), by number.
+pub mod record_type {
+    /// A D-Bus mediation record, written by dbus-daemon or dbus-broker.
+    pub const USER_AVC: u32 = 1107;
+    /// The kernel's AppArmor records as the audit subsystem numbers them.
+    pub const AVC: u32 = 1400;
+    pub const APPARMOR: u32 = 1500;
+    pub const APPARMOR_AUDIT: u32 = 1501;
+    pub const APPARMOR_ALLOWED: u32 = 1502;
+    pub const APPARMOR_DENIED: u32 = 1503;
+    pub const APPARMOR_HINT: u32 = 1504;
+    pub const APPARMOR_STATUS: u32 = 1505;
+    pub const APPARMOR_ERROR: u32 = 1506;
+    pub const APPARMOR_KILL: u32 = 1507;
 }
 
-/// The record types AppArmor writes, by number and auditd's name.
-const TYPE_NAMES: &[(i64, &str)] = &[
-    (1107, "USER_AVC"),
-    (1400, "AVC"),
-    (1500, "APPARMOR"),
-    (1501, "APPARMOR_AUDIT"),
-    (1502, "APPARMOR_ALLOWED"),
-    (1503, "APPARMOR_DENIED"),
-    (1504, "APPARMOR_HINT"),
-    (1505, "APPARMOR_STATUS"),
-    (1506, "APPARMOR_ERROR"),
-    (1507, "APPARMOR_KILL"),
+use record_type::*;
+
+/// Each record type: its number, auditd's name for it, and for the
+/// `APPARMOR_*` types the record kind (`apparmor=` value) it implies.
+const TYPES: &[(u32, &str, Option<&str>)] = &[
+    (USER_AVC, "USER_AVC", None),
+    (AVC, "AVC", None),
+    (APPARMOR, "APPARMOR", None),
+    (APPARMOR_AUDIT, "APPARMOR_AUDIT", Some("AUDIT")),
+    (APPARMOR_ALLOWED, "APPARMOR_ALLOWED", Some("ALLOWED")),
+    (APPARMOR_DENIED, "APPARMOR_DENIED", Some("DENIED")),
+    (APPARMOR_HINT, "APPARMOR_HINT", Some("HINT")),
+    (APPARMOR_STATUS, "APPARMOR_STATUS", Some("STATUS")),
+    (APPARMOR_ERROR, "APPARMOR_ERROR", Some("ERROR")),
+    (APPARMOR_KILL, "APPARMOR_KILL", Some("KILLED")),
 ];
 
-/// A record type as written (`AVC`, `1400`, `UNKNOWN[1503]`) → auditd's
-/// name for it and its number, where known.
-fn type_name_number(t: &str) -> (Cow<'_, str>, Option<i64>) {
+/// A record type as written (`AVC`, `1400`, `UNKNOWN[1503]`, how auditd
+/// and ausearch print a type they have no name for) → its entry in `TYPES`.
+fn known_type(t: &str) -> Option<&'static (u32, &'static str, Option<&'static str>)> {
     let bare = t
         .strip_prefix("UNKNOWN[")
         .and_then(|n| n.strip_suffix(']'))
         .unwrap_or(t);
-    if let Ok(n) = bare.parse::<i64>() {
-        return match TYPE_NAMES.iter().find(|(num, _)| *num == n) {
-            Some((_, name)) => (Cow::Borrowed(*name), Some(n)),
-            None => (Cow::Borrowed(t), Some(n)),
-        };
+    match bare.parse::<u32>() {
+        Ok(n) => TYPES.iter().find(|(num, _, _)| *num == n),
+        Err(_) => TYPES.iter().find(|(_, name, _)| *name == bare),
     }
-    match TYPE_NAMES.iter().find(|(_, name)| *name == bare) {
-        Some((n, name)) => (Cow::Borrowed(*name), Some(*n)),
-        None => (Cow::Borrowed(t), None),
+}
+
+/// The kind from an `APPARMOR_*` record type: its name or its number.
+fn kind_of_type(t: &str) -> Option<&'static str> {
+    known_type(t).and_then(|(_, _, kind)| *kind)
+}
+
+/// A record type as written (`AVC`, `1400`, `UNKNOWN[1503]`) → auditd's
+/// name for it and its number, where known.
+fn type_name_number(t: &str) -> (Cow<'_, str>, Option<i64>) {
+    if let Some((n, name, _)) = known_type(t) {
+        return (Cow::Borrowed(*name), Some(i64::from(*n)));
     }
+    let bare = t
+        .strip_prefix("UNKNOWN[")
+        .and_then(|n| n.strip_suffix(']'))
+        .unwrap_or(t);
+    (Cow::Borrowed(t), bare.parse::<i64>().ok())
 }
 
 fn find(hay: &str, needle: &str) -> Option<usize> {

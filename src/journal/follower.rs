@@ -6,7 +6,7 @@ use super::cursor::{load_cursor_file, save_cursor};
 use super::records::{DEDUPE_KEYS, Dedupe};
 use super::{AUDIT_KEY_FIELD, Classified, Entry, Event, JournalError, MAX_LINE, MESSAGE_ID, Writer};
 use super::{classify, field_string, parse_entry};
-use crate::audit::AuditId;
+use crate::audit::{AuditId, record_type};
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -146,12 +146,11 @@ impl Follower {
         c.args(["--output=json", "--all", "--follow", "--no-pager", "--no-tail"]);
         self.position(&mut c, cursor);
         c.args([
-            "_TRANSPORT=audit",
-            "_AUDIT_TYPE=1400",
-            "_AUDIT_TYPE=1107",
-            "+",
-            "_TRANSPORT=kernel",
+            "_TRANSPORT=audit".to_owned(),
+            format!("_AUDIT_TYPE={}", record_type::AVC),
         ]);
+        c.arg(format!("_AUDIT_TYPE={}", record_type::USER_AVC));
+        c.args(["+", "_TRANSPORT=kernel"]);
         c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         c.spawn().map_err(|source| JournalError::Spawn {
             program: self.cfg.journalctl.clone(),

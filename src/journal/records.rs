@@ -3,7 +3,7 @@
 //! record arrives over both the audit and the kernel transport.
 
 use super::Entry;
-use crate::audit::{self, AuditId, Record};
+use crate::audit::{self, AuditId, Record, record_type};
 use std::collections::{HashSet, VecDeque};
 
 /// A denial (or any AppArmor record) ready to be handled once.
@@ -32,7 +32,8 @@ pub enum Classified {
     Other,
 }
 
-/// Keep AppArmor records from the audit transport (1400, and 1107 for D-Bus)
+/// Keep AppArmor records from the audit transport (`AVC`, and `USER_AVC`
+/// for D-Bus)
 /// and from the kernel transport; notice loss markers.
 pub fn classify(e: &Entry) -> Classified {
     let audit = e.transport == "audit";
@@ -48,7 +49,7 @@ pub fn classify(e: &Entry) -> Classified {
         return Classified::Lost(n);
     }
     let wanted = match e.transport.as_str() {
-        "audit" => matches!(e.audit_type, Some(1400 | 1107)) || apparmor,
+        "audit" => matches!(e.audit_type, Some(record_type::AVC | record_type::USER_AVC)) || apparmor,
         "kernel" => apparmor,
         _ => false,
     };
