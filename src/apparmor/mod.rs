@@ -5,8 +5,11 @@ mod attach;
 pub mod compiled;
 mod dfa;
 mod direct;
+mod glob;
 mod kernel;
+mod lexical;
 mod parser;
+mod precheck;
 mod scan;
 mod sim;
 
@@ -14,12 +17,11 @@ pub use attach::{Globs, Outside, dfa_within, name_within};
 pub use compiled::{CompiledMode, CompiledProfile, names_in_policy, read_policy};
 pub use dfa::Dfa;
 pub use direct::DirectLoad;
+pub use glob::{attachment_violation, glob_covers};
 pub use kernel::{ProcReader, SecurityFs, parse_label, parse_profiles_file};
 pub use parser::{ParserRunner, default_features_file, parse_diagnostics, run_with_timeout};
-pub use scan::{
-    DeclaredProfile, INCLUDE_ROOTS, attachment_violation, declared_profiles, escaped_name, glob_covers,
-    include_violation, names_a_file_may_define, policy_violation,
-};
+pub use precheck::{INCLUDE_ROOTS, escaped_name, include_violation, policy_violation};
+pub use scan::{DeclaredProfile, declared_profiles, names_a_file_may_define};
 pub use sim::SimKernel;
 
 use serde::Serialize;
