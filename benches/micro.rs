@@ -52,13 +52,13 @@ fn bench_snapshot(c: &mut Criterion) {
     std::thread::sleep(Duration::from_millis(2100));
     let mut g = c.benchmark_group("snapshot");
     g.bench_function("1000 files, every file read", |b| {
-        b.iter(|| assert_eq!(files(snapshot(black_box(&cfg), &LIMITS)), PROFILES))
+        b.iter(|| assert_eq!(files(snapshot(black_box(&cfg), &LIMITS)), PROFILES));
     });
     let mut cache = ReadCache::default();
     files(snapshot_cached(&cfg, &LIMITS, &mut cache));
     assert_eq!(cache.len(), PROFILES);
     g.bench_function("1000 files, none changed (read cache)", |b| {
-        b.iter(|| assert_eq!(files(snapshot_cached(black_box(&cfg), &LIMITS, &mut cache)), PROFILES))
+        b.iter(|| assert_eq!(files(snapshot_cached(black_box(&cfg), &LIMITS, &mut cache)), PROFILES));
     });
     // One file reported by inotify: the others come from the cache unread.
     let named: std::collections::BTreeSet<PathBuf> = [cfg.path.join("p0500")].into();
@@ -67,8 +67,8 @@ fn bench_snapshot(c: &mut Criterion) {
             assert_eq!(
                 files(snapshot_named(black_box(&cfg), &LIMITS, &mut cache, Some(&named))),
                 PROFILES
-            )
-        })
+            );
+        });
     });
     g.finish();
 }
@@ -118,14 +118,14 @@ fn bench_plan(c: &mut Criterion) {
         b.iter(|| {
             let p = plan(black_box(&desired), &manifest, &kernel, &in_use, &policy);
             assert_eq!(p.loads.len(), 1);
-        })
+        });
     });
 }
 
 fn bench_audit(c: &mut Criterion) {
     let line = r#"type=AVC msg=audit(1700000000.123:4567): apparmor="DENIED" operation="open" profile="custom.app" name="/etc/secret" pid=4242 comm="cat" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#;
     c.bench_function("audit::parse: one file denial", |b| {
-        b.iter(|| armord::audit::parse(black_box(line)).is_ok())
+        b.iter(|| armord::audit::parse(black_box(line)).is_ok());
     });
 }
 
@@ -171,14 +171,14 @@ fn bench_compiled(c: &mut Criterion) {
             sets.iter()
                 .map(|s| armord::apparmor::names_in_policy(black_box(s)).map_or(0, |n| n.len()))
                 .sum::<usize>()
-        })
+        });
     });
     g.bench_function("read and judge every Debian profile (enforce, globs)", |b| {
         b.iter(|| {
             sets.iter()
                 .filter(|s| read_policy(black_box(s)).is_ok_and(|p| bounded.judge(&p).is_ok()))
                 .count()
-        })
+        });
     });
     g.finish();
 }

@@ -73,7 +73,7 @@ impl Log for Journal {
         );
     }
     fn flush(&self) {
-        self.0.flush()
+        self.0.flush();
     }
 }
 

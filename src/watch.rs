@@ -139,13 +139,6 @@ impl Watcher {
         self.armed = now;
     }
 
-    /// The directories watched now (for logs and tests).
-    pub fn watched(&self) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = self.armed.values().map(|(d, _)| d.clone()).collect();
-        v.sort();
-        v
-    }
-
     /// Wait for the next relevant change.
     pub async fn next(&mut self) -> Result<Change, WatchError> {
         loop {

@@ -208,13 +208,13 @@ fn agrees_with_libapparmor() {
                 }
             }
             strict_total += 1;
-            strict_agree += ok as usize;
+            strict_agree += usize::from(ok);
             // For records libapparmor itself rejects, only the verdict counts.
             if invalid && label != "Event type" {
                 continue;
             }
             total += 1;
-            agree += ok as usize;
+            agree += usize::from(ok);
             if !ok {
                 disagreements
                     .entry(name.clone())

@@ -183,7 +183,7 @@ pub fn dfa_within(dfa: &Dfa, globs: &Globs) -> Result<(), Outside> {
         b if b.is_ascii_graphic() => 1,
         _ => 2,
     };
-    for c in classes.iter_mut() {
+    for c in &mut classes {
         c.sort_by_key(|b| (rank(b), *b));
     }
     classes.sort_by_key(|c| (rank(&c[0]), c[0]));

@@ -226,7 +226,7 @@ fn read_entry(r: &mut Reader) -> Result<CompiledProfile, CompiledError> {
                     return r.fail("profile flags given twice");
                 }
                 let mut ints = [0u32; 3];
-                for v in ints.iter_mut() {
+                for v in &mut ints {
                     match r.element()? {
                         (None, Value::Int(i)) => *v = i as u32,
                         _ => return r.fail("profile flags that are not three numbers"),

@@ -36,6 +36,7 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> std::io::Result<
 }
 
 /// A descriptor that becomes readable when process `pid` exits.
+#[allow(unsafe_code)]
 fn pidfd_open(pid: u32) -> Option<OwnedFd> {
     // SAFETY: pidfd_open(2) takes a pid and flags and returns a new
     // descriptor or -1; it touches no memory of ours.
@@ -235,10 +236,10 @@ fn parse_one(line: &str, files: &[PathBuf]) -> Diagnostic {
         && let Ok(n) = num.trim().parse::<u32>()
     {
         let file = PathBuf::from(file);
-        let message = if Path::new(inner) != file {
-            format!("in {inner}: {msg}")
-        } else {
+        let message = if Path::new(inner) == file {
             msg.to_owned()
+        } else {
+            format!("in {inner}: {msg}")
         };
         return Diagnostic {
             file: Some(file),

@@ -1,5 +1,7 @@
 //! armorctl: inspect and drive armord, and debug AppArmor denials.
 
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 use clap::Parser;
 use std::process::ExitCode;
 

@@ -1,5 +1,7 @@
 //! armord: keeps the node's AppArmor profiles in step with its sync directories.
 
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 use armord::cli::ArmordArgs as Args;
 use armord::config::{self, SourceConfig};
 use armord::daemon;

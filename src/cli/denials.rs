@@ -153,6 +153,7 @@ fn short_id(id: &str) -> &str {
 }
 
 /// `2026-11-22 21:46:36` in the local time zone.
+#[allow(unsafe_code)]
 pub(super) fn local_time(secs: u64) -> String {
     let t = secs as nix::libc::time_t;
     // SAFETY: localtime_r writes only into `tm`, which lives on this stack

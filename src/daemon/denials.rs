@@ -39,7 +39,7 @@ pub fn raise_audit_backlog(cfg: &Config) {
              so that a burst of denials is queued rather than dropped ([denials] audit_backlog_limit)"
         ),
         Ok(crate::kaudit::Raised::Already(n)) => {
-            log::debug!("the kernel's audit backlog limit is {n} records already (wanted at least {want})")
+            log::debug!("the kernel's audit backlog limit is {n} records already (wanted at least {want})");
         }
         Err(e) => log::warn!(
             "cannot raise the kernel's audit backlog limit to {want}: {e}; a burst of more denials than the \

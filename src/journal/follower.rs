@@ -166,7 +166,7 @@ impl Follower {
     pub fn run(&mut self, mut handle: impl FnMut(&Event)) -> Option<String> {
         self.run_notify(|ev| {
             if let Some(ev) = ev {
-                handle(ev)
+                handle(ev);
             }
         })
     }
@@ -271,9 +271,8 @@ impl Follower {
                 last_commit = Instant::now();
             }
             // Bounded read of one line.
-            let n = match read_line_bounded(&mut reader, &mut line, MAX_LINE) {
-                Ok(n) => n,
-                Err(_) => break,
+            let Ok(n) = read_line_bounded(&mut reader, &mut line, MAX_LINE) else {
+                break;
             };
             if n == 0 {
                 break;

@@ -34,7 +34,7 @@ fn content(f: usize, k: u8, v: u8) -> Vec<u8> {
         2 => format!(
             "profile custom.n{} {{\n}}\nprofile custom.n{} {{\n}}\n",
             v % 4,
-            (v as u32 + 1) % 4
+            (u32::from(v) + 1) % 4
         )
         .into_bytes(),
         3 => format!("profile custom.n{} {{\n  BROKEN\n}}\n", v % 4).into_bytes(),

@@ -437,7 +437,7 @@ impl Reconciler {
                 }
                 SnapshotResult::Unavailable(u) => {
                     self.stillness.remove(&src.path);
-                    desired.unavailable.push(u)
+                    desired.unavailable.push(u);
                 }
             }
         }

@@ -61,8 +61,7 @@ pub(super) fn refusal(name: &str, prefix: &str, takeover: bool) -> Option<String
     }
     if !name.starts_with(prefix) {
         return Some(format!(
-            "profile `{name}` does not start with the required prefix `{}`",
-            prefix
+            "profile `{name}` does not start with the required prefix `{prefix}`"
         ));
     }
     None

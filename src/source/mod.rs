@@ -151,7 +151,7 @@ pub const SIGNATURE: &str = "armord.manifest.sig";
 pub fn sha256_hex(data: &[u8]) -> String {
     let digest = Sha256::digest(data);
     let mut out = String::with_capacity(64);
-    for b in digest.iter() {
+    for b in &digest {
         out.push_str(&format!("{b:02x}"));
     }
     out

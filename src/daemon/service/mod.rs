@@ -126,6 +126,7 @@ enum Job {
 }
 
 impl Service {
+    #[allow(clippy::expect_used, reason = "an invariant of job(), not input")]
     fn rec(&self) -> &Reconciler {
         self.rec
             .as_ref()
