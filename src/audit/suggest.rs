@@ -95,115 +95,12 @@ pub fn rules<'r, 'a: 'r>(records: impl IntoIterator<Item = &'r Record<'a>>) -> V
         if !matches!(r.kind.as_ref(), "DENIED" | "ALLOWED" | "AUDIT" | "KILLED") {
             continue;
         }
-        let s = |k: &str| r.str(k).map(|v| v.into_owned()).filter(|v| !v.is_empty());
-        let op = s("operation").unwrap_or_default();
-        let mask = s("denied")
-            .or_else(|| s("requested"))
-            .or_else(|| s("mask"))
-            .unwrap_or_default();
-        let class = s("class").unwrap_or_default();
-        if op == "capable" || class == "cap" {
-            if let Some(cap) = s("capname") {
-                other.insert(format!("capability {cap},"));
+        match rule_for(&Fields(r)) {
+            Some(One::File(name, perms)) => files.entry(name).or_default().extend(perms),
+            Some(One::Rule(rule)) => {
+                other.insert(rule);
             }
-        } else if op == "signal" {
-            let mut rule = format!("signal ({})", mask.replace(' ', ", "));
-            if let Some(sig) = s("signal") {
-                rule.push_str(&format!(" set=({sig})"));
-            }
-            if let Some(peer) = s("peer") {
-                rule.push_str(&format!(" peer={}", word(&peer)));
-            }
-            other.insert(rule + ",");
-        } else if op == "ptrace" {
-            let mut rule = format!("ptrace ({})", mask.replace(' ', ", "));
-            if let Some(peer) = s("peer").or_else(|| s("target")) {
-                rule.push_str(&format!(" peer={}", word(&peer)));
-            }
-            other.insert(rule + ",");
-        } else if op.starts_with("dbus_") {
-            let mut rule = format!("dbus ({})", if mask.is_empty() { "send".into() } else { mask.clone() });
-            for (k, key) in [
-                ("bus", "bus"),
-                ("path", "path"),
-                ("interface", "interface"),
-                ("member", "member"),
-            ] {
-                if let Some(v) = s(key) {
-                    rule.push_str(&format!(" {k}={}", word(&v)));
-                }
-            }
-            if op == "dbus_bind" {
-                if let Some(n) = s("name") {
-                    rule.push_str(&format!(" name={}", word(&n)));
-                }
-            } else {
-                let mut peer = Vec::new();
-                if let Some(n) = s("name") {
-                    peer.push(format!("name={}", word(&n)));
-                }
-                if let Some(l) = s("peer_label").or_else(|| s("peer_profile")) {
-                    peer.push(format!("label={}", word(&l)));
-                }
-                if !peer.is_empty() {
-                    rule.push_str(&format!(" peer=({})", peer.join(", ")));
-                }
-            }
-            other.insert(rule + ",");
-        } else if op == "mount" || op == "remount" {
-            let mut rule = "mount".to_owned();
-            if let Some(f) = s("flags") {
-                rule.push_str(&format!(" options=({})", f.replace(' ', "")));
-            }
-            if let Some(t) = s("fstype") {
-                rule.push_str(&format!(" fstype={}", word(&t)));
-            }
-            if let Some(src) = s("srcname") {
-                rule.push_str(&format!(" {}", path_literal(&src)));
-            }
-            if let Some(n) = s("name") {
-                rule.push_str(&format!(" -> {}", path_literal(&n)));
-            }
-            other.insert(rule + ",");
-        } else if op == "umount" {
-            if let Some(n) = s("name") {
-                other.insert(format!("umount {},", path_literal(&n)));
-            }
-        } else if op == "pivotroot" {
-            let mut rule = "pivot_root".to_owned();
-            if let Some(src) = s("srcname") {
-                rule.push_str(&format!(" oldroot={}", path_literal(&src)));
-            }
-            if let Some(n) = s("name") {
-                rule.push_str(&format!(" {}", path_literal(&n)));
-            }
-            other.insert(rule + ",");
-        } else if op == "change_profile" || op == "change_onexec" {
-            if let Some(t) = s("target").or_else(|| s("name")) {
-                other.insert(format!("change_profile -> {},", word(&t)));
-            }
-        } else if class == "net" || s("family").is_some() {
-            let family = s("family").unwrap_or_default();
-            if family == "unix" {
-                let mut rule = format!("unix ({})", mask.replace(' ', ", "));
-                if let Some(t) = s("sock_type") {
-                    rule.push_str(&format!(" type={t}"));
-                }
-                other.insert(rule + ",");
-            } else if !family.is_empty() {
-                let mut rule = format!("network {family}");
-                if let Some(t) = s("sock_type").filter(|t| !t.starts_with("unknown")) {
-                    rule.push_str(&format!(" {t}"));
-                }
-                other.insert(rule + ",");
-            }
-        } else if (class == "file" || class.is_empty() && FILE_OPS.contains(&op.as_str()))
-            && let Some(name) = s("name")
-        {
-            let perms = file_perms(&mask, op == "exec");
-            if !perms.is_empty() {
-                files.entry(name).or_default().extend(perms);
-            }
+            None => {}
         }
     }
     let mut out: Vec<String> = files
@@ -214,6 +111,148 @@ pub fn rules<'r, 'a: 'r>(records: impl IntoIterator<Item = &'r Record<'a>>) -> V
     out.sort();
     out.dedup();
     out
+}
+
+/// A record's fields as non-empty strings.
+struct Fields<'r, 'a>(&'r Record<'a>);
+
+impl Fields<'_, '_> {
+    fn get(&self, k: &str) -> Option<String> {
+        self.0.str(k).map(|v| v.into_owned()).filter(|v| !v.is_empty())
+    }
+}
+
+/// What one record asks for: file permissions (merged per path), or a rule.
+enum One {
+    File(String, BTreeSet<char>),
+    Rule(String),
+}
+
+/// The rule one record asks for, by its operation and class.
+fn rule_for(f: &Fields) -> Option<One> {
+    let op = f.get("operation").unwrap_or_default();
+    let mask = f
+        .get("denied")
+        .or_else(|| f.get("requested"))
+        .or_else(|| f.get("mask"))
+        .unwrap_or_default();
+    let class = f.get("class").unwrap_or_default();
+    let rule = if op == "capable" || class == "cap" {
+        format!("capability {},", f.get("capname")?)
+    } else if op == "signal" {
+        let mut rule = format!("signal ({})", mask.replace(' ', ", "));
+        if let Some(sig) = f.get("signal") {
+            rule.push_str(&format!(" set=({sig})"));
+        }
+        if let Some(peer) = f.get("peer") {
+            rule.push_str(&format!(" peer={}", word(&peer)));
+        }
+        rule + ","
+    } else if op == "ptrace" {
+        let mut rule = format!("ptrace ({})", mask.replace(' ', ", "));
+        if let Some(peer) = f.get("peer").or_else(|| f.get("target")) {
+            rule.push_str(&format!(" peer={}", word(&peer)));
+        }
+        rule + ","
+    } else if op.starts_with("dbus_") {
+        dbus_rule(f, &op, &mask)
+    } else if matches!(op.as_str(), "mount" | "remount" | "umount" | "pivotroot") {
+        mount_rule(f, &op)?
+    } else if op == "change_profile" || op == "change_onexec" {
+        let t = f.get("target").or_else(|| f.get("name"))?;
+        format!("change_profile -> {},", word(&t))
+    } else if class == "net" || f.get("family").is_some() {
+        network_rule(f, &mask)?
+    } else if class == "file" || class.is_empty() && FILE_OPS.contains(&op.as_str()) {
+        let name = f.get("name")?;
+        let perms = file_perms(&mask, op == "exec");
+        return (!perms.is_empty()).then_some(One::File(name, perms));
+    } else {
+        return None;
+    };
+    Some(One::Rule(rule))
+}
+
+/// A `dbus` rule: bus, path, interface and member, and the peer (or the
+/// name bound).
+fn dbus_rule(f: &Fields, op: &str, mask: &str) -> String {
+    let mut rule = format!("dbus ({})", if mask.is_empty() { "send" } else { mask });
+    for key in ["bus", "path", "interface", "member"] {
+        if let Some(v) = f.get(key) {
+            rule.push_str(&format!(" {key}={}", word(&v)));
+        }
+    }
+    if op == "dbus_bind" {
+        if let Some(n) = f.get("name") {
+            rule.push_str(&format!(" name={}", word(&n)));
+        }
+    } else {
+        let mut peer = Vec::new();
+        if let Some(n) = f.get("name") {
+            peer.push(format!("name={}", word(&n)));
+        }
+        if let Some(l) = f.get("peer_label").or_else(|| f.get("peer_profile")) {
+            peer.push(format!("label={}", word(&l)));
+        }
+        if !peer.is_empty() {
+            rule.push_str(&format!(" peer=({})", peer.join(", ")));
+        }
+    }
+    rule + ","
+}
+
+/// A `mount`, `umount` or `pivot_root` rule.
+fn mount_rule(f: &Fields, op: &str) -> Option<String> {
+    let mut rule = match op {
+        "umount" => return Some(format!("umount {},", path_literal(&f.get("name")?))),
+        "pivotroot" => {
+            let mut rule = "pivot_root".to_owned();
+            if let Some(src) = f.get("srcname") {
+                rule.push_str(&format!(" oldroot={}", path_literal(&src)));
+            }
+            rule
+        }
+        _ => {
+            let mut rule = "mount".to_owned();
+            if let Some(flags) = f.get("flags") {
+                rule.push_str(&format!(" options=({})", flags.replace(' ', "")));
+            }
+            if let Some(t) = f.get("fstype") {
+                rule.push_str(&format!(" fstype={}", word(&t)));
+            }
+            if let Some(src) = f.get("srcname") {
+                rule.push_str(&format!(" {}", path_literal(&src)));
+            }
+            if let Some(n) = f.get("name") {
+                rule.push_str(&format!(" -> {}", path_literal(&n)));
+            }
+            return Some(rule + ",");
+        }
+    };
+    if let Some(n) = f.get("name") {
+        rule.push_str(&format!(" {}", path_literal(&n)));
+    }
+    Some(rule + ",")
+}
+
+/// A `unix` or `network` rule.
+fn network_rule(f: &Fields, mask: &str) -> Option<String> {
+    let family = f.get("family").unwrap_or_default();
+    if family == "unix" {
+        let mut rule = format!("unix ({})", mask.replace(' ', ", "));
+        if let Some(t) = f.get("sock_type") {
+            rule.push_str(&format!(" type={t}"));
+        }
+        Some(rule + ",")
+    } else if !family.is_empty() {
+        let mut rule = format!("network {family}");
+        if let Some(t) = f.get("sock_type").filter(|t| !t.starts_with("unknown")) {
+            rule.push_str(&format!(" {t}"));
+        }
+        Some(rule + ",")
+    } else {
+        None
+    }
 }
 
 /// Insert `rules` at the end of the block of top-level profile `name` in a
@@ -296,6 +335,28 @@ mod tests {
             "ptrace (read) peer=unconfined,",
             "signal (send) set=(kill) peer=unconfined,",
             "unix (connect) type=stream,",
+        ];
+        assert_eq!(r, want);
+    }
+
+    #[test]
+    fn mount_family_and_bind_rules() {
+        let r = suggest(&[
+            r#"apparmor="DENIED" operation="umount" profile="p" name="/mnt/x/""#,
+            r#"apparmor="DENIED" operation="umount" profile="p""#,
+            r#"apparmor="DENIED" operation="pivotroot" profile="p" name="/new/" srcname="/old/""#,
+            r#"apparmor="DENIED" operation="remount" profile="p" name="/srv/" flags="ro""#,
+            r#"apparmor="DENIED" operation="dbus_bind" bus="session" name="org.y" mask="bind" label="p""#,
+            r#"apparmor="DENIED" operation="change_onexec" profile="p" name="z""#,
+            r#"apparmor="DENIED" operation="capable" class="cap" profile="p" capability=13"#,
+            r#"apparmor="DENIED" operation="create" class="net" profile="p" sock_type="raw""#,
+        ]);
+        let want = [
+            "change_profile -> z,",
+            "dbus (bind) bus=session name=org.y,",
+            "mount options=(ro) -> /srv/,",
+            "pivot_root oldroot=/old/ /new/,",
+            "umount /mnt/x/,",
         ];
         assert_eq!(r, want);
     }

@@ -80,8 +80,24 @@ const SEE_ALSO_CTL: &str = "armord(8), armorctl(1), apparmor(7), apparmor_parser
 
 /// What one page adds to clap's sections.
 pub(super) fn extra(page: &str) -> String {
+    if page == "armord" {
+        return armord_sections();
+    }
+    let (exit, examples) = armorctl_page(page);
+    let mut s = String::new();
+    s.push_str(&section("FILES", FILES));
+    s.push_str(&section("EXIT STATUS", &[("", &exit)]));
+    if !examples.is_empty() {
+        s.push_str(&section("EXAMPLES", &examples));
+    }
+    s.push_str(&section("SEE ALSO", &[("", SEE_ALSO_CTL)]));
+    s
+}
+
+/// An armorctl page's exit status and examples.
+fn armorctl_page(page: &str) -> (String, Vec<(&'static str, &'static str)>) {
     let exit_std = "0: success. 1: an error (armord cannot be reached, a file cannot be read, a usage error prints clap's message with 2).";
-    let (exit, examples): (String, Vec<(&str, &str)>) = match page {
+    match page {
         "armorctl" => (
             "0: success. 1: an error, said on standard error. 2: the command ran and found problems (status: not ready or a file with a problem; sync, validate, render, verify: a file refused). Usage errors also exit 2.".into(),
             vec![
@@ -154,22 +170,26 @@ pub(super) fn extra(page: &str) -> String {
             ],
         ),
         _ => (exit_std.into(), vec![]),
-    };
+    }
+}
+
+/// armord(8)'s own sections: configuration, signals, journal fields, files,
+/// exit status, examples.
+fn armord_sections() -> String {
     let mut s = String::new();
-    if page == "armord" {
-        s.push_str(&verbatim(
+    s.push_str(&verbatim(
             "CONFIGURATION",
             "/etc/armord/armord.toml, then /etc/armord/armord.toml.d/*.toml in lexical order (a key set later wins; [[source]] tables add up). Every key is optional; unknown keys are errors. Relative paths are relative to the file that names them. Check with armord --check-config; apply with systemctl reload armord. The shipped file, with every key and its default:",
             include_str!("../../packaging/armord.toml"),
         ));
-        s.push_str(&section(
+    s.push_str(&section(
             "SIGNALS",
             &[
                 ("SIGHUP", "Read the configuration again (systemctl reload armord) and reconcile. A configuration with errors is refused; the running one stays."),
                 ("SIGTERM, SIGINT", "Stop: a parser run in flight finishes its file, then armord exits. Every loaded profile stays loaded."),
             ],
         ));
-        s.push_str(&section(
+    s.push_str(&section(
             "JOURNAL FIELDS",
             &[
                 ("", "Each AppArmor record armord reads from the journal is re-logged once as one entry with MESSAGE_ID=3c1f6a0e8b2d4c57a9e4d21b7f5c8e90 (rate-limited per profile, operation and name; the rest are counted and reported with MESSAGE_ID=8d0b5e7a1c3f4e2b9a6d0c4f7e1b3a52 and ARMORD_SUPPRESSED). Query them with journalctl MESSAGE_ID=3c1f6a0e8b2d4c57a9e4d21b7f5c8e90 ARMORD_PROFILE=NAME, or armorctl denials. The fields:"),
@@ -185,16 +205,16 @@ pub(super) fn extra(page: &str) -> String {
                 ("ARMORD_RECORD", "The whole record as JSON (the form armorctl audit parse prints)."),
             ],
         ));
-        let files: Vec<(&str, &str)> = FILES.to_vec();
-        s.push_str(&section("FILES", &files));
-        s.push_str(&section(
+    let files: Vec<(&str, &str)> = FILES.to_vec();
+    s.push_str(&section("FILES", &files));
+    s.push_str(&section(
             "EXIT STATUS",
             &[(
                 "",
                 "0: stopped cleanly, or with --once the node is in step. 2 (--once): a file was invalid or refused, or a mass removal is held; the rest was applied. 1: a fatal error (configuration, state directory, no apparmor_parser, no AppArmor in the kernel without --simulate).",
             )],
         ));
-        s.push_str(&section(
+    s.push_str(&section(
             "EXAMPLES",
             &[
                 ("$ armord --simulate --config examples/armord.toml", "Try it without AppArmor in the kernel (a simulated kernel under the state directory; armorctl --simulate reaches it):"),
@@ -202,21 +222,13 @@ pub(super) fn extra(page: &str) -> String {
                 ("$ armord --check-config", "Print the effective configuration, or its errors:"),
             ],
         ));
-        s.push_str(&section(
-            "SEE ALSO",
-            &[(
-                "",
-                "armorctl(1), apparmor(7), apparmor_parser(8), systemd.service(5), journalctl(1)",
-            )],
-        ));
-        return s;
-    }
-    s.push_str(&section("FILES", FILES));
-    s.push_str(&section("EXIT STATUS", &[("", &exit)]));
-    if !examples.is_empty() {
-        s.push_str(&section("EXAMPLES", &examples));
-    }
-    s.push_str(&section("SEE ALSO", &[("", SEE_ALSO_CTL)]));
+    s.push_str(&section(
+        "SEE ALSO",
+        &[(
+            "",
+            "armorctl(1), apparmor(7), apparmor_parser(8), systemd.service(5), journalctl(1)",
+        )],
+    ));
     s
 }
 

@@ -13,6 +13,9 @@ pub(super) enum Read1 {
     Vanished,
 }
 
+/// Read one directory entry by the source's rules: from the read cache when
+/// nothing moved, else resolved (a symlink must stay inside the source),
+/// checked against the limits, read and decoded.
 pub(super) fn read_entry(
     dir: &Path,
     root_canon: &Path,
@@ -22,71 +25,14 @@ pub(super) fn read_entry(
     mut cache: Option<&mut CacheIo>,
     trusted: bool,
 ) -> Read1 {
-    // No event named it since a read that cached it: as it was.
-    if trusted
-        && let Some(c) = cache.as_deref_mut()
-        && let Some(file) = c.take_trusted(name, &mut display)
-    {
+    if let Some(file) = cached_entry(name, &mut display, limits, cache.as_deref_mut(), trusted) {
         return Read1::File(file);
     }
-    // The common case first: a regular file, unchanged since a settled read.
-    if let Some(c) = cache.as_deref_mut()
-        && let Some(d) = &c.dir
-        && let Ok(st) = nix::sys::stat::fstatat(d, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-        && st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG
-        && (st.st_size.max(0) as u64) <= limits.max_file_bytes
-        && let Some(file) = c.take(name, &Stamp::of_stat(&st), &mut display)
-    {
-        c.newest = c.newest.max(Stamp::of_stat(&st).changed());
-        return Read1::File(file);
-    }
-    let path = dir.join(name);
-    let lmeta = match fs::symlink_metadata(&path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Read1::Vanished,
-        Err(e) => return Read1::Refused(format!("cannot stat: {}", io_reason(&e))),
+    let entry = match resolve(&dir.join(name), root_canon, limits) {
+        Ok(e) => e,
+        Err(r) => return r,
     };
-    let mut open_path = path.clone();
-    let is_link = lmeta.file_type().is_symlink();
-    if is_link {
-        let canon = match fs::canonicalize(&path) {
-            Ok(c) => c,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Read1::Refused("dangling symlink".into());
-            }
-            Err(e) => return Read1::Refused(format!("cannot resolve symlink: {}", io_reason(&e))),
-        };
-        if !canon.starts_with(root_canon) {
-            return Read1::Refused(format!(
-                "symlink leaves the source root (points to {})",
-                canon.display()
-            ));
-        }
-        open_path = canon;
-    }
-    let meta = if is_link {
-        match fs::metadata(&open_path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Read1::Vanished,
-            Err(e) => return Read1::Refused(format!("cannot stat: {}", io_reason(&e))),
-        }
-    } else {
-        lmeta
-    };
-    if meta.is_dir() {
-        return Read1::Skip;
-    }
-    if !meta.is_file() {
-        return Read1::Refused("not a regular file".into());
-    }
-    if meta.len() > limits.max_file_bytes {
-        return Read1::Refused(format!(
-            "{} bytes is over the limit of {} bytes (max_file_bytes)",
-            meta.len(),
-            limits.max_file_bytes
-        ));
-    }
-    let stamp = Stamp::of(&meta);
+    let stamp = Stamp::of(&entry.meta);
     if let Some(c) = cache.as_deref_mut() {
         c.newest = c.newest.max(stamp.changed());
     }
@@ -96,47 +42,12 @@ pub(super) fn read_entry(
     {
         return Read1::File(file);
     }
-    // O_NONBLOCK so that a file swapped for a FIFO between stat and open cannot block us.
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOFOLLOW)
-        .open(&open_path);
-    let file = match file {
-        Ok(f) => f,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Read1::Vanished,
-        Err(e) => return Read1::Refused(format!("cannot open: {}", io_reason(&e))),
+    let (content, sha256) = match read_text(&entry, limits) {
+        Ok(t) => t,
+        Err(r) => return r,
     };
-    let mut buf = Vec::with_capacity(meta.len() as usize);
-    if let Err(e) = file.take(limits.max_file_bytes + 1).read_to_end(&mut buf) {
-        return Read1::Refused(format!("cannot read: {}", io_reason(&e)));
-    }
-    if buf.len() as u64 > limits.max_file_bytes {
-        return Read1::Refused(format!(
-            "grew past the limit of {} bytes (max_file_bytes) while read",
-            limits.max_file_bytes
-        ));
-    }
-    // A UTF-8 byte-order mark is not part of the text: the parser would
-    // reject it as an unexpected character.
-    let body = buf.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&buf);
-    let sha256 = sha256_hex(body);
-    let content = match std::str::from_utf8(body) {
-        Ok(s) => s.to_owned(),
-        Err(e) => {
-            return Read1::Undecodable(
-                format!("not UTF-8 (invalid byte at offset {})", e.valid_up_to()),
-                String::from_utf8_lossy(body).into_owned(),
-            );
-        }
-    };
-    if let Some(pos) = content.find('\0') {
-        return Read1::Undecodable(
-            format!("contains a NUL byte at offset {pos}"),
-            content.replace('\0', " "),
-        );
-    }
     if let Some(c) = cache
-        && file_unchanged(&open_path, &stamp)
+        && file_unchanged(&entry.open_path, &stamp)
     {
         c.new.insert(
             name.to_owned(),
@@ -144,7 +55,7 @@ pub(super) fn read_entry(
                 stamp,
                 content: content.clone(),
                 sha256: sha256.clone(),
-                link: is_link,
+                link: entry.is_link,
                 settled: stamp.settled(c.read_at),
             },
         );
@@ -154,6 +65,132 @@ pub(super) fn read_entry(
         content,
         sha256,
     })
+}
+
+/// The entry as the read cache has it, when nothing can have changed: no
+/// event named it since a read that cached it, or a regular file whose
+/// metadata is as a settled read found it.
+fn cached_entry(
+    name: &str,
+    display: &mut PathBuf,
+    limits: &Limits,
+    cache: Option<&mut CacheIo>,
+    trusted: bool,
+) -> Option<SourceFile> {
+    let c = cache?;
+    if trusted && let Some(file) = c.take_trusted(name, display) {
+        return Some(file);
+    }
+    let d = c.dir.as_ref()?;
+    let st = nix::sys::stat::fstatat(d, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
+    if st.st_mode & nix::libc::S_IFMT != nix::libc::S_IFREG || (st.st_size.max(0) as u64) > limits.max_file_bytes {
+        return None;
+    }
+    let file = c.take(name, &Stamp::of_stat(&st), display)?;
+    c.newest = c.newest.max(Stamp::of_stat(&st).changed());
+    Some(file)
+}
+
+/// A directory entry to read: where to open it, and what it is.
+struct Found {
+    open_path: PathBuf,
+    meta: fs::Metadata,
+    is_link: bool,
+}
+
+/// Resolve `path`: a symlink must stay inside the source root; a directory
+/// is skipped; anything but a regular file within `max_file_bytes` is
+/// refused.
+fn resolve(path: &Path, root_canon: &Path, limits: &Limits) -> Result<Found, Read1> {
+    let lmeta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Err(Read1::Vanished),
+        Err(e) => return Err(Read1::Refused(format!("cannot stat: {}", io_reason(&e)))),
+    };
+    let is_link = lmeta.file_type().is_symlink();
+    let (open_path, meta) = if is_link {
+        let canon = match fs::canonicalize(path) {
+            Ok(c) => c,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(Read1::Refused("dangling symlink".into())),
+            Err(e) => return Err(Read1::Refused(format!("cannot resolve symlink: {}", io_reason(&e)))),
+        };
+        if !canon.starts_with(root_canon) {
+            return Err(Read1::Refused(format!(
+                "symlink leaves the source root (points to {})",
+                canon.display()
+            )));
+        }
+        match fs::metadata(&canon) {
+            Ok(m) => (canon, m),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(Read1::Vanished),
+            Err(e) => return Err(Read1::Refused(format!("cannot stat: {}", io_reason(&e)))),
+        }
+    } else {
+        (path.to_owned(), lmeta)
+    };
+    if meta.is_dir() {
+        return Err(Read1::Skip);
+    }
+    if !meta.is_file() {
+        return Err(Read1::Refused("not a regular file".into()));
+    }
+    if meta.len() > limits.max_file_bytes {
+        return Err(Read1::Refused(format!(
+            "{} bytes is over the limit of {} bytes (max_file_bytes)",
+            meta.len(),
+            limits.max_file_bytes
+        )));
+    }
+    Ok(Found {
+        open_path,
+        meta,
+        is_link,
+    })
+}
+
+/// Read a resolved entry within `max_file_bytes`, as UTF-8 text without a
+/// byte-order mark or NUL: the text and its SHA-256.
+fn read_text(entry: &Found, limits: &Limits) -> Result<(String, String), Read1> {
+    // O_NONBLOCK so that a file swapped for a FIFO between stat and open cannot block us.
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOFOLLOW)
+        .open(&entry.open_path);
+    let file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Err(Read1::Vanished),
+        Err(e) => return Err(Read1::Refused(format!("cannot open: {}", io_reason(&e)))),
+    };
+    let mut buf = Vec::with_capacity(entry.meta.len() as usize);
+    if let Err(e) = file.take(limits.max_file_bytes + 1).read_to_end(&mut buf) {
+        return Err(Read1::Refused(format!("cannot read: {}", io_reason(&e))));
+    }
+    if buf.len() as u64 > limits.max_file_bytes {
+        return Err(Read1::Refused(format!(
+            "grew past the limit of {} bytes (max_file_bytes) while read",
+            limits.max_file_bytes
+        )));
+    }
+    // A UTF-8 byte-order mark is not part of the text: the parser would
+    // reject it as an unexpected character.
+    let body = buf.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&buf);
+    let sha256 = sha256_hex(body);
+    let content = match std::str::from_utf8(body) {
+        Ok(s) => s.to_owned(),
+        Err(e) => {
+            return Err(Read1::Undecodable(
+                format!("not UTF-8 (invalid byte at offset {})", e.valid_up_to()),
+                String::from_utf8_lossy(body).into_owned(),
+            ));
+        }
+    };
+    if let Some(pos) = content.find('\0') {
+        return Err(Read1::Undecodable(
+            format!("contains a NUL byte at offset {pos}"),
+            content.replace('\0', " "),
+        ));
+    }
+    Ok((content, sha256))
 }
 
 /// The file still has the metadata it had before the read (it was not
