@@ -27,4 +27,5 @@ pub mod signing;
 pub mod source;
 pub mod spec;
 pub mod state;
+pub mod trial;
 pub(crate) mod watch;

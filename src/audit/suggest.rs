@@ -7,6 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Quote and escape a path so that it matches only itself.
 pub fn path_literal(p: &str) -> String {
+    quote_if_needed(escape_glob(p))
+}
+
+/// A path with every glob character escaped.
+pub fn escape_glob(p: &str) -> String {
     let mut out = String::with_capacity(p.len() + 2);
     for c in p.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '{' | '}' | '^' | '\\' | '"') {
@@ -14,6 +19,11 @@ pub fn path_literal(p: &str) -> String {
         }
         out.push(c);
     }
+    out
+}
+
+/// A path pattern quoted where the rule syntax needs it.
+pub fn quote_if_needed(out: String) -> String {
     if out.chars().any(|c| c.is_whitespace() || c == ',' || c == '#') || out.is_empty() {
         format!("\"{out}\"")
     } else {
@@ -73,7 +83,7 @@ fn file_perms(mask: &str, exec_mode: bool) -> BTreeSet<char> {
     out
 }
 
-fn perm_string(p: &BTreeSet<char>) -> String {
+pub fn perm_string(p: &BTreeSet<char>) -> String {
     let mut s = String::new();
     for c in ['r', 'w', 'a', 'l', 'k', 'm'] {
         if p.contains(&c) && !(c == 'a' && p.contains(&'w')) {
@@ -92,10 +102,7 @@ pub fn rules<'r, 'a: 'r>(records: impl IntoIterator<Item = &'r Record<'a>>) -> V
     let mut files: BTreeMap<String, BTreeSet<char>> = BTreeMap::new();
     let mut other: BTreeSet<String> = BTreeSet::new();
     for r in records {
-        if !matches!(r.kind.as_ref(), "DENIED" | "ALLOWED" | "AUDIT" | "KILLED") {
-            continue;
-        }
-        match rule_for(&Fields(r)) {
+        match rule_for(r) {
             Some(One::File(name, perms)) => files.entry(name).or_default().extend(perms),
             Some(One::Rule(rule)) => {
                 other.insert(rule);
@@ -122,14 +129,23 @@ impl Fields<'_, '_> {
     }
 }
 
-/// What one record asks for: file permissions (merged per path), or a rule.
-enum One {
+/// What one record asks for: file permissions on a path (merged per path),
+/// or a rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum One {
+    /// The path as the record names it, and the permissions.
     File(String, BTreeSet<char>),
     Rule(String),
 }
 
-/// The rule one record asks for, by its operation and class.
-fn rule_for(f: &Fields) -> Option<One> {
+/// The rule one record asks for, by its operation and class; `None` for a
+/// record of a kind that needs none (STATUS, HINT) or that no rule
+/// expresses.
+pub fn rule_for(r: &Record) -> Option<One> {
+    if !matches!(r.kind.as_ref(), "DENIED" | "ALLOWED" | "AUDIT" | "KILLED") {
+        return None;
+    }
+    let f = &Fields(r);
     let op = f.get("operation").unwrap_or_default();
     let mask = f
         .get("denied")
