@@ -19,7 +19,8 @@ pub fn is_spec(name: &str) -> bool {
 pub struct Spec {
     /// The profile name.
     pub name: String,
-    /// `enforce` or `complain`.
+    /// `enforce`, `complain`, or `trial` (complain until the node's
+    /// promotion gate enforces it; see `trial`).
     #[serde(default = "enforce")]
     pub mode: String,
     /// Programs that may run (inheriting this profile).
@@ -238,8 +239,11 @@ impl Spec {
                 format!("{:?} is not a profile name of [A-Za-z0-9._-]", self.name),
             ));
         }
-        if !matches!(self.mode.as_str(), "enforce" | "complain") {
-            return Err(err("mode", format!("{:?} is not enforce or complain", self.mode)));
+        if !matches!(self.mode.as_str(), "enforce" | "complain" | "trial") {
+            return Err(err(
+                "mode",
+                format!("{:?} is not enforce, complain or trial", self.mode),
+            ));
         }
         if self.exec.is_empty() {
             return Err(err("exec", "lists no program: the container could run nothing"));
@@ -283,6 +287,9 @@ impl Spec {
             o,
             "# Rendered by armord from {n}{SPEC_SUFFIX}; edit the spec, not this text."
         );
+        if self.mode == "trial" {
+            let _ = writeln!(o, "{}", crate::trial::MARK);
+        }
         let _ = writeln!(o, "abi <abi/3.0>,");
         let _ = writeln!(o, "include <tunables/global>\n");
         let _ = writeln!(o, "profile {n} flags=({flags}) {{");
@@ -480,5 +487,15 @@ mod tests {
         let r = a.render();
         assert!(r.contains("  /a ix,\n  /b ix,\n"), "{r}");
         assert!(!r.contains("\n  file,"), "the blanket file rule must be gone");
+    }
+
+    #[test]
+    fn a_trial_spec_renders_the_mark_and_loads_in_neither_mode_by_itself() {
+        let t = Spec::parse("name = \"custom.t\"\nmode = \"trial\"\nexec = [\"/a\"]\n").unwrap();
+        let r = t.render();
+        assert!(crate::trial::declared(&r), "{r}");
+        assert!(!r.contains("complain"), "{r}");
+        let e = Spec::parse("name = \"custom.t\"\nexec = [\"/a\"]\n").unwrap().render();
+        assert!(!crate::trial::declared(&e));
     }
 }
