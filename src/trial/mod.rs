@@ -6,6 +6,7 @@
 pub mod gate;
 pub mod generalise;
 pub mod learned;
+pub mod store;
 
 /// The line that declares every profile of a file in trial: loaded in
 /// complain mode until this node's gate promotes it. A comment, so the
