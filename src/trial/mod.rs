@@ -6,6 +6,7 @@
 pub mod gate;
 pub mod generalise;
 pub mod learned;
+pub mod lesson;
 pub mod store;
 
 /// The line that declares every profile of a file in trial: loaded in
