@@ -274,6 +274,12 @@ fn network_rule(f: &Fields, mask: &str) -> Option<String> {
 /// Insert `rules` at the end of the block of top-level profile `name` in a
 /// profile file. `None` when the profile's block cannot be found.
 pub fn insert_rules(text: &str, name: &str, rules: &[String]) -> Option<String> {
+    insert_block(text, name, "suggested by armorctl", rules)
+}
+
+/// Insert `rules` under the comment `# {header}` at the end of the block of
+/// top-level profile `name`. `None` when the block cannot be found.
+pub fn insert_block(text: &str, name: &str, header: &str, rules: &[String]) -> Option<String> {
     let candidates = [
         format!("profile {name} "),
         format!("profile {name}{{"),
@@ -292,7 +298,7 @@ pub fn insert_rules(text: &str, name: &str, rules: &[String]) -> Option<String> 
                     let at = open + i;
                     let mut out = String::with_capacity(text.len() + rules.len() * 40);
                     out.push_str(&text[..at]);
-                    out.push_str("\n  # suggested by armorctl\n");
+                    out.push_str(&format!("\n  # {header}\n"));
                     for r in rules {
                         out.push_str("  ");
                         out.push_str(r);

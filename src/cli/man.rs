@@ -162,6 +162,13 @@ fn armorctl_page(page: &str) -> (String, Vec<(&'static str, &'static str)>) {
                 ("$ armorctl denials --follow", "Watch denials as they happen:"),
             ],
         ),
+        "armorctl-learn" => (
+            "0: rules printed (or the diff). 1: the profile's loaded version learned nothing. 2: an error (said on standard error).".into(),
+            vec![
+                ("$ armorctl learn custom.web", "The profile's file with what its loaded version would have denied added:"),
+                ("$ armorctl learn custom.web --diff | git -C /srv/policy apply", "Commit what a trial learned (a new version starts a new trial):"),
+            ],
+        ),
         "armorctl-suggest" => (
             "0: rules printed. 2: a denial could not be turned into a rule (said). 1: no denials, or an error.".into(),
             vec![

@@ -4,6 +4,8 @@ mod armord_args;
 mod assets;
 mod audit_cmd;
 mod denials;
+mod diff;
+mod learn;
 mod list;
 mod man;
 mod render;
@@ -16,10 +18,12 @@ mod wait;
 
 pub use armord_args::ArmordArgs;
 pub use denials::record_from_json;
+pub use learn::LearnArgs;
 
 use assets::generate_assets;
 use audit_cmd::audit_parse;
 use denials::denials;
+use learn::learn;
 use list::list;
 use render::render;
 use status::status;
@@ -203,6 +207,10 @@ pub enum Cmd {
     Denials(DenialsArgs),
     /// Print the rules that would allow a profile's observed denials.
     Suggest(SuggestArgs),
+    /// Print a profile's file with the rules its loaded version learned
+    /// (what it would have denied), or a diff for `git apply`; exit 1 when
+    /// nothing was learned. Works when armord is down.
+    Learn(LearnArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -458,6 +466,23 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
                 config: a.config.config.clone().or(outer.config.config),
             };
             suggest_cmd(&config_or_default(&c)?, &a, &Writer::of(outer.simulate))
+        }
+        Cmd::Learn(a) => {
+            let c = ConfigArg {
+                config: a.config.config.clone().or(outer.config.config),
+            };
+            // Exit 2 on an error: 1 means nothing was learned.
+            let run = || {
+                let mut cfg = config_or_default(&c)?;
+                if outer.simulate {
+                    crate::daemon::simulate_paths(&mut cfg);
+                }
+                learn(&cfg, &a)
+            };
+            run().or_else(|e| {
+                eprintln!("armorctl: {}", escape::text(&e.to_string()));
+                Ok(2)
+            })
         }
     }
 }

@@ -102,6 +102,28 @@ fn set_aside(path: &Path, why: &str) {
 impl Store {
     /// Open the store in `dir`: the snapshot, then the log lines after it.
     pub fn open(dir: &Path, bounds: Bounds) -> Store {
+        Store::read(dir, bounds, true)
+    }
+
+    /// What the store in `dir` holds, for a reader that changes nothing
+    /// (`armorctl learn`): a damaged file is skipped with a warning, not
+    /// set aside.
+    pub fn peek(dir: &Path) -> Learned {
+        let unbounded = Bounds {
+            max_rules: usize::MAX,
+            max_profiles: usize::MAX,
+        };
+        Store::read(dir, unbounded, false).learned
+    }
+
+    fn read(dir: &Path, bounds: Bounds, fix: bool) -> Store {
+        let set_aside = |path: &Path, why: &str| {
+            if fix {
+                set_aside(path, why);
+            } else {
+                log::warn!("{}: {why}; skipped", crate::escape::path(path));
+            }
+        };
         let snapshot = dir.join("learned.json");
         let log = dir.join("learned.log");
         let (learned, seq) = match std::fs::read(&snapshot) {
@@ -130,11 +152,11 @@ impl Store {
             seq,
             dirty: false,
         };
-        store.replay();
+        store.replay(&set_aside);
         store
     }
 
-    fn replay(&mut self) {
+    fn replay(&mut self, set_aside: &dyn Fn(&Path, &str)) {
         let text = match std::fs::read_to_string(&self.log) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,

@@ -4,6 +4,8 @@
 //! replaced by rules that exclude execution except for the listed programs.
 //! Rendering is pure and deterministic.
 
+pub mod edit;
+
 use serde::Deserialize;
 use std::fmt::Write;
 
