@@ -3,7 +3,9 @@
 
 use crate::config::{Config, DenialScope};
 use crate::journal::{Counters, Follower, FollowerConfig, RateLimit, Stopper, relog};
-use std::collections::HashSet;
+use crate::trial::lesson::{Loaded, lesson};
+use crate::trial::store::Store;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -70,9 +72,19 @@ fn origin_of(proc_root: &Path, ev: &crate::journal::Event) -> crate::container::
 }
 use tokio::sync::mpsc;
 
+/// The profiles armord owns, with the version and mode it loaded.
+pub type OwnedVersions = Arc<RwLock<HashMap<String, Loaded>>>;
+
+/// How often the loop writes the learned counts (a new rule is written at
+/// once; see `trial::store`): what a kill -9 can lose is the counts and
+/// last-seen times of known rules of this long.
+pub const LEARNED_FLUSH: Duration = Duration::from_secs(2);
+
 /// The denial follower's thread and what it shares with the loop.
 pub struct Denials {
-    pub owned: Arc<RwLock<HashSet<String>>>,
+    pub owned: OwnedVersions,
+    /// What each owned profile's loaded version would have denied.
+    pub learned: Arc<Mutex<Store>>,
     pub counters: Arc<Mutex<Counters>>,
     stopper: Stopper,
     thread: std::thread::JoinHandle<()>,
@@ -91,7 +103,8 @@ impl Denials {
         if !cfg.denials.enabled {
             return None;
         }
-        let owned: Arc<RwLock<HashSet<String>>> = Arc::default();
+        let owned: OwnedVersions = Arc::default();
+        let learned = Arc::new(Mutex::new(Store::open(&cfg.state_dir, crate::trial::DEFAULT_BOUNDS)));
         let mut follower = Follower::new(FollowerConfig {
             journalctl: cfg.denials.journalctl.clone(),
             cursor_path: cfg.cursor_path(),
@@ -129,7 +142,7 @@ impl Denials {
             cfg.denials.rate_limit_burst,
             Duration::from_secs(cfg.denials.rate_limit_interval_secs),
         );
-        let (o, c) = (owned.clone(), counters.clone());
+        let (o, c, l) = (owned.clone(), counters.clone(), learned.clone());
         let proc_root = cfg.proc.clone();
         let stats = follower.stats.clone();
         let thread = std::thread::Builder::new()
@@ -149,9 +162,12 @@ impl Denials {
                     };
                     let profile = ev.record.profile().map(|p| p.into_owned()).unwrap_or_default();
                     let top = crate::apparmor::top_level(&profile).to_owned();
-                    if !scope_all && !o.read().unwrap_or_else(|p| p.into_inner()).contains(&top) {
+                    let owned_now = o.read().unwrap_or_else(|p| p.into_inner());
+                    learn(&l, &owned_now, ev);
+                    if !scope_all && !owned_now.contains_key(&top) {
                         return;
                     }
+                    drop(owned_now);
                     let origin = origin_of(&proc_root, ev);
                     let mut c = c.lock().unwrap_or_else(|p| p.into_inner());
                     relog(ev, &origin, &mut rate, &mut c);
@@ -175,10 +191,12 @@ impl Denials {
                     }
                     c.lost = stats.lock().map(|s| s.lost).unwrap_or(0);
                 });
+                flush_learned(&l);
             })
             .ok()?;
         Some(Denials {
             owned,
+            learned,
             counters,
             stopper,
             thread,
@@ -196,6 +214,36 @@ impl Denials {
             c.lost
         );
     }
+}
+
+/// Learn from one record, if it teaches an owned profile's loaded version
+/// anything. A rule that cannot be written down is logged, never fatal.
+fn learn(store: &Mutex<Store>, owned: &HashMap<String, Loaded>, ev: &crate::journal::Event) {
+    let Ok((profile, loaded, one)) = lesson(&ev.record, owned) else {
+        return;
+    };
+    let at_us = ev.record.audit_id.map_or_else(now_us, |a| {
+        a.epoch
+            .saturating_mul(1_000_000)
+            .saturating_add(u64::from(a.millis) * 1000)
+    });
+    let mut s = store.lock().unwrap_or_else(|p| p.into_inner());
+    if let Err(e) = s.observe(profile, &loaded.sha256, &one, at_us) {
+        log::warn!("cannot record a learned rule of {}: {e}", crate::escape::text(profile));
+    }
+}
+
+pub fn flush_learned(store: &Mutex<Store>) {
+    if let Err(e) = store.lock().unwrap_or_else(|p| p.into_inner()).flush() {
+        log::warn!("cannot write the learned rules: {e}");
+    }
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// A denial for the D-Bus `Denial` signal (all empty: only counters moved).

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub parser_failures: u64,
     /// Owned profiles put back after a removal behind armord's back.
     pub drift_repairs: u64,
+    /// Rules each owned profile's loaded version learned.
+    pub learned: std::collections::BTreeMap<String, usize>,
 }
 
 /// The NFD label prefix: NFD accepts `feature.node.kubernetes.io/` without
@@ -86,6 +88,14 @@ pub fn prometheus_text(published: &Published, counters: &Counters, m: &Metrics) 
     );
     let _ = writeln!(o, "# TYPE armord_drift_repairs_total counter");
     let _ = writeln!(o, "armord_drift_repairs_total {}", m.drift_repairs);
+    let _ = writeln!(
+        o,
+        "# HELP armord_learned_rules Rules the loaded version of a profile learned: what it would have denied."
+    );
+    let _ = writeln!(o, "# TYPE armord_learned_rules gauge");
+    for (profile, n) in &m.learned {
+        let _ = writeln!(o, "armord_learned_rules{{profile=\"{}\"}} {n}", escape(profile));
+    }
     let _ = writeln!(
         o,
         "# HELP armord_denials_total AppArmor records seen, by profile and kind, since start."

@@ -21,6 +21,13 @@ pub fn declared(text: &str) -> bool {
     text.lines().any(|l| l.trim() == MARK)
 }
 
+/// How much is learned unless configured: rules per profile version, and
+/// profiles.
+pub const DEFAULT_BOUNDS: Bounds = Bounds {
+    max_rules: 256,
+    max_profiles: 4096,
+};
+
 pub use gate::{Evidence, Gate, Hold, Verdict, decide, spread_offset};
 pub use learned::{Bounds, Learned, Observed};
 

@@ -91,6 +91,14 @@ impl Service {
         self.refresh_exports();
     }
 
+    /// Write the learned rules' counts, when they moved.
+    pub(super) fn on_learned_flush(&mut self) {
+        self.timers.learned = Instant::now() + crate::daemon::denials::LEARNED_FLUSH;
+        if let Some(d) = &self.denials {
+            crate::daemon::denials::flush_learned(&d.learned);
+        }
+    }
+
     /// Tell systemd's watchdog armord is alive.
     pub(super) fn on_watchdog(&mut self) {
         notify::watchdog();

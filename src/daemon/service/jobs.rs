@@ -139,8 +139,19 @@ impl Service {
     /// Tell the denial follower which profiles armord owns now.
     pub(super) fn share_owned(&self) {
         if let (Some(d), Some(rec)) = (&self.denials, &self.rec) {
-            let names = rec.manifest.profiles.keys().cloned().collect();
-            *d.owned.write().unwrap_or_else(|p| p.into_inner()) = names;
+            let owned = rec
+                .manifest
+                .profiles
+                .iter()
+                .map(|(n, o)| {
+                    let loaded = crate::trial::lesson::Loaded {
+                        sha256: o.sha256.clone(),
+                        complain: o.mode == "complain",
+                    };
+                    (n.clone(), loaded)
+                })
+                .collect();
+            *d.owned.write().unwrap_or_else(|p| p.into_inner()) = owned;
         }
     }
 
@@ -173,7 +184,21 @@ impl Service {
     }
 
     /// Update what D-Bus callers read, and the exports.
+    /// How many rules each owned profile's loaded version learned.
+    fn learned_counts(&self) -> std::collections::BTreeMap<String, usize> {
+        let (Some(d), Some(rec)) = (&self.denials, &self.rec) else {
+            return Default::default();
+        };
+        let store = d.learned.lock().unwrap_or_else(|p| p.into_inner());
+        rec.manifest
+            .profiles
+            .iter()
+            .map(|(n, o)| (n.clone(), store.learned.version(n, &o.sha256).map_or(0, |v| v.len())))
+            .collect()
+    }
+
     pub(super) fn publish(&mut self, report: &Report) {
+        self.metrics.learned = self.learned_counts();
         let Some(rec) = &self.rec else { return };
         let published = published_from(rec, report, &self.status);
         crate::daemon::exports::write(&rec.config, &published, &self.counters, &self.metrics);
@@ -193,6 +218,7 @@ impl Service {
         if marks == self.exported {
             return;
         }
+        self.metrics.learned = self.learned_counts();
         if let Some(rec) = &self.rec {
             let published = self.published.read().unwrap_or_else(|p| p.into_inner()).clone();
             crate::daemon::exports::write(&rec.config, &published, &self.counters, &self.metrics);

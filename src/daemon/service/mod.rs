@@ -181,6 +181,7 @@ impl Service {
                 _ = until(Some(self.timers.resync)) => self.on_resync().await?,
                 _ = until(self.timers.deferred) => self.on_deferred().await?,
                 _ = until(Some(self.timers.drift)) => self.on_drift_poll().await?,
+                _ = until(Some(self.timers.learned)) => self.on_learned_flush(),
                 _ = until(self.timers.watchdog) => self.on_watchdog(),
                 _ = self.signals.hup.recv() => self.on_hup().await?,
                 Some(cmd) = self.commands.recv() => self.on_command(cmd).await?,
@@ -210,6 +211,8 @@ struct Timers {
     resync: Instant,
     /// The next look at the kernel's policy revision.
     drift: Instant,
+    /// The next write of the learned counts.
+    learned: Instant,
     /// The next watchdog ping, when systemd asked for them…
     watchdog: Option<Instant>,
     /// …every this long.
@@ -227,6 +230,7 @@ impl Timers {
         Timers {
             resync: now + resync,
             drift: now + super::drift::POLL,
+            learned: now + super::denials::LEARNED_FLUSH,
             watchdog: watchdog_every.map(|w| now + w),
             watchdog_every,
             exports: None,
