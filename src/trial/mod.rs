@@ -3,6 +3,7 @@
 //! the gate that promotes a profile in trial to enforce on this node
 //! (`gate`).
 
+pub mod book;
 pub mod gate;
 pub mod generalise;
 pub mod learned;
