@@ -178,6 +178,14 @@ pub struct DenialsConfig {
     pub audit_backlog_limit: u32,
 }
 
+/// Bounds on reading a source (see `source`): the size of one file, and
+/// how many files.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_file_bytes: u64,
+    pub max_files: usize,
+}
+
 /// The effective, validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Config {
@@ -275,6 +283,14 @@ impl Config {
     }
     pub fn mass_removal_settle(&self) -> Duration {
         Duration::from_secs(self.mass_removal_settle_secs)
+    }
+    /// The bounds on reading a source: `max_file_bytes` a file,
+    /// `max_profiles` files.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_file_bytes: self.max_file_bytes,
+            max_files: self.max_profiles,
+        }
     }
     pub fn manifest_path(&self) -> PathBuf {
         self.state_dir.join("state.json")

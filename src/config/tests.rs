@@ -219,3 +219,10 @@ fn every_path_key_says_the_same_when_it_is_not_absolute() {
         assert!(msg.ends_with(" is not an absolute path"), "{msg}");
     }
 }
+
+#[test]
+fn limits_are_the_file_size_and_profile_count_bounds() {
+    let c = load_from_strs(&[("/x/c.toml", "max_file_bytes = 7\nmax_profiles = 3\n")]).unwrap();
+    let l = c.limits();
+    assert_eq!((l.max_file_bytes, l.max_files), (7, 3));
+}

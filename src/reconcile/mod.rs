@@ -397,10 +397,7 @@ impl Reconciler {
         // Until this read is validated, the last one's files are not what
         // the sources hold (the read caches are ahead of them).
         self.carry_ok = false;
-        let limits = Limits {
-            max_file_bytes: self.config.max_file_bytes,
-            max_files: self.config.max_profiles,
-        };
+        let limits = self.config.limits();
         let mut desired = Desired {
             configured: self.config.sources.iter().map(|s| s.path.clone()).collect(),
             ..Default::default()
@@ -552,10 +549,7 @@ impl Reconciler {
             let removes = std::mem::take(&mut plan.removes);
             let mut report = engine.apply(&plan, &mut self.manifest)?;
             if !removes.is_empty() && !report.cancelled {
-                let limits = Limits {
-                    max_file_bytes: self.config.max_file_bytes,
-                    max_files: self.config.max_profiles,
-                };
+                let limits = self.config.limits();
                 // Only the sources something is removed from are read again.
                 let of = removes
                     .iter()
