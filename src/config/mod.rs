@@ -378,7 +378,7 @@ pub fn load_given(main: &Path) -> Result<Config, ConfigError> {
 }
 
 /// `p` from the working directory, `.` and leading `..` resolved.
-fn absolute_from_cwd(p: &Path) -> PathBuf {
+pub fn absolute_from_cwd(p: &Path) -> PathBuf {
     if p.is_absolute() {
         return p.to_owned();
     }

@@ -226,3 +226,13 @@ fn limits_are_the_file_size_and_profile_count_bounds() {
     let l = c.limits();
     assert_eq!((l.max_file_bytes, l.max_files), (7, 3));
 }
+
+#[test]
+fn a_relative_path_from_the_working_directory_reads_as_written() {
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(absolute_from_cwd(Path::new("./a/b")), cwd.join("a/b"));
+    assert_eq!(absolute_from_cwd(Path::new("/abs/./x")), Path::new("/abs/./x"));
+    let mut up = cwd.clone();
+    up.pop();
+    assert_eq!(absolute_from_cwd(Path::new("../y")), up.join("y"));
+}
