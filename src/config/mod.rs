@@ -292,15 +292,6 @@ impl Config {
             max_files: self.max_profiles,
         }
     }
-    pub fn manifest_path(&self) -> PathBuf {
-        self.state_dir.join("state.json")
-    }
-    pub fn store_dir(&self) -> PathBuf {
-        self.state_dir.join("store")
-    }
-    pub fn cursor_path(&self) -> PathBuf {
-        self.state_dir.join("journal.cursor")
-    }
 
     /// Render as TOML, for `armord --check-config`.
     pub fn to_toml(&self) -> String {

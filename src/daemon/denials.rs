@@ -94,7 +94,7 @@ impl Denials {
         let owned: Arc<RwLock<HashSet<String>>> = Arc::default();
         let mut follower = Follower::new(FollowerConfig {
             journalctl: cfg.denials.journalctl.clone(),
-            cursor_path: cfg.cursor_path(),
+            cursor_path: crate::state::StateDir::new(cfg.state_dir.clone()).cursor(),
             backoff: Duration::from_millis(500),
             backoff_max: Duration::from_secs(60),
             commit_every: Duration::from_millis(200),

@@ -128,8 +128,8 @@ impl Engine<'_> {
         // Loads: record intent, load in one batch, isolate failures.
         let mut by_path: BTreeMap<PathBuf, &LoadAction> = BTreeMap::new();
         for a in &plan.loads {
-            let path = self.state.store_path(&a.sha256);
-            if self.state.store_get(&a.sha256).is_none() {
+            let path = self.state.store_entry(&a.sha256);
+            if self.state.store_load(&a.sha256).is_none() {
                 report.problems.push(Problem::new(
                     ProblemKind::LoadFailed,
                     a.file.clone(),

@@ -77,7 +77,7 @@ impl Validator {
             // The parser's own verdict first: the names a content owns are
             // the ones its last load left, which a failed load may cut short.
             let bounds = &self.bounds;
-            let store_path = || engine.state.store_path(&f.sha256);
+            let store_path = || engine.state.store_entry(&f.sha256);
             // Per-file work on the file's text: a bug in it refuses the
             // file, and never takes armord down.
             let verdict = contained(&f.path, || {
