@@ -180,10 +180,7 @@ pub fn revision_files(dir: &Path, max_file_bytes: u64) -> Result<BTreeMap<String
         path: path.to_owned(),
         reason: e.to_string(),
     };
-    let limits = crate::source::Limits {
-        max_file_bytes,
-        max_files: usize::MAX,
-    };
+    let limits = crate::source::Limits::each_file(max_file_bytes);
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| io(dir, &e))?
         .flatten()

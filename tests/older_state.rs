@@ -1,5 +1,5 @@
 //! State written by earlier releases (fixtures in `tests/fixtures/state/`,
-//! one per format in the history of `src/state.rs`) is adopted: every owned
+//! one per format in the history of `src/state/`) is adopted: every owned
 //! profile stays owned and loaded, an edit replaces, a deleted file's
 //! profile is removed once its source stood still, and a profile armord
 //! never owned is left alone.

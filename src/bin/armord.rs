@@ -6,16 +6,7 @@ use armord::cli::ArmordArgs as Args;
 use armord::config::{self, SourceConfig};
 use armord::daemon;
 use clap::Parser;
-use std::path::PathBuf;
 use std::process::ExitCode;
-
-fn absolute(p: PathBuf) -> PathBuf {
-    if p.is_absolute() {
-        p
-    } else {
-        std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p)
-    }
-}
 
 fn load_config(args: &Args) -> Result<config::Config, config::ConfigError> {
     let mut cfg = match &args.config {
@@ -27,7 +18,7 @@ fn load_config(args: &Args) -> Result<config::Config, config::ConfigError> {
             .source
             .iter()
             .map(|p| SourceConfig {
-                path: absolute(p.clone()),
+                path: config::absolute_from_cwd(p),
                 layout: config::LayoutKind::Auto,
                 link: None,
                 subdir: None,
@@ -36,7 +27,7 @@ fn load_config(args: &Args) -> Result<config::Config, config::ConfigError> {
             .collect();
     }
     if let Some(d) = &args.state_dir {
-        cfg.state_dir = absolute(d.clone());
+        cfg.state_dir = config::absolute_from_cwd(d);
     }
     if args.simulate {
         daemon::simulate_paths(&mut cfg);

@@ -107,7 +107,7 @@ impl Denials {
         let learned = Arc::new(Mutex::new(Store::open(&cfg.state_dir, crate::trial::DEFAULT_BOUNDS)));
         let mut follower = Follower::new(FollowerConfig {
             journalctl: cfg.denials.journalctl.clone(),
-            cursor_path: cfg.cursor_path(),
+            cursor_path: crate::state::StateDir::new(cfg.state_dir.clone()).cursor(),
             backoff: Duration::from_millis(500),
             backoff_max: Duration::from_secs(60),
             commit_every: Duration::from_millis(200),

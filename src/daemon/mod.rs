@@ -325,10 +325,7 @@ pub fn validate_files(cfg: &Config, files: &[PathBuf]) -> Result<Vec<(PathBuf, O
     let state = crate::state::StateDir::new(scratch.clone());
     let result = (|| {
         state.prepare().map_err(ApplyError::from)?;
-        let limits = Limits {
-            max_file_bytes: cfg.max_file_bytes,
-            max_files: usize::MAX,
-        };
+        let limits = Limits::each_file(cfg.max_file_bytes);
         let mut desired = Desired {
             configured: vec![PathBuf::new()],
             ..Default::default()

@@ -13,18 +13,46 @@ const SAVED_KEYS: usize = 1024;
 /// The cursor file: the cursor on the first line, then recently handled
 /// keys, one `BOOT_ID AUDIT_ID` per line.
 pub fn load_cursor(path: &Path) -> Option<String> {
-    load_cursor_file(path).0
+    read_cursor_file(path).ok()?.0
 }
 
-pub(super) fn load_cursor_file(path: &Path) -> (Option<String>, Vec<(String, AuditId)>) {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+/// A cursor file's content: the cursor, and the keys handled last.
+type SavedCursor = (Option<String>, Vec<(String, AuditId)>);
+
+/// The saved cursor and the keys handled last, for the follower. A file
+/// that cannot be read or parsed is set aside (logged), and reading starts
+/// as on a first run.
+pub(super) fn load_cursor_file(path: &Path) -> SavedCursor {
+    read_cursor_file(path).unwrap_or_else(|why| {
+        let aside = crate::state::set_aside(path);
+        log::warn!(
+            "{}: damaged journal cursor: {why}; {aside}; reading starts afresh",
+            crate::escape::path(path)
+        );
+        (None, Vec::new())
+    })
+}
+
+/// The cursor file parsed (nothing when there is none), or what is wrong
+/// with it.
+fn read_cursor_file(path: &Path) -> Result<SavedCursor, String> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, Vec::new())),
+        Err(e) => return Err(format!("cannot be read: {e}")),
+    };
+    let text = String::from_utf8(bytes).map_err(|_| "not UTF-8".to_owned())?;
     let mut lines = text.lines();
-    let cursor = lines.next().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
-    let keys = lines
-        .filter_map(|l| l.split_once(' '))
-        .filter_map(|(b, id)| Some((b.to_owned(), AuditId::parse(id)?)))
-        .collect();
-    (cursor, keys)
+    let cursor = lines.next().map(str::trim).filter(|s| !s.is_empty());
+    let cursor = cursor.ok_or("no cursor on its first line")?.to_owned();
+    let mut keys = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let key = line
+            .split_once(' ')
+            .and_then(|(boot, id)| Some((boot.to_owned(), AuditId::parse(id)?)));
+        keys.push(key.ok_or_else(|| format!("line {}: not `BOOT_ID AUDIT_ID`", i + 2))?);
+    }
+    Ok((Some(cursor), keys))
 }
 
 pub fn save_cursor(path: &Path, cursor: &str, keys: &VecDeque<(String, AuditId)>) -> Result<(), JournalError> {

@@ -1,3 +1,4 @@
+use super::cursor::load_cursor_file;
 use super::follower::read_line_bounded;
 use super::*;
 use crate::audit::AuditId;
@@ -404,4 +405,28 @@ fn only_the_kernels_transports_carry_records() {
     }
     let line = format!(r#"{{"__CURSOR":"c","_TRANSPORT":"kernel","MESSAGE":"audit: type=1400 audit(1.2:3): {msg}"}}"#);
     assert!(matches!(classify(&parse_entry(&line).unwrap()), Classified::Event(_)));
+}
+
+#[test]
+fn a_damaged_cursor_file_is_set_aside_and_reading_starts_afresh() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("journal.cursor");
+    let aside = d.path().join("journal.cursor.corrupt");
+    std::fs::write(&path, "s=3").unwrap();
+    assert_eq!(load_cursor_file(&path).0.as_deref(), Some("s=3"));
+    std::fs::write(&path, "s=4\nb1 1700000000.001:7\n").unwrap();
+    let (cursor, keys) = load_cursor_file(&path);
+    assert_eq!((cursor.as_deref(), keys.len()), (Some("s=4"), 1));
+    assert!(!aside.exists());
+    for damaged in [&b"s=5\nb1 not-an-id\n"[..], b"", b"\n\n", b"s=\xff\n"] {
+        std::fs::write(&path, damaged).unwrap();
+        let (cursor, keys) = load_cursor_file(&path);
+        assert!(cursor.is_none() && keys.is_empty(), "{damaged:?}");
+        assert!(!path.exists(), "{damaged:?}");
+        assert_eq!(std::fs::read(&aside).unwrap(), damaged);
+    }
+    // No file: a first run, nothing set aside.
+    std::fs::remove_file(&aside).unwrap();
+    assert_eq!(load_cursor_file(&path), (None, Vec::new()));
+    assert!(!aside.exists());
 }

@@ -69,10 +69,7 @@ impl Reconciler {
         if !can {
             return None;
         }
-        let limits = Limits {
-            max_file_bytes: self.config.max_file_bytes,
-            max_files: self.config.max_profiles,
-        };
+        let limits = self.config.limits();
         let mut looks = Vec::with_capacity(self.config.sources.len());
         for src in self.config.sources.clone() {
             let cache = self.read_caches.entry(src.path.clone()).or_default();

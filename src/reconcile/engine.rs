@@ -125,11 +125,69 @@ impl Engine<'_> {
             report.cancelled = true;
             return Ok(report);
         }
-        // Loads: record intent, load in one batch, isolate failures.
-        let mut by_path: BTreeMap<PathBuf, &LoadAction> = BTreeMap::new();
-        for a in &plan.loads {
-            let path = self.state.store_path(&a.sha256);
-            if self.state.store_get(&a.sha256).is_none() {
+        self.load(&plan.loads, manifest, &mut report)?;
+        self.remove(&plan.removes, manifest, &mut report)?;
+        for name in &plan.forgets {
+            manifest.profiles.remove(name);
+        }
+        report.deferred = plan.defers.clone();
+        for v in [
+            &mut report.loaded,
+            &mut report.replaced,
+            &mut report.restored,
+            &mut report.removed,
+        ] {
+            v.sort();
+        }
+        if !plan.removes.is_empty() || !plan.forgets.is_empty() || !plan.relocations.is_empty() {
+            self.state.save_manifest(manifest)?;
+        }
+        Ok(report)
+    }
+
+    /// Loads: record intent, load in one batch, isolate failures.
+    fn load(&self, loads: &[LoadAction], manifest: &mut Manifest, report: &mut Report) -> Result<(), ApplyError> {
+        let by_path = self.intend(loads, manifest, report);
+        if by_path.is_empty() {
+            return Ok(());
+        }
+        self.state.save_pending(manifest)?;
+        let paths: Vec<PathBuf> = by_path.keys().cloned().collect();
+        let failed = self.batched(&paths, |fs| self.parser.load(fs, self.opts))?;
+        let _ = crate::failpoint::hit("after-load");
+        let kernel = self.kernel.loaded()?;
+        for (path, a) in &by_path {
+            if let Some(e) = failed.get(path) {
+                report.transient |= !e.is_rejection();
+                for d in rename_diagnostics(error_diagnostics(e, path), path, &a.file) {
+                    report
+                        .problems
+                        .push(Problem::from_diagnostic(ProblemKind::LoadFailed, &a.file, &d));
+                }
+                continue;
+            }
+            self.record_loaded(a, &kernel, manifest, report);
+        }
+        // Failed loads: whatever the kernel holds now is still ours.
+        report.adopted = manifest.recover(&kernel);
+        // Durable now: boot restore reads these stored files.
+        self.state.store_sync(by_path.values().map(|a| a.sha256.as_str()))?;
+        self.state.save_manifest(manifest)?;
+        Ok(())
+    }
+
+    /// The loads whose stored copy is intact, by store path, each name
+    /// recorded as a pending load; the others are problems.
+    fn intend<'p>(
+        &self,
+        loads: &'p [LoadAction],
+        manifest: &mut Manifest,
+        report: &mut Report,
+    ) -> BTreeMap<PathBuf, &'p LoadAction> {
+        let mut by_path = BTreeMap::new();
+        for a in loads {
+            let path = self.state.store_entry(&a.sha256);
+            if self.state.store_load(&a.sha256).is_none() {
                 report.problems.push(Problem::new(
                     ProblemKind::LoadFailed,
                     a.file.clone(),
@@ -150,106 +208,82 @@ impl Engine<'_> {
             }
             by_path.insert(path, a);
         }
-        if !by_path.is_empty() {
-            self.state.save_pending(manifest)?;
-            let paths: Vec<PathBuf> = by_path.keys().cloned().collect();
-            let failed = self.batched(&paths, |fs| self.parser.load(fs, self.opts))?;
-            let _ = crate::failpoint::hit("after-load");
-            let kernel = self.kernel.loaded()?;
-            for (path, a) in &by_path {
-                if let Some(e) = failed.get(path) {
-                    report.transient |= !e.is_rejection();
-                    for d in rename_diagnostics(error_diagnostics(e, path), path, &a.file) {
-                        report
-                            .problems
-                            .push(Problem::from_diagnostic(ProblemKind::LoadFailed, &a.file, &d));
-                    }
-                    continue;
-                }
-                for n in &a.names {
-                    manifest.pending.remove(n);
-                    let Some(mode) = kernel.get(n) else {
-                        report.problems.push(Problem::new(
-                            ProblemKind::LoadFailed,
-                            a.file.clone(),
-                            format!("the parser loaded the file but the kernel does not list profile `{n}`"),
-                        ));
-                        continue;
-                    };
-                    manifest.profiles.insert(
-                        n.clone(),
-                        Owned {
-                            file: a.file.clone(),
-                            source: a.source.clone(),
-                            sha256: a.sha256.clone(),
-                            complain: self.opts.complain,
-                            mode: mode.clone(),
-                        },
-                    );
-                    if !self.parser.checks() {
-                        manifest.unchecked.insert(a.sha256.clone());
-                        log::warn!(
-                            "{}: profile `{}` loaded unchecked (no apparmor_parser); it is checked once a parser is installed",
-                            crate::escape::path(&a.file),
-                            crate::escape::text(n)
-                        );
-                    }
-                    match a.kind {
-                        LoadKind::New => report.loaded.push(n.clone()),
-                        LoadKind::Replace => report.replaced.push(n.clone()),
-                        LoadKind::Restore => report.restored.push(n.clone()),
-                    }
-                }
-            }
-            // Failed loads: whatever the kernel holds now is still ours.
-            report.adopted = manifest.recover(&kernel);
-            // Durable now: boot restore reads these stored files.
-            self.state.store_sync(by_path.values().map(|a| a.sha256.as_str()))?;
-            self.state.save_manifest(manifest)?;
-        }
+        by_path
+    }
 
-        // Removals: mark, remove, forget.
-        if !plan.removes.is_empty() {
-            manifest.removing.extend(plan.removes.iter().cloned());
-            self.state.save_manifest(manifest)?;
-            for name in &plan.removes {
-                manifest.removing.remove(name);
-                if self.cancelled() {
-                    report.cancelled = true;
-                    continue;
+    /// A load the parser did: each name the kernel now lists is owned.
+    fn record_loaded(
+        &self,
+        a: &LoadAction,
+        kernel: &BTreeMap<String, String>,
+        manifest: &mut Manifest,
+        report: &mut Report,
+    ) {
+        for n in &a.names {
+            manifest.pending.remove(n);
+            let Some(mode) = kernel.get(n) else {
+                report.problems.push(Problem::new(
+                    ProblemKind::LoadFailed,
+                    a.file.clone(),
+                    format!("the parser loaded the file but the kernel does not list profile `{n}`"),
+                ));
+                continue;
+            };
+            manifest.profiles.insert(
+                n.clone(),
+                Owned {
+                    file: a.file.clone(),
+                    source: a.source.clone(),
+                    sha256: a.sha256.clone(),
+                    complain: self.opts.complain,
+                    mode: mode.clone(),
+                },
+            );
+            if !self.parser.checks() {
+                manifest.unchecked.insert(a.sha256.clone());
+                log::warn!(
+                    "{}: profile `{}` loaded unchecked (no apparmor_parser); it is checked once a parser is installed",
+                    crate::escape::path(&a.file),
+                    crate::escape::text(n)
+                );
+            }
+            match a.kind {
+                LoadKind::New => report.loaded.push(n.clone()),
+                LoadKind::Replace => report.replaced.push(n.clone()),
+                LoadKind::Restore => report.restored.push(n.clone()),
+            }
+        }
+    }
+
+    /// Removals: mark, remove, forget.
+    fn remove(&self, removes: &[String], manifest: &mut Manifest, report: &mut Report) -> Result<(), ApplyError> {
+        if removes.is_empty() {
+            return Ok(());
+        }
+        manifest.removing.extend(removes.iter().cloned());
+        self.state.save_manifest(manifest)?;
+        for name in removes {
+            manifest.removing.remove(name);
+            if self.cancelled() {
+                report.cancelled = true;
+                continue;
+            }
+            match self.kernel.remove(name) {
+                Ok(()) => {
+                    let _ = crate::failpoint::hit("between-removes");
+                    manifest.profiles.remove(name);
+                    report.removed.push(name.clone());
                 }
-                match self.kernel.remove(name) {
-                    Ok(()) => {
-                        let _ = crate::failpoint::hit("between-removes");
-                        manifest.profiles.remove(name);
-                        report.removed.push(name.clone());
-                    }
-                    Err(e) => {
-                        let file = manifest.profiles.get(name).map(|o| o.file.clone()).unwrap_or_default();
-                        report.problems.push(Problem::new(
-                            ProblemKind::RemoveFailed,
-                            file,
-                            format!("cannot remove profile `{name}`: {e}"),
-                        ));
-                    }
+                Err(e) => {
+                    let file = manifest.profiles.get(name).map(|o| o.file.clone()).unwrap_or_default();
+                    report.problems.push(Problem::new(
+                        ProblemKind::RemoveFailed,
+                        file,
+                        format!("cannot remove profile `{name}`: {e}"),
+                    ));
                 }
             }
         }
-        for name in &plan.forgets {
-            manifest.profiles.remove(name);
-        }
-        report.deferred = plan.defers.clone();
-        for v in [
-            &mut report.loaded,
-            &mut report.replaced,
-            &mut report.restored,
-            &mut report.removed,
-        ] {
-            v.sort();
-        }
-        if !plan.removes.is_empty() || !plan.forgets.is_empty() || !plan.relocations.is_empty() {
-            self.state.save_manifest(manifest)?;
-        }
-        Ok(report)
+        Ok(())
     }
 }

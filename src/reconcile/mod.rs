@@ -173,16 +173,12 @@ pub struct Reconciler {
     pub plans_ahead_kept: u64,
 }
 
-/// Where the serials of applied signed revisions are kept, in the state dir.
-const SERIALS_FILE: &str = "signed-serials.json";
-
 impl Reconciler {
     /// Open the state: read the manifest, or rebuild it from the store and
     /// the kernel when it is missing or corrupt (nothing is unloaded).
     pub fn open(config: Config, parser: Arc<dyn Parser>, kernel: Arc<dyn Kernel>) -> Result<Self, ApplyError> {
         let state = StateDir::new(config.state_dir.clone());
         state.prepare()?;
-        let config_state = config.state_dir.clone();
         let bounds = Bounds::new(config.mode, config.allowed_attachments.clone());
         let mut notes = Vec::new();
         let loaded = kernel.loaded()?;
@@ -191,16 +187,11 @@ impl Reconciler {
             Loaded::Missing if state.store_entries().is_empty() => Manifest::new(),
             found => {
                 let why = match &found {
-                    Loaded::Corrupt(e) => e.to_string(),
-                    _ => format!("{}: missing", state.manifest_path().display()),
+                    // The file that is corrupt, the manifest or the
+                    // pending-load log, is set aside.
+                    Loaded::Corrupt(e) => format!("{e}; {}", crate::state::set_aside(e.path())),
+                    _ => format!("{}: missing", state.manifest().display()),
                 };
-                // Set aside the file that is corrupt: the manifest or the
-                // pending-load record.
-                if let Loaded::Corrupt(StateError::Corrupt { path, .. }) = &found {
-                    let mut aside = path.clone().into_os_string();
-                    aside.push(".corrupt");
-                    let _ = std::fs::rename(path, &aside);
-                }
                 let m = rebuild(&state, parser.as_ref(), &loaded);
                 notes.push(format!(
                     "{why}; rebuilt from the store and the kernel: {} profiles owned",
@@ -223,7 +214,7 @@ impl Reconciler {
             ));
         }
         state.save_manifest(&mut manifest)?;
-        let serials = signed::load_serials(&config_state.join(SERIALS_FILE), &manifest.serials, &mut notes);
+        let serials = signed::load_serials(&state, &manifest.serials, &mut notes);
         Ok(Reconciler {
             config,
             parser,
@@ -399,10 +390,7 @@ impl Reconciler {
         // Until this read is validated, the last one's files are not what
         // the sources hold (the read caches are ahead of them).
         self.carry_ok = false;
-        let limits = Limits {
-            max_file_bytes: self.config.max_file_bytes,
-            max_files: self.config.max_profiles,
-        };
+        let limits = self.config.limits();
         let mut desired = Desired {
             configured: self.config.sources.iter().map(|s| s.path.clone()).collect(),
             ..Default::default()
@@ -554,10 +542,7 @@ impl Reconciler {
             let removes = std::mem::take(&mut plan.removes);
             let mut report = engine.apply(&plan, &mut self.manifest)?;
             if !removes.is_empty() && !report.cancelled {
-                let limits = Limits {
-                    max_file_bytes: self.config.max_file_bytes,
-                    max_files: self.config.max_profiles,
-                };
+                let limits = self.config.limits();
                 // Only the sources something is removed from are read again.
                 let of = removes
                     .iter()
@@ -606,8 +591,13 @@ impl Reconciler {
 /// reconcile finds the same content in a source.
 fn rebuild(state: &StateDir, parser: &dyn Parser, kernel: &BTreeMap<String, String>) -> Manifest {
     let mut m = Manifest::new();
-    let shas = state.store_entries();
-    let paths: Vec<PathBuf> = shas.iter().map(|s| state.store_path(s)).collect();
+    // Only intact copies: a damaged one is set aside, not read for names.
+    let shas: Vec<String> = state
+        .store_entries()
+        .into_iter()
+        .filter(|s| state.store_load(s).is_some())
+        .collect();
+    let paths: Vec<PathBuf> = shas.iter().map(|s| state.store_entry(s)).collect();
     let Ok(names) = parser.names(&paths) else {
         return m;
     };
@@ -620,7 +610,7 @@ fn rebuild(state: &StateDir, parser: &dyn Parser, kernel: &BTreeMap<String, Stri
                 m.profiles.insert(
                     n,
                     Owned {
-                        file: state.store_path(sha),
+                        file: state.store_entry(sha),
                         source: PathBuf::new(),
                         sha256: sha.clone(),
                         complain: mode == "complain",

@@ -2,6 +2,7 @@
 //! and the serial of each source's last applied signed revision.
 
 use super::*;
+use crate::state::Serials;
 use std::collections::BTreeSet;
 
 impl Reconciler {
@@ -90,8 +91,8 @@ impl Reconciler {
     }
 
     /// Keep the serial of each source's last applied signed revision, in
-    /// the manifest (durable with it) and, for older releases, in
-    /// `signed-serials.json`.
+    /// the manifest (durable with it) and, for older releases, in their
+    /// record (`signed-serials.json`).
     pub(super) fn save_serials(&mut self) -> Result<(), ApplyError> {
         if self.pending_serials.is_empty() {
             return Ok(());
@@ -105,48 +106,28 @@ impl Reconciler {
         }
         self.manifest.serials = self.serials.clone();
         self.state.save_manifest(&mut self.manifest)?;
-        if let Ok(json) = serde_json::to_vec_pretty(&self.serials) {
-            let path = self.config.state_dir.join(SERIALS_FILE);
-            if let Err(e) = crate::state::atomic_write(&path, &json) {
-                log::warn!("cannot save the signed serials (the manifest holds them): {e}");
-            }
+        if let Err(e) = self.state.save_legacy_serials(&self.serials) {
+            log::warn!("cannot save the signed serials (the manifest holds them): {e}");
         }
         Ok(())
     }
 }
 
-/// The serials at start: the manifest's, raised by what `signed-serials.json`
-/// (the record of older releases) holds. A damaged file is set aside with a
-/// note; it never lowers a floor.
-pub(super) fn load_serials(
-    path: &Path,
-    in_manifest: &BTreeMap<PathBuf, u64>,
-    notes: &mut Vec<String>,
-) -> BTreeMap<PathBuf, u64> {
+/// The serials at start: the manifest's, raised by what the record of
+/// older releases (`signed-serials.json`) holds. A record that cannot be
+/// read is set aside with a note; it never lowers a floor.
+pub(super) fn load_serials(state: &StateDir, in_manifest: &Serials, notes: &mut Vec<String>) -> Serials {
     let mut serials = in_manifest.clone();
-    match std::fs::read(path) {
-        Ok(bytes) => match serde_json::from_slice::<BTreeMap<PathBuf, u64>>(&bytes) {
-            Ok(file) => {
-                for (src, n) in file {
-                    let e = serials.entry(src).or_insert(0);
-                    *e = (*e).max(n);
-                }
+    match state.load_legacy_serials() {
+        Ok(file) => {
+            for (src, n) in file {
+                let e = serials.entry(src).or_insert(0);
+                *e = (*e).max(n);
             }
-            Err(e) => {
-                let mut aside = path.as_os_str().to_owned();
-                aside.push(".corrupt");
-                let _ = std::fs::rename(path, &aside);
-                notes.push(format!(
-                    "{}: damaged ({e}); set aside as {}. A signed source whose last serial is not in the manifest either is held: a revision that changes its profiles is refused until `armorctl sync --accept-signed-serial`",
-                    crate::escape::path(path),
-                    crate::escape::path(Path::new(&aside))
-                ));
-            }
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        }
         Err(e) => notes.push(format!(
-            "{}: cannot be read ({e}); the manifest's serials are used",
-            crate::escape::path(path)
+            "{e}; {}. A signed source whose last serial is not in the manifest either is held: a revision that changes its profiles is refused until `armorctl sync --accept-signed-serial`",
+            crate::state::set_aside(e.path())
         )),
     }
     serials

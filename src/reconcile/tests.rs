@@ -734,17 +734,70 @@ fn corrupt_manifest_is_rebuilt_without_unloading() {
     f.write("a", "profile custom.a {\n}\n");
     let mut r = f.open();
     r.reconcile().unwrap();
-    std::fs::write(r.state.manifest_path(), "{ not json").unwrap();
+    std::fs::write(r.state.manifest(), "{ not json").unwrap();
     drop(r);
     let mut r = f.open();
     assert!(r.notes[0].contains("corrupt manifest"), "{:?}", r.notes);
     assert!(r.manifest.profiles.contains_key("custom.a"));
-    assert!(r.state.manifest_path().with_extension("json.corrupt").exists());
+    assert!(r.state.manifest().with_extension("json.corrupt").exists());
     let rep = r.reconcile().unwrap();
     assert!(rep.removed.is_empty() && rep.is_clean(), "{rep:?}");
     assert_eq!(rep.unchanged, 1);
     assert_eq!(r.manifest.profiles["custom.a"].file, f.src.join("a"));
     f.assert_manifest_matches_kernel(&r);
+}
+
+#[test]
+fn a_corrupt_pending_log_is_set_aside_and_nothing_unloaded() {
+    let f = Fixture::new();
+    f.write("a", "profile custom.a {\n}\n");
+    let mut r = f.open();
+    r.reconcile().unwrap();
+    std::fs::write(r.state.pending_log(), "{ not json\n").unwrap();
+    drop(r);
+    let mut r = f.open();
+    assert!(
+        r.notes[0].contains("pending.log: corrupt manifest: line 1") && r.notes[0].contains("; set aside as "),
+        "{:?}",
+        r.notes
+    );
+    assert_eq!(
+        std::fs::read_to_string(r.state.dir.join("pending.log.corrupt")).unwrap(),
+        "{ not json\n"
+    );
+    assert!(r.manifest.profiles.contains_key("custom.a"));
+    let rep = r.reconcile().unwrap();
+    assert!(rep.removed.is_empty() && rep.is_clean(), "{rep:?}");
+    f.assert_manifest_matches_kernel(&r);
+}
+
+#[test]
+fn a_damaged_stored_copy_is_set_aside_and_never_loaded() {
+    let f = Fixture::new();
+    f.write("a", "profile custom.a {\n}\n");
+    let mut r = f.open();
+    r.reconcile().unwrap();
+    let entry = r.state.store_entry(&r.manifest.profiles["custom.a"].sha256);
+    drop(r);
+    // Reboot with the source not there yet, and the stored copy damaged.
+    std::fs::write(f.secfs.join("profiles"), "").unwrap();
+    std::fs::remove_dir_all(&f.src).unwrap();
+    std::fs::write(&entry, "profile custom.a { /** rwx, }\n").unwrap();
+    let mut r = f.open();
+    let rep = r.restore().unwrap();
+    assert!(rep.restored.is_empty(), "{rep:?}");
+    assert!(
+        rep.problems.iter().any(|p| p.message.contains("is missing or damaged")),
+        "{:?}",
+        rep.problems
+    );
+    assert!(!f.kernel().contains_key("custom.a"));
+    let mut aside = entry.into_os_string();
+    aside.push(".corrupt");
+    assert_eq!(
+        std::fs::read_to_string(&aside).unwrap(),
+        "profile custom.a { /** rwx, }\n"
+    );
 }
 
 #[test]

@@ -77,7 +77,7 @@ impl Validator {
             // The parser's own verdict first: the names a content owns are
             // the ones its last load left, which a failed load may cut short.
             let bounds = &self.bounds;
-            let store_path = || engine.state.store_path(&f.sha256);
+            let store_path = || engine.state.store_entry(&f.sha256);
             // Per-file work on the file's text: a bug in it refuses the
             // file, and never takes armord down.
             let verdict = contained(&f.path, || {
@@ -140,7 +140,20 @@ impl Validator {
         if let Some(tx) = starts {
             let _ = tx.send(());
         }
+        self.check(check, &mut out, engine, may_define)?;
+        Ok(out)
+    }
 
+    /// Judge by the parser the files no memo or manifest vouched for
+    /// (`check`: their index in `out`, store path and content), and
+    /// remember the verdicts that will not change.
+    fn check(
+        &mut self,
+        check: Vec<(usize, PathBuf, String)>,
+        out: &mut [DesiredFile],
+        engine: &Engine,
+        may_define: &mut BTreeMap<PathBuf, Vec<String>>,
+    ) -> Result<(), ApplyError> {
         // Names and the compile, each in one parser run, side by side: one
         // after the other would add a process's latency to every change. A
         // file the names run rejects fails its compile too; the names
@@ -177,9 +190,9 @@ impl Validator {
             if !matches!(out[i].verdict, Verdict::Valid { .. }) {
                 may_define.insert(out[i].path.clone(), may_define_of(&out[i].path, &content));
             }
-            self.remember(&out[i], complain);
+            self.remember(&out[i], engine.opts.complain);
         }
-        Ok(out)
+        Ok(())
     }
 
     fn remember_verdict(&mut self, sha: String, path: PathBuf, verdict: Verdict, complain: bool) {

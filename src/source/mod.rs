@@ -137,11 +137,7 @@ pub enum SnapshotResult {
     Unavailable(Unavailable),
 }
 
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_file_bytes: u64,
-    pub max_files: usize,
-}
+pub use crate::config::Limits;
 
 /// A signed revision's manifest and its signature: read beside the
 /// profiles, never profiles themselves (see `signing`).
