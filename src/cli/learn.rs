@@ -74,7 +74,7 @@ pub(super) fn learn(cfg: &config::Config, a: &LearnArgs) -> Result<i32, CliError
             escape::text(&a.profile)
         )));
     };
-    let learned = Store::peek(&cfg.state_dir);
+    let learned = Store::peek(&state);
     let since_us = a.since.map_or(0, |d| {
         now_us().saturating_sub(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
     });

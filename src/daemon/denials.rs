@@ -104,7 +104,10 @@ impl Denials {
             return None;
         }
         let owned: OwnedVersions = Arc::default();
-        let learned = Arc::new(Mutex::new(Store::open(&cfg.state_dir, crate::trial::DEFAULT_BOUNDS)));
+        let learned = Arc::new(Mutex::new(Store::open(
+            &crate::state::StateDir::new(cfg.state_dir.clone()),
+            crate::trial::DEFAULT_BOUNDS,
+        )));
         let mut follower = Follower::new(FollowerConfig {
             journalctl: cfg.denials.journalctl.clone(),
             cursor_path: crate::state::StateDir::new(cfg.state_dir.clone()).cursor(),

@@ -60,6 +60,21 @@ impl StateDir {
         self.dir.join("journal.cursor")
     }
 
+    /// The learned rules' snapshot (see `trial::store`).
+    pub fn learned(&self) -> PathBuf {
+        self.dir.join("learned.json")
+    }
+
+    /// The rules learned since the snapshot, one JSON line each.
+    pub fn learned_log(&self) -> PathBuf {
+        self.dir.join("learned.log")
+    }
+
+    /// The trial book: trials running and versions promoted.
+    pub fn trial_book(&self) -> PathBuf {
+        self.dir.join("trial.json")
+    }
+
     /// The serials of signed sources as older releases recorded them (the
     /// manifest holds them now).
     pub fn legacy_signed_serials(&self) -> PathBuf {

@@ -10,7 +10,7 @@
 use super::gate::Evidence;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The format of `trial.json`; another one is set aside.
 pub const FORMAT: u32 = 1;
@@ -72,11 +72,6 @@ impl Default for Book {
 }
 
 impl Book {
-    /// The path of the book in a state directory.
-    pub fn path(state_dir: &Path) -> PathBuf {
-        state_dir.join("trial.json")
-    }
-
     /// Read the book; a damaged one (or one of another format) is set
     /// aside and an empty book returned.
     pub fn load(path: &Path) -> Book {
@@ -175,16 +170,11 @@ impl Book {
 }
 
 fn set_aside(path: &Path, why: &str) {
-    let mut aside = path.as_os_str().to_owned();
-    aside.push(".corrupt");
-    match std::fs::rename(path, &aside) {
-        Ok(()) => log::warn!(
-            "{}: {why}; set aside as {}; every trial starts again",
-            crate::escape::path(path),
-            crate::escape::path(Path::new(&aside))
-        ),
-        Err(e) => log::warn!("{}: {why}; cannot set it aside: {e}", crate::escape::path(path)),
-    }
+    let aside = crate::state::set_aside(path);
+    log::warn!(
+        "{}: {why}; {aside}; every trial starts again",
+        crate::escape::path(path)
+    );
 }
 
 #[cfg(test)]
@@ -222,7 +212,7 @@ mod tests {
     #[test]
     fn a_damaged_book_is_set_aside_and_promotes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let path = Book::path(dir.path());
+        let path = crate::state::StateDir::new(dir.path().to_owned()).trial_book();
         let mut b = Book::default();
         b.on_trial("p", "v", 1);
         b.trials.get_mut("p").unwrap().promoted = Some((2, Promoter::Gate));

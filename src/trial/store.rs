@@ -9,6 +9,7 @@
 
 use super::learned::{Bounds, Learned, Observed};
 use crate::audit::suggest::One;
+use crate::state::StateDir;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -87,36 +88,29 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 
 /// Rename a file that cannot be read out of the way, and say so once.
 fn set_aside(path: &Path, why: &str) {
-    let mut aside = path.as_os_str().to_owned();
-    aside.push(".corrupt");
-    match std::fs::rename(path, &aside) {
-        Ok(()) => log::warn!(
-            "{}: {why}; set aside as {} and learning starts again",
-            crate::escape::path(path),
-            crate::escape::path(Path::new(&aside))
-        ),
-        Err(e) => log::warn!("{}: {why}; cannot set it aside: {e}", crate::escape::path(path)),
-    }
+    let aside = crate::state::set_aside(path);
+    log::warn!("{}: {why}; {aside}; learning starts again", crate::escape::path(path));
 }
 
 impl Store {
-    /// Open the store in `dir`: the snapshot, then the log lines after it.
-    pub fn open(dir: &Path, bounds: Bounds) -> Store {
-        Store::read(dir, bounds, true)
+    /// Open the store in a state directory: the snapshot, then the log
+    /// lines after it.
+    pub fn open(state: &StateDir, bounds: Bounds) -> Store {
+        Store::read(state, bounds, true)
     }
 
     /// What the store in `dir` holds, for a reader that changes nothing
     /// (`armorctl learn`): a damaged file is skipped with a warning, not
     /// set aside.
-    pub fn peek(dir: &Path) -> Learned {
+    pub fn peek(state: &StateDir) -> Learned {
         let unbounded = Bounds {
             max_rules: usize::MAX,
             max_profiles: usize::MAX,
         };
-        Store::read(dir, unbounded, false).learned
+        Store::read(state, unbounded, false).learned
     }
 
-    fn read(dir: &Path, bounds: Bounds, fix: bool) -> Store {
+    fn read(state: &StateDir, bounds: Bounds, fix: bool) -> Store {
         let set_aside = |path: &Path, why: &str| {
             if fix {
                 set_aside(path, why);
@@ -124,8 +118,8 @@ impl Store {
                 log::warn!("{}: {why}; skipped", crate::escape::path(path));
             }
         };
-        let snapshot = dir.join("learned.json");
-        let log = dir.join("learned.log");
+        let snapshot = state.learned();
+        let log = state.learned_log();
         let (learned, seq) = match std::fs::read(&snapshot) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Learned::default(), 0),
             Err(e) => {
@@ -263,24 +257,24 @@ mod tests {
     #[test]
     fn a_new_rule_survives_a_kill_before_any_flush() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(dir.path(), B);
+        let mut s = Store::open(&StateDir::new(dir.path().to_owned()), B);
         s.observe("p", "v", &file("/a"), 1).unwrap();
         s.observe("p", "v", &file("/a"), 2).unwrap();
         drop(s); // no flush: as a kill -9
-        let s = Store::open(dir.path(), B);
+        let s = Store::open(&StateDir::new(dir.path().to_owned()), B);
         assert_eq!(s.learned.version("p", "v").unwrap().render(), ["/a r,"]);
     }
 
     #[test]
     fn a_flush_then_a_crash_before_the_log_is_emptied_counts_nothing_twice() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(dir.path(), B);
+        let mut s = Store::open(&StateDir::new(dir.path().to_owned()), B);
         s.observe("p", "v", &file("/a"), 1).unwrap();
         let log = std::fs::read(dir.path().join("learned.log")).unwrap();
         s.flush().unwrap();
         // As if the process died between the snapshot and the truncation.
         std::fs::write(dir.path().join("learned.log"), log).unwrap();
-        let s = Store::open(dir.path(), B);
+        let s = Store::open(&StateDir::new(dir.path().to_owned()), B);
         let v = s.learned.version("p", "v").unwrap();
         assert_eq!(v.files["/a"].seen.count, 1);
     }
@@ -290,13 +284,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("learned.json"), b"{not json").unwrap();
         std::fs::write(dir.path().join("learned.log"), b"garbage\n{\"also\":1}\n").unwrap();
-        let mut s = Store::open(dir.path(), B);
+        let mut s = Store::open(&StateDir::new(dir.path().to_owned()), B);
         assert!(s.learned.profiles.is_empty());
         assert!(dir.path().join("learned.json.corrupt").exists());
         assert!(dir.path().join("learned.log.corrupt").exists());
         s.observe("p", "v", &file("/b"), 1).unwrap();
         s.flush().unwrap();
-        let s = Store::open(dir.path(), B);
+        let s = Store::open(&StateDir::new(dir.path().to_owned()), B);
         assert_eq!(s.learned.version("p", "v").unwrap().render(), ["/b r,"]);
     }
 
@@ -309,7 +303,7 @@ mod tests {
         };
         let snap = serde_json::to_vec(&Snapshot { learned: other, seq: 0 }).unwrap();
         std::fs::write(dir.path().join("learned.json"), snap).unwrap();
-        let s = Store::open(dir.path(), B);
+        let s = Store::open(&StateDir::new(dir.path().to_owned()), B);
         assert!(s.learned.profiles.is_empty());
         assert!(dir.path().join("learned.json.corrupt").exists());
     }
@@ -317,7 +311,7 @@ mod tests {
     #[test]
     fn a_line_cut_short_by_a_kill_is_dropped_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(dir.path(), B);
+        let mut s = Store::open(&StateDir::new(dir.path().to_owned()), B);
         s.observe("p", "v", &file("/a"), 1).unwrap();
         drop(s);
         let mut f = std::fs::OpenOptions::new()
@@ -325,7 +319,7 @@ mod tests {
             .open(dir.path().join("learned.log"))
             .unwrap();
         f.write_all(b"{\"seq\":2,\"prof").unwrap();
-        let s = Store::open(dir.path(), B);
+        let s = Store::open(&StateDir::new(dir.path().to_owned()), B);
         assert_eq!(s.learned.version("p", "v").unwrap().render(), ["/a r,"]);
         assert!(!dir.path().join("learned.log.corrupt").exists());
     }
