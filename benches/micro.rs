@@ -102,7 +102,7 @@ fn bench_plan(c: &mut Criterion) {
                 mode: "enforce".into(),
             },
         );
-        kernel.insert(name, "enforce".to_owned());
+        kernel.insert(name, armord::apparmor::Mode::Enforce);
     }
     // One file changed.
     desired.files[500].sha256 = "f".repeat(64);

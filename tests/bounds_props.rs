@@ -7,7 +7,7 @@
 //! each file; a file it rejects proves nothing and is skipped.
 
 mod common;
-use armord::apparmor::{CompiledMode, default_features_file, read_policy};
+use armord::apparmor::{Mode, default_features_file, read_policy};
 use armord::config::ForcedMode;
 use armord::reconcile::Bounds;
 use common::*;
@@ -212,7 +212,7 @@ proptest! {
         prop_assert_eq!(attach_only.is_ok(), ok_attach, "{:?}\n{}", attach_only, text);
         let modes_only = Bounds::new(ForcedMode::Enforce, None).judge(&profiles);
         prop_assert_eq!(modes_only.is_ok(), ok_modes, "{:?}\n{}", modes_only, text);
-        if let Some(p) = profiles.iter().find(|p| p.mode != CompiledMode::Enforce) {
+        if let Some(p) = profiles.iter().find(|p| p.mode != Mode::Enforce) {
             prop_assert!(modes_only.unwrap_err().contains("mode = \"enforce\""), "{}", p.name);
         }
     }

@@ -11,49 +11,15 @@
 //! Every bound on a writer is judged from this, never from a scan of the
 //! profile's text alone: it is what the kernel gets.
 
+use super::Mode;
 use super::dfa::Dfa;
-
-/// The mode a compiled profile is loaded in, as the kernel reads it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CompiledMode {
-    Enforce,
-    Complain,
-    Kill,
-    Unconfined,
-    /// User/prompt mode, or a value this reader does not know.
-    Other(u32),
-}
-
-impl CompiledMode {
-    fn from_packed(v: u32) -> CompiledMode {
-        match v {
-            0 => CompiledMode::Enforce,
-            1 => CompiledMode::Complain,
-            2 => CompiledMode::Kill,
-            3 => CompiledMode::Unconfined,
-            v => CompiledMode::Other(v),
-        }
-    }
-
-    /// The word the kernel's profile list uses.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            CompiledMode::Enforce => "enforce",
-            CompiledMode::Complain => "complain",
-            CompiledMode::Kill => "kill",
-            CompiledMode::Unconfined => "unconfined",
-            CompiledMode::Other(4) => "prompt",
-            CompiledMode::Other(_) => "unknown",
-        }
-    }
-}
 
 /// One profile of a compiled set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompiledProfile {
     /// The full name: `a`, `a//child`, `a//hat`.
     pub name: String,
-    pub mode: CompiledMode,
+    pub mode: Mode,
     pub hat: bool,
     /// The attachment the kernel matches executables against, when the
     /// parser compiled one; without it the kernel attaches by name.
@@ -263,9 +229,9 @@ fn read_entry(r: &mut Reader) -> Result<CompiledProfile, CompiledError> {
         ));
     };
     let mode = if version & FORCE_COMPLAIN_FLAG != 0 {
-        CompiledMode::Complain
+        Mode::Complain
     } else {
-        CompiledMode::from_packed(mode)
+        Mode::from_packed(mode)
     };
     Ok(CompiledProfile {
         name: profile_name,
@@ -340,13 +306,13 @@ pub(crate) mod tests {
         ]
         .concat();
         let p = read_policy(&set).unwrap();
-        let got: Vec<(&str, CompiledMode, bool)> = p.iter().map(|p| (p.name.as_str(), p.mode, p.hat)).collect();
+        let got: Vec<(&str, Mode, bool)> = p.iter().map(|p| (p.name.as_str(), p.mode.clone(), p.hat)).collect();
         assert_eq!(
             got,
             [
-                ("a", CompiledMode::Enforce, false),
-                ("a//hat", CompiledMode::Kill, true),
-                ("b", CompiledMode::Complain, false)
+                ("a", Mode::Enforce, false),
+                ("a//hat", Mode::Kill, true),
+                ("b", Mode::Complain, false)
             ]
         );
         assert_eq!(names_in_policy(&set).unwrap(), ["a", "a//hat", "b"]);
@@ -356,7 +322,7 @@ pub(crate) mod tests {
     fn force_complain_makes_every_profile_complain() {
         let mut e = entry("a", b"", 0, false);
         e[13] |= 0x08; // version |= 0x800
-        assert_eq!(read_policy(&e).unwrap()[0].mode, CompiledMode::Complain);
+        assert_eq!(read_policy(&e).unwrap()[0].mode, Mode::Complain);
     }
 
     #[test]

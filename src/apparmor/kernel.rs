@@ -1,12 +1,12 @@
 //! The real kernel: securityfs for loaded profiles, proc for confinement.
 
-use super::{Kernel, KernelError, top_level};
+use super::{Kernel, KernelError, Mode, top_level};
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
 /// Parse the securityfs `profiles` format: `name (mode)` per line.
-pub fn parse_profiles_file(path: &Path, text: &str) -> Result<BTreeMap<String, String>, KernelError> {
+pub fn parse_profiles_file(path: &Path, text: &str) -> Result<BTreeMap<String, Mode>, KernelError> {
     // Collected, then built in one go: the kernel lists profiles sorted,
     // and a map built from sorted pairs skips a search per insert.
     let mut out = Vec::new();
@@ -27,7 +27,7 @@ pub fn parse_profiles_file(path: &Path, text: &str) -> Result<BTreeMap<String, S
             );
             continue;
         };
-        out.push((name.to_owned(), mode.to_owned()));
+        out.push((name.to_owned(), Mode::from_word(mode)));
     }
     Ok(BTreeMap::from_iter(out))
 }
@@ -137,7 +137,7 @@ impl Kernel for SecurityFs {
         read_revision(&self.root.join("revision"))
     }
 
-    fn loaded(&self) -> Result<BTreeMap<String, String>, KernelError> {
+    fn loaded(&self) -> Result<BTreeMap<String, Mode>, KernelError> {
         let path = self.profiles_path();
         match std::fs::read_to_string(&path) {
             Ok(text) => parse_profiles_file(&path, &text),

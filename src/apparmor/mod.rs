@@ -8,17 +8,19 @@ mod direct;
 mod glob;
 mod kernel;
 mod lexical;
+mod mode;
 mod parser;
 mod precheck;
 mod scan;
 mod sim;
 
 pub use attach::{Globs, Outside, dfa_within, name_within};
-pub use compiled::{CompiledMode, CompiledProfile, names_in_policy, read_policy};
+pub use compiled::{CompiledProfile, names_in_policy, read_policy};
 pub use dfa::Dfa;
 pub use direct::DirectLoad;
 pub use glob::{attachment_violation, glob_covers};
 pub use kernel::{ProcReader, SecurityFs, parse_label, parse_profiles_file};
+pub use mode::Mode;
 pub use parser::{ParserRunner, default_features_file, parse_diagnostics, run_with_timeout};
 pub use precheck::{INCLUDE_ROOTS, escaped_name, include_violation, policy_violation};
 pub use scan::{DeclaredProfile, declared_profiles, names_a_file_may_define};
@@ -153,7 +155,7 @@ pub trait Parser: Send + Sync {
 /// The kernel's view of loaded policy and the processes it confines.
 pub trait Kernel: Send + Sync {
     /// Every loaded profile (top level and children) and its mode.
-    fn loaded(&self) -> Result<BTreeMap<String, String>, KernelError>;
+    fn loaded(&self) -> Result<BTreeMap<String, Mode>, KernelError>;
     /// Remove a profile (and its children) by name.
     fn remove(&self, name: &str) -> Result<(), KernelError>;
     /// PIDs confined by each top-level profile name.

@@ -7,13 +7,14 @@
 //! simulation runs on a machine without `apparmor_parser`, and reads the
 //! names a file that will not load may define, which it protects.
 
+use super::Mode;
 use super::lexical::{blank_comments, tokens, unquote};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeclaredProfile {
     pub name: String,
     /// `enforce`, `complain`, `kill`, `unconfined` (from `flags=`).
-    pub mode: String,
+    pub mode: Mode,
     /// The executables it attaches to: its name when that is a path, or
     /// the path after the name (`profile x /usr/bin/x {`).
     pub attachment: Option<String>,
@@ -48,15 +49,11 @@ fn header_profile(header: &str) -> Option<DeclaredProfile> {
         .cloned()
         .collect::<Vec<_>>()
         .join(" ");
-    let mode = ["complain", "kill", "unconfined", "prompt"]
+    let mode = Mode::FLAG_WORDS
         .into_iter()
         .find(|m| flags.split(|c: char| !c.is_alphanumeric() && c != '_').any(|w| w == *m))
-        .unwrap_or("enforce");
-    Some(DeclaredProfile {
-        name,
-        mode: mode.to_owned(),
-        attachment,
-    })
+        .map_or(Mode::Enforce, Mode::from_word);
+    Some(DeclaredProfile { name, mode, attachment })
 }
 
 /// A header longer than this is no header: dropped, so that a file of

@@ -5,8 +5,8 @@
 //! compiles every profile with the real parser when one is installed.
 
 use super::{
-    Kernel, KernelError, LoadOptions, NamesResult, Parser, ParserError, ParserRunner, ProcReader, declared_profiles,
-    parse_profiles_file, top_level,
+    Kernel, KernelError, LoadOptions, Mode, NamesResult, Parser, ParserError, ParserRunner, ProcReader,
+    declared_profiles, parse_profiles_file, top_level,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{ErrorKind, Write};
@@ -58,7 +58,7 @@ impl SimKernel {
         }
     }
 
-    fn read(&self) -> Result<BTreeMap<String, String>, KernelError> {
+    fn read(&self) -> Result<BTreeMap<String, Mode>, KernelError> {
         let path = self.profiles_path();
         match std::fs::read_to_string(&path) {
             Ok(text) => parse_profiles_file(&path, &text),
@@ -67,7 +67,7 @@ impl SimKernel {
         }
     }
 
-    fn write(&self, set: &BTreeMap<String, String>) -> Result<(), KernelError> {
+    fn write(&self, set: &BTreeMap<String, Mode>) -> Result<(), KernelError> {
         let path = self.profiles_path();
         std::fs::create_dir_all(&self.dir).map_err(Self::io(&self.dir))?;
         let tmp = self.dir.join(".profiles.tmp");
@@ -103,7 +103,7 @@ impl SimKernel {
 }
 
 impl Kernel for SimKernel {
-    fn loaded(&self) -> Result<BTreeMap<String, String>, KernelError> {
+    fn loaded(&self) -> Result<BTreeMap<String, Mode>, KernelError> {
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         self.read()
     }
@@ -230,15 +230,14 @@ impl Parser for SimKernel {
                 .unwrap_or_default();
             for (j, name) in names.into_iter().enumerate() {
                 let mode = if opts.complain {
-                    "complain".to_owned()
+                    Mode::Complain
                 } else if let Some(p) = compiled {
-                    p[j].mode.as_str().to_owned()
+                    p[j].mode.clone()
                 } else {
                     declared
                         .iter()
                         .find(|d| d.name == top_level(&name))
-                        .map(|d| d.mode.clone())
-                        .unwrap_or_else(|| "enforce".to_owned())
+                        .map_or(Mode::Enforce, |d| d.mode.clone())
                 };
                 set.insert(name, mode);
             }

@@ -7,6 +7,7 @@
 //! is removed again and again is not fought over: its repairs back off.
 
 use crate::apparmor::Kernel;
+use crate::apparmor::Mode;
 use crate::state::Manifest;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -53,7 +54,7 @@ impl Drift {
     }
 
     /// The owned profiles the kernel lacks (those being removed aside).
-    pub fn missing(manifest: &Manifest, loaded: &BTreeMap<String, String>) -> Vec<String> {
+    pub fn missing(manifest: &Manifest, loaded: &BTreeMap<String, Mode>) -> Vec<String> {
         manifest
             .profiles
             .keys()
@@ -145,13 +146,12 @@ mod tests {
                     source: "/s".into(),
                     sha256: "x".into(),
                     complain: false,
-                    mode: "enforce".into(),
+                    mode: Mode::Enforce,
                 },
             );
         }
         m.removing.insert("c".into());
-        let loaded: BTreeMap<String, String> =
-            [("a".to_string(), "enforce".to_string()), ("z".into(), "enforce".into())].into();
+        let loaded: BTreeMap<String, Mode> = [("a".to_string(), Mode::Enforce), ("z".into(), Mode::Enforce)].into();
         assert_eq!(Drift::missing(&m, &loaded), ["b"]);
     }
 }

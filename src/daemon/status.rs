@@ -113,7 +113,7 @@ pub fn published_from(rec: &Reconciler, report: &Report, status: &Status) -> Pub
             };
             ProfileInfo {
                 name: name.clone(),
-                mode: o.mode.clone(),
+                mode: o.mode.to_string(),
                 state: state.into(),
                 file: crate::escape::path(&o.file),
                 sha256: o.sha256.clone(),

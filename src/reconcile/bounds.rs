@@ -8,7 +8,7 @@
 //! only when the scan and the parser's `--names` agree on the profiles.
 
 use super::names::bad_name;
-use crate::apparmor::{CompiledMode, CompiledProfile, Globs, Outside, dfa_within, name_within};
+use crate::apparmor::{CompiledProfile, Globs, Mode, Outside, dfa_within, name_within};
 use crate::config::ForcedMode;
 
 /// The bounds a validation judges by.
@@ -89,8 +89,8 @@ impl Bounds {
         }
     }
 
-    fn mode(&self, name: &str, mode: &str) -> Result<(), String> {
-        if self.enforce && mode != "enforce" {
+    fn mode(&self, name: &str, mode: &Mode) -> Result<(), String> {
+        if self.enforce && *mode != Mode::Enforce {
             return Err(format!(
                 "profile `{}` declares {mode} mode, and mode = \"enforce\" is configured",
                 crate::escape::text(name)
@@ -104,9 +104,7 @@ impl Bounds {
     pub fn judge(&self, profiles: &[CompiledProfile]) -> Result<Vec<String>, String> {
         let top = self.names(profiles.iter().map(|p| p.name.as_str()))?;
         for p in profiles {
-            if p.mode != CompiledMode::Enforce {
-                self.mode(&p.name, p.mode.as_str())?;
-            }
+            self.mode(&p.name, &p.mode)?;
             if let Some((_, globs)) = &self.allowed {
                 let within = match &p.xmatch {
                     Some(dfa) => dfa_within(dfa, globs),
@@ -157,7 +155,7 @@ impl Bounds {
 mod tests {
     use super::*;
 
-    fn p(name: &str, mode: CompiledMode) -> CompiledProfile {
+    fn p(name: &str, mode: Mode) -> CompiledProfile {
         CompiledProfile {
             name: name.into(),
             mode,
@@ -170,38 +168,32 @@ mod tests {
     fn children_and_hats_only_of_the_files_own_profiles() {
         let b = Bounds::default();
         assert_eq!(
-            b.judge(&[
-                p("custom.y", CompiledMode::Enforce),
-                p("custom.y//c", CompiledMode::Enforce)
-            ]),
+            b.judge(&[p("custom.y", Mode::Enforce), p("custom.y//c", Mode::Enforce)]),
             Ok(vec!["custom.y".to_string()])
         );
         let e = b
-            .judge(&[
-                p("custom.y", CompiledMode::Enforce),
-                p("nvidia_modprobe//kmod", CompiledMode::Complain),
-            ])
+            .judge(&[p("custom.y", Mode::Enforce), p("nvidia_modprobe//kmod", Mode::Complain)])
             .unwrap_err();
         assert!(
             e.contains("`nvidia_modprobe//kmod` is a child or hat of `nvidia_modprobe`"),
             "{e}"
         );
-        assert!(b.judge(&[p("//x", CompiledMode::Enforce)]).is_err());
-        assert!(b.judge(&[p("a\nb", CompiledMode::Enforce)]).is_err());
+        assert!(b.judge(&[p("//x", Mode::Enforce)]).is_err());
+        assert!(b.judge(&[p("a\nb", Mode::Enforce)]).is_err());
     }
 
     #[test]
     fn every_profile_enforces_under_mode_enforce() {
         let b = Bounds::new(ForcedMode::Enforce, None);
         for m in [
-            CompiledMode::Complain,
-            CompiledMode::Kill,
-            CompiledMode::Unconfined,
-            CompiledMode::Other(4),
-            CompiledMode::Other(99),
+            Mode::Complain,
+            Mode::Kill,
+            Mode::Unconfined,
+            Mode::Prompt,
+            Mode::from_packed(99),
         ] {
             let e = b
-                .judge(&[p("custom.a", CompiledMode::Enforce), p("custom.a//h", m)])
+                .judge(&[p("custom.a", Mode::Enforce), p("custom.a//h", m.clone())])
                 .unwrap_err();
             assert!(
                 e.contains("`custom.a//h` declares") && e.contains("mode = \"enforce\""),
@@ -222,12 +214,12 @@ mod tests {
     #[test]
     fn a_profile_without_a_compiled_attachment_attaches_by_name() {
         let b = Bounds::new(ForcedMode::AsWritten, Some(vec!["/opt/**".into()]));
-        assert!(b.judge(&[p("/opt/x", CompiledMode::Enforce)]).is_ok());
-        assert!(b.judge(&[p("custom.a", CompiledMode::Enforce)]).is_ok());
+        assert!(b.judge(&[p("/opt/x", Mode::Enforce)]).is_ok());
+        assert!(b.judge(&[p("custom.a", Mode::Enforce)]).is_ok());
         let e = b
             .judge(&[
-                p("custom.a", CompiledMode::Enforce),
-                p("custom.a///usr/sbin/sshd", CompiledMode::Enforce),
+                p("custom.a", Mode::Enforce),
+                p("custom.a///usr/sbin/sshd", Mode::Enforce),
             ])
             .unwrap_err();
         assert!(e.contains("attaches to /usr/sbin/sshd"), "{e}");

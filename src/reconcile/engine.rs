@@ -2,6 +2,7 @@
 //! every step recorded in the manifest and store.
 
 use super::*;
+use crate::apparmor::Mode;
 
 /// What to do with each plan, and with what.
 pub struct Engine<'a> {
@@ -215,7 +216,7 @@ impl Engine<'_> {
     fn record_loaded(
         &self,
         a: &LoadAction,
-        kernel: &BTreeMap<String, String>,
+        kernel: &BTreeMap<String, Mode>,
         manifest: &mut Manifest,
         report: &mut Report,
     ) {

@@ -33,6 +33,7 @@ pub use plan::{
     Relocation, RemovalRules, Verdict, plan,
 };
 
+use crate::apparmor::Mode;
 use crate::apparmor::{
     Diagnostic, Kernel, KernelError, LoadOptions, Parser, ParserError, declared_profiles, names_a_file_may_define,
     policy_violation,
@@ -450,7 +451,7 @@ impl Reconciler {
     fn plan_and_apply(
         &mut self,
         desired: Desired,
-        planned: Option<(BTreeMap<String, String>, Plan)>,
+        planned: Option<(BTreeMap<String, Mode>, Plan)>,
         transient: bool,
     ) -> Result<Report, ApplyError> {
         self.carry_ok = !transient;
@@ -513,7 +514,7 @@ impl Reconciler {
     /// [`Reconciler::replan`], given `planned`: the kernel's list and the
     /// plan made from it for exactly what `last` holds, its quiet times
     /// included (no process list: one is read when the plan removes).
-    fn replan_with(&mut self, planned: Option<(BTreeMap<String, String>, Plan)>) -> Result<Report, ApplyError> {
+    fn replan_with(&mut self, planned: Option<(BTreeMap<String, Mode>, Plan)>) -> Result<Report, ApplyError> {
         let Some(mut desired) = self.last.take() else {
             return self.reconcile();
         };
@@ -589,7 +590,7 @@ impl Reconciler {
 /// Rebuild a manifest from the store: every stored file whose profiles the
 /// kernel holds is taken as owned. The file path is unknown until the next
 /// reconcile finds the same content in a source.
-fn rebuild(state: &StateDir, parser: &dyn Parser, kernel: &BTreeMap<String, String>) -> Manifest {
+fn rebuild(state: &StateDir, parser: &dyn Parser, kernel: &BTreeMap<String, Mode>) -> Manifest {
     let mut m = Manifest::new();
     // Only intact copies: a damaged one is set aside, not read for names.
     let shas: Vec<String> = state
@@ -613,7 +614,7 @@ fn rebuild(state: &StateDir, parser: &dyn Parser, kernel: &BTreeMap<String, Stri
                         file: state.store_entry(sha),
                         source: PathBuf::new(),
                         sha256: sha.clone(),
-                        complain: mode == "complain",
+                        complain: *mode == Mode::Complain,
                         mode: mode.clone(),
                     },
                 );

@@ -5,6 +5,7 @@
 use super::hash::{FxMap, FxSet};
 use super::names::refusal;
 use crate::apparmor::Diagnostic;
+use crate::apparmor::Mode;
 use crate::config::RemoveInUse;
 use crate::human;
 use crate::source::Unavailable;
@@ -234,7 +235,7 @@ impl Plan {
 pub fn plan(
     desired: &Desired,
     manifest: &Manifest,
-    kernel: &BTreeMap<String, String>,
+    kernel: &BTreeMap<String, Mode>,
     in_use: &BTreeMap<String, Vec<u32>>,
     policy: &Policy,
 ) -> Plan {
@@ -262,7 +263,7 @@ struct View<'a> {
 }
 
 impl<'a> View<'a> {
-    fn new(desired: &'a Desired, manifest: &'a Manifest, kernel: &'a BTreeMap<String, String>) -> Self {
+    fn new(desired: &'a Desired, manifest: &'a Manifest, kernel: &'a BTreeMap<String, Mode>) -> Self {
         View {
             desired,
             manifest,

@@ -63,8 +63,11 @@ fn still(secs: u64) -> Quiet {
     }
 }
 
-fn kmap(names: &[&str]) -> BTreeMap<String, String> {
-    names.iter().map(|n| (n.to_string(), "enforce".to_string())).collect()
+fn kmap(names: &[&str]) -> BTreeMap<String, crate::apparmor::Mode> {
+    names
+        .iter()
+        .map(|n| (n.to_string(), crate::apparmor::Mode::Enforce))
+        .collect()
 }
 
 fn manifest(entries: &[(&str, Owned)]) -> Manifest {
@@ -261,7 +264,7 @@ fn arb_case() -> impl Strategy<
     Value = (
         Desired,
         Manifest,
-        BTreeMap<String, String>,
+        BTreeMap<String, crate::apparmor::Mode>,
         BTreeMap<String, Vec<u32>>,
         bool,
         bool,
@@ -356,7 +359,10 @@ fn arb_case() -> impl Strategy<
                 };
                 let mut m = Manifest::new();
                 m.profiles = owned;
-                let k = kernel.into_iter().map(|n| (n, "enforce".to_string())).collect();
+                let k = kernel
+                    .into_iter()
+                    .map(|n| (n, crate::apparmor::Mode::Enforce))
+                    .collect();
                 (d, m, k, in_use, takeover, defer)
             },
         )
@@ -529,7 +535,7 @@ impl Fixture {
         std::fs::write(self.src.join(name), text).unwrap();
     }
 
-    pub fn kernel(&self) -> BTreeMap<String, String> {
+    pub fn kernel(&self) -> BTreeMap<String, crate::apparmor::Mode> {
         crate::apparmor::parse_profiles_file(
             Path::new("p"),
             &std::fs::read_to_string(self.secfs.join("profiles")).unwrap(),

@@ -4,6 +4,7 @@
 
 use super::write::write_replace;
 use super::{StateDir, StateError, io_err};
+use crate::apparmor::Mode;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{ErrorKind, Write};
@@ -24,7 +25,7 @@ pub struct Owned {
     #[serde(default)]
     pub complain: bool,
     /// The mode the kernel reported after the load.
-    pub mode: String,
+    pub mode: crate::apparmor::Mode,
 }
 
 /// A load that was started but not confirmed. If armord dies between the
@@ -75,7 +76,7 @@ impl Manifest {
     /// Settle what a crash left behind, against what the kernel holds: a
     /// pending load the kernel has becomes owned (with an unknown hash, so the
     /// next reconcile replaces it); one it lacks is dropped.
-    pub fn recover(&mut self, kernel: &BTreeMap<String, String>) -> Vec<String> {
+    pub fn recover(&mut self, kernel: &BTreeMap<String, Mode>) -> Vec<String> {
         let mut adopted = Vec::new();
         for (name, p) in std::mem::take(&mut self.pending) {
             if let Some(mode) = kernel.get(&name) {
@@ -265,7 +266,7 @@ mod tests {
             source: "/src".into(),
             sha256: sha.into(),
             complain: false,
-            mode: "enforce".into(),
+            mode: Mode::Enforce,
         }
     }
 
@@ -391,7 +392,7 @@ mod tests {
         m.pending.insert("custom.new".into(), p("22"));
         m.pending.insert("custom.old".into(), p("33"));
         m.pending.insert("custom.never".into(), p("44"));
-        let kernel: BTreeMap<String, String> = [("custom.new", "enforce"), ("custom.old", "enforce")]
+        let kernel: BTreeMap<String, Mode> = [("custom.new", "enforce"), ("custom.old", "enforce")]
             .into_iter()
             .map(|(a, b)| (a.into(), b.into()))
             .collect();

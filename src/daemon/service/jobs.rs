@@ -146,7 +146,7 @@ impl Service {
                 .map(|(n, o)| {
                     let loaded = crate::trial::lesson::Loaded {
                         sha256: o.sha256.clone(),
-                        complain: o.mode == "complain",
+                        complain: o.mode == crate::apparmor::Mode::Complain,
                     };
                     (n.clone(), loaded)
                 })
