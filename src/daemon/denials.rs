@@ -140,61 +140,27 @@ impl Denials {
                 let _ = events.try_send(Vec::new());
             }));
         }
-        let scope_all = cfg.denials.scope == DenialScope::All;
-        let mut rate = RateLimit::new(
-            cfg.denials.rate_limit_burst,
-            Duration::from_secs(cfg.denials.rate_limit_interval_secs),
-        );
-        let (o, c, l) = (owned.clone(), counters.clone(), learned.clone());
-        let proc_root = cfg.proc.clone();
-        let stats = follower.stats.clone();
+        let mut handler = Handler {
+            owned: owned.clone(),
+            counters: counters.clone(),
+            learned: learned.clone(),
+            events,
+            signals,
+            scope_all: cfg.denials.scope == DenialScope::All,
+            rate: RateLimit::new(
+                cfg.denials.rate_limit_burst,
+                Duration::from_secs(cfg.denials.rate_limit_interval_secs),
+            ),
+            proc_root: cfg.proc.clone(),
+            stats: follower.stats.clone(),
+            batch: Vec::new(),
+            moved: false,
+        };
         let thread = std::thread::Builder::new()
             .name("denials".into())
             .spawn(move || {
-                // Denial events for the loop, passed on in batches: one
-                // wakeup of the loop per batch, not per record.
-                let mut batch: Vec<DenialEvent> = Vec::new();
-                let mut moved = false;
-                follower.run_notify(|ev| {
-                    let Some(ev) = ev else {
-                        if moved {
-                            let _ = events.try_send(std::mem::take(&mut batch));
-                            moved = false;
-                        }
-                        return;
-                    };
-                    let profile = ev.record.profile().map(|p| p.into_owned()).unwrap_or_default();
-                    let top = crate::apparmor::top_level(&profile).to_owned();
-                    let owned_now = o.read().unwrap_or_else(|p| p.into_inner());
-                    learn(&l, &owned_now, ev);
-                    if !scope_all && !owned_now.contains_key(&top) {
-                        return;
-                    }
-                    drop(owned_now);
-                    let origin = origin_of(&proc_root, ev);
-                    let mut c = c.lock().unwrap_or_else(|p| p.into_inner());
-                    relog(ev, &origin, &mut rate, &mut c);
-                    let _ = crate::failpoint::hit("after-relog");
-                    moved = true;
-                    if signals {
-                        let r = &ev.record;
-                        let s = |k: &str| r.str(k).map(|v| v.into_owned()).unwrap_or_default();
-                        batch.push(DenialEvent {
-                            profile: profile.clone(),
-                            kind: r.kind.to_string(),
-                            operation: s("operation"),
-                            name: s("name"),
-                        });
-                    }
-                    // Best effort: a full queue drops the signals, never
-                    // the records (counted and re-logged above).
-                    if batch.len() >= 256 {
-                        let _ = events.try_send(std::mem::take(&mut batch));
-                        moved = false;
-                    }
-                    c.lost = stats.lock().map(|s| s.lost).unwrap_or(0);
-                });
-                flush_learned(&l);
+                follower.run_notify(|ev| handler.on(ev));
+                flush_learned(&handler.learned);
             })
             .ok()?;
         Some(Denials {
@@ -216,6 +182,69 @@ impl Denials {
             c.suppressed,
             c.lost
         );
+    }
+}
+
+/// What the follower's thread does with each record.
+struct Handler {
+    owned: OwnedVersions,
+    counters: Arc<Mutex<Counters>>,
+    learned: Arc<Mutex<Store>>,
+    events: mpsc::Sender<Vec<DenialEvent>>,
+    /// The loop emits a D-Bus signal per denial.
+    signals: bool,
+    /// Re-log every profile's records, not only owned ones.
+    scope_all: bool,
+    rate: RateLimit,
+    proc_root: std::path::PathBuf,
+    stats: Arc<Mutex<crate::journal::FollowerStats>>,
+    /// Denial events for the loop, passed on in batches: one wakeup of
+    /// the loop per batch, not per record.
+    batch: Vec<DenialEvent>,
+    moved: bool,
+}
+
+impl Handler {
+    /// A record (`None`: the journal went quiet for a moment).
+    fn on(&mut self, ev: Option<&crate::journal::Event>) {
+        let Some(ev) = ev else {
+            if self.moved {
+                let _ = self.events.try_send(std::mem::take(&mut self.batch));
+                self.moved = false;
+            }
+            return;
+        };
+        let profile = ev.record.profile().map(|p| p.into_owned()).unwrap_or_default();
+        let top = crate::apparmor::top_level(&profile).to_owned();
+        {
+            let owned_now = self.owned.read().unwrap_or_else(|p| p.into_inner());
+            learn(&self.learned, &owned_now, ev);
+            if !self.scope_all && !owned_now.contains_key(&top) {
+                return;
+            }
+        }
+        let origin = origin_of(&self.proc_root, ev);
+        let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        relog(ev, &origin, &mut self.rate, &mut c);
+        let _ = crate::failpoint::hit("after-relog");
+        self.moved = true;
+        if self.signals {
+            let r = &ev.record;
+            let s = |k: &str| r.str(k).map(|v| v.into_owned()).unwrap_or_default();
+            self.batch.push(DenialEvent {
+                profile,
+                kind: r.kind.to_string(),
+                operation: s("operation"),
+                name: s("name"),
+            });
+        }
+        // Best effort: a full queue drops the signals, never the records
+        // (counted and re-logged above).
+        if self.batch.len() >= 256 {
+            let _ = self.events.try_send(std::mem::take(&mut self.batch));
+            self.moved = false;
+        }
+        c.lost = self.stats.lock().map(|s| s.lost).unwrap_or(0);
     }
 }
 
