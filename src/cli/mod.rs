@@ -355,23 +355,9 @@ macro_rules! out {
 }
 pub(crate) use {out, outln};
 
-/// `90`, `30s`, `5m`, `1h`.
+/// `90`, `30s`, `5m`, `1h`, `1d`.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let (num, unit) = s
-        .trim()
-        .split_at(s.trim().find(|c: char| !c.is_ascii_digit()).unwrap_or(s.trim().len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 90, 30s, 5m)"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        "ms" => return Ok(std::time::Duration::from_millis(n)),
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
-    };
-    Ok(std::time::Duration::from_secs(secs))
+    crate::human::parse_duration(s)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {

@@ -178,6 +178,41 @@ pub struct DenialsConfig {
     pub audit_backlog_limit: u32,
 }
 
+/// `[trial]`: trial → enforce (see `trial`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrialConfig {
+    /// How long a version runs in trial before the gate may promote it.
+    #[serde(serialize_with = "crate::human::serialize_duration")]
+    pub min_trial: Duration,
+    /// Each node's gate for a version opens at an offset in
+    /// `[0, fleet_spread)` from the machine ID, the profile and the
+    /// version; zero: no spread.
+    #[serde(serialize_with = "crate::human::serialize_duration")]
+    pub fleet_spread: Duration,
+    /// Learned rules kept per profile version.
+    pub max_rules: usize,
+    /// Profiles with learned rules kept.
+    pub max_profiles: usize,
+    /// A trial declaration may put a profile enforced by other means into
+    /// complain mode (logged); off: it stays enforced.
+    pub allow_demotion: bool,
+    /// The machine ID the spread is taken from.
+    pub machine_id: PathBuf,
+}
+
+impl Default for TrialConfig {
+    fn default() -> Self {
+        TrialConfig {
+            min_trial: Duration::from_secs(86400),
+            fleet_spread: Duration::ZERO,
+            max_rules: crate::trial::DEFAULT_BOUNDS.max_rules,
+            max_profiles: crate::trial::DEFAULT_BOUNDS.max_profiles,
+            allow_demotion: false,
+            machine_id: "/etc/machine-id".into(),
+        }
+    }
+}
+
 /// Bounds on reading a source (see `source`): the size of one file, and
 /// how many files.
 #[derive(Debug, Clone, Copy)]
@@ -230,6 +265,7 @@ pub struct Config {
     pub parser: ParserConfig,
     pub denials: DenialsConfig,
     pub exports: ExportsConfig,
+    pub trial: TrialConfig,
 }
 
 impl Default for Config {
@@ -275,6 +311,7 @@ impl Default for Config {
                 audit_backlog_limit: 8192,
             },
             exports: ExportsConfig::default(),
+            trial: TrialConfig::default(),
         }
     }
 }
@@ -301,6 +338,14 @@ impl Config {
         Limits {
             max_file_bytes: self.max_file_bytes,
             max_files: self.max_profiles,
+        }
+    }
+
+    /// How much is learned (`[trial] max_rules`, `max_profiles`).
+    pub fn trial_bounds(&self) -> crate::trial::Bounds {
+        crate::trial::Bounds {
+            max_rules: self.trial.max_rules,
+            max_profiles: self.trial.max_profiles,
         }
     }
 

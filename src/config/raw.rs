@@ -40,6 +40,8 @@ table! {
         denials: RawDenials,
         #[serde(default)]
         exports: RawExports,
+        #[serde(default)]
+        trial: RawTrial,
     }
 }
 
@@ -86,6 +88,19 @@ table! {
         nfd_features_file: Key<PathBuf>,
         prometheus_textfile: Key<PathBuf>,
         shared_directory: Key<bool>,
+    }
+}
+
+table! {
+    /// `[trial]`.
+    #[derive(Default)]
+    struct RawTrial {
+        min_trial: Key<String>,
+        fleet_spread: Key<String>,
+        max_rules: Key<usize>,
+        max_profiles: Key<usize>,
+        allow_demotion: Key<bool>,
+        machine_id: Key<PathBuf>,
     }
 }
 

@@ -236,3 +236,41 @@ fn a_relative_path_from_the_working_directory_reads_as_written() {
     up.pop();
     assert_eq!(absolute_from_cwd(Path::new("../y")), up.join("y"));
 }
+
+#[test]
+fn trial_settings_are_read_and_checked() {
+    let c = load_from_strs(&[(
+        "/x/c.toml",
+        "[trial]\nmin_trial = \"2h\"\nfleet_spread = \"1d\"\nmax_rules = 10\nallow_demotion = true\n",
+    )])
+    .unwrap();
+    assert_eq!(c.trial.min_trial, std::time::Duration::from_secs(7200));
+    assert_eq!(c.trial.fleet_spread, std::time::Duration::from_secs(86400));
+    assert_eq!((c.trial.max_rules, c.trial.allow_demotion), (10, true));
+    let again = load_from_strs(&[("printed.toml", &c.to_toml())]).unwrap();
+    assert_eq!(again, c);
+    let cases = [
+        ("[trial]\nmin_trial = \"soon\"\n", "trial.min_trial", "not a duration"),
+        ("[trial]\nmin_trial = \"-1h\"\n", "trial.min_trial", "not a duration"),
+        (
+            "[trial]\nmin_trial = \"91d\"\n",
+            "trial.min_trial",
+            "longer than the most allowed, 90d",
+        ),
+        ("[trial]\nfleet_spread = \"5w\"\n", "trial.fleet_spread", "unknown unit"),
+        ("[trial]\nmax_rules = 0\n", "trial.max_rules", "from 1 to"),
+        (
+            "[trial]\nmax_profiles = 2000000\n",
+            "trial.max_profiles",
+            "from 1 to 1000000",
+        ),
+    ];
+    for (text, key, why) in cases {
+        let msg = load_from_strs(&[("/x/c.toml", text)]).unwrap_err().to_string();
+        assert!(
+            msg.starts_with("/x/c.toml: key `") && msg.contains(&format!("`{key}`")),
+            "{text}: {msg}"
+        );
+        assert!(msg.contains(why), "{text}: {msg}");
+    }
+}

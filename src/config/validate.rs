@@ -4,10 +4,10 @@
 //! checks that span keys at the end.
 
 use super::merge::Origin;
-use super::raw::{RawConfig, RawDenials, RawExports, RawParser, RawSource};
+use super::raw::{RawConfig, RawDenials, RawExports, RawParser, RawSource, RawTrial};
 use super::{
     Config, ConfigError, DenialsConfig, ExportsConfig, KeyAt, LayoutKind, ParserConfig, Signatures, SourceConfig,
-    join_clean,
+    TrialConfig, join_clean,
 };
 use std::path::{Component, Path, PathBuf};
 
@@ -46,6 +46,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         parser: parser(raw.parser, d.parser)?,
         denials: denials(raw.denials, d.denials)?,
         exports: exports(raw.exports, d.exports)?,
+        trial: trial(raw.trial, d.trial)?,
     };
     mass_removal_waits_longer(&config, removal_at)?;
     Ok(config)
@@ -220,6 +221,49 @@ fn exports(p: RawExports, d: ExportsConfig) -> Result<ExportsConfig, ConfigError
         prometheus_textfile: optional_absolute(p.prometheus_textfile)?,
         shared_directory: value(p.shared_directory, d.shared_directory),
     })
+}
+
+/// The longest `min_trial`: a trial that long is a decision put off.
+const MAX_MIN_TRIAL: std::time::Duration = std::time::Duration::from_secs(90 * 86400);
+/// The longest `fleet_spread`.
+const MAX_FLEET_SPREAD: std::time::Duration = std::time::Duration::from_secs(30 * 86400);
+
+/// `[trial]`.
+fn trial(p: RawTrial, d: TrialConfig) -> Result<TrialConfig, ConfigError> {
+    Ok(TrialConfig {
+        min_trial: duration_at_most(p.min_trial, d.min_trial, MAX_MIN_TRIAL)?,
+        fleet_spread: duration_at_most(p.fleet_spread, d.fleet_spread, MAX_FLEET_SPREAD)?,
+        max_rules: at_most(p.max_rules, d.max_rules, 100_000)?,
+        max_profiles: at_most(p.max_profiles, d.max_profiles, 1_000_000)?,
+        allow_demotion: value(p.allow_demotion, d.allow_demotion),
+        machine_id: absolute(p.machine_id, d.machine_id)?,
+    })
+}
+
+/// A duration as people write it (`30m`, `24h`, `7d`), at most `max`.
+fn duration_at_most(
+    o: Key<String>,
+    default: std::time::Duration,
+    max: std::time::Duration,
+) -> Result<std::time::Duration, ConfigError> {
+    let Some(o) = o else { return Ok(default) };
+    let d = crate::human::parse_duration(&o.value).map_err(|e| o.invalid(e))?;
+    if d > max {
+        return Err(o.invalid(format!(
+            "{} is longer than the most allowed, {}",
+            crate::human::duration(d),
+            crate::human::duration(max)
+        )));
+    }
+    Ok(d)
+}
+
+/// A count from 1 to `max`.
+fn at_most(o: Key<usize>, default: usize, max: usize) -> Result<usize, ConfigError> {
+    match o {
+        Some(o) if o.value == 0 || o.value > max => Err(o.invalid(format!("must be from 1 to {max}"))),
+        o => Ok(value(o, default)),
+    }
 }
 
 // ---- the common rules ----

@@ -106,7 +106,7 @@ impl Denials {
         let owned: OwnedVersions = Arc::default();
         let learned = Arc::new(Mutex::new(Store::open(
             &crate::state::StateDir::new(cfg.state_dir.clone()),
-            crate::trial::DEFAULT_BOUNDS,
+            cfg.trial_bounds(),
         )));
         let mut follower = Follower::new(FollowerConfig {
             journalctl: cfg.denials.journalctl.clone(),
