@@ -5,9 +5,16 @@ use super::*;
 pub(super) async fn list(to: &Endpoint, json: bool) -> Result<i32, CliError> {
     let (_c, p) = proxy(to).await?;
     let profiles = p.list_profiles().await.map_err(|e| bus_error(e, to))?;
+    // An older armord has no trials to tell.
+    let trials = p.trials().await.unwrap_or_default();
     for pr in &profiles {
+        let trial = trials.get(&pr.name);
         if json {
-            outln!("{}", serde_json::to_string(pr).unwrap_or_default());
+            let mut j = serde_json::to_value(pr).unwrap_or_default();
+            if let (Some(t), Some(o)) = (trial, j.as_object_mut()) {
+                o.insert("trial".into(), t.clone().into());
+            }
+            outln!("{j}");
         } else {
             let name = if pr.name.is_empty() { "-" } else { &pr.name };
             let mode = if pr.mode.is_empty() { "-" } else { &pr.mode };
@@ -27,6 +34,9 @@ pub(super) async fn list(to: &Endpoint, json: bool) -> Result<i32, CliError> {
             );
             if !pr.error.is_empty() {
                 out!("\t{}", escape::text(&pr.error));
+            }
+            if let Some(t) = trial {
+                out!("\t{}", escape::text(t));
             }
             outln!();
         }

@@ -162,6 +162,13 @@ fn armorctl_page(page: &str) -> (String, Vec<(&'static str, &'static str)>) {
                 ("$ armorctl denials --follow", "Watch denials as they happen:"),
             ],
         ),
+        "armorctl-promote" | "armorctl-trial" => (
+            "0: done (said on standard output). 2: armord refused (the profile is not in trial, or never was). 1: armord cannot be reached, or permission denied (root only).".into(),
+            vec![
+                ("$ sudo armorctl promote custom.web", "Enforce a profile in trial now, on this node:"),
+                ("$ sudo armorctl trial custom.web", "Put a promoted profile back in trial (complain mode):"),
+            ],
+        ),
         "armorctl-learn" => (
             "0: rules printed (or the diff). 1: the profile's loaded version learned nothing. 2: an error (said on standard error).".into(),
             vec![

@@ -13,6 +13,7 @@ mod sign;
 mod status;
 mod suggest_cmd;
 mod sync;
+mod trial_cmd;
 mod validate;
 mod wait;
 
@@ -29,6 +30,7 @@ use render::render;
 use status::status;
 use suggest_cmd::suggest_cmd;
 use sync::sync;
+use trial_cmd::set_trial;
 use validate::validate;
 use wait::wait;
 
@@ -207,6 +209,21 @@ pub enum Cmd {
     Denials(DenialsArgs),
     /// Print the rules that would allow a profile's observed denials.
     Suggest(SuggestArgs),
+    /// Enforce a profile in trial now, whatever its gate says (root only).
+    Promote {
+        /// The profile.
+        name: String,
+        #[command(flatten)]
+        reach: Reach,
+    },
+    /// Put a promoted profile back in trial: complain mode, its evidence
+    /// started afresh (root only).
+    Trial {
+        /// The profile.
+        name: String,
+        #[command(flatten)]
+        reach: Reach,
+    },
     /// Print a profile's file with the rules its loaded version learned
     /// (what it would have denied), or a diff for `git apply`; exit 1 when
     /// nothing was learned. Works when armord is down.
@@ -415,6 +432,14 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         } => {
             let to = reach.or(&outer).endpoint()?;
             runtime()?.block_on(sync(&to, allow_mass_removal, accept_signed_serial))
+        }
+        Cmd::Promote { name, reach } => {
+            let to = reach.or(&outer).endpoint()?;
+            runtime()?.block_on(set_trial(&to, &name, true))
+        }
+        Cmd::Trial { name, reach } => {
+            let to = reach.or(&outer).endpoint()?;
+            runtime()?.block_on(set_trial(&to, &name, false))
         }
         Cmd::Wait { timeout, reach } => {
             let to = reach.or(&outer).endpoint()?;

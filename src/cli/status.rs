@@ -35,6 +35,11 @@ pub(super) async fn status(to: &Endpoint) -> Result<i32, CliError> {
             n("held")
         );
     }
+    let mut trials: Vec<(String, String)> = p.trials().await.unwrap_or_default().into_iter().collect();
+    trials.sort();
+    for (name, t) in &trials {
+        outln!("{}: {}", escape::text(name), escape::text(t));
+    }
     if let Ok((lost, since)) = p.denial_loss().await
         && lost > 0
     {

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub drift_repairs: u64,
     /// Rules each owned profile's loaded version learned.
     pub learned: std::collections::BTreeMap<String, usize>,
+    /// Every trial, with its state and gate time.
+    pub trials: Vec<crate::reconcile::TrialStatus>,
 }
 
 /// The NFD label prefix: NFD accepts `feature.node.kubernetes.io/` without
@@ -95,6 +97,32 @@ pub fn prometheus_text(published: &Published, counters: &Counters, m: &Metrics) 
     let _ = writeln!(o, "# TYPE armord_learned_rules gauge");
     for (profile, n) in &m.learned {
         let _ = writeln!(o, "armord_learned_rules{{profile=\"{}\"}} {n}", escape(profile));
+    }
+    let _ = writeln!(
+        o,
+        "# HELP armord_trial Profiles in trial or promoted from one, by state (trial, held, promoted)."
+    );
+    let _ = writeln!(o, "# TYPE armord_trial gauge");
+    for t in &m.trials {
+        let _ = writeln!(
+            o,
+            "armord_trial{{profile=\"{}\",state=\"{}\"}} 1",
+            escape(&t.name),
+            t.state
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP armord_trial_gate_seconds When this node's promotion gate opens for the profile's version (seconds since the epoch)."
+    );
+    let _ = writeln!(o, "# TYPE armord_trial_gate_seconds gauge");
+    for t in &m.trials {
+        let _ = writeln!(
+            o,
+            "armord_trial_gate_seconds{{profile=\"{}\"}} {}",
+            escape(&t.name),
+            t.gate_us / 1_000_000
+        );
     }
     let _ = writeln!(
         o,

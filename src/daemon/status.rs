@@ -19,6 +19,8 @@ pub struct Status {
     /// Owned profiles removed again and again behind armord's back, whose
     /// repairs back off.
     pub drift_held: Vec<String>,
+    /// Profiles in trial (complain mode, not promoted yet).
+    pub in_trial: usize,
 }
 
 impl Status {
@@ -37,6 +39,7 @@ impl Status {
                 .map(|p| p.file.clone())
                 .collect(),
             drift_held: Vec::new(),
+            in_trial: r.book.trials.values().filter(|t| t.promoted.is_none()).count(),
         }
     }
 
@@ -45,6 +48,9 @@ impl Status {
             "{} loaded, {} invalid, {} refused, {} deferred",
             self.loaded, self.invalid, self.refused, self.deferred
         );
+        if self.in_trial > 0 {
+            s.push_str(&format!("; {} in trial", self.in_trial));
+        }
         if self.held > 0 {
             s.push_str(&format!(
                 "; {} removals held as a mass removal (`armorctl sync --allow-mass-removal` removes them now)",
@@ -157,5 +163,10 @@ pub fn published_from(rec: &Reconciler, report: &Report, status: &Status) -> Pub
         last_sync_summary: report.summary(),
         profiles,
         problems: report.problems.iter().map(|p| p.to_string()).collect(),
+        trials: report
+            .trial_refused
+            .iter()
+            .map(|t| (t.name.clone(), t.reason.clone()))
+            .collect(),
     }
 }

@@ -48,6 +48,8 @@ pub struct Published {
     pub last_sync_summary: String,
     pub profiles: Vec<ProfileInfo>,
     pub problems: Vec<String>,
+    /// Each profile in trial or promoted from one: its state line.
+    pub trials: HashMap<String, String>,
 }
 
 /// A request from a D-Bus caller to the daemon loop.
@@ -60,6 +62,13 @@ pub enum Command {
         allow_mass_removal: bool,
         /// Apply a signed revision whose source's last serial was lost.
         accept_signed_serial: bool,
+    },
+    /// `Promote` (true) or `Trial` (false) a profile, for caller `uid`.
+    Trial {
+        name: String,
+        promote: bool,
+        uid: u32,
+        reply: oneshot::Sender<Result<String, String>>,
     },
 }
 
@@ -102,17 +111,32 @@ impl Armord {
         }
     }
 
-    /// Refuse a caller that may not change anything.
-    async fn authorize(&self, conn: &zbus::Connection, header: &zbus::message::Header<'_>) -> zbus::fdo::Result<()> {
+    /// Refuse a caller that may not change anything; the caller's uid.
+    async fn authorize(&self, conn: &zbus::Connection, header: &zbus::message::Header<'_>) -> zbus::fdo::Result<u32> {
         let uid = self.caller_uid(conn, header).await?;
         if may_change(uid) {
-            Ok(())
+            Ok(uid)
         } else {
             log::warn!("D-Bus: a call that changes policy from uid {uid} refused");
             Err(zbus::fdo::Error::AccessDenied(format!(
                 "uid {uid} may not change armord's policy (root only)"
             )))
         }
+    }
+
+    async fn run_trial(&self, name: String, promote: bool, uid: u32) -> zbus::fdo::Result<String> {
+        let (reply, rx) = oneshot::channel();
+        let gone = || zbus::fdo::Error::Failed("armord is shutting down".into());
+        self.commands
+            .send(Command::Trial {
+                name,
+                promote,
+                uid,
+                reply,
+            })
+            .await
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?.map_err(zbus::fdo::Error::Failed)
     }
 
     async fn run_sync(&self, allow_mass_removal: bool, accept_signed_serial: bool) -> zbus::fdo::Result<SyncResult> {
@@ -215,6 +239,37 @@ impl Armord {
         self.run_sync(allow, accept).await
     }
 
+    /// Each profile in trial, or promoted from one: `trial: …` as
+    /// `armorctl list` shows it.
+    #[zbus(property)]
+    fn trials(&self) -> HashMap<String, String> {
+        self.read().trials.clone()
+    }
+
+    /// Enforce a profile in trial now, whatever the gate says (root only;
+    /// logged with the caller).
+    async fn promote(
+        &self,
+        name: String,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] header: zbus::message::Header<'_>,
+    ) -> zbus::fdo::Result<String> {
+        let uid = self.authorize(conn, &header).await?;
+        self.run_trial(name, true, uid).await
+    }
+
+    /// Put a promoted profile back in trial (complain mode; root only;
+    /// logged with the caller).
+    async fn trial(
+        &self,
+        name: String,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] header: zbus::message::Header<'_>,
+    ) -> zbus::fdo::Result<String> {
+        let uid = self.authorize(conn, &header).await?;
+        self.run_trial(name, false, uid).await
+    }
+
     /// Denials seen since armord started: profile → kind → count.
     fn get_denial_counters(&self) -> HashMap<String, HashMap<String, u64>> {
         let c = self.denials.lock().unwrap_or_else(|p| p.into_inner());
@@ -257,6 +312,10 @@ pub trait Armord1 {
     fn version(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn denial_loss(&self) -> zbus::Result<(u64, u64)>;
+    #[zbus(property)]
+    fn trials(&self) -> zbus::Result<HashMap<String, String>>;
+    fn promote(&self, name: &str) -> zbus::Result<String>;
+    fn trial(&self, name: &str) -> zbus::Result<String>;
     fn list_profiles(&self) -> zbus::Result<Vec<ProfileInfo>>;
     fn sync(&self) -> zbus::Result<SyncResult>;
     fn sync_with_options(&self, options: HashMap<&str, zbus::Variant<'_>>) -> zbus::Result<SyncResult>;

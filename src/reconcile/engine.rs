@@ -132,6 +132,7 @@ impl Engine<'_> {
             manifest.profiles.remove(name);
         }
         report.deferred = plan.defers.clone();
+        report.trial_refused = plan.trial_refused.clone();
         for v in [
             &mut report.loaded,
             &mut report.replaced,
@@ -146,15 +147,29 @@ impl Engine<'_> {
         Ok(report)
     }
 
-    /// Loads: record intent, load in one batch, isolate failures.
+    /// Loads: one batch for each mode (enforce as written, complain).
     fn load(&self, loads: &[LoadAction], manifest: &mut Manifest, report: &mut Report) -> Result<(), ApplyError> {
-        let by_path = self.intend(loads, manifest, report);
+        let (complain, as_written): (Vec<&LoadAction>, Vec<&LoadAction>) =
+            loads.iter().partition(|a| a.complain || self.opts.complain);
+        self.load_batch(&as_written, LoadOptions { complain: false }, manifest, report)?;
+        self.load_batch(&complain, LoadOptions { complain: true }, manifest, report)
+    }
+
+    /// One batch of loads: record intent, load, isolate failures.
+    fn load_batch(
+        &self,
+        loads: &[&LoadAction],
+        opts: LoadOptions,
+        manifest: &mut Manifest,
+        report: &mut Report,
+    ) -> Result<(), ApplyError> {
+        let by_path = self.intend(loads, opts, manifest, report);
         if by_path.is_empty() {
             return Ok(());
         }
         self.state.save_pending(manifest)?;
         let paths: Vec<PathBuf> = by_path.keys().cloned().collect();
-        let failed = self.batched(&paths, |fs| self.parser.load(fs, self.opts))?;
+        let failed = self.batched(&paths, |fs| self.parser.load(fs, opts))?;
         let _ = crate::failpoint::hit("after-load");
         let kernel = self.kernel.loaded()?;
         for (path, a) in &by_path {
@@ -167,7 +182,7 @@ impl Engine<'_> {
                 }
                 continue;
             }
-            self.record_loaded(a, &kernel, manifest, report);
+            self.record_loaded(a, opts, &kernel, manifest, report);
         }
         // Failed loads: whatever the kernel holds now is still ours.
         report.adopted = manifest.recover(&kernel);
@@ -181,12 +196,13 @@ impl Engine<'_> {
     /// recorded as a pending load; the others are problems.
     fn intend<'p>(
         &self,
-        loads: &'p [LoadAction],
+        loads: &[&'p LoadAction],
+        opts: LoadOptions,
         manifest: &mut Manifest,
         report: &mut Report,
     ) -> BTreeMap<PathBuf, &'p LoadAction> {
         let mut by_path = BTreeMap::new();
-        for a in loads {
+        for &a in loads {
             let path = self.state.store_entry(&a.sha256);
             if self.state.store_load(&a.sha256).is_none() {
                 report.problems.push(Problem::new(
@@ -203,7 +219,7 @@ impl Engine<'_> {
                         file: a.file.clone(),
                         source: a.source.clone(),
                         sha256: a.sha256.clone(),
-                        complain: self.opts.complain,
+                        complain: opts.complain,
                     },
                 );
             }
@@ -216,6 +232,7 @@ impl Engine<'_> {
     fn record_loaded(
         &self,
         a: &LoadAction,
+        opts: LoadOptions,
         kernel: &BTreeMap<String, Mode>,
         manifest: &mut Manifest,
         report: &mut Report,
@@ -236,7 +253,7 @@ impl Engine<'_> {
                     file: a.file.clone(),
                     source: a.source.clone(),
                     sha256: a.sha256.clone(),
-                    complain: self.opts.complain,
+                    complain: opts.complain,
                     mode: mode.clone(),
                 },
             );

@@ -25,12 +25,13 @@ mod names;
 mod plan;
 mod signed;
 mod still;
+mod trial;
 mod validate;
 
 pub use names::{RESERVED_NAMES, RUNTIME_NAMES, RUNTIME_PREFIXES, bad_name};
 pub use plan::{
     Deferred, Desired, DesiredFile, Held, HeldWhy, LoadAction, LoadKind, Plan, Policy, Problem, ProblemKind, Quiet,
-    Relocation, RemovalRules, Verdict, plan,
+    Relocation, RemovalRules, TrialRefused, Trials, Verdict, plan,
 };
 
 use crate::apparmor::Mode;
@@ -55,6 +56,7 @@ use desired::*;
 pub use engine::Engine;
 use engine::*;
 use still::*;
+pub use trial::TrialStatus;
 pub use validate::Validator;
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +79,8 @@ pub struct Report {
     pub restored: Vec<String>,
     pub removed: Vec<String>,
     pub deferred: Vec<Deferred>,
+    /// Trial declarations not honoured, and why.
+    pub trial_refused: Vec<TrialRefused>,
     pub unchanged: usize,
     pub held: Vec<Held>,
     pub problems: Vec<Problem>,
@@ -164,6 +168,10 @@ pub struct Reconciler {
     /// The next reconcile applies a signed revision of a source whose
     /// floor was lost (an operator's `--accept-signed-serial`).
     accept_serial_next: bool,
+    /// Trials running and versions promoted (see `trial`).
+    pub book: crate::trial::book::Book,
+    /// This node's machine ID, for the fleet spread; `None`: no spread.
+    machine_id: Option<String>,
     /// `last` holds exactly what a read of every source would give now,
     /// bar what inotify reported since: a change reconcile may carry it
     /// forward (see `carry`).
@@ -216,7 +224,11 @@ impl Reconciler {
         }
         state.save_manifest(&mut manifest)?;
         let serials = signed::load_serials(&state, &manifest.serials, &mut notes);
+        let book = crate::trial::book::Book::load(&state.trial_book());
+        let machine_id = trial::machine_id(&config, &mut notes);
         Ok(Reconciler {
+            book,
+            machine_id,
             config,
             parser,
             kernel,
@@ -355,6 +367,7 @@ impl Reconciler {
                     sha256: sha,
                     names,
                     kind: LoadKind::Restore,
+                    complain: o.complain,
                 })
                 .collect(),
             ..Default::default()
@@ -521,6 +534,7 @@ impl Reconciler {
         if planned.is_none() {
             self.quiet_now(&mut desired);
         }
+        desired.trials = self.trials_now(&desired);
         let engine = engine!(self);
         let result = (|| {
             let policy = Self::policy(&self.config);
@@ -583,6 +597,9 @@ impl Reconciler {
             Ok(report)
         })();
         self.last = Some(desired);
+        if result.is_ok() {
+            self.book_follows()?;
+        }
         result
     }
 }

@@ -55,6 +55,33 @@ pub struct Desired {
     /// than the mass-removal share at once.
     #[serde(skip)]
     pub allow_mass: BTreeSet<PathBuf>,
+    /// Which contents declare trial, and what the trial book says.
+    #[serde(skip)]
+    pub trials: Trials,
+}
+
+/// What decides a trial's mode (see `trial`): a content that declares
+/// trial loads in complain mode until its profiles are promoted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trials {
+    /// Contents (sha256) that declare trial.
+    pub declared: std::collections::HashSet<String>,
+    /// Profiles and the version of each that was promoted.
+    pub promoted: BTreeMap<String, String>,
+    /// Profiles the trial book knows: a new version of one may start a
+    /// new trial although the old one is enforced (it was promoted).
+    pub known: BTreeSet<String>,
+    /// A trial may put a profile enforced by other means into complain.
+    pub allow_demotion: bool,
+    /// Why no trial is honoured at all (`mode = "enforce"`).
+    pub refused: Option<String>,
+}
+
+/// A trial declaration not honoured: the profile loads in enforce mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrialRefused {
+    pub name: String,
+    pub reason: String,
 }
 
 /// How long a source has had no change, and whether two reads agreed.
@@ -112,6 +139,8 @@ pub struct LoadAction {
     pub sha256: String,
     pub names: Vec<String>,
     pub kind: LoadKind,
+    /// Loaded in complain mode (forced, or in trial).
+    pub complain: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -217,6 +246,8 @@ pub struct Plan {
     pub forgets: Vec<String>,
     /// Unchanged profiles whose file or source moved: manifest updates only.
     pub relocations: Vec<Relocation>,
+    /// Trial declarations not honoured, and why.
+    pub trial_refused: Vec<TrialRefused>,
     pub problems: Vec<Problem>,
     /// Removals are held until a source settles: plan again after this long.
     pub recheck_in: Option<Duration>,
@@ -407,7 +438,8 @@ fn loads_and_keeps<'a>(view: &View<'a>, accepted: &[usize], policy: &Policy, out
         };
         wanted.extend(names.iter().map(String::as_str));
         let owned = || names.iter().map(|n| view.owner.get(n.as_str()).copied());
-        let unchanged = owned().all(|o| o.is_some_and(|o| o.sha256 == f.sha256 && o.complain == policy.complain));
+        let complain = wants_complain(view, f, names, policy, &mut out.trial_refused);
+        let unchanged = owned().all(|o| o.is_some_and(|o| o.sha256 == f.sha256 && o.complain == complain));
         let kind = if unchanged {
             if names.iter().all(|n| view.loaded(n)) {
                 for (n, o) in names.iter().zip(owned()) {
@@ -436,9 +468,54 @@ fn loads_and_keeps<'a>(view: &View<'a>, accepted: &[usize], policy: &Policy, out
             sha256: f.sha256.clone(),
             names: names.clone(),
             kind,
+            complain,
         });
     }
     wanted
+}
+
+/// Whether accepted file `f` loads in complain mode: when the
+/// configuration forces it, or when it declares trial and its profiles are
+/// not promoted. A trial never weakens what is enforced: a profile loaded
+/// in enforce mode that the trial book does not know (it was not promoted
+/// from a trial) stays enforced unless `allow_demotion`; under
+/// `mode = "enforce"` no trial is honoured. What is not honoured is said.
+fn wants_complain(
+    view: &View,
+    f: &DesiredFile,
+    names: &[String],
+    policy: &Policy,
+    refused: &mut Vec<TrialRefused>,
+) -> bool {
+    let t = &view.desired.trials;
+    if policy.complain {
+        return true;
+    }
+    if !t.declared.contains(&f.sha256) {
+        return false;
+    }
+    let mut refuse = |reason: &str| {
+        refused.extend(names.iter().map(|n| TrialRefused {
+            name: n.clone(),
+            reason: reason.to_owned(),
+        }));
+        false
+    };
+    if let Some(why) = &t.refused {
+        return refuse(why);
+    }
+    if names.iter().all(|n| t.promoted.get(n) == Some(&f.sha256)) {
+        return false;
+    }
+    let enforced_elsewhere = names.iter().any(|n| {
+        view.owner
+            .get(n.as_str())
+            .is_some_and(|o| !o.complain && o.mode == crate::apparmor::Mode::Enforce && !t.known.contains(n))
+    });
+    if enforced_elsewhere && !t.allow_demotion {
+        return refuse("trial refused: already enforced");
+    }
+    true
 }
 
 /// What blocked files may define.
@@ -660,6 +737,7 @@ fn push_restores(restores: Restores, out: &mut Plan) {
             sha256: sha.to_owned(),
             names,
             kind: LoadKind::Restore,
+            complain: o.complain,
         });
     }
 }

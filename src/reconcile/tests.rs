@@ -356,6 +356,7 @@ fn arb_case() -> impl Strategy<
                         .collect(),
                     allow_mass: allow.into_iter().map(|s| PathBuf::from(format!("/s{s}"))).collect(),
                     files,
+                    trials: Trials::default(),
                 };
                 let mut m = Manifest::new();
                 m.profiles = owned;

@@ -25,6 +25,9 @@ pub struct Validator {
     /// validation needs no parser: whoever waits on its receiver works
     /// beside the parser, not beside the validation's own steps.
     pub parser_starts: Option<std::sync::mpsc::Sender<()>>,
+    /// Contents (sha256) that declare trial, from every file validated;
+    /// kept to what the sources hold by the reconciler.
+    pub trial: std::collections::HashSet<String>,
 }
 
 pub(super) const MEMO_LIMIT: usize = 20_000;
@@ -108,6 +111,9 @@ impl Validator {
             })
             .unwrap_or_else(|reason| Some(Verdict::Refused { reason }));
             let from_memo = memo.contains_key(&f.sha256);
+            if crate::trial::declared(&f.content) {
+                self.trial.insert(f.sha256.clone());
+            }
             // Judged good before but not loaded now: its stored copy may
             // have been collected since.
             if from_memo && matches!(verdict, Some(Verdict::Valid { .. })) && !owned.owns(&f.sha256) {

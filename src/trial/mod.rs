@@ -22,6 +22,14 @@ pub fn declared(text: &str) -> bool {
     text.lines().any(|l| l.trim() == MARK)
 }
 
+/// Now, in µs since the epoch.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// How much is learned unless configured: rules per profile version, and
 /// profiles.
 pub const DEFAULT_BOUNDS: Bounds = Bounds {

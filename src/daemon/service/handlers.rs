@@ -216,6 +216,86 @@ impl Service {
                     problems: r.problems.iter().map(|p| p.to_string()).collect(),
                 });
             }
+            Command::Trial {
+                name,
+                promote,
+                uid,
+                reply,
+            } => {
+                let Some(rec) = self.rec.as_mut() else {
+                    let _ = reply.send(Err("armord is busy; try again".into()));
+                    return Ok(());
+                };
+                let done = if promote {
+                    rec.promote(&name, uid)
+                } else {
+                    rec.back_in_trial(&name)
+                };
+                let shown = crate::escape::text(&name).into_owned();
+                match &done {
+                    Ok(what) => log::info!(profile = shown.as_str(), uid = uid; "{what} (asked by uid {uid})"),
+                    Err(why) => {
+                        let verb = if promote { "promote" } else { "trial" };
+                        log::warn!(profile = shown.as_str(), uid = uid; "{verb} {shown} refused (asked by uid {uid}): {why}");
+                    }
+                }
+                if done.is_ok() {
+                    self.reconcile(Trigger::Gate, false).await?;
+                }
+                let _ = reply.send(done);
+            }
+        }
+        Ok(())
+    }
+
+    /// The promotion gate's tick: evidence in (processes confined, audit
+    /// records lost), then every trial asked; a promotion is logged once
+    /// with its evidence and loaded in enforce mode at once.
+    pub(super) async fn on_gate(&mut self) -> Result<(), DaemonError> {
+        self.timers.gate = Instant::now() + super::GATE_TICK;
+        let Some(d) = &self.denials else {
+            // Nothing can be learned without the follower: no promotion.
+            return Ok(());
+        };
+        let lost = self.counters.lock().unwrap_or_else(|p| p.into_inner()).lost;
+        let delta = lost.saturating_sub(self.lost_seen);
+        self.lost_seen = lost;
+        let learned = d.learned.clone();
+        let Some(rec) = self.rec.as_mut() else { return Ok(()) };
+        let open = |t: &crate::trial::book::Trial| t.promoted.is_none();
+        if !rec.book.trials.values().any(open) {
+            return Ok(());
+        }
+        // A process list only while a trial has seen none.
+        let confined = if rec.book.trials.values().any(|t| open(t) && t.pids.is_empty()) {
+            rec.kernel.confined().unwrap_or_default()
+        } else {
+            Default::default()
+        };
+        let gated = {
+            let store = learned.lock().unwrap_or_else(|p| p.into_inner());
+            let count = |n: &str, sha: &str| store.learned.version(n, sha).map_or(0, |v| v.len());
+            rec.trial_evidence(&confined, delta).and_then(|()| rec.run_gate(count))
+        };
+        let promoted = match gated {
+            Ok((promoted, _)) => promoted,
+            Err(e) => {
+                log::error!("the promotion gate cannot record its evidence: {e}");
+                return Ok(());
+            }
+        };
+        for (name, e) in &promoted {
+            let shown = crate::escape::text(name).into_owned();
+            let ran = std::time::Duration::from_micros(crate::trial::now_us().saturating_sub(e.since_us));
+            log::info!(
+                profile = shown.as_str();
+                "trial of {shown} passed the gate: in trial {}, {} processes confined, no rule learned, no audit loss; promoted to enforce",
+                crate::human::duration(std::time::Duration::from_secs(ran.as_secs())),
+                e.confined
+            );
+        }
+        if !promoted.is_empty() {
+            self.reconcile(Trigger::Gate, false).await?;
         }
         Ok(())
     }

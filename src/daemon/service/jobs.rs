@@ -197,10 +197,24 @@ impl Service {
             .collect()
     }
 
+    /// Every trial as status shows it.
+    fn trial_status(&self) -> Vec<crate::reconcile::TrialStatus> {
+        let (Some(rec), Some(d)) = (&self.rec, &self.denials) else {
+            return self.rec.as_ref().map(|r| r.trial_status(|_, _| 0)).unwrap_or_default();
+        };
+        let store = d.learned.lock().unwrap_or_else(|p| p.into_inner());
+        rec.trial_status(|n, sha| store.learned.version(n, sha).map_or(0, |v| v.len()))
+    }
+
     pub(super) fn publish(&mut self, report: &Report) {
         self.metrics.learned = self.learned_counts();
+        let trials = self.trial_status();
         let Some(rec) = &self.rec else { return };
-        let published = published_from(rec, report, &self.status);
+        let mut published = published_from(rec, report, &self.status);
+        for t in &trials {
+            published.trials.insert(t.name.clone(), t.text.clone());
+        }
+        self.metrics.trials = trials;
         crate::daemon::exports::write(&rec.config, &published, &self.counters, &self.metrics);
         self.exported = self.counter_marks();
         *self.published.write().unwrap_or_else(|p| p.into_inner()) = published;
@@ -219,6 +233,7 @@ impl Service {
             return;
         }
         self.metrics.learned = self.learned_counts();
+        self.metrics.trials = self.trial_status();
         if let Some(rec) = &self.rec {
             let published = self.published.read().unwrap_or_else(|p| p.into_inner()).clone();
             crate::daemon::exports::write(&rec.config, &published, &self.counters, &self.metrics);

@@ -26,6 +26,8 @@ use tokio::time::Instant;
 const DEFERRED_RETRY: Duration = Duration::from_secs(2);
 /// How soon the exports are rewritten after a denial counter moved.
 const EXPORTS_REFRESH: Duration = Duration::from_secs(1);
+/// How often the promotion gate is asked.
+const GATE_TICK: Duration = Duration::from_secs(1);
 /// Backoff after a parser timeout or crash: first and largest delay.
 const BACKOFF_FIRST: Duration = Duration::from_secs(5);
 
@@ -39,6 +41,7 @@ enum Trigger {
     Retry,
     Settle,
     Drift,
+    Gate,
 }
 
 impl Trigger {
@@ -52,6 +55,7 @@ impl Trigger {
             Trigger::Retry => "retry",
             Trigger::Settle => "settle",
             Trigger::Drift => "drift",
+            Trigger::Gate => "gate",
         }
     }
 }
@@ -112,6 +116,8 @@ pub struct Service {
     /// Owned profiles removed behind armord's back, put back.
     drift: super::drift::Drift,
     timers: Timers,
+    /// Audit records lost as the gate last counted them.
+    lost_seen: u64,
 }
 
 /// Past this many reported paths, a full read is as cheap.
@@ -182,6 +188,7 @@ impl Service {
                 _ = until(self.timers.deferred) => self.on_deferred().await?,
                 _ = until(Some(self.timers.drift)) => self.on_drift_poll().await?,
                 _ = until(Some(self.timers.learned)) => self.on_learned_flush(),
+                _ = until(Some(self.timers.gate)) => self.on_gate().await?,
                 _ = until(self.timers.watchdog) => self.on_watchdog(),
                 _ = self.signals.hup.recv() => self.on_hup().await?,
                 Some(cmd) = self.commands.recv() => self.on_command(cmd).await?,
@@ -213,6 +220,8 @@ struct Timers {
     drift: Instant,
     /// The next write of the learned counts.
     learned: Instant,
+    /// The next time the promotion gate is asked.
+    gate: Instant,
     /// The next watchdog ping, when systemd asked for them…
     watchdog: Option<Instant>,
     /// …every this long.
@@ -231,6 +240,7 @@ impl Timers {
             resync: now + resync,
             drift: now + super::drift::POLL,
             learned: now + super::denials::LEARNED_FLUSH,
+            gate: now + GATE_TICK,
             watchdog: watchdog_every.map(|w| now + w),
             watchdog_every,
             exports: None,
@@ -310,6 +320,7 @@ pub fn run(
             named: None,
             drift: Default::default(),
             timers: Timers::new(Duration::ZERO),
+            lost_seen: 0,
             published,
             commands,
             denial_events,
