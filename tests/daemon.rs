@@ -13,6 +13,8 @@ struct Daemon {
     child: Option<Child>,
     notify: UnixDatagram,
     config: PathBuf,
+    /// A working `.remove`, when the test gave one: stopped after armord.
+    remove: Option<WorkingRemove>,
 }
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -68,7 +70,40 @@ impl Daemon {
             child: Some(child),
             notify,
             config,
+            remove: None,
         }
+    }
+
+    /// The fake securityfs's `.remove` works (see [`WorkingRemove`]).
+    fn with_remove(mut self, remove: WorkingRemove) -> Daemon {
+        self.remove = Some(remove);
+        self
+    }
+
+    /// The names armord removed through the working `.remove`.
+    fn removed(&self) -> Vec<String> {
+        self.remove.as_ref().expect("a working .remove").removed()
+    }
+
+    /// Full reconciles since start, from the Prometheus export (the test's
+    /// configuration names `armord.prom`).
+    fn full_reconciles(&self) -> u64 {
+        self.tree
+            .try_read("armord.prom")
+            .and_then(|p| {
+                p.lines()
+                    .find_map(|l| l.strip_prefix("armord_reconciles_total ")?.trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// Wait until `n` more full reconciles have run: with a resync every
+    /// second and nothing else pending, `n` resyncs.
+    fn wait_full_reconciles(&self, n: u64) {
+        let from = self.full_reconciles();
+        self.wait_until(&format!("{n} more full reconciles after {from}"), |d| {
+            d.full_reconciles() >= from + n
+        });
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -167,6 +202,8 @@ impl Drop for Daemon {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // While the tree is still there.
+        self.remove.take();
     }
 }
 
@@ -276,10 +313,18 @@ fn plain_configmap_and_git_sync_changes_are_picked_up() {
     );
 }
 
+/// Removals as quick as they go: settled in 100 ms, and removing every
+/// profile of a source is no mass removal. What a test says is never
+/// removed would be, within a second.
+const QUICK_REMOVALS: &str = "removal_settle_ms = 100\nmass_removal_percent = 100\n[denials]\nenabled = false\n";
+/// Every full reconcile counted in `armord.prom`.
+const PROM: &str = "[exports]\nprometheus_textfile = \"armord.prom\"\n";
+
 #[test]
 fn late_source_is_picked_up_and_deleting_a_source_removes_nothing() {
-    let (t, cfg) = Daemon::tree("");
-    let d = Daemon::start(t, cfg);
+    let (t, cfg) = Daemon::tree_with(PROM, QUICK_REMOVALS);
+    let remove = t.working_remove();
+    let d = Daemon::start(t, cfg).with_remove(remove);
     let ready = d.wait_ready();
     assert!(ready.contains("unavailable"), "{ready}");
     // The source appears after start (git-sync finished cloning, say).
@@ -287,13 +332,15 @@ fn late_source_is_picked_up_and_deleting_a_source_removes_nothing() {
     d.tree.write("src.tmp/a", &profile("custom.a"));
     std::fs::rename(d.path("src.tmp"), d.path("src")).unwrap();
     d.wait_until("late source", |d| d.kernel().contains("custom.a"));
-    // Deleting the source: nothing is removed.
+    // Deleting the source: nothing is removed, though a removal would be
+    // done within two resyncs of the deletion.
     std::fs::remove_dir_all(d.path("src")).unwrap();
     d.wait_until("the deletion seen", |d| d.log().contains("source does not exist"));
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(d.kernel().contains("custom.a"));
+    d.wait_full_reconciles(3);
+    assert!(d.kernel().contains("custom.a (enforce)"), "{}", d.kernel());
+    assert_eq!(d.removed(), Vec::<String>::new());
     assert!(!d.log().contains("removed profile"), "{}", d.log());
-    assert_eq!(d.tree.read("secfs/.remove"), "");
+    assert!(!d.log().contains("cannot remove"), "{}", d.log());
 }
 
 #[test]
@@ -513,29 +560,37 @@ fn denials_name_the_container_and_pod_of_a_live_process() {
 
 #[test]
 fn a_mass_removal_is_held_and_logged_with_the_way_through() {
-    let (t, cfg) = Daemon::tree_with("", "removal_settle_ms = 100\n[denials]\nenabled = false\n");
+    let (t, cfg) = Daemon::tree_with(
+        &format!("[[source]]\npath = \"more\"\n{PROM}"),
+        "removal_settle_ms = 100\n[denials]\nenabled = false\n",
+    );
+    t.write("more/m", &profile("custom.m"));
     t.write("src/a", &profile("custom.a"));
     t.write("src/b", &profile("custom.b"));
     t.write("src/c", &profile("custom.c"));
-    let d = Daemon::start(t, cfg);
+    let remove = t.working_remove();
+    let d = Daemon::start(t, cfg).with_remove(remove);
     d.wait_ready();
     for f in ["a", "b"] {
         std::fs::remove_file(d.path(&format!("src/{f}"))).unwrap();
     }
-    d.wait_until("the mass removal logged", |d| {
-        d.log().contains("mass removal held: 2 of the 3 profiles")
-    });
+    let held = "mass removal held: 2 of the 3";
+    d.wait_until("the mass removal logged", |d| d.log().contains(held));
     let log = d.log();
     assert!(
         log.contains("`armorctl sync --allow-mass-removal` removes them now"),
         "{log}"
     );
-    assert_eq!(
-        log.matches("mass removal held: 2 of the 3").count(),
-        1,
-        "logged once while it stands: {log}"
-    );
+    // While it stands: a change in another source (a reconcile that logs
+    // its report), then two resyncs.
+    let changes = d.reconciles();
+    d.tree.write("more/m", &format!("{}# m2\n", profile("custom.m")));
+    d.wait_until("the change's reconcile", |d| d.reconciles() > changes);
+    d.wait_full_reconciles(2);
+    let log = d.log();
+    assert_eq!(log.matches(held).count(), 1, "logged once while it stands: {log}");
     assert!(!log.contains("removed profile"), "{log}");
+    assert_eq!(d.removed(), Vec::<String>::new());
     assert!(d.kernel().contains("custom.a (enforce)") && d.kernel().contains("custom.b (enforce)"));
     d.wait_notify(|m| m.contains("2 removals held as a mass removal"));
 }
