@@ -43,8 +43,11 @@ impl Tree {
         std::fs::write(&p, text).unwrap();
         p
     }
+    /// The file's text; a file that is not there fails the test (a missing
+    /// file is not an empty one: a check on it could never fail).
     pub fn read(&self, rel: &str) -> String {
-        std::fs::read_to_string(self.path(rel)).unwrap_or_default()
+        let p = self.path(rel);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
     }
     /// The file's text, or `None` while it is not there (for polling a file
     /// that a process has yet to write).
