@@ -184,10 +184,11 @@ fn daemon_retries_after_the_state_dir_fills_up() {
     });
     std::fs::write(&fp, "state-write=enospc").unwrap();
     t.write("src/b", &profile("custom.b", 2));
+    // The failure, then the retry it schedules: two lines, written in turn.
     wait("the failure logged", &|| {
         t.read("armord.log").contains("No space left on device")
     });
-    assert!(t.read("armord.log").contains("retrying in"), "{}", t.read("armord.log"));
+    wait("the retry scheduled", &|| t.read("armord.log").contains("retrying in"));
     assert_eq!(child.0.try_wait().unwrap(), None, "armord exited");
     assert_eq!(
         manifest(&t)["profiles"]["custom.b"]["sha256"],
