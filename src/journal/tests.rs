@@ -314,9 +314,13 @@ fn a_missing_journalctl_is_retried_until_it_appears() {
     assert_eq!(handled.len(), 2);
 }
 
-/// Run a follower over `lines` until `done` holds of what `on_loss` saw.
+/// Run a follower over `lines` until its saved cursor is the last line's
+/// (every line read, a loss marker among them): what it counted lost,
+/// since when, and how many times `on_loss` was told.
 fn losses(lines: &[String], audit_socket: bool) -> (u64, Option<u64>, usize) {
     let j = FakeJournal::new(lines, &[]);
+    let last = parse_entry(lines.last().unwrap()).unwrap().cursor;
+    let cursor_path = j.config().cursor_path;
     let mut f = Follower::new(j.config());
     f.audit_transport.store(audit_socket, Ordering::Relaxed);
     let told = Arc::new(Mutex::new(Vec::new()));
@@ -328,11 +332,11 @@ fn losses(lines: &[String], audit_socket: bool) -> (u64, Option<u64>, usize) {
     let h = handled.clone();
     let t = std::thread::spawn(move || f.run(|_| *h.lock().unwrap() += 1));
     let deadline = Instant::now() + Duration::from_secs(20);
-    while *handled.lock().unwrap() < 1 {
-        assert!(Instant::now() < deadline);
+    while load_cursor(&cursor_path).as_deref() != Some(last.as_str()) {
+        assert!(Instant::now() < deadline, "the cursor never reached {last}");
         std::thread::sleep(Duration::from_millis(10));
     }
-    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(*handled.lock().unwrap(), 1, "one denial in each case");
     stopper.stop();
     t.join().unwrap();
     let st = stats.lock().unwrap().clone();
