@@ -86,7 +86,8 @@ node_exporter() {
 }
 
 # AppArmor 4 rules: trixie loads them; bookworm's parser refuses them with
-# the file and line, and nothing else changes.
+# the file and line (line 1: AppArmor 3 has no abi/4.0 to open), and
+# nothing else changes.
 apparmor4() {
   cat > /etc/armord/profiles.d/custom.aa4 <<'EOF'
 abi <abi/4.0>,
@@ -98,7 +99,7 @@ profile custom.aa4 flags=(attach_disconnected) {
 }
 EOF
   if [ "$SUITE" = bookworm ]; then
-    if wait_for 30 bash -c "armorctl status | grep -q 'custom.aa4'" && ! loaded custom.aa4 \
+    if wait_for 30 bash -c "armorctl status | grep -qF 'error: /etc/armord/profiles.d/custom.aa4:1: '" && ! loaded custom.aa4 \
         && loaded custom.deny-write; then
       pass apparmor4-refused-by-apparmor3
     else
