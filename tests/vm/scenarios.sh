@@ -9,6 +9,30 @@
 # printed too.
 set -u
 
+# Every scenario of a full run on SUITE, by the name its PASS line gives
+# (provision.sh's checks first); `a|b`: one of the two passes. tests/vm/run
+# checks a suite's lines against this list (tests/vm/check-results): each
+# listed name passed once, none failed, no other name passed. A scenario
+# added or taken away here, and in its script, in the same change.
+scenario_names() { # scenario_names SUITE
+  echo install ready loaded-custom.deny-write loaded-custom.nginx-allow loaded-custom.complain-trial \
+    mode-complain status-text
+  echo 1-readiness 2b-direct-load 2-update 3-in-use 4-denials forged-entry 5-layouts 6-restart \
+    older-state 11-allow-list upgrade 19-audit-backlog-raised "19-burst-1000|19-burst-accounted"
+  echo 12-deny-write-runc 12-deny-write-podman 12-deny-write-ctr 13-container-denial \
+    14-container-allow-list 16-container-attribution 15-replaced-while-running 17-container-deferred
+  echo node-exporter
+  if [ "$1" = bookworm ]; then echo apparmor4-refused-by-apparmor3; else echo apparmor4-userns; fi
+  echo 18-signed-policy 7-reboot 8-hardening 10-dbus drift-repair 9-packaging
+  if [ "$1" = bookworm ]; then echo rpm; fi
+  echo all-scenarios-ran
+}
+# scenarios.sh --list SUITE: that list, one entry a line (on any machine).
+if [ "${1:-}" = --list ]; then
+  scenario_names "${2:?scenarios.sh --list SUITE}" | tr ' ' '\n'
+  exit 0
+fi
+
 T=/opt/armord-test
 STATE=/var/lib/armord-test
 SUITE=$(cat "$T/suite" 2>/dev/null || echo bookworm)
