@@ -277,6 +277,11 @@ fn entries_any_user_can_write_are_never_denials_nor_suggestions() {
             // nobody, from a user session; root, but from another unit.
             forged(2, fake, "65534", "session-3.scope"),
             forged(3, fake, "0", "cron.service"),
+            // The same denial again, after them: seen, the forged were read.
+            relogged(
+                4,
+                &real.replace(":1): ", ":4): ").replace("comm=\"cat\"", "comm=\"after\""),
+            ),
         ],
     );
     let cfg = t.write(
@@ -304,11 +309,33 @@ fn entries_any_user_can_write_are_never_denials_nor_suggestions() {
     }
     // Followed, journalctl gives every entry (the stand-in applies no
     // matches then): the check of each entry is what keeps the forged out.
-    let out = Command::new("timeout")
-        .args(["1", ARMORCTL, "--config", cfg, "denials", "--follow"])
-        .output()
-        .unwrap();
-    let s = text(&out);
+    // Read until the entry after the forged ones is shown.
+    let mut child = KillOnDrop(
+        Command::new(ARMORCTL)
+            .args(["--config", cfg, "denials", "--follow"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut s = String::new();
+    while !s.contains("comm=after") {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("no entry after the forged ones ({e}): {s}"));
+        s.push_str(&line);
+        s.push('\n');
+    }
+    drop(child);
     assert!(s.contains("/etc/real") && !s.contains("forged-by-nobody"), "{s}");
     if real_parser().is_none() {
         return;

@@ -196,12 +196,14 @@ fn a_revision_directory_outside_the_source_is_never_read() {
     std::fs::create_dir_all(t.path("gs/.worktrees")).unwrap();
     symlink(t.path("secret"), t.path("gs/.worktrees/abc")).unwrap();
     symlink(".worktrees/abc", t.path("gs/current")).unwrap();
-    let cfg = "state_dir = \"state\"\n[denials]\nenabled = false\n[[source]]\npath = \"cm\"\n[[source]]\npath = \"gs\"\nlink = \"current\"\n";
+    // A good source beside them: the kernel's file is there to look at.
+    t.write("plain/ok", "profile custom.ok {}\n");
+    let cfg = "state_dir = \"state\"\n[denials]\nenabled = false\n[[source]]\npath = \"cm\"\n[[source]]\npath = \"gs\"\nlink = \"current\"\n[[source]]\npath = \"plain\"\n";
     let (code, s) = once(&t, cfg);
     assert_ne!(code, 0, "{s}");
     assert!(!s.contains("custom.secret"), "{s}");
     assert!(s.contains("symlink or not a directory"), "{s}");
-    assert!(!t.read("state/simulate/profiles").contains("secret"));
+    assert_eq!(t.read("state/simulate/profiles"), "custom.ok (enforce)\n", "{s}");
 }
 
 #[test]

@@ -13,6 +13,8 @@ struct Daemon {
     child: Option<Child>,
     notify: UnixDatagram,
     config: PathBuf,
+    /// A working `.remove`, when the test gave one: stopped after armord.
+    remove: Option<WorkingRemove>,
 }
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -68,7 +70,40 @@ impl Daemon {
             child: Some(child),
             notify,
             config,
+            remove: None,
         }
+    }
+
+    /// The fake securityfs's `.remove` works (see [`WorkingRemove`]).
+    fn with_remove(mut self, remove: WorkingRemove) -> Daemon {
+        self.remove = Some(remove);
+        self
+    }
+
+    /// The names armord removed through the working `.remove`.
+    fn removed(&self) -> Vec<String> {
+        self.remove.as_ref().expect("a working .remove").removed()
+    }
+
+    /// Full reconciles since start, from the Prometheus export (the test's
+    /// configuration names `armord.prom`).
+    fn full_reconciles(&self) -> u64 {
+        self.tree
+            .try_read("armord.prom")
+            .and_then(|p| {
+                p.lines()
+                    .find_map(|l| l.strip_prefix("armord_reconciles_total ")?.trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// Wait until `n` more full reconciles have run: with a resync every
+    /// second and nothing else pending, `n` resyncs.
+    fn wait_full_reconciles(&self, n: u64) {
+        let from = self.full_reconciles();
+        self.wait_until(&format!("{n} more full reconciles after {from}"), |d| {
+            d.full_reconciles() >= from + n
+        });
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -137,11 +172,6 @@ impl Daemon {
         }
     }
 
-    fn settled_denials(&self) -> usize {
-        std::thread::sleep(Duration::from_millis(300));
-        self.log().matches("apparmor DENIED").count()
-    }
-
     fn signal(&self, sig: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(self.child.as_ref().unwrap().id() as i32);
         nix::sys::signal::kill(pid, sig).unwrap();
@@ -167,6 +197,8 @@ impl Drop for Daemon {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // While the tree is still there.
+        self.remove.take();
     }
 }
 
@@ -276,10 +308,18 @@ fn plain_configmap_and_git_sync_changes_are_picked_up() {
     );
 }
 
+/// Removals as quick as they go: settled in 100 ms, and removing every
+/// profile of a source is no mass removal. What a test says is never
+/// removed would be, within a second.
+const QUICK_REMOVALS: &str = "removal_settle_ms = 100\nmass_removal_percent = 100\n[denials]\nenabled = false\n";
+/// Every full reconcile counted in `armord.prom`.
+const PROM: &str = "[exports]\nprometheus_textfile = \"armord.prom\"\n";
+
 #[test]
 fn late_source_is_picked_up_and_deleting_a_source_removes_nothing() {
-    let (t, cfg) = Daemon::tree("");
-    let d = Daemon::start(t, cfg);
+    let (t, cfg) = Daemon::tree_with(PROM, QUICK_REMOVALS);
+    let remove = t.working_remove();
+    let d = Daemon::start(t, cfg).with_remove(remove);
     let ready = d.wait_ready();
     assert!(ready.contains("unavailable"), "{ready}");
     // The source appears after start (git-sync finished cloning, say).
@@ -287,13 +327,15 @@ fn late_source_is_picked_up_and_deleting_a_source_removes_nothing() {
     d.tree.write("src.tmp/a", &profile("custom.a"));
     std::fs::rename(d.path("src.tmp"), d.path("src")).unwrap();
     d.wait_until("late source", |d| d.kernel().contains("custom.a"));
-    // Deleting the source: nothing is removed.
+    // Deleting the source: nothing is removed, though a removal would be
+    // done within two resyncs of the deletion.
     std::fs::remove_dir_all(d.path("src")).unwrap();
     d.wait_until("the deletion seen", |d| d.log().contains("source does not exist"));
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(d.kernel().contains("custom.a"));
+    d.wait_full_reconciles(3);
+    assert!(d.kernel().contains("custom.a (enforce)"), "{}", d.kernel());
+    assert_eq!(d.removed(), Vec::<String>::new());
     assert!(!d.log().contains("removed profile"), "{}", d.log());
-    assert_eq!(d.tree.read("secfs/.remove"), "");
+    assert!(!d.log().contains("cannot remove"), "{}", d.log());
 }
 
 #[test]
@@ -372,20 +414,18 @@ fn denials_of_owned_profiles_are_relogged_with_fields() {
     ] {
         assert!(line.contains(field), "{field} missing: {line}");
     }
-    // The same record over the kernel transport counts once; a profile armord
-    // does not own is not re-logged (scope = owned).
-    assert!(d.settled_denials() == 1, "{log}");
-    assert!(!log.contains("docker-default open"), "{log}");
     assert!(d.stop().success());
+    // Every line was read: the cursor is the last one's.
     assert_eq!(
         d.tree.read("state/journal.cursor"),
         "s=3\nb 1700000000.123:7\nb 1700000000.200:8\n"
     );
-    assert!(
-        d.log().contains("denial follower stopped: 1 records handled"),
-        "{}",
-        d.log()
-    );
+    // The same record over the kernel transport counted once; a profile
+    // armord does not own was not re-logged (scope = owned).
+    let log = d.log();
+    assert_eq!(log.matches("apparmor DENIED").count(), 1, "{log}");
+    assert!(!log.contains("docker-default open"), "{log}");
+    assert!(log.contains("denial follower stopped: 1 records handled"), "{log}");
 }
 
 /// Five denials of an owned profile, as the audit transport gives them.
@@ -460,11 +500,18 @@ fn killed_between_relog_and_cursor_save_relogs_nothing_twice() {
     d.child = None;
     assert!(!d.tree.path("state/journal.cursor").exists());
     let tree = std::mem::replace(&mut d.tree, Tree::new());
+    // The journal the second run reads: the five, and the first run's re-log.
+    let journal = tree.read("journal.json");
+    let last: serde_json::Value = serde_json::from_str(journal.lines().last().unwrap()).unwrap();
+    let last = last["__CURSOR"].as_str().unwrap().to_owned();
     let d = Daemon::start_env(tree, cfg, &[("ARMORD_RELOG_COPY", &copy)]);
-    d.wait_until("all five re-logged", |d| {
-        d.tree.read("journal.json").matches("\"ARMORD_AUDIT_KEY\"").count() >= 5
+    // Every line read and handled (each re-log comes before the cursor
+    // that covers it), then count.
+    d.wait_until("the cursor at the last line", |d| {
+        d.tree
+            .try_read("state/journal.cursor")
+            .is_some_and(|c| c.lines().next() == Some(last.as_str()))
     });
-    std::thread::sleep(Duration::from_millis(300));
     let text = d.tree.read("journal.json");
     for i in 1..=5 {
         let key = format!("\"ARMORD_AUDIT_KEY\":\"b 170000000{i}.000:{i}\"");
@@ -513,29 +560,37 @@ fn denials_name_the_container_and_pod_of_a_live_process() {
 
 #[test]
 fn a_mass_removal_is_held_and_logged_with_the_way_through() {
-    let (t, cfg) = Daemon::tree_with("", "removal_settle_ms = 100\n[denials]\nenabled = false\n");
+    let (t, cfg) = Daemon::tree_with(
+        &format!("[[source]]\npath = \"more\"\n{PROM}"),
+        "removal_settle_ms = 100\n[denials]\nenabled = false\n",
+    );
+    t.write("more/m", &profile("custom.m"));
     t.write("src/a", &profile("custom.a"));
     t.write("src/b", &profile("custom.b"));
     t.write("src/c", &profile("custom.c"));
-    let d = Daemon::start(t, cfg);
+    let remove = t.working_remove();
+    let d = Daemon::start(t, cfg).with_remove(remove);
     d.wait_ready();
     for f in ["a", "b"] {
         std::fs::remove_file(d.path(&format!("src/{f}"))).unwrap();
     }
-    d.wait_until("the mass removal logged", |d| {
-        d.log().contains("mass removal held: 2 of the 3 profiles")
-    });
+    let held = "mass removal held: 2 of the 3";
+    d.wait_until("the mass removal logged", |d| d.log().contains(held));
     let log = d.log();
     assert!(
         log.contains("`armorctl sync --allow-mass-removal` removes them now"),
         "{log}"
     );
-    assert_eq!(
-        log.matches("mass removal held: 2 of the 3").count(),
-        1,
-        "logged once while it stands: {log}"
-    );
+    // While it stands: a change in another source (a reconcile that logs
+    // its report), then two resyncs.
+    let changes = d.reconciles();
+    d.tree.write("more/m", &format!("{}# m2\n", profile("custom.m")));
+    d.wait_until("the change's reconcile", |d| d.reconciles() > changes);
+    d.wait_full_reconciles(2);
+    let log = d.log();
+    assert_eq!(log.matches(held).count(), 1, "logged once while it stands: {log}");
     assert!(!log.contains("removed profile"), "{log}");
+    assert_eq!(d.removed(), Vec::<String>::new());
     assert!(d.kernel().contains("custom.a (enforce)") && d.kernel().contains("custom.b (enforce)"));
     d.wait_notify(|m| m.contains("2 removals held as a mass removal"));
 }

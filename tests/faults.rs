@@ -178,15 +178,17 @@ fn daemon_retries_after_the_state_dir_fills_up() {
         }
     };
     wait("first reconcile", &|| {
-        serde_json::from_str::<serde_json::Value>(&t.read("state/state.json"))
-            .is_ok_and(|m| m["profiles"].as_object().is_some_and(|p| p.len() == 4) && m.get("pending").is_none())
+        t.try_read("state/state.json")
+            .and_then(|m| serde_json::from_str::<serde_json::Value>(&m).ok())
+            .is_some_and(|m| m["profiles"].as_object().is_some_and(|p| p.len() == 4) && m.get("pending").is_none())
     });
     std::fs::write(&fp, "state-write=enospc").unwrap();
     t.write("src/b", &profile("custom.b", 2));
+    // The failure, then the retry it schedules: two lines, written in turn.
     wait("the failure logged", &|| {
         t.read("armord.log").contains("No space left on device")
     });
-    assert!(t.read("armord.log").contains("retrying in"), "{}", t.read("armord.log"));
+    wait("the retry scheduled", &|| t.read("armord.log").contains("retrying in"));
     assert_eq!(child.0.try_wait().unwrap(), None, "armord exited");
     assert_eq!(
         manifest(&t)["profiles"]["custom.b"]["sha256"],

@@ -67,16 +67,51 @@ fn renaming_an_invalid_file_keeps_the_good_profile() {
 
 #[test]
 fn a_removal_waits_for_two_reads_and_a_settled_source() {
+    use std::io::{BufRead, Read};
     let t = Tree::new();
-    quick_settle(&t, "mass_removal_percent = 100\n");
+    // A second for the source to settle: the first read's hold is looked
+    // at well within it.
+    t.write("none.toml", "removal_settle_ms = 1000\nmass_removal_percent = 100\n");
     t.write("src/a", A);
     t.write("src/b", "profile custom.b { }\n");
     assert_eq!(once_sim(&t, "src").status.code(), Some(0));
     std::fs::remove_file(t.path("src/a")).unwrap();
-    let out = once_sim(&t, "src");
-    let s = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{s}");
-    assert!(s.contains("removed: custom.a"), "{s}");
+    let mut child = KillOnDrop(
+        std::process::Command::new(ARMORD)
+            .args(["--simulate", "--once", "--verbose", "--bus", "none", "--source"])
+            .arg(t.path("src"))
+            .arg("--state-dir")
+            .arg(t.path("state"))
+            .arg("--config")
+            .arg(t.path("none.toml"))
+            .env_remove("NOTIFY_SOCKET")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // The first read holds the removal, and the kernel still has it.
+    let mut log = String::new();
+    let mut at_first_read = None;
+    for line in std::io::BufReader::new(child.0.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if at_first_read.is_none() && line.contains("removal held until the source settles: custom.a;") {
+            at_first_read = Some(loaded(&t));
+        }
+        log.push_str(&line);
+        log.push('\n');
+    }
+    let mut out = String::new();
+    child.0.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let status = child.0.wait().unwrap();
+    assert_eq!(
+        at_first_read.as_deref(),
+        Some("custom.a (enforce)\ncustom.b (enforce)\n"),
+        "after the first read:\n{log}{out}"
+    );
+    // The second read, a second later, removes it.
+    assert_eq!(status.code(), Some(0), "{log}{out}");
+    assert!(out.contains("removed: custom.a"), "{out}");
     assert_eq!(loaded(&t), "custom.b (enforce)\n");
 }
 

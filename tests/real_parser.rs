@@ -98,6 +98,11 @@ fn names_in_compiled_policy_agree_with_the_parser_on_every_extra_profile() {
     let t = Tree::new();
     let Some(p) = runner(&t) else { return };
     let Ok(dir) = std::fs::read_dir("/usr/share/apparmor/extra-profiles") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install apparmor-profiles: /usr/share/apparmor/extra-profiles is missing"
+        );
+        eprintln!("apparmor-profiles not installed: skipped");
         return;
     };
     let mut files: Vec<_> = dir

@@ -233,6 +233,17 @@ pub fn converge(r: &mut crate::reconcile::Reconciler) -> Result<Report, ApplyErr
     for _ in 0..SETTLE_ROUNDS {
         match report.recheck_in {
             Some(wait) if wait <= r.config.removal_settle() && !report.cancelled => {
+                let settling: Vec<_> = report
+                    .held
+                    .iter()
+                    .filter(|h| h.why == crate::reconcile::HeldWhy::Settling)
+                    .map(|h| crate::escape::text(&h.name))
+                    .collect();
+                log::debug!(
+                    "removal held until the source settles: {}; reading again in {} ms",
+                    settling.join(" "),
+                    wait.as_millis()
+                );
                 std::thread::sleep(wait);
                 let mut next = r.reconcile()?;
                 // What the earlier rounds changed is part of the outcome.

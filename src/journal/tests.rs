@@ -146,6 +146,7 @@ fn ten_thousand_records_exactly_once_through_restarts_and_crashes() {
     let i = lines.len() + 1;
     lines.push(other_entry(i, "audit: audit_lost=3", "kernel"));
     let total_lines = lines.len();
+    let last = parse_entry(lines.last().unwrap()).unwrap().cursor;
     let j = FakeJournal::new(&lines, &[2_500, 7_000]);
 
     let handled: Arc<Mutex<Vec<AuditId>>> = Arc::new(Mutex::new(Vec::new()));
@@ -173,8 +174,12 @@ fn ten_thousand_records_exactly_once_through_restarts_and_crashes() {
             std::thread::sleep(Duration::from_millis(5));
         }
         if target.is_none() {
-            // Give a duplicate a chance to show up, then stop.
-            std::thread::sleep(Duration::from_millis(300));
+            // Every line read (a duplicate would be handled by then, and
+            // the loss marker after the last record counted), then stop.
+            while load_cursor(&j.config().cursor_path).as_deref() != Some(last.as_str()) {
+                assert!(Instant::now() < deadline, "the cursor never reached {last}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
         stopper.stop();
         thread.join().unwrap();
@@ -321,9 +326,13 @@ fn a_missing_journalctl_is_retried_until_it_appears() {
     assert_eq!(handled.len(), 2);
 }
 
-/// Run a follower over `lines` until `done` holds of what `on_loss` saw.
+/// Run a follower over `lines` until its saved cursor is the last line's
+/// (every line read, a loss marker among them): what it counted lost,
+/// since when, and how many times `on_loss` was told.
 fn losses(lines: &[String], audit_socket: bool) -> (u64, Option<u64>, usize) {
     let j = FakeJournal::new(lines, &[]);
+    let last = parse_entry(lines.last().unwrap()).unwrap().cursor;
+    let cursor_path = j.config().cursor_path;
     let mut f = Follower::new(j.config());
     f.audit_transport.store(audit_socket, Ordering::Relaxed);
     let told = Arc::new(Mutex::new(Vec::new()));
@@ -335,11 +344,11 @@ fn losses(lines: &[String], audit_socket: bool) -> (u64, Option<u64>, usize) {
     let h = handled.clone();
     let t = std::thread::spawn(move || f.run(|_| *h.lock().unwrap() += 1));
     let deadline = Instant::now() + Duration::from_secs(20);
-    while *handled.lock().unwrap() < 1 {
-        assert!(Instant::now() < deadline);
+    while load_cursor(&cursor_path).as_deref() != Some(last.as_str()) {
+        assert!(Instant::now() < deadline, "the cursor never reached {last}");
         std::thread::sleep(Duration::from_millis(10));
     }
-    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(*handled.lock().unwrap(), 1, "one denial in each case");
     stopper.stop();
     t.join().unwrap();
     let st = stats.lock().unwrap().clone();

@@ -142,6 +142,7 @@ impl Engine<'_> {
             v.sort();
         }
         if !plan.removes.is_empty() || !plan.forgets.is_empty() || !plan.relocations.is_empty() {
+            forget_unrun_unchecked(manifest);
             self.state.save_manifest(manifest)?;
         }
         Ok(report)
@@ -188,6 +189,7 @@ impl Engine<'_> {
         report.adopted = manifest.recover(&kernel);
         // Durable now: boot restore reads these stored files.
         self.state.store_sync(by_path.values().map(|a| a.sha256.as_str()))?;
+        forget_unrun_unchecked(manifest);
         self.state.save_manifest(manifest)?;
         Ok(())
     }
@@ -304,4 +306,13 @@ impl Engine<'_> {
         }
         Ok(())
     }
+}
+
+/// A version loaded unchecked that no owned profile runs any more (replaced
+/// by a fixed file, or removed) is no longer waiting to be checked.
+fn forget_unrun_unchecked(manifest: &mut Manifest) {
+    let profiles = &manifest.profiles;
+    manifest
+        .unchecked
+        .retain(|sha| profiles.values().any(|o| &o.sha256 == sha));
 }

@@ -204,8 +204,14 @@ fn too_many_files_refuses_the_rest_by_name() {
 }
 
 /// Swap the link back and forth as fast as possible while snapshots are
-/// taken; each snapshot must hold one revision's files, never a mix.
+/// taken; each snapshot must hold one revision's files, never a mix. Only
+/// a snapshot that a swap overlapped (one was made between its start and
+/// its end) tests that: snapshots are taken until enough of them were,
+/// and too few within the cap fails the test.
 fn swap_race(publish: fn(&Path, &str, &[(&str, &str)]), cleanup: fn(&Path, &str)) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const OVERLAPS: usize = 20;
+    const CAP: usize = 20_000;
     let t = tempfile::tempdir().unwrap();
     let root = t.path().to_owned();
     let files_a: Vec<(String, String)> = (0..30).map(|i| (format!("p{i:02}"), "rev-a".to_owned())).collect();
@@ -214,17 +220,19 @@ fn swap_race(publish: fn(&Path, &str, &[(&str, &str)]), cleanup: fn(&Path, &str)
     let fa = as_ref(&files_a);
     let fa: Vec<(&str, &str)> = fa.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     publish(&root, "rev0", &fa);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let swaps = std::sync::Arc::new(AtomicU64::new(0));
     let writer = {
-        let stop = stop.clone();
+        let (stop, swaps) = (stop.clone(), swaps.clone());
         let root = root.clone();
         std::thread::spawn(move || {
             let mut n = 1u32;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 let files = if n.is_multiple_of(2) { &files_a } else { &files_b };
                 let f: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
                 let rev = format!("rev{n}");
                 publish(&root, &rev, &f);
+                swaps.fetch_add(1, Ordering::SeqCst);
                 // Delete the previous revision, as the tools do.
                 cleanup(&root, &format!("rev{}", n - 1));
                 n += 1;
@@ -232,18 +240,26 @@ fn swap_race(publish: fn(&Path, &str, &[(&str, &str)]), cleanup: fn(&Path, &str)
         })
     };
     let cfg = src(&root);
-    let mut seen = 0;
-    for _ in 0..200 {
-        if let SnapshotResult::Ok(s) = snapshot(&cfg, &LIMITS) {
+    let (mut seen, mut overlapped, mut tries) = (0, 0, 0);
+    while overlapped < OVERLAPS && tries < CAP {
+        tries += 1;
+        let before = swaps.load(Ordering::SeqCst);
+        let r = snapshot(&cfg, &LIMITS);
+        let during = swaps.load(Ordering::SeqCst) != before;
+        if let SnapshotResult::Ok(s) = r {
             let contents: std::collections::BTreeSet<&str> = s.files.iter().map(|f| f.content.as_str()).collect();
             assert_eq!(s.files.len(), 30, "a snapshot lost files: {:?}", s.revision);
             assert_eq!(contents.len(), 1, "mixed revisions: {contents:?}");
             seen += 1;
+            overlapped += usize::from(during);
         }
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
-    assert!(seen > 0, "no snapshot succeeded");
+    assert!(
+        overlapped >= OVERLAPS,
+        "only {overlapped} of {seen} snapshots ({tries} tries) overlapped a swap"
+    );
 }
 
 #[test]

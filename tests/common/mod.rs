@@ -43,8 +43,16 @@ impl Tree {
         std::fs::write(&p, text).unwrap();
         p
     }
+    /// The file's text; a file that is not there fails the test (a missing
+    /// file is not an empty one: a check on it could never fail).
     pub fn read(&self, rel: &str) -> String {
-        std::fs::read_to_string(self.path(rel)).unwrap_or_default()
+        let p = self.path(rel);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
+    }
+    /// The file's text, or `None` while it is not there (for polling a file
+    /// that a process has yet to write).
+    pub fn try_read(&self, rel: &str) -> Option<String> {
+        std::fs::read_to_string(self.path(rel)).ok()
     }
 
     /// A fake apparmor_parser bound to a fake securityfs under this tree.
@@ -157,4 +165,97 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// A fake securityfs whose `.remove` works as the kernel's does: a name
+/// written to it (one open, write, close, as armord does) is taken out of
+/// `profiles` and recorded. Without it a removal attempt on the fake
+/// securityfs only fails, and the kernel file can never show one.
+pub struct WorkingRemove {
+    fifo: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    removed: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Tree {
+    /// Make `secfs/.remove` a working one (see [`WorkingRemove`]).
+    pub fn working_remove(&self) -> WorkingRemove {
+        use std::io::Read;
+        let secfs = self.path("secfs");
+        std::fs::create_dir_all(&secfs).unwrap();
+        let fifo = secfs.join(".remove");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let removed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let thread = {
+            let (fifo, stop, removed) = (fifo.clone(), stop.clone(), removed.clone());
+            let profiles = secfs.join("profiles");
+            std::thread::spawn(move || {
+                loop {
+                    // Blocks until a writer opens it; the writer's close ends
+                    // the name.
+                    let Ok(mut f) = std::fs::File::open(&fifo) else { return };
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        return;
+                    }
+                    let mut name = String::new();
+                    if f.read_to_string(&mut name).is_err() || name.is_empty() {
+                        continue;
+                    }
+                    let text = std::fs::read_to_string(&profiles).unwrap_or_default();
+                    let kept: String = text
+                        .lines()
+                        .filter(|l| l.rsplit_once(" (").map(|(n, _)| n) != Some(name.as_str()))
+                        .map(|l| format!("{l}\n"))
+                        .collect();
+                    let tmp = profiles.with_extension("removing");
+                    std::fs::write(&tmp, kept).unwrap();
+                    std::fs::rename(&tmp, &profiles).unwrap();
+                    removed.lock().unwrap().push(name);
+                }
+            })
+        };
+        WorkingRemove {
+            fifo,
+            stop,
+            removed,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl WorkingRemove {
+    /// The names removed so far, in order.
+    pub fn removed(&self) -> Vec<String> {
+        self.removed.lock().unwrap().clone()
+    }
+}
+
+impl Drop for WorkingRemove {
+    fn drop(&mut self) {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the reader blocked in open: a writer that opens and closes.
+        // ENXIO while the reader is between two opens: try again.
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < end {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::libc::O_NONBLOCK)
+                .open(&self.fifo)
+            {
+                Ok(_) => {
+                    if let Some(t) = self.thread.take() {
+                        let _ = t.join();
+                    }
+                    return;
+                }
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENXIO) => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                Err(_) => return,
+            }
+        }
+    }
 }
