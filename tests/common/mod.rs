@@ -252,7 +252,7 @@ impl Drop for WorkingRemove {
                     return;
                 }
                 Err(e) if e.raw_os_error() == Some(nix::libc::ENXIO) => {
-                    std::thread::sleep(std::time::Duration::from_millis(5))
+                    std::thread::sleep(std::time::Duration::from_millis(5));
                 }
                 Err(_) => return,
             }
