@@ -20,20 +20,167 @@ fn entry(i: u32, kind: &str, profile: &str, name: &str, comm: &str) -> String {
 }
 
 fn tree(journal: &str) -> (Tree, PathBuf) {
+    tree_with(journal, "")
+}
+
+/// A tree whose armord follows `journal` through a fake journalctl;
+/// `tables` go into the config (before `[parser]`).
+fn tree_with(journal: &str, tables: &str) -> (Tree, PathBuf) {
     let t = Tree::new();
     let parser = t.fake_parser();
     let journalctl = t.fake_journalctl(journal);
     let cfg = t.write(
         "armord.toml",
         &format!(
-            "state_dir = \"state\"\nsecurityfs = \"secfs\"\nproc = \"proc\"\n[denials]\njournalctl = \"{}\"\n\
-             [parser]\npath = \"{}\"\ncache_dir = \"cache\"\n[[source]]\npath = \"src\"\n",
+            "state_dir = \"state\"\nsecurityfs = \"secfs\"\nproc = \"proc\"\nresync_interval_secs = 1\n\
+             [exports]\nprometheus_textfile = \"armord.prom\"\n[denials]\njournalctl = \"{}\"\n\
+             {tables}[parser]\npath = \"{}\"\ncache_dir = \"cache\"\n[[source]]\npath = \"src\"\n",
             journalctl.display(),
             parser.display()
         ),
     );
     t.write("src/a", "profile custom.a {\n  /etc/hostname r,\n}\n");
     (t, cfg)
+}
+
+fn start(cfg: &std::path::Path, log: &std::path::Path) -> KillOnDrop {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    KillOnDrop(
+        Command::new(ARMORD)
+            .args(["--config", cfg.to_str().unwrap(), "--bus", "none", "--verbose"])
+            .env_remove("NOTIFY_SOCKET")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn wait_for(t: &Tree, what: &str, f: impl Fn(&Tree) -> bool) {
+    let start = Instant::now();
+    while !f(t) {
+        assert!(
+            start.elapsed() < WAIT,
+            "timed out waiting for {what}\nkernel:\n{}\nprom:\n{}\nlog:\n{}",
+            t.try_read("secfs/profiles").unwrap_or_default(),
+            t.try_read("armord.prom").unwrap_or_default(),
+            t.try_read("armord.log").unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kernel_has(t: &Tree, line: &str) -> bool {
+    t.try_read("secfs/profiles")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l == line)
+}
+
+/// A process confined by `profile`, as /proc shows it.
+fn confine(t: &Tree, pid: u32, label: &str) {
+    t.write(&format!("proc/{pid}/attr/current"), &format!("{label}\n"));
+}
+
+const TRIAL: &str = "# armord: trial\nprofile custom.t {\n  /etc/hostname r,\n}\n";
+const GATE: &str = "[trial]\nmin_trial = \"1s\"\n";
+
+#[test]
+fn a_quiet_trial_with_a_confined_process_is_promoted_and_stays_promoted() {
+    let (t, cfg) = tree_with("", GATE);
+    t.write("src/t", TRIAL);
+    let mut d = start(&cfg, &t.path("armord.log"));
+    wait_for(&t, "custom.t in complain mode", |t| {
+        kernel_has(t, "custom.t (complain)")
+    });
+    assert!(kernel_has(&t, "custom.a (enforce)"));
+    // No process ran under it yet: past min_trial it is held for that.
+    wait_for(&t, "the gate holding it", |t| {
+        t.try_read("armord.prom")
+            .unwrap_or_default()
+            .contains(r#"armord_trial{profile="custom.t",state="held"} 1"#)
+    });
+    assert!(kernel_has(&t, "custom.t (complain)"));
+    confine(&t, 4242, "custom.t (complain)");
+    wait_for(&t, "custom.t promoted to enforce", |t| {
+        kernel_has(t, "custom.t (enforce)")
+    });
+    let log = t.read("armord.log");
+    assert!(log.contains("trial of custom.t passed the gate"), "{log}");
+    assert!(log.contains("1 processes confined"), "{log}");
+    // A kill -9, then a reboot (the kernel forgets): restored enforced.
+    let _ = d.0.kill();
+    let _ = d.0.wait();
+    std::fs::write(t.path("secfs/profiles"), "").unwrap();
+    std::fs::remove_dir_all(t.path("proc")).unwrap();
+    d = start(&cfg, &t.path("armord.log"));
+    wait_for(&t, "custom.t restored in enforce mode", |t| {
+        kernel_has(t, "custom.t (enforce)")
+    });
+    wait_for(&t, "a reconcile after the restore", |t| {
+        t.read("armord.log").matches("reconcile (start)").count() >= 2
+    });
+    assert!(kernel_has(&t, "custom.t (enforce)"), "{}", t.read("secfs/profiles"));
+    drop(d);
+}
+
+#[test]
+fn a_trial_that_learned_is_held_and_its_learned_version_starts_a_new_trial() {
+    let journal = entry(1, "ALLOWED", "custom.t", "/etc/shadow", "app");
+    let (t, cfg) = tree_with(&journal, GATE);
+    t.write("src/t", TRIAL);
+    confine(&t, 4242, "custom.t (complain)");
+    let _d = start(&cfg, &t.path("armord.log"));
+    wait_for(&t, "the learned rule to hold the gate", |t| {
+        let prom = t.try_read("armord.prom").unwrap_or_default();
+        prom.contains(r#"armord_trial{profile="custom.t",state="held"} 1"#)
+            && prom.contains(r#"armord_learned_rules{profile="custom.t"} 1"#)
+    });
+    // Held for the rule, not for time: past min_trial it stays complain.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(kernel_has(&t, "custom.t (complain)"), "{}", t.read("secfs/profiles"));
+    // The learned version, written back, is a new version: a new trial
+    // that learned nothing, promoted once the gate opens.
+    let (code, learned, err) = learn(&cfg, &["custom.t"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        learned.contains("# armord: trial") && learned.contains("/etc/shadow r,"),
+        "{learned}"
+    );
+    t.write("src/t", &learned);
+    wait_for(&t, "the learned version promoted", |t| {
+        kernel_has(t, "custom.t (enforce)")
+    });
+    let book: serde_json::Value = serde_json::from_str(&t.read("state/trial.json")).unwrap();
+    assert!(
+        book["trials"]["custom.t"]["promoted"].is_array(),
+        "{book}\n{}\n{}",
+        t.read("armord.log"),
+        t.read("secfs/profiles")
+    );
+}
+
+#[test]
+fn a_trial_never_weakens_a_profile_enforced_otherwise() {
+    let (t, cfg) = tree_with("", GATE);
+    t.write("src/t", "profile custom.t {\n  /etc/hostname r,\n}\n");
+    let _d = start(&cfg, &t.path("armord.log"));
+    wait_for(&t, "custom.t enforced", |t| kernel_has(t, "custom.t (enforce)"));
+    t.write("src/t", TRIAL);
+    wait_for(&t, "the trial version loaded", |t| {
+        t.try_read("state/state.json").is_some_and(|m| {
+            let m: serde_json::Value = serde_json::from_str(&m).unwrap_or_default();
+            let sha = &m["profiles"]["custom.t"]["sha256"];
+            sha.is_string() && !t.read("state/state.json").is_empty() && {
+                let text = std::fs::read(t.path("src/t")).unwrap();
+                use sha2::Digest;
+                let want: String = sha2::Sha256::digest(&text).iter().map(|b| format!("{b:02x}")).collect();
+                sha == &serde_json::Value::String(want)
+            }
+        })
+    });
+    assert!(kernel_has(&t, "custom.t (enforce)"), "{}", t.read("secfs/profiles"));
+    assert!(t.try_read("state/trial.json").is_none_or(|b| !b.contains("custom.t")));
 }
 
 fn learn(cfg: &std::path::Path, args: &[&str]) -> (i32, String, String) {

@@ -172,6 +172,10 @@ impl Reconciler {
         };
         replace_files(&mut desired, &looked, guessed.clone(), guessed_may_define.clone());
         self.quiet_now(&mut desired);
+        // The plan ahead knows the trials the guess holds; a file validated
+        // now may declare one (a new version): then the plan is made again.
+        desired.trials = self.trials_now(&desired);
+        let trials_guessed = desired.trials.clone();
         let engine = engine!(self);
         let policy = Self::policy(&self.config);
         let (tx, parser_starts) = std::sync::mpsc::channel();
@@ -196,8 +200,9 @@ impl Reconciler {
         new.extend(validated);
         let transient = self.validator.transient > 0;
         let planned = planned.filter(|_| new == guessed && may_define == guessed_may_define);
-        self.plans_ahead_kept += u64::from(planned.is_some());
         replace_files(&mut desired, &looked, new, may_define);
+        let planned = planned.filter(|_| self.trials_now(&desired) == trials_guessed);
+        self.plans_ahead_kept += u64::from(planned.is_some());
         self.plan_and_apply(desired, planned, transient)
     }
 
