@@ -36,7 +36,7 @@ fn word(v: &str) -> String {
     if !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@+".contains(c)) {
         v.to_owned()
     } else {
-        format!("\"{}\"", v.replace('"', "\\\""))
+        format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
     }
 }
 

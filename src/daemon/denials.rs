@@ -7,6 +7,7 @@ use crate::trial::lesson::{Loaded, lesson};
 use crate::trial::store::Store;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -85,6 +86,9 @@ pub struct Denials {
     pub owned: OwnedVersions,
     /// What each owned profile's loaded version would have denied.
     pub learned: Arc<Mutex<Store>>,
+    /// Whether the follower has read all journalctl gave it (see
+    /// [`CAUGHT_UP`]): the gate asks only then.
+    pub progress: Arc<AtomicU8>,
     pub counters: Arc<Mutex<Counters>>,
     stopper: Stopper,
     thread: std::thread::JoinHandle<()>,
@@ -99,11 +103,13 @@ impl Denials {
         events: mpsc::Sender<Vec<DenialEvent>>,
         signals: bool,
         writer: crate::journal::Writer,
+        owned_now: HashMap<String, Loaded>,
     ) -> Option<Denials> {
         if !cfg.denials.enabled {
             return None;
         }
-        let owned: OwnedVersions = Arc::default();
+        // Known before the first record is read: none is judged without it.
+        let owned: OwnedVersions = Arc::new(RwLock::new(owned_now));
         let learned = Arc::new(Mutex::new(Store::open(
             &crate::state::StateDir::new(cfg.state_dir.clone()),
             cfg.trial_bounds(),
@@ -140,7 +146,9 @@ impl Denials {
                 let _ = events.try_send(Vec::new());
             }));
         }
+        let progress = Arc::new(AtomicU8::new(NOT_YET));
         let mut handler = Handler {
+            progress: progress.clone(),
             owned: owned.clone(),
             counters: counters.clone(),
             learned: learned.clone(),
@@ -166,6 +174,7 @@ impl Denials {
         Some(Denials {
             owned,
             learned,
+            progress,
             counters,
             stopper,
             thread,
@@ -185,8 +194,16 @@ impl Denials {
     }
 }
 
+/// The follower has not caught up with the journal since it started.
+pub const NOT_YET: u8 = 0;
+/// It is reading records.
+pub const READING: u8 = 1;
+/// It has read all journalctl wrote so far, and waits for more.
+pub const CAUGHT_UP: u8 = 2;
+
 /// What the follower's thread does with each record.
 struct Handler {
+    progress: Arc<AtomicU8>,
     owned: OwnedVersions,
     counters: Arc<Mutex<Counters>>,
     learned: Arc<Mutex<Store>>,
@@ -208,12 +225,14 @@ impl Handler {
     /// A record (`None`: the journal went quiet for a moment).
     fn on(&mut self, ev: Option<&crate::journal::Event>) {
         let Some(ev) = ev else {
+            self.progress.store(CAUGHT_UP, Ordering::SeqCst);
             if self.moved {
                 let _ = self.events.try_send(std::mem::take(&mut self.batch));
                 self.moved = false;
             }
             return;
         };
+        self.progress.store(READING, Ordering::SeqCst);
         let profile = ev.record.profile().map(|p| p.into_owned()).unwrap_or_default();
         let top = crate::apparmor::top_level(&profile).to_owned();
         {

@@ -68,8 +68,8 @@ pub struct Trials {
     pub declared: std::collections::HashSet<String>,
     /// Profiles and the version of each that was promoted.
     pub promoted: BTreeMap<String, String>,
-    /// Profiles the trial book knows: a new version of one may start a
-    /// new trial although the old one is enforced (it was promoted).
+    /// Profiles whose loaded version was promoted from a trial: a new
+    /// version of one may start a new trial although it is enforced.
     pub known: BTreeSet<String>,
     /// A trial may put a profile enforced by other means into complain.
     pub allow_demotion: bool,
@@ -289,6 +289,7 @@ pub fn plan(
 struct View<'a> {
     desired: &'a Desired,
     manifest: &'a Manifest,
+    kernel: &'a BTreeMap<String, Mode>,
     in_kernel: FxSet<&'a str>,
     owner: FxMap<&'a str, &'a Owned>,
 }
@@ -298,6 +299,7 @@ impl<'a> View<'a> {
         View {
             desired,
             manifest,
+            kernel,
             in_kernel: kernel.keys().map(String::as_str).collect(),
             owner: manifest.profiles.iter().map(|(n, o)| (n.as_str(), o)).collect(),
         }
@@ -507,10 +509,13 @@ fn wants_complain(
     if names.iter().all(|n| t.promoted.get(n) == Some(&f.sha256)) {
         return false;
     }
-    let enforced_elsewhere = names.iter().any(|n| {
-        view.owner
-            .get(n.as_str())
-            .is_some_and(|o| !o.complain && o.mode == crate::apparmor::Mode::Enforce && !t.known.contains(n))
+    // Enforcing: any mode but complain and unconfined (kill and prompt
+    // confine at least as much). A profile armord does not own (taken over)
+    // is judged by the kernel's mode.
+    let enforcing = |m: &Mode| !matches!(m, Mode::Complain | Mode::Unconfined);
+    let enforced_elsewhere = names.iter().any(|n| match view.owner.get(n.as_str()) {
+        Some(o) => !o.complain && enforcing(&o.mode) && !t.known.contains(n),
+        None => view.kernel.get(n).is_some_and(enforcing),
     });
     if enforced_elsewhere && !t.allow_demotion {
         return refuse("trial refused: already enforced");

@@ -228,6 +228,52 @@ fn plan_refusals() {
 }
 
 #[test]
+fn a_trial_loads_in_complain_but_never_weakens_what_is_enforced() {
+    let trial = |d: &mut Desired, shas: &[&str]| d.trials.declared = shas.iter().map(|s| s.to_string()).collect();
+    // New: complain.
+    let mut d = desired(vec![valid("/src/t", "t1", &["t"])]);
+    trial(&mut d, &["t1"]);
+    let p = plan(&d, &Manifest::new(), &kmap(&[]), &BTreeMap::new(), &POLICY);
+    assert!(p.loads[0].complain && p.trial_refused.is_empty());
+    // Owned and enforced (not promoted from a trial): stays enforced.
+    let m = manifest(&[("t", owned("/src/t", "t0"))]);
+    let p = plan(&d, &m, &kmap(&["t"]), &BTreeMap::new(), &POLICY);
+    assert!(!p.loads[0].complain);
+    assert_eq!(p.trial_refused[0].reason, "trial refused: already enforced");
+    // A kill-mode profile is enforced too.
+    let mut killing = owned("/src/t", "t0");
+    killing.mode = "kill".into();
+    let p = plan(
+        &d,
+        &manifest(&[("t", killing)]),
+        &kmap(&["t"]),
+        &BTreeMap::new(),
+        &POLICY,
+    );
+    assert!(!p.loads[0].complain);
+    // Taken over from the kernel, where it enforces: stays enforced.
+    let take = Policy {
+        takeover: true,
+        ..POLICY
+    };
+    let p = plan(&d, &Manifest::new(), &kmap(&["t"]), &BTreeMap::new(), &take);
+    assert!(!p.loads[0].complain, "{p:?}");
+    // Promoted from a trial: a new version starts a new trial.
+    d.trials.known.insert("t".into());
+    let p = plan(&d, &m, &kmap(&["t"]), &BTreeMap::new(), &POLICY);
+    assert!(p.loads[0].complain);
+    // This version promoted: enforce.
+    d.trials.promoted.insert("t".into(), "t1".into());
+    let p = plan(&d, &m, &kmap(&["t"]), &BTreeMap::new(), &POLICY);
+    assert!(!p.loads[0].complain && p.trial_refused.is_empty());
+    // mode = "enforce": refused.
+    d.trials.promoted.clear();
+    d.trials.refused = Some("trial refused: mode = \"enforce\" is configured".into());
+    let p = plan(&d, &Manifest::new(), &kmap(&[]), &BTreeMap::new(), &POLICY);
+    assert!(!p.loads[0].complain && p.trial_refused.len() == 1);
+}
+
+#[test]
 fn plan_forced_complain_change_replaces_and_moves_relocate() {
     let d = desired(vec![valid("/src/new-name", "1", &["a"])]);
     let m = manifest(&[("a", owned("/src/a", "1"))]);

@@ -62,7 +62,13 @@ impl Reconciler {
                 .filter(|(_, t)| t.promoted.is_some())
                 .map(|(n, t)| (n.clone(), t.sha256.clone()))
                 .collect(),
-            known: self.book.trials.keys().cloned().collect(),
+            known: self
+                .manifest
+                .profiles
+                .iter()
+                .filter(|(n, o)| self.book.promoted(n, &o.sha256))
+                .map(|(n, _)| n.clone())
+                .collect(),
             allow_demotion: self.config.trial.allow_demotion,
             refused: (self.config.mode == crate::config::ForcedMode::Enforce)
                 .then(|| "trial refused: mode = \"enforce\" is configured".to_owned()),
@@ -82,10 +88,23 @@ impl Reconciler {
                 changed |= self.book.on_trial(name, &o.sha256, now);
             }
         }
+        // A trial runs while its version loads in complain mode; a
+        // promotion is kept while the promoted version is loaded. Nothing
+        // else stays in the book (a refused trial is not one).
         let manifest = &self.manifest;
-        changed |= self
-            .book
-            .retain(|n| manifest.profiles.get(n).is_some_and(|o| declared.contains(&o.sha256)));
+        let forced = self.config.mode == crate::config::ForcedMode::Complain;
+        let promoted: std::collections::BTreeSet<String> = manifest
+            .profiles
+            .iter()
+            .filter(|(n, o)| self.book.promoted(n, &o.sha256))
+            .map(|(n, _)| n.clone())
+            .collect();
+        changed |= self.book.retain(|n| {
+            manifest
+                .profiles
+                .get(n)
+                .is_some_and(|o| declared.contains(&o.sha256) && ((o.complain && !forced) || promoted.contains(n)))
+        });
         if changed {
             self.book.save(&self.state.trial_book())?;
         }
@@ -148,6 +167,28 @@ impl Reconciler {
             self.book.save(&self.state.trial_book())?;
         }
         Ok((promoted, next))
+    }
+
+    /// What the trials learned was lost (a learned file set aside): every
+    /// trial not promoted starts again, its evidence afresh.
+    pub fn restart_trials(&mut self) -> Result<(), ApplyError> {
+        let now = now_us();
+        let mut any = false;
+        for (name, t) in self.book.trials.iter_mut().filter(|(_, t)| t.promoted.is_none()) {
+            log::warn!(
+                profile = name.as_str();
+                "trial of {} starts again: what it learned was lost",
+                crate::escape::text(name)
+            );
+            t.since_us = now;
+            t.pids.clear();
+            t.lost = 0;
+            any = true;
+        }
+        if any {
+            self.book.save(&self.state.trial_book())?;
+        }
+        Ok(())
     }
 
     /// An operator's `armorctl promote NAME` (uid `by`): the profile's

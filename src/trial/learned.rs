@@ -97,6 +97,21 @@ pub struct Profile {
     pub touched_us: u64,
 }
 
+impl Profile {
+    /// Make `sha256` the current version: the previous one when it is that
+    /// (a revert keeps what it learned), else a new set.
+    fn switch_to(&mut self, sha256: &str) {
+        if self.current.sha256 == sha256 {
+            return;
+        }
+        let next = match self.previous.take() {
+            Some(prev) if prev.sha256 == sha256 => prev,
+            _ => Version::new(sha256),
+        };
+        self.previous = Some(std::mem::replace(&mut self.current, next));
+    }
+}
+
 /// How much is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
@@ -124,6 +139,10 @@ pub struct Learned {
     pub profiles: BTreeMap<String, Profile>,
     /// Profiles dropped whole by the profile bound.
     pub dropped_profiles: u64,
+    /// The profiles so dropped (at most `max_profiles`): what they would
+    /// have denied is no longer known, so a trial of one is held.
+    #[serde(default)]
+    pub evicted: BTreeSet<String>,
 }
 
 impl Default for Learned {
@@ -132,6 +151,7 @@ impl Default for Learned {
             format: FORMAT,
             profiles: BTreeMap::new(),
             dropped_profiles: 0,
+            evicted: BTreeSet::new(),
         }
     }
 }
@@ -154,22 +174,28 @@ impl Learned {
             previous: None,
             touched_us: at_us,
         });
-        if p.current.sha256 != sha256 {
-            let old = std::mem::replace(&mut p.current, Version::new(sha256));
-            p.previous = Some(old);
-        }
+        p.switch_to(sha256);
         p.touched_us = p.touched_us.max(at_us);
         learn(&mut p.current, one, at_us, bounds.max_rules)
+    }
+
+    /// What version `sha256` of `profile` would have denied that a trial
+    /// must wait on: its rules, those a bound dropped, and anything at all
+    /// when the profile's rules were dropped whole.
+    pub fn pending(&self, profile: &str, sha256: &str) -> usize {
+        if self.evicted.contains(profile) {
+            return 1;
+        }
+        self.version(profile, sha256).map_or(0, |v| {
+            v.len().saturating_add(usize::try_from(v.dropped).unwrap_or(usize::MAX))
+        })
     }
 
     /// The current version of `profile` as armord loads it now is
     /// `sha256`: a set learned for another version becomes the previous.
     pub fn version_loaded(&mut self, profile: &str, sha256: &str) {
-        if let Some(p) = self.profiles.get_mut(profile)
-            && p.current.sha256 != sha256
-        {
-            let old = std::mem::replace(&mut p.current, Version::new(sha256));
-            p.previous = Some(old);
+        if let Some(p) = self.profiles.get_mut(profile) {
+            p.switch_to(sha256);
         }
     }
 
@@ -195,6 +221,9 @@ impl Learned {
         if let Some(name) = oldest {
             self.profiles.remove(&name);
             self.dropped_profiles = self.dropped_profiles.saturating_add(1);
+            if self.evicted.len() < self.profiles.len().max(1) * 2 {
+                self.evicted.insert(name);
+            }
         }
     }
 }
@@ -284,6 +313,10 @@ mod tests {
         l.version_loaded("p", "v3");
         assert!(l.version("p", "v3").unwrap().is_empty());
         assert!(l.version("p", "v1").is_none());
+        // A revert to the version before keeps what it learned.
+        l.version_loaded("p", "v2");
+        assert_eq!(l.version("p", "v2").unwrap().render(), ["/b r,"]);
+        assert_eq!(l.pending("p", "v2"), 1);
     }
 
     #[test]
@@ -296,9 +329,12 @@ mod tests {
         assert_eq!((v.len(), v.dropped), (3, 2));
         l.observe("q", "v", &file("/a", "r"), 10, B);
         l.observe("r", "v", &file("/a", "r"), 11, B);
-        // p was touched least recently: dropped whole, and counted.
+        // p was touched least recently: dropped whole, and counted; a
+        // trial of it is held, its rules no longer known.
         assert!(l.version("p", "v").is_none());
         assert_eq!((l.profiles.len(), l.dropped_profiles), (2, 1));
+        assert_eq!(l.pending("p", "v"), 1);
+        assert_eq!(l.pending("q", "v"), 1);
     }
 
     proptest! {

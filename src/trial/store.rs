@@ -77,6 +77,11 @@ pub struct Store {
     seq: u64,
     /// Counts moved since the last snapshot.
     dirty: bool,
+    /// The log, open for appending while lines go into it.
+    log_file: Option<std::fs::File>,
+    /// Something learned was lost at open (a file set aside): trials
+    /// must start again, as what they learned is not known.
+    pub lost: bool,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -111,7 +116,9 @@ impl Store {
     }
 
     fn read(state: &StateDir, bounds: Bounds, fix: bool) -> Store {
+        let lost = std::cell::Cell::new(false);
         let set_aside = |path: &Path, why: &str| {
+            lost.set(true);
             if fix {
                 set_aside(path, why);
             } else {
@@ -145,12 +152,15 @@ impl Store {
             bounds,
             seq,
             dirty: false,
+            log_file: None,
+            lost: false,
         };
-        store.replay(&set_aside);
+        store.replay(&set_aside, fix);
+        store.lost = lost.get();
         store
     }
 
-    fn replay(&mut self, set_aside: &dyn Fn(&Path, &str)) {
+    fn replay(&mut self, set_aside: &dyn Fn(&Path, &str), fix: bool) {
         let text = match std::fs::read_to_string(&self.log) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
@@ -169,8 +179,20 @@ impl Store {
                         .observe(&line.profile, &line.sha256, &one, line.at_us, self.bounds);
                     self.dirty = true;
                 }
-                // A line cut short by a kill -9 mid-write is the last one.
-                Err(_) if n + 1 == text.lines().count() && !text.ends_with('\n') => {}
+                // A line cut short by a kill -9 mid-write is the last one:
+                // cut off, so that lines appended later start on their own.
+                Err(_) if n + 1 == text.lines().count() && !text.ends_with('\n') => {
+                    if fix {
+                        let keep = text.rfind('\n').map_or(0, |i| i + 1);
+                        let cut = std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(&self.log)
+                            .and_then(|f| f.set_len(keep as u64));
+                        if let Err(e) = cut {
+                            set_aside(&self.log, &format!("cannot cut off its last, partial line: {e}"));
+                        }
+                    }
+                }
                 Err(e) => {
                     set_aside(&self.log, &format!("line {}: {e}", n + 1));
                     return;
@@ -195,13 +217,21 @@ impl Store {
             };
             let mut text = serde_json::to_string(&line).unwrap_or_default();
             text.push('\n');
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .custom_flags_private()
-                .open(&self.log)
-                .map_err(io(&self.log))?;
-            f.write_all(text.as_bytes()).map_err(io(&self.log))?;
+            if self.log_file.is_none() {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .custom_flags_private()
+                    .open(&self.log)
+                    .map_err(io(&self.log))?;
+                self.log_file = Some(f);
+            }
+            if let Some(f) = self.log_file.as_mut() {
+                // On disk before the record that taught it is passed on: a
+                // power loss loses no rule the cursor has gone past.
+                f.write_all(text.as_bytes()).map_err(io(&self.log))?;
+                f.sync_data().map_err(io(&self.log))?;
+            }
         }
         Ok(o)
     }
@@ -219,6 +249,7 @@ impl Store {
         crate::state::atomic_write(&self.snapshot, &text)?;
         // Every line is in the snapshot now (its seq says so): a crash
         // before this truncation replays none of them twice.
+        self.log_file = None;
         match std::fs::remove_file(&self.log) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -285,7 +316,7 @@ mod tests {
         std::fs::write(dir.path().join("learned.json"), b"{not json").unwrap();
         std::fs::write(dir.path().join("learned.log"), b"garbage\n{\"also\":1}\n").unwrap();
         let mut s = Store::open(&StateDir::new(dir.path().to_owned()), B);
-        assert!(s.learned.profiles.is_empty());
+        assert!(s.learned.profiles.is_empty() && s.lost);
         assert!(dir.path().join("learned.json.corrupt").exists());
         assert!(dir.path().join("learned.log.corrupt").exists());
         s.observe("p", "v", &file("/b"), 1).unwrap();
@@ -319,8 +350,13 @@ mod tests {
             .open(dir.path().join("learned.log"))
             .unwrap();
         f.write_all(b"{\"seq\":2,\"prof").unwrap();
-        let s = Store::open(&StateDir::new(dir.path().to_owned()), B);
+        let mut s = Store::open(&StateDir::new(dir.path().to_owned()), B);
         assert_eq!(s.learned.version("p", "v").unwrap().render(), ["/a r,"]);
-        assert!(!dir.path().join("learned.log.corrupt").exists());
+        assert!(!dir.path().join("learned.log.corrupt").exists() && !s.lost);
+        // Lines appended later start on their own line.
+        s.observe("p", "v", &file("/c"), 3).unwrap();
+        drop(s);
+        let s = Store::open(&StateDir::new(dir.path().to_owned()), B);
+        assert_eq!(s.learned.version("p", "v").unwrap().render(), ["/a r,", "/c r,"]);
     }
 }

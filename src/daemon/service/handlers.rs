@@ -257,6 +257,9 @@ impl Service {
             // Nothing can be learned without the follower: no promotion.
             return Ok(());
         };
+        // Only once the follower has read what the journal holds: a record
+        // not read yet may be a rule the trial would learn.
+        let caught_up = d.progress.load(std::sync::atomic::Ordering::SeqCst) == crate::daemon::denials::CAUGHT_UP;
         let lost = self.counters.lock().unwrap_or_else(|p| p.into_inner()).lost;
         let delta = lost.saturating_sub(self.lost_seen);
         self.lost_seen = lost;
@@ -266,16 +269,24 @@ impl Service {
         if !rec.book.trials.values().any(open) {
             return Ok(());
         }
-        // A process list only while a trial has seen none.
-        let confined = if rec.book.trials.values().any(|t| open(t) && t.pids.is_empty()) {
+        // A process list only while a trial has seen none, every fifth tick.
+        self.gate_ticks = self.gate_ticks.wrapping_add(1);
+        let look = self.gate_ticks % 5 == 1;
+        let confined = if look && rec.book.trials.values().any(|t| open(t) && t.pids.is_empty()) {
             rec.kernel.confined().unwrap_or_default()
         } else {
             Default::default()
         };
         let gated = {
             let store = learned.lock().unwrap_or_else(|p| p.into_inner());
-            let count = |n: &str, sha: &str| store.learned.version(n, sha).map_or(0, |v| v.len());
-            rec.trial_evidence(&confined, delta).and_then(|()| rec.run_gate(count))
+            let count = |n: &str, sha: &str| store.learned.pending(n, sha);
+            rec.trial_evidence(&confined, delta).and_then(|()| {
+                if caught_up {
+                    rec.run_gate(count)
+                } else {
+                    Ok(Default::default())
+                }
+            })
         };
         let promoted = match gated {
             Ok((promoted, _)) => promoted,

@@ -138,21 +138,27 @@ impl Service {
 
     /// Tell the denial follower which profiles armord owns now.
     pub(super) fn share_owned(&self) {
-        if let (Some(d), Some(rec)) = (&self.denials, &self.rec) {
-            let owned = rec
-                .manifest
-                .profiles
-                .iter()
-                .map(|(n, o)| {
-                    let loaded = crate::trial::lesson::Loaded {
-                        sha256: o.sha256.clone(),
-                        complain: o.mode == crate::apparmor::Mode::Complain,
-                    };
-                    (n.clone(), loaded)
-                })
-                .collect();
-            *d.owned.write().unwrap_or_else(|p| p.into_inner()) = owned;
+        if let Some(d) = &self.denials {
+            *d.owned.write().unwrap_or_else(|p| p.into_inner()) = self.owned_versions();
         }
+    }
+
+    /// Each owned profile's loaded version and whether it complains.
+    pub(super) fn owned_versions(&self) -> std::collections::HashMap<String, crate::trial::lesson::Loaded> {
+        let Some(rec) = &self.rec else {
+            return Default::default();
+        };
+        rec.manifest
+            .profiles
+            .iter()
+            .map(|(n, o)| {
+                let loaded = crate::trial::lesson::Loaded {
+                    sha256: o.sha256.clone(),
+                    complain: o.mode == crate::apparmor::Mode::Complain,
+                };
+                (n.clone(), loaded)
+            })
+            .collect()
     }
 
     pub(super) fn after(&mut self, report: &Report) {
@@ -193,7 +199,7 @@ impl Service {
         rec.manifest
             .profiles
             .iter()
-            .map(|(n, o)| (n.clone(), store.learned.version(n, &o.sha256).map_or(0, |v| v.len())))
+            .map(|(n, o)| (n.clone(), store.learned.pending(n, &o.sha256)))
             .collect()
     }
 
@@ -203,7 +209,7 @@ impl Service {
             return self.rec.as_ref().map(|r| r.trial_status(|_, _| 0)).unwrap_or_default();
         };
         let store = d.learned.lock().unwrap_or_else(|p| p.into_inner());
-        rec.trial_status(|n, sha| store.learned.version(n, sha).map_or(0, |v| v.len()))
+        rec.trial_status(|n, sha| store.learned.pending(n, sha))
     }
 
     pub(super) fn publish(&mut self, report: &Report) {

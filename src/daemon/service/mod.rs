@@ -118,6 +118,8 @@ pub struct Service {
     timers: Timers,
     /// Audit records lost as the gate last counted them.
     lost_seen: u64,
+    /// Gate ticks since start (the process list is read every fifth).
+    gate_ticks: u64,
 }
 
 /// Past this many reported paths, a full read is as cheap.
@@ -164,8 +166,17 @@ impl Service {
             self.denial_tx.clone(),
             self.bus.is_some(),
             crate::journal::Writer::of(self.simulate),
+            self.owned_versions(),
         );
-        self.share_owned();
+        if let Some(d) = &self.denials
+            && d.learned.lock().unwrap_or_else(|p| p.into_inner()).lost
+            && let Some(rec) = self.rec.as_mut()
+        {
+            // What the trials learned is not known: they start again.
+            if let Err(e) = rec.restart_trials() {
+                log::error!("cannot restart the trials: {e}");
+            }
+        }
         Ok(true)
     }
 
@@ -321,6 +332,7 @@ pub fn run(
             drift: Default::default(),
             timers: Timers::new(Duration::ZERO),
             lost_seen: 0,
+            gate_ticks: 0,
             published,
             commands,
             denial_events,
