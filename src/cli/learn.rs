@@ -168,6 +168,9 @@ fn spec_additions(rules: &[String]) -> (Vec<(&'static str, Vec<String>)>, Vec<St
         } else if let Some((path, perms)) = body.rsplit_once(' ')
             && path.starts_with('/')
             && !path.contains(['\\', '"'])
+            // A spec grants r, rw or ix: lock, link and mmap-exec are not
+            // its to say, and a trial that needs them would learn them again.
+            && !perms.contains(['k', 'l', 'm'])
         {
             // A spec path globs with `*` only: a process id matches `*`.
             let path = path.replace(crate::trial::generalise::ID, "*");
@@ -239,6 +242,7 @@ mod tests {
             "capability net_raw,",
             "network inet stream,",
             "signal (send) peer=x,",
+            "/run/app.lock rwk,",
         ]
         .map(String::from)
         .into();
@@ -253,6 +257,6 @@ mod tests {
                 ("network", vec!["inet".to_owned()]),
             ]
         );
-        assert_eq!(left, ["signal (send) peer=x,"]);
+        assert_eq!(left, ["signal (send) peer=x,", "/run/app.lock rwk,"]);
     }
 }
