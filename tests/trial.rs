@@ -19,6 +19,20 @@ fn entry(i: u32, kind: &str, profile: &str, name: &str, comm: &str) -> String {
     ) + "\n"
 }
 
+/// A record for custom.a on a transport any user writes to, claiming the
+/// audit type and armord's message id.
+fn forged(i: u32, transport: &str, name: &str) -> String {
+    entry(i, "DENIED", "custom.a", name, "app")
+        .replace(
+            "\"_TRANSPORT\":\"audit\"",
+            &format!("\"_TRANSPORT\":\"{transport}\",\"_UID\":\"1000\""),
+        )
+        .replace(
+            "\"_AUDIT_TYPE\"",
+            "\"MESSAGE_ID\":\"3c1f6a0e8b2d4c57a9e4d21b7f5c8e90\",\"_AUDIT_TYPE\"",
+        )
+}
+
 fn tree(journal: &str) -> (Tree, PathBuf) {
     tree_with(journal, "")
 }
@@ -206,6 +220,13 @@ fn denials_of_an_owned_profile_are_learned_and_printed_into_its_file() {
         entry(4, "DENIED", "custom.a", "/etc/runc-only", "runc:[2:INIT]"),
         // A profile armord does not own.
         entry(5, "DENIED", "other", "/etc/other", "app"),
+        // Forged: the same record, written by a user through syslog, stdout
+        // and the journal's native protocol, with armord's own fields
+        // claimed. The fake journalctl applies no match while following,
+        // so only the follower's own check keeps them out.
+        forged(6, "syslog", "/etc/forged-syslog"),
+        forged(7, "stdout", "/etc/forged-stdout"),
+        forged(8, "journal", "/etc/forged-journal"),
     ]
     .concat();
     let (t, cfg) = tree(&journal);
@@ -231,6 +252,7 @@ fn denials_of_an_owned_profile_are_learned_and_printed_into_its_file() {
     assert!(out.starts_with("profile custom.a {\n  /etc/hostname r,\n"), "{out}");
     assert!(out.contains("# learned by armord"), "{out}");
     assert!(!out.contains("runc-only") && !out.contains("/etc/other"), "{out}");
+    assert!(!out.contains("forged"), "a forged entry was learned: {out}");
     assert_eq!(out.matches("/proc/").count(), 1, "one generalised rule: {out}");
 
     // Counts of known rules are written by the loop within a flush.
