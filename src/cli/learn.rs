@@ -31,13 +31,6 @@ pub struct LearnArgs {
     pub config: ConfigArg,
 }
 
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 /// The rules of `v` seen since `since_us`, as they go into a profile.
 fn rules_since(v: &Version, since_us: u64) -> Vec<String> {
     let mut out: Vec<String> = v
@@ -76,7 +69,7 @@ pub(super) fn learn(cfg: &config::Config, a: &LearnArgs) -> Result<i32, CliError
     };
     let learned = Store::peek(&state);
     let since_us = a.since.map_or(0, |d| {
-        now_us().saturating_sub(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        crate::trial::now_us().saturating_sub(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
     });
     let version = learned.version(&a.profile, &owned.sha256);
     let rules = version.map(|v| rules_since(v, since_us)).unwrap_or_default();

@@ -205,8 +205,8 @@ impl Default for TrialConfig {
         TrialConfig {
             min_trial: Duration::from_secs(86400),
             fleet_spread: Duration::ZERO,
-            max_rules: crate::trial::DEFAULT_BOUNDS.max_rules,
-            max_profiles: crate::trial::DEFAULT_BOUNDS.max_profiles,
+            max_rules: 256,
+            max_profiles: 4096,
             allow_demotion: false,
             machine_id: "/etc/machine-id".into(),
         }
@@ -338,14 +338,6 @@ impl Config {
         Limits {
             max_file_bytes: self.max_file_bytes,
             max_files: self.max_profiles,
-        }
-    }
-
-    /// How much is learned (`[trial] max_rules`, `max_profiles`).
-    pub fn trial_bounds(&self) -> crate::trial::Bounds {
-        crate::trial::Bounds {
-            max_rules: self.trial.max_rules,
-            max_profiles: self.trial.max_profiles,
         }
     }
 

@@ -112,7 +112,7 @@ impl Denials {
         let owned: OwnedVersions = Arc::new(RwLock::new(owned_now));
         let learned = Arc::new(Mutex::new(Store::open(
             &crate::state::StateDir::new(cfg.state_dir.clone()),
-            cfg.trial_bounds(),
+            crate::trial::Bounds::from(&cfg.trial),
         )));
         let mut follower = Follower::new(FollowerConfig {
             journalctl: cfg.denials.journalctl.clone(),
@@ -273,7 +273,7 @@ fn learn(store: &Mutex<Store>, owned: &HashMap<String, Loaded>, ev: &crate::jour
     let Ok((profile, loaded, one)) = lesson(&ev.record, owned) else {
         return;
     };
-    let at_us = ev.record.audit_id.map_or_else(now_us, |a| {
+    let at_us = ev.record.audit_id.map_or_else(crate::trial::now_us, |a| {
         a.epoch
             .saturating_mul(1_000_000)
             .saturating_add(u64::from(a.millis) * 1000)
@@ -288,13 +288,6 @@ pub fn flush_learned(store: &Mutex<Store>) {
     if let Err(e) = store.lock().unwrap_or_else(|p| p.into_inner()).flush() {
         log::warn!("cannot write the learned rules: {e}");
     }
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// A denial for the D-Bus `Denial` signal (all empty: only counters moved).

@@ -78,13 +78,6 @@ impl Status {
     }
 }
 
-fn now_usec() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
 /// What D-Bus publishes for a reconcile's outcome.
 pub fn published_from(rec: &Reconciler, report: &Report, status: &Status) -> Published {
     let deferred: HashSet<&str> = report.deferred.iter().map(|d| d.name.as_str()).collect();
@@ -159,7 +152,7 @@ pub fn published_from(rec: &Reconciler, report: &Report, status: &Status) -> Pub
         }
         .into(),
         counts,
-        last_sync_usec: now_usec(),
+        last_sync_usec: crate::trial::now_us(),
         last_sync_summary: report.summary(),
         profiles,
         problems: report.problems.iter().map(|p| p.to_string()).collect(),

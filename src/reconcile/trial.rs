@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::trial::book::Promoter;
-use crate::trial::{Evidence, Gate, Verdict as GateVerdict, decide, spread_offset};
+use crate::trial::{Evidence, Gate, Verdict as GateVerdict, decide, now_us, spread_offset};
 
 /// This node's machine ID, for the fleet spread; without one (or with no
 /// spread configured) the spread is not used, and a spread configured is
@@ -23,13 +23,6 @@ pub(super) fn machine_id(config: &Config, notes: &mut Vec<String>) -> Option<Str
             None
         }
     }
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// Profiles the gate promoted, with the evidence it went by.

@@ -121,6 +121,16 @@ pub struct Bounds {
     pub max_profiles: usize,
 }
 
+impl From<&crate::config::TrialConfig> for Bounds {
+    /// `[trial] max_rules` and `max_profiles`.
+    fn from(t: &crate::config::TrialConfig) -> Self {
+        Bounds {
+            max_rules: t.max_rules,
+            max_profiles: t.max_profiles,
+        }
+    }
+}
+
 /// What an observation did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Observed {

@@ -30,13 +30,6 @@ pub fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
-/// How much is learned unless configured: rules per profile version, and
-/// profiles.
-pub const DEFAULT_BOUNDS: Bounds = Bounds {
-    max_rules: 256,
-    max_profiles: 4096,
-};
-
 pub use gate::{Evidence, Gate, Hold, Verdict, decide, spread_offset};
 pub use learned::{Bounds, Learned, Observed};
 
