@@ -294,3 +294,147 @@ fn denials_of_an_owned_profile_are_learned_and_printed_into_its_file() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// What `learn --json` says of each rule: its count.
+fn counts(cfg: &std::path::Path, profile: &str) -> Vec<(String, u64)> {
+    let (_, json, _) = learn(cfg, &[profile, "--json"]);
+    let j: serde_json::Value = serde_json::from_str(json.trim()).unwrap_or_default();
+    let mut out: Vec<(String, u64)> = j["rules"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .map(|r| {
+                    (
+                        r["rule"].as_str().unwrap_or_default().to_owned(),
+                        r["count"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// A kill -9 and a start again, as often as a node may see one.
+fn again(d: &mut KillOnDrop, cfg: &std::path::Path, t: &Tree) {
+    let _ = d.0.kill();
+    let _ = d.0.wait();
+    *d = start(cfg, &t.path("armord.log"));
+}
+
+const SPEC: &str = "name = \"custom.s\"\nmode = \"trial\"\nexec = [\"/usr/bin/true\"]\nread = [\"/etc/hostname\"]\n";
+
+#[test]
+fn a_trial_spec_learns_is_rewritten_and_promoted_through_a_kill_at_every_step() {
+    let journal = [
+        entry(1, "ALLOWED", "custom.s", "/etc/shadow", "app"),
+        entry(2, "ALLOWED", "custom.s", "/etc/shadow", "app"),
+        entry(3, "ALLOWED", "custom.s", "/proc/4242/status", "app"),
+    ]
+    .concat();
+    let (t, cfg) = tree_with(&journal, GATE);
+    t.write("src/s.allow.toml", SPEC);
+    let want = vec![
+        ("/etc/shadow r,".to_owned(), 2),
+        ("/proc/[0-9]*/status r,".to_owned(), 1),
+    ];
+    let mut d = start(&cfg, &t.path("armord.log"));
+    wait_for(&t, "the records learned and counted", |_| {
+        counts(&cfg, "custom.s") == want
+    });
+    assert!(kernel_has(&t, "custom.s (complain)"), "{}", t.read("secfs/profiles"));
+
+    // Killed, and the journal read again from its start (the cursor gone):
+    // every record comes again, and none counts twice.
+    let _ = d.0.kill();
+    let _ = d.0.wait();
+    std::fs::remove_file(t.path("state/journal.cursor")).unwrap();
+    d = start(&cfg, &t.path("armord.log"));
+    wait_for(&t, "the journal read again", |t| {
+        t.read("armord.log").matches("reconcile (start)").count() >= 2
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(counts(&cfg, "custom.s"), want, "a record counted twice");
+    assert!(kernel_has(&t, "custom.s (complain)"));
+
+    // The learned spec, as a diff `git apply` takes, compiles with the
+    // real parser once rendered.
+    let sha = |t: &Tree| -> String {
+        let m: serde_json::Value =
+            serde_json::from_str(&t.try_read("state/state.json").unwrap_or_default()).unwrap_or_default();
+        m["profiles"]["custom.s"]["sha256"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let v1 = sha(&t);
+    let (code, diff, err) = learn(&cfg, &["custom.s", "--diff"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        diff.contains("+read = [\"/etc/hostname\", \"/etc/shadow\", \"/proc/*/status\"]"),
+        "{diff}"
+    );
+    let _ = d.0.kill();
+    let _ = d.0.wait();
+    t.write("learned.diff", &diff);
+    let applied = Command::new("git")
+        .args(["apply", "-p1", t.path("learned.diff").to_str().unwrap()])
+        .current_dir(t.path("src"))
+        .output()
+        .unwrap();
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    if let Some(parser) = real_parser() {
+        let rendered = Command::new(ARMORCTL)
+            .args(["render", t.path("src/s.allow.toml").to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            rendered.status.success(),
+            "{}",
+            String::from_utf8_lossy(&rendered.stderr)
+        );
+        let profile = t.write("rendered", &String::from_utf8_lossy(&rendered.stdout));
+        let out = Command::new(parser).arg("-QK").arg(&profile).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    // The learned version starts a new trial, learned nothing; killed
+    // again once it is loaded, it stays in trial.
+    d = start(&cfg, &t.path("armord.log"));
+    wait_for(&t, "the learned version loaded in trial", |t| {
+        let v2 = sha(t);
+        !v2.is_empty() && v2 != v1 && kernel_has(t, "custom.s (complain)")
+    });
+    assert_eq!(learn(&cfg, &["custom.s"]).0, 1, "the new version learned nothing yet");
+    again(&mut d, &cfg, &t);
+    wait_for(&t, "a reconcile after the kill", |t| {
+        t.read("armord.log").matches("reconcile (start)").count() >= 4
+    });
+    assert!(kernel_has(&t, "custom.s (complain)"));
+
+    // A process runs under it; the gate opens; killed at once after the
+    // promotion, and the kernel wiped (a reboot): restored enforced.
+    confine(&t, 4243, "custom.s (complain)");
+    wait_for(&t, "custom.s promoted", |t| kernel_has(t, "custom.s (enforce)"));
+    let _ = d.0.kill();
+    let _ = d.0.wait();
+    std::fs::write(t.path("secfs/profiles"), "").unwrap();
+    std::fs::remove_dir_all(t.path("proc")).unwrap();
+    d = start(&cfg, &t.path("armord.log"));
+    wait_for(&t, "custom.s restored enforced", |t| {
+        kernel_has(t, "custom.s (enforce)")
+    });
+    let book: serde_json::Value = serde_json::from_str(&t.read("state/trial.json")).unwrap();
+    assert!(book["trials"]["custom.s"]["promoted"].is_array(), "{book}");
+    assert_eq!(
+        t.read("armord.log")
+            .matches("trial of custom.s passed the gate")
+            .count(),
+        1,
+        "promoted once, logged once"
+    );
+    // What the first version learned is still there to compare.
+    assert_eq!(learn(&cfg, &["custom.s"]).0, 1);
+    drop(d);
+}

@@ -3,6 +3,7 @@
 
 use crate::config::{Config, DenialScope};
 use crate::journal::{Counters, Follower, FollowerConfig, RateLimit, Stopper, relog};
+use crate::trial::learned::At;
 use crate::trial::lesson::{Loaded, lesson};
 use crate::trial::store::Store;
 use std::collections::HashMap;
@@ -273,13 +274,20 @@ fn learn(store: &Mutex<Store>, owned: &HashMap<String, Loaded>, ev: &crate::jour
     let Ok((profile, loaded, one)) = lesson(&ev.record, owned) else {
         return;
     };
-    let at_us = ev.record.audit_id.map_or_else(crate::trial::now_us, |a| {
-        a.epoch
-            .saturating_mul(1_000_000)
-            .saturating_add(u64::from(a.millis) * 1000)
-    });
+    // The record's own time and serial: read again after a restart, it
+    // counts nothing twice.
+    let at = ev.record.audit_id.map_or_else(
+        || At::us(crate::trial::now_us()),
+        |a| At {
+            us: a
+                .epoch
+                .saturating_mul(1_000_000)
+                .saturating_add(u64::from(a.millis) * 1000),
+            serial: a.serial,
+        },
+    );
     let mut s = store.lock().unwrap_or_else(|p| p.into_inner());
-    if let Err(e) = s.observe(profile, &loaded.sha256, &one, at_us) {
+    if let Err(e) = s.observe(profile, &loaded.sha256, &one, at) {
         log::warn!("cannot record a learned rule of {}: {e}", crate::escape::text(profile));
     }
 }

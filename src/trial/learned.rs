@@ -11,27 +11,63 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The format of the learned-state file; another one is set aside.
 pub const FORMAT: u32 = 1;
 
+/// When the kernel wrote a record: its time (µs since the epoch) and its
+/// audit serial (0 when it has none). Within a boot the serial grows, and
+/// across boots the time does: a record read again after a kill -9 is at
+/// or before the last one counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct At {
+    pub us: u64,
+    pub serial: u64,
+}
+
+impl At {
+    /// A time with no serial (a record without one, or a test's clock).
+    pub fn us(us: u64) -> Self {
+        At { us, serial: 0 }
+    }
+}
+
 /// When an access was seen (µs since the epoch), and how often.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Seen {
     pub first_us: u64,
     pub last_us: u64,
     pub count: u64,
+    /// The audit serial of the last record counted (0: none).
+    #[serde(default)]
+    pub last_serial: u64,
 }
 
 impl Seen {
-    fn new(at_us: u64) -> Self {
+    fn new(at: At) -> Self {
         Seen {
-            first_us: at_us,
-            last_us: at_us,
+            first_us: at.us,
+            last_us: at.us,
             count: 1,
+            last_serial: at.serial,
         }
     }
 
-    fn again(&mut self, at_us: u64) {
-        self.first_us = self.first_us.min(at_us);
-        self.last_us = self.last_us.max(at_us);
+    /// Count one more record; a record with a serial at or before the last
+    /// one counted is one read again (after a restart), and counts nothing.
+    fn again(&mut self, at: At) -> bool {
+        if at.serial != 0
+            && at
+                <= (At {
+                    us: self.last_us,
+                    serial: self.last_serial,
+                })
+        {
+            return false;
+        }
+        self.first_us = self.first_us.min(at.us);
+        if at.us >= self.last_us {
+            self.last_us = at.us;
+            self.last_serial = at.serial;
+        }
         self.count = self.count.saturating_add(1);
+        true
     }
 }
 
@@ -169,7 +205,7 @@ impl Default for Learned {
 impl Learned {
     /// Learn that version `sha256` of `profile` would have denied `one`.
     /// A new version starts a new set; the old one is kept as `previous`.
-    pub fn observe(&mut self, profile: &str, sha256: &str, one: &One, at_us: u64, bounds: Bounds) -> Observed {
+    pub fn observe(&mut self, profile: &str, sha256: &str, one: &One, at: At, bounds: Bounds) -> Observed {
         if !self.profiles.contains_key(profile) {
             if bounds.max_profiles == 0 {
                 self.dropped_profiles = self.dropped_profiles.saturating_add(1);
@@ -182,11 +218,11 @@ impl Learned {
         let p = self.profiles.entry(profile.to_owned()).or_insert_with(|| Profile {
             current: Version::new(sha256),
             previous: None,
-            touched_us: at_us,
+            touched_us: at.us,
         });
         p.switch_to(sha256);
-        p.touched_us = p.touched_us.max(at_us);
-        learn(&mut p.current, one, at_us, bounds.max_rules)
+        p.touched_us = p.touched_us.max(at.us);
+        learn(&mut p.current, one, at, bounds.max_rules)
     }
 
     /// What version `sha256` of `profile` would have denied that a trial
@@ -238,12 +274,12 @@ impl Learned {
     }
 }
 
-fn learn(v: &mut Version, one: &One, at_us: u64, max_rules: usize) -> Observed {
+fn learn(v: &mut Version, one: &One, at: At, max_rules: usize) -> Observed {
     match one {
         One::File(path, perms) => {
             let pattern = file_pattern(path);
             if let Some(f) = v.files.get_mut(&pattern) {
-                f.seen.again(at_us);
+                f.seen.again(at);
                 let before = f.perms.len();
                 f.perms.extend(perms.iter().copied());
                 return if f.perms.len() > before {
@@ -260,21 +296,21 @@ fn learn(v: &mut Version, one: &One, at_us: u64, max_rules: usize) -> Observed {
                 pattern,
                 FileSeen {
                     perms: perms.clone(),
-                    seen: Seen::new(at_us),
+                    seen: Seen::new(at),
                 },
             );
             Observed::New
         }
         One::Rule(rule) => {
             if let Some(s) = v.rules.get_mut(rule) {
-                s.again(at_us);
+                s.again(at);
                 return Observed::Known;
             }
             if v.len() >= max_rules {
                 v.dropped = v.dropped.saturating_add(1);
                 return Observed::Dropped;
             }
-            v.rules.insert(rule.clone(), Seen::new(at_us));
+            v.rules.insert(rule.clone(), Seen::new(at));
             Observed::New
         }
     }
@@ -297,15 +333,21 @@ mod tests {
     #[test]
     fn rules_are_merged_counted_and_generalised() {
         let mut l = Learned::default();
-        assert_eq!(l.observe("p", "v1", &file("/proc/12/status", "r"), 5, B), Observed::New);
         assert_eq!(
-            l.observe("p", "v1", &file("/proc/99/status", "r"), 9, B),
+            l.observe("p", "v1", &file("/proc/12/status", "r"), At::us(5), B),
+            Observed::New
+        );
+        assert_eq!(
+            l.observe("p", "v1", &file("/proc/99/status", "r"), At::us(9), B),
             Observed::Known
         );
-        assert_eq!(l.observe("p", "v1", &file("/proc/99/status", "w"), 7, B), Observed::New);
+        assert_eq!(
+            l.observe("p", "v1", &file("/proc/99/status", "w"), At::us(7), B),
+            Observed::New
+        );
         let cap = One::Rule("capability net_raw,".into());
-        assert_eq!(l.observe("p", "v1", &cap, 3, B), Observed::New);
-        assert_eq!(l.observe("p", "v1", &cap, 4, B), Observed::Known);
+        assert_eq!(l.observe("p", "v1", &cap, At::us(3), B), Observed::New);
+        assert_eq!(l.observe("p", "v1", &cap, At::us(4), B), Observed::Known);
         let v = l.version("p", "v1").unwrap();
         assert_eq!(v.render(), ["/proc/[0-9]*/status rw,", "capability net_raw,"]);
         let f = &v.files["/proc/[0-9]*/status"];
@@ -314,10 +356,29 @@ mod tests {
     }
 
     #[test]
+    fn a_record_read_again_after_a_restart_counts_nothing() {
+        let mut l = Learned::default();
+        let at = |us, serial| At { us, serial };
+        let f = file("/etc/x", "r");
+        l.observe("p", "v", &f, at(10, 5), B);
+        l.observe("p", "v", &f, at(10, 6), B);
+        // The journal gives 5 and 6 again, then 7 (new), then a later boot
+        // whose serials start over.
+        for (us, serial) in [(10, 5), (10, 6), (11, 7), (20, 1)] {
+            l.observe("p", "v", &f, at(us, serial), B);
+        }
+        let seen = l.version("p", "v").unwrap().files["/etc/x"].seen;
+        assert_eq!((seen.count, seen.last_us, seen.last_serial), (4, 20, 1));
+        // Without a serial, every record counts.
+        l.observe("p", "v", &f, At::us(3), B);
+        assert_eq!(l.version("p", "v").unwrap().files["/etc/x"].seen.count, 5);
+    }
+
+    #[test]
     fn a_new_version_starts_a_new_set_and_keeps_the_old_one() {
         let mut l = Learned::default();
-        l.observe("p", "v1", &file("/a", "r"), 1, B);
-        l.observe("p", "v2", &file("/b", "r"), 2, B);
+        l.observe("p", "v1", &file("/a", "r"), At::us(1), B);
+        l.observe("p", "v2", &file("/b", "r"), At::us(2), B);
         assert_eq!(l.version("p", "v1").unwrap().render(), ["/a r,"]);
         assert_eq!(l.version("p", "v2").unwrap().render(), ["/b r,"]);
         l.version_loaded("p", "v3");
@@ -333,12 +394,12 @@ mod tests {
     fn bounds_drop_and_count() {
         let mut l = Learned::default();
         for (i, p) in ["/a", "/b", "/c", "/d", "/e"].iter().enumerate() {
-            l.observe("p", "v", &file(p, "r"), i as u64, B);
+            l.observe("p", "v", &file(p, "r"), At::us(i as u64), B);
         }
         let v = l.version("p", "v").unwrap();
         assert_eq!((v.len(), v.dropped), (3, 2));
-        l.observe("q", "v", &file("/a", "r"), 10, B);
-        l.observe("r", "v", &file("/a", "r"), 11, B);
+        l.observe("q", "v", &file("/a", "r"), At::us(10), B);
+        l.observe("r", "v", &file("/a", "r"), At::us(11), B);
         // p was touched least recently: dropped whole, and counted; a
         // trial of it is held, its rules no longer known.
         assert!(l.version("p", "v").is_none());
@@ -359,7 +420,7 @@ mod tests {
             let mut news = 0u64;
             let mut drops = 0u64;
             for (profile, version, path, at) in ops {
-                let o = l.observe(&format!("p{profile}"), &format!("v{version}"), &file(&format!("/f{path}"), "r"), at, bounds);
+                let o = l.observe(&format!("p{profile}"), &format!("v{version}"), &file(&format!("/f{path}"), "r"), At::us(at), bounds);
                 match o { Observed::New => news += 1, Observed::Dropped => drops += 1, Observed::Known => {} }
                 prop_assert!(l.profiles.len() <= max_profiles);
                 for p in l.profiles.values() {

@@ -7,7 +7,7 @@
 //! from another format) is set aside as `*.corrupt` with one warning, and
 //! learning starts again from what could be read.
 
-use super::learned::{Bounds, Learned, Observed};
+use super::learned::{At, Bounds, Learned, Observed};
 use crate::audit::suggest::One;
 use crate::state::StateDir;
 use serde::{Deserialize, Serialize};
@@ -39,6 +39,9 @@ struct Line {
     #[serde(flatten)]
     rule: LoggedRule,
     at_us: u64,
+    /// The audit serial of the record that taught it (0: none).
+    #[serde(default)]
+    serial: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -175,8 +178,16 @@ impl Store {
                 Ok(line) => {
                     self.seq = line.seq;
                     let one = line.rule.one();
-                    self.learned
-                        .observe(&line.profile, &line.sha256, &one, line.at_us, self.bounds);
+                    self.learned.observe(
+                        &line.profile,
+                        &line.sha256,
+                        &one,
+                        At {
+                            us: line.at_us,
+                            serial: line.serial,
+                        },
+                        self.bounds,
+                    );
                     self.dirty = true;
                 }
                 // A line cut short by a kill -9 mid-write is the last one:
@@ -203,8 +214,8 @@ impl Store {
 
     /// Learn `one` for version `sha256` of `profile`; a rule new to that
     /// version is logged before this returns.
-    pub fn observe(&mut self, profile: &str, sha256: &str, one: &One, at_us: u64) -> Result<Observed, StoreError> {
-        let o = self.learned.observe(profile, sha256, one, at_us, self.bounds);
+    pub fn observe(&mut self, profile: &str, sha256: &str, one: &One, at: At) -> Result<Observed, StoreError> {
+        let o = self.learned.observe(profile, sha256, one, at, self.bounds);
         self.dirty = true;
         if o == Observed::New {
             self.seq += 1;
@@ -213,7 +224,8 @@ impl Store {
                 profile: profile.to_owned(),
                 sha256: sha256.to_owned(),
                 rule: LoggedRule::of(one),
-                at_us,
+                at_us: at.us,
+                serial: at.serial,
             };
             let mut text = serde_json::to_string(&line).unwrap_or_default();
             text.push('\n');
@@ -289,8 +301,8 @@ mod tests {
     fn a_new_rule_survives_a_kill_before_any_flush() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(&StateDir::new(dir.path().to_owned()), B);
-        s.observe("p", "v", &file("/a"), 1).unwrap();
-        s.observe("p", "v", &file("/a"), 2).unwrap();
+        s.observe("p", "v", &file("/a"), At::us(1)).unwrap();
+        s.observe("p", "v", &file("/a"), At::us(2)).unwrap();
         drop(s); // no flush: as a kill -9
         let s = Store::open(&StateDir::new(dir.path().to_owned()), B);
         assert_eq!(s.learned.version("p", "v").unwrap().render(), ["/a r,"]);
@@ -300,7 +312,7 @@ mod tests {
     fn a_flush_then_a_crash_before_the_log_is_emptied_counts_nothing_twice() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(&StateDir::new(dir.path().to_owned()), B);
-        s.observe("p", "v", &file("/a"), 1).unwrap();
+        s.observe("p", "v", &file("/a"), At::us(1)).unwrap();
         let log = std::fs::read(dir.path().join("learned.log")).unwrap();
         s.flush().unwrap();
         // As if the process died between the snapshot and the truncation.
@@ -319,7 +331,7 @@ mod tests {
         assert!(s.learned.profiles.is_empty() && s.lost);
         assert!(dir.path().join("learned.json.corrupt").exists());
         assert!(dir.path().join("learned.log.corrupt").exists());
-        s.observe("p", "v", &file("/b"), 1).unwrap();
+        s.observe("p", "v", &file("/b"), At::us(1)).unwrap();
         s.flush().unwrap();
         let s = Store::open(&StateDir::new(dir.path().to_owned()), B);
         assert_eq!(s.learned.version("p", "v").unwrap().render(), ["/b r,"]);
@@ -343,7 +355,7 @@ mod tests {
     fn a_line_cut_short_by_a_kill_is_dropped_alone() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(&StateDir::new(dir.path().to_owned()), B);
-        s.observe("p", "v", &file("/a"), 1).unwrap();
+        s.observe("p", "v", &file("/a"), At::us(1)).unwrap();
         drop(s);
         let mut f = std::fs::OpenOptions::new()
             .append(true)
@@ -354,7 +366,7 @@ mod tests {
         assert_eq!(s.learned.version("p", "v").unwrap().render(), ["/a r,"]);
         assert!(!dir.path().join("learned.log.corrupt").exists() && !s.lost);
         // Lines appended later start on their own line.
-        s.observe("p", "v", &file("/c"), 3).unwrap();
+        s.observe("p", "v", &file("/c"), At::us(3)).unwrap();
         drop(s);
         let s = Store::open(&StateDir::new(dir.path().to_owned()), B);
         assert_eq!(s.learned.version("p", "v").unwrap().render(), ["/a r,", "/c r,"]);
