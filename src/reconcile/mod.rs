@@ -172,6 +172,8 @@ pub struct Reconciler {
     pub book: crate::trial::book::Book,
     /// This node's machine ID, for the fleet spread; `None`: no spread.
     machine_id: Option<String>,
+    /// The trials' clock (µs since the epoch): the wall clock, or a test's.
+    pub clock: fn() -> u64,
     /// `last` holds exactly what a read of every source would give now,
     /// bar what inotify reported since: a change reconcile may carry it
     /// forward (see `carry`).
@@ -229,6 +231,7 @@ impl Reconciler {
         Ok(Reconciler {
             book,
             machine_id,
+            clock: crate::trial::now_us,
             config,
             parser,
             kernel,
@@ -645,3 +648,5 @@ fn rebuild(state: &StateDir, parser: &dyn Parser, kernel: &BTreeMap<String, Mode
 mod carry_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trial_tests;

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::trial::book::Promoter;
-use crate::trial::{Evidence, Gate, Verdict as GateVerdict, decide, now_us, spread_offset};
+use crate::trial::{Evidence, Gate, Verdict as GateVerdict, decide, spread_offset};
 
 /// This node's machine ID, for the fleet spread; without one (or with no
 /// spread configured) the spread is not used, and a spread configured is
@@ -72,7 +72,7 @@ impl Reconciler {
     /// trial starts (or goes on with) its trial; a profile no longer owned,
     /// or whose loaded version no longer declares trial, leaves the book.
     pub(super) fn book_follows(&mut self) -> Result<(), ApplyError> {
-        let now = now_us();
+        let now = (self.clock)();
         let declared = &self.validator.trial;
         let mut changed = false;
         for (name, o) in &self.manifest.profiles {
@@ -129,7 +129,7 @@ impl Reconciler {
     /// `learned`: rules the version learned. Returns the promoted, with
     /// the evidence, and when to ask again.
     pub fn run_gate(&mut self, learned: impl Fn(&str, &str) -> usize) -> Result<(Promoted, Option<u64>), ApplyError> {
-        let now = now_us();
+        let now = (self.clock)();
         let mut promoted = Vec::new();
         let mut next: Option<u64> = None;
         let names: Vec<String> = self
@@ -165,7 +165,7 @@ impl Reconciler {
     /// What the trials learned was lost (a learned file set aside): every
     /// trial not promoted starts again, its evidence afresh.
     pub fn restart_trials(&mut self) -> Result<(), ApplyError> {
-        let now = now_us();
+        let now = (self.clock)();
         let mut any = false;
         for (name, t) in self.book.trials.iter_mut().filter(|(_, t)| t.promoted.is_none()) {
             log::warn!(
@@ -195,7 +195,7 @@ impl Reconciler {
         if t.promoted.is_some() {
             return Ok(format!("{} is promoted already", crate::escape::text(name)));
         }
-        t.promoted = Some((now_us(), Promoter::Operator { uid: by }));
+        t.promoted = Some(((self.clock)(), Promoter::Operator { uid: by }));
         self.book.save(&self.state.trial_book()).map_err(|e| e.to_string())?;
         Ok(format!("{} promoted to enforce", crate::escape::text(name)))
     }
@@ -212,7 +212,7 @@ impl Reconciler {
             return Ok(format!("{} is in trial already", crate::escape::text(name)));
         }
         t.promoted = None;
-        t.since_us = now_us();
+        t.since_us = (self.clock)();
         t.pids.clear();
         t.lost = 0;
         self.book.save(&self.state.trial_book()).map_err(|e| e.to_string())?;
@@ -224,7 +224,7 @@ impl Reconciler {
 
     /// Every trial, as status shows it.
     pub fn trial_status(&self, learned: impl Fn(&str, &str) -> usize) -> Vec<TrialStatus> {
-        let now = now_us();
+        let now = (self.clock)();
         self.book
             .trials
             .iter()
