@@ -295,6 +295,9 @@ impl Service {
                 return Ok(());
             }
         };
+        if promoted.is_empty() {
+            self.refresh_trials();
+        }
         for (name, e) in &promoted {
             let shown = crate::escape::text(name).into_owned();
             let ran = std::time::Duration::from_micros(crate::trial::now_us().saturating_sub(e.since_us));

@@ -226,6 +226,28 @@ impl Service {
         *self.published.write().unwrap_or_else(|p| p.into_inner()) = published;
     }
 
+    /// Trial lines as they stand now (the clock and the gate's evidence
+    /// move them between reconciles): what D-Bus callers read follows at
+    /// each gate tick, and the exports when a trial's state moved.
+    pub(super) fn refresh_trials(&mut self) {
+        let trials = self.trial_status();
+        let same = |a: &crate::reconcile::TrialStatus, b: &crate::reconcile::TrialStatus| {
+            (a.name.as_str(), a.state, a.learned, a.gate_us) == (b.name.as_str(), b.state, b.learned, b.gate_us)
+        };
+        let moved = trials.len() != self.metrics.trials.len()
+            || trials.iter().zip(&self.metrics.trials).any(|(a, b)| !same(a, b));
+        {
+            let mut p = self.published.write().unwrap_or_else(|p| p.into_inner());
+            p.trials = trials.iter().map(|t| (t.name.clone(), t.text.clone())).collect();
+        }
+        self.metrics.trials = trials;
+        if moved && let Some(rec) = &self.rec {
+            self.metrics.learned = self.learned_counts();
+            let published = self.published.read().unwrap_or_else(|p| p.into_inner()).clone();
+            crate::daemon::exports::write(&rec.config, &published, &self.counters, &self.metrics);
+        }
+    }
+
     pub(super) fn counter_marks(&self) -> (u64, u64, u64) {
         let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         (c.total(), c.suppressed, c.lost)
