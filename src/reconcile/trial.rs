@@ -269,7 +269,7 @@ fn status_line(
     let base = format!(
         "trial: quiet {} of {}, {} processes seen, {} rules learned",
         crate::human::duration(ran),
-        crate::human::duration(gate.min_trial + gate.offset),
+        crate::human::duration(Duration::from_secs((gate.min_trial + gate.offset).as_secs())),
         e.confined,
         e.learned
     );

@@ -21,9 +21,10 @@ scenario_names() { # scenario_names SUITE
     older-state 11-allow-list upgrade 19-audit-backlog-raised "19-burst-1000|19-burst-accounted"
   echo 12-deny-write-runc 12-deny-write-podman 12-deny-write-ctr 13-container-denial \
     14-container-allow-list 16-container-attribution 15-replaced-while-running 17-container-deferred
+  echo 20-trial-learned 20-trial-new-version 20-trial-promoted 20-trial-idle-held
   echo node-exporter
   if [ "$1" = bookworm ]; then echo apparmor4-refused-by-apparmor3; else echo apparmor4-userns; fi
-  echo 18-signed-policy 7-reboot 8-hardening 10-dbus drift-repair 9-packaging
+  echo 18-signed-policy 7-reboot 20-trial-after-reboot 8-hardening 10-dbus drift-repair 9-packaging
   if [ "$1" = bookworm ]; then echo rpm; fi
   echo all-scenarios-ran
 }
@@ -56,6 +57,8 @@ deny_write_v2() {
 
 # shellcheck source=tests/vm/containers.sh
 . "$T/containers.sh"
+# shellcheck source=tests/vm/trial.sh
+. "$T/trial.sh"
 
 # Upgrade: the older package is installed; `apt install` this tree's. The
 # kernel's profile count never dips while the service restarts, the
@@ -201,10 +204,10 @@ lost_so_far() { # the audit records armord has reported lost since it started
   n=$(armorctl status 2>&1 | sed -n 's/^denials: \([0-9]*\) audit records lost.*/\1/p')
   echo "${n:-0}"
 }
-burst() {
-  # Where journald was started without its audit socket (trixie ships it
-  # disabled, and systemd refuses to start it under a running journald),
-  # apply the fix armord's warning and the README give.
+# Where journald was started without its audit socket (trixie ships it
+# disabled, and systemd refuses to start it under a running journald),
+# apply the fix armord's warning and the README give.
+audit_socket() {
   if ! systemctl is-active -q systemd-journald-audit.socket; then
     systemctl enable -q systemd-journald-audit.socket
     systemctl stop systemd-journald
@@ -212,6 +215,9 @@ burst() {
     systemctl restart armord
     armorctl wait --timeout 60s >/dev/null 2>&1
   fi
+}
+burst() {
+  audit_socket
   burst_round=$(( ${burst_round:-0} + 1 ))
   local tag="vm-burst$burst_round-" lost0 t0
   lost0=$(lost_so_far)
@@ -479,6 +485,7 @@ PY
   upgrade
   burst
   containers
+  trial_boot1
   node_exporter
   apparmor4
   signed
@@ -513,6 +520,7 @@ boot2() {
   else
     fail 7-reboot "kubelet saw: $(cat "$STATE/kubelet-saw" 2>/dev/null | tr '\n' ' ')"
   fi
+  trial_boot2
 
   # 8. Hardening: the exposure stays under the bar recorded for issue 6.
   local exposure
