@@ -13,6 +13,10 @@ pub const ID: &str = "[0-9]*";
 /// except that `/proc/PID/` and `/proc/PID/task/TID/` match any process
 /// and task (the kernel reports `/proc/self/…` as the pid it resolves to).
 pub fn file_pattern(path: &str) -> String {
+    if !path.starts_with("/proc/") {
+        // Nothing to generalise: escaped whole (`/` is never escaped).
+        return quote_if_needed(escape_glob(path));
+    }
     let parts: Vec<&str> = path.split('/').collect();
     let is_proc = parts.len() > 2 && parts[0].is_empty() && parts[1] == "proc";
     let id = |s: &str| !s.is_empty() && s.len() <= 10 && s.bytes().all(|b| b.is_ascii_digit());

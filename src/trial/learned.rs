@@ -206,22 +206,24 @@ impl Learned {
     /// Learn that version `sha256` of `profile` would have denied `one`.
     /// A new version starts a new set; the old one is kept as `previous`.
     pub fn observe(&mut self, profile: &str, sha256: &str, one: &One, at: At, bounds: Bounds) -> Observed {
-        if !self.profiles.contains_key(profile) {
-            if bounds.max_profiles == 0 {
-                self.dropped_profiles = self.dropped_profiles.saturating_add(1);
-                return Observed::Dropped;
-            }
-            if self.profiles.len() >= bounds.max_profiles {
-                self.drop_least_recent();
-            }
+        // The common case: a profile already known (no name copied).
+        if let Some(p) = self.profiles.get_mut(profile) {
+            p.switch_to(sha256);
+            p.touched_us = p.touched_us.max(at.us);
+            return learn(&mut p.current, one, at, bounds.max_rules);
+        }
+        if bounds.max_profiles == 0 {
+            self.dropped_profiles = self.dropped_profiles.saturating_add(1);
+            return Observed::Dropped;
+        }
+        if self.profiles.len() >= bounds.max_profiles {
+            self.drop_least_recent();
         }
         let p = self.profiles.entry(profile.to_owned()).or_insert_with(|| Profile {
             current: Version::new(sha256),
             previous: None,
             touched_us: at.us,
         });
-        p.switch_to(sha256);
-        p.touched_us = p.touched_us.max(at.us);
         learn(&mut p.current, one, at, bounds.max_rules)
     }
 
