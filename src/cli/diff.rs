@@ -96,12 +96,13 @@ fn script(a: &[&str], b: &[&str]) -> Vec<Op> {
         if i < ma.len() && j < mb.len() && ma[i] == mb[j] {
             ops.push(Op::Same);
             (i, j) = (i + 1, j + 1);
-        } else if j < mb.len() && (i == ma.len() || t[i * w + j + 1] >= t[(i + 1) * w + j]) {
-            ops.push(Op::Add);
-            j += 1;
-        } else {
+        } else if i < ma.len() && (j == mb.len() || t[(i + 1) * w + j] >= t[i * w + j + 1]) {
+            // A line replaced reads as diff(1) writes it: the old first.
             ops.push(Op::Del);
             i += 1;
+        } else {
+            ops.push(Op::Add);
+            j += 1;
         }
     }
     ops.extend(std::iter::repeat_n(Op::Same, suf));
@@ -148,6 +149,17 @@ mod tests {
         assert_eq!(d, "--- a/p\n+++ b/p\n@@ -2,6 +2,8 @@\n b\n c\n d\n+X\n+Y\n e\n f\n g\n");
         assert_eq!(apply(old, &d), new);
         assert_eq!(unified("p", old, old).unwrap(), "");
+    }
+
+    #[test]
+    fn a_changed_line_shows_the_old_one_first() {
+        let d = unified(
+            "s",
+            "name = \"a\"\nexec = [\"/x\"]\n",
+            "name = \"a\"\nexec = [\"/x\", \"/y\"]\n",
+        )
+        .unwrap();
+        assert!(d.ends_with("-exec = [\"/x\"]\n+exec = [\"/x\", \"/y\"]\n"), "{d}");
     }
 
     #[test]
