@@ -4,7 +4,7 @@
 use crate::config::{Config, DenialScope};
 use crate::journal::{Counters, Follower, FollowerConfig, RateLimit, Stopper, relog};
 use crate::trial::learned::At;
-use crate::trial::lesson::{Loaded, lesson};
+use crate::trial::lesson::{Loaded, lesson, load_of};
 use crate::trial::store::Store;
 use std::collections::HashMap;
 use std::path::Path;
@@ -164,6 +164,7 @@ impl Denials {
             stats: follower.stats.clone(),
             batch: Vec::new(),
             moved: false,
+            loads: HashMap::new(),
         };
         let thread = std::thread::Builder::new()
             .name("denials".into())
@@ -220,6 +221,8 @@ struct Handler {
     /// the loop per batch, not per record.
     batch: Vec<DenialEvent>,
     moved: bool,
+    /// The kernel's last record of loading each owned profile.
+    loads: HashMap<String, At>,
 }
 
 impl Handler {
@@ -238,7 +241,7 @@ impl Handler {
         let top = crate::apparmor::top_level(&profile).to_owned();
         {
             let owned_now = self.owned.read().unwrap_or_else(|p| p.into_inner());
-            learn(&self.learned, &owned_now, ev);
+            learn(&self.learned, &owned_now, &mut self.loads, ev);
             if !self.scope_all && !owned_now.contains_key(&top) {
                 return;
             }
@@ -270,22 +273,26 @@ impl Handler {
 
 /// Learn from one record, if it teaches an owned profile's loaded version
 /// anything. A rule that cannot be written down is logged, never fatal.
-fn learn(store: &Mutex<Store>, owned: &HashMap<String, Loaded>, ev: &crate::journal::Event) {
-    let Ok((profile, loaded, one)) = lesson(&ev.record, owned) else {
+/// `loads`: the kernel's last record of loading each profile (a record
+/// written before it is of the version before).
+fn learn(
+    store: &Mutex<Store>,
+    owned: &HashMap<String, Loaded>,
+    loads: &mut HashMap<String, At>,
+    ev: &crate::journal::Event,
+) {
+    if let Some((name, at)) = load_of(&ev.record) {
+        // Only owned profiles: a bound on what any load can add.
+        if owned.contains_key(&name) {
+            loads.insert(name, at);
+        }
         return;
-    };
+    }
     // The record's own time and serial: read again after a restart, it
     // counts nothing twice.
-    let at = ev.record.audit_id.map_or_else(
-        || At::us(crate::trial::now_us()),
-        |a| At {
-            us: a
-                .epoch
-                .saturating_mul(1_000_000)
-                .saturating_add(u64::from(a.millis) * 1000),
-            serial: a.serial,
-        },
-    );
+    let Ok((profile, loaded, one, at)) = lesson(&ev.record, owned, loads) else {
+        return;
+    };
     let mut s = store.lock().unwrap_or_else(|p| p.into_inner());
     if let Err(e) = s.observe(profile, &loaded.sha256, &one, at) {
         log::warn!("cannot record a learned rule of {}: {e}", crate::escape::text(profile));

@@ -170,7 +170,10 @@ impl Engine<'_> {
         }
         self.state.save_pending(manifest)?;
         let paths: Vec<PathBuf> = by_path.keys().cloned().collect();
+        let began = crate::trial::now_us();
         let failed = self.batched(&paths, |fs| self.parser.load(fs, opts))?;
+        let ended = crate::trial::now_us();
+        report.load_window_us = Some(report.load_window_us.map_or((began, ended), |(b, _)| (b, ended)));
         let _ = crate::failpoint::hit("after-load");
         let kernel = self.kernel.loaded()?;
         for (path, a) in &by_path {

@@ -86,6 +86,10 @@ pub struct Report {
     pub problems: Vec<Problem>,
     /// Profiles a crash left unconfirmed that the kernel holds: adopted.
     pub adopted: Vec<String>,
+    /// When the kernel loads of this apply began and ended (µs since the
+    /// epoch): a record of a profile loaded here written before the start
+    /// is of the version before.
+    pub load_window_us: Option<(u64, u64)>,
     /// A parser run timed out or crashed: worth a retry later, with backoff.
     pub transient: bool,
     /// Stopped early because armord is shutting down.

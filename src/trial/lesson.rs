@@ -9,15 +9,70 @@
 //! than `MAX_RULE` bytes teaches nothing: it could not be written back as
 //! one honest line of a profile.
 
+use super::learned::At;
 use crate::audit::Record;
 use crate::audit::suggest::{One, rule_for};
 use std::collections::HashMap;
 
-/// What armord loaded for an owned profile: the version, and its mode.
+/// What armord loaded for an owned profile: the version, its mode, and
+/// when the kernel load was made (µs since the epoch; 0: before armord
+/// started): it began at `since_us` and had ended by `loaded_us`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Loaded {
     pub sha256: String,
     pub complain: bool,
+    pub since_us: u64,
+    pub loaded_us: u64,
+}
+
+/// When the kernel wrote `r`: its audit time and serial, or now when it
+/// has none.
+pub fn record_at(r: &Record) -> At {
+    r.audit_id.map_or_else(
+        || At::us(super::now_us()),
+        |a| At {
+            us: a
+                .epoch
+                .saturating_mul(1_000_000)
+                .saturating_add(u64::from(a.millis) * 1000),
+            serial: a.serial,
+        },
+    )
+}
+
+/// The profile a record says the kernel just loaded or replaced (its
+/// `STATUS` record), with the record's time: records of that profile
+/// written before it are of the version before.
+pub fn load_of(r: &Record) -> Option<(String, At)> {
+    if r.kind != "STATUS" || !matches!(r.str("operation").as_deref(), Some("profile_load" | "profile_replace")) {
+        return None;
+    }
+    let name = r.str("name")?;
+    Some((crate::apparmor::top_level(&name).to_owned(), record_at(r)))
+}
+
+/// How far the kernel's audit clock may trail armord's: audit times are
+/// kept in milliseconds from a coarse clock, a tick behind at most.
+pub const AUDIT_SKEW_US: u64 = 20_000;
+
+/// Was a record written at `at` written by the version armord loaded
+/// last? Not when written before that load began; and, once the kernel's
+/// record of that load has been read (`load`, exact: the audit serials
+/// order them), not when written before it. Where no such record was read
+/// (a kernel that writes none), a record written before the load ended is
+/// taken for the version before. Every comparison with armord's clock
+/// allows for the audit clock's lag, so a doubt counts for the version
+/// loaded last (a rule too many holds a trial; a rule too few could let
+/// one through).
+fn of_loaded(at: At, loaded: &Loaded, load: Option<At>) -> bool {
+    let since = loaded.since_us.saturating_sub(AUDIT_SKEW_US);
+    if at.us < since {
+        return false;
+    }
+    match load {
+        Some(l) if l.us >= since => at > l,
+        _ => at.us >= loaded.loaded_us.saturating_sub(AUDIT_SKEW_US),
+    }
 }
 
 /// The longest rule learned, in bytes (a path's limit, and some).
@@ -41,6 +96,8 @@ pub fn is_runtime(comm: &str) -> bool {
 pub enum Unlearned {
     /// Not about an owned profile, or of a kind its mode does not deny.
     NotALesson,
+    /// Written by a version loaded before the current one.
+    Earlier,
     /// From a container runtime setting a container up.
     Runtime,
     /// No rule expresses it.
@@ -50,13 +107,22 @@ pub enum Unlearned {
 }
 
 /// The profile, its loaded version and the rule `r` teaches.
-pub fn lesson<'o>(r: &Record, owned: &'o HashMap<String, Loaded>) -> Result<(&'o str, &'o Loaded, One), Unlearned> {
+/// `loads`: the kernel's last load record of each profile, as read.
+pub fn lesson<'o>(
+    r: &Record,
+    owned: &'o HashMap<String, Loaded>,
+    loads: &HashMap<String, At>,
+) -> Result<(&'o str, &'o Loaded, One, At), Unlearned> {
     let label = r.profile().ok_or(Unlearned::NotALesson)?;
     let top = crate::apparmor::top_level(&label);
     let (name, loaded) = owned.get_key_value(top).ok_or(Unlearned::NotALesson)?;
     let wanted = if loaded.complain { "ALLOWED" } else { "DENIED" };
     if r.kind != wanted {
         return Err(Unlearned::NotALesson);
+    }
+    let at = record_at(r);
+    if !of_loaded(at, loaded, loads.get(name.as_str()).copied()) {
+        return Err(Unlearned::Earlier);
     }
     if r.str("comm").is_some_and(|c| is_runtime(&c)) {
         return Err(Unlearned::Runtime);
@@ -69,7 +135,7 @@ pub fn lesson<'o>(r: &Record, owned: &'o HashMap<String, Loaded>) -> Result<(&'o
     if text.len() > MAX_RULE || text.chars().any(|c| c.is_control() || c == '\u{fffd}') {
         return Err(Unlearned::Unsafe);
     }
-    Ok((name.as_str(), loaded, one))
+    Ok((name.as_str(), loaded, one, at))
 }
 
 #[cfg(test)]
@@ -84,6 +150,8 @@ mod tests {
                 Loaded {
                     sha256: "v1".into(),
                     complain: true,
+                    since_us: 0,
+                    loaded_us: 0,
                 },
             ),
             (
@@ -91,10 +159,16 @@ mod tests {
                 Loaded {
                     sha256: "v2".into(),
                     complain: false,
+                    since_us: 0,
+                    loaded_us: 0,
                 },
             ),
         ]
         .into()
+    }
+
+    fn none() -> HashMap<String, At> {
+        HashMap::new()
     }
 
     fn rec(kind: &str, profile: &str, extra: &str) -> String {
@@ -107,14 +181,14 @@ mod tests {
     fn complain_learns_allowed_and_enforce_learns_denied() {
         let o = owned();
         let line = rec("ALLOWED", "custom.t//null-/bin/sh", "");
-        let (p, v, one) = lesson(&parse(&line).unwrap(), &o).unwrap();
+        let (p, v, one, _) = lesson(&parse(&line).unwrap(), &o, &none()).unwrap();
         assert_eq!((p, v.sha256.as_str()), ("custom.t", "v1"));
         assert_eq!(one, One::File("/etc/x".into(), ['r'].into()));
-        assert!(lesson(&parse(&rec("DENIED", "custom.t", "")).unwrap(), &o).is_err());
-        assert!(lesson(&parse(&rec("DENIED", "custom.e", "")).unwrap(), &o).is_ok());
-        assert!(lesson(&parse(&rec("ALLOWED", "custom.e", "")).unwrap(), &o).is_err());
+        assert!(lesson(&parse(&rec("DENIED", "custom.t", "")).unwrap(), &o, &none()).is_err());
+        assert!(lesson(&parse(&rec("DENIED", "custom.e", "")).unwrap(), &o, &none()).is_ok());
+        assert!(lesson(&parse(&rec("ALLOWED", "custom.e", "")).unwrap(), &o, &none()).is_err());
         assert_eq!(
-            lesson(&parse(&rec("ALLOWED", "other", "")).unwrap(), &o).err(),
+            lesson(&parse(&rec("ALLOWED", "other", "")).unwrap(), &o, &none()).err(),
             Some(Unlearned::NotALesson)
         );
     }
@@ -125,17 +199,60 @@ mod tests {
         for comm in ["runc:[2:INIT]", "containerd-shim", "crun", "conmon"] {
             let line = rec("ALLOWED", "custom.t", "").replace("comm=\"app\"", &format!("comm=\"{comm}\""));
             assert_eq!(
-                lesson(&parse(&line).unwrap(), &o).err(),
+                lesson(&parse(&line).unwrap(), &o, &none()).err(),
                 Some(Unlearned::Runtime),
                 "{comm}"
             );
         }
         // A newline in a name (hex-encoded, as the kernel writes it).
         let nl = rec("ALLOWED", "custom.t", "").replace("name=\"/etc/x\"", "name=2F746D702F610A62");
-        assert_eq!(lesson(&parse(&nl).unwrap(), &o).err(), Some(Unlearned::Unsafe));
+        assert_eq!(lesson(&parse(&nl).unwrap(), &o, &none()).err(), Some(Unlearned::Unsafe));
         let bad = rec("ALLOWED", "custom.t", "").replace("name=\"/etc/x\"", "name=2F746D702FFF");
-        assert_eq!(lesson(&parse(&bad).unwrap(), &o).err(), Some(Unlearned::Unsafe));
+        assert_eq!(
+            lesson(&parse(&bad).unwrap(), &o, &none()).err(),
+            Some(Unlearned::Unsafe)
+        );
         let huge = rec("ALLOWED", "custom.t", "").replace("/etc/x", &format!("/{}", "a".repeat(5000)));
-        assert_eq!(lesson(&parse(&huge).unwrap(), &o).err(), Some(Unlearned::Unsafe));
+        assert_eq!(
+            lesson(&parse(&huge).unwrap(), &o, &none()).err(),
+            Some(Unlearned::Unsafe)
+        );
+    }
+
+    #[test]
+    fn a_record_written_before_the_load_is_of_the_version_before() {
+        // custom.t's version loaded between t=10 s and t=11 s.
+        let mut o = owned();
+        if let Some(l) = o.get_mut("custom.t") {
+            l.since_us = 10_000_000;
+            l.loaded_us = 11_000_000;
+        }
+        let at = |secs: u64, ms: u32, serial: u64| {
+            rec("ALLOWED", "custom.t", "").replacen(
+                "apparmor=",
+                &format!("audit({secs}.{ms:03}:{serial}): apparmor="),
+                1,
+            )
+        };
+        let is = |line: &str, loads: &HashMap<String, At>| lesson(&parse(line).unwrap(), &o, loads).err();
+        // Before the load began (beyond the audit clock's lag): earlier.
+        assert_eq!(is(&at(9, 900, 5), &none()), Some(Unlearned::Earlier));
+        // During the load, with no record of it read: the version before.
+        assert_eq!(is(&at(10, 500, 6), &none()), Some(Unlearned::Earlier));
+        // After it, or within the audit clock's lag of its end: this one.
+        assert_eq!(is(&at(11, 0, 7), &none()), None);
+        assert_eq!(is(&at(10, 990, 7), &none()), None);
+        // With the kernel's record of the load read (serial 8 at 10.400 s):
+        // the serials say which side a record is on.
+        let status = parse(r#"audit(10.400:8): apparmor="STATUS" operation="profile_replace" profile="unconfined" name="custom.t" pid=1 comm="armord""#).unwrap();
+        let loads: HashMap<String, At> = [load_of(&status).unwrap()].into();
+        assert_eq!(is(&at(10, 400, 7), &loads), Some(Unlearned::Earlier));
+        assert_eq!(is(&at(10, 400, 9), &loads), None);
+        assert_eq!(is(&at(10, 500, 10), &loads), None);
+        // A load record from before this version's load says nothing.
+        let old = parse(r#"audit(5.000:1): apparmor="STATUS" operation="profile_load" profile="unconfined" name="custom.t" pid=1 comm="armord""#).unwrap();
+        let stale: HashMap<String, At> = [load_of(&old).unwrap()].into();
+        assert_eq!(is(&at(10, 500, 6), &stale), Some(Unlearned::Earlier));
+        assert_eq!(is(&at(11, 500, 9), &stale), None);
     }
 }

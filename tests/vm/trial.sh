@@ -106,7 +106,7 @@ EOF
     echo "INFO trial-new-version: $(tr '\n' '|' < "$P/custom.trialweb.allow.toml")"
     pass 20-trial-new-version
   else
-    fail 20-trial-new-version "v1 $v1, now $(sha_of custom.trialweb) $(kernel_mode custom.trialweb); diff: $(tr '\n' ' ' < "$STATE/trial.diff")"
+    fail 20-trial-new-version "v1 $v1, now $(sha_of custom.trialweb) $(kernel_mode custom.trialweb); diff: $(tr '\n' ' ' < "$STATE/trial.diff"); learned: $(armorctl learn custom.trialweb --json 2>&1 | cut -c1-400)"
   fi
 
   # Promoted once 20 s and this node's spread offset have passed, while

@@ -14,6 +14,8 @@ use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 use zbus::object_server::SignalEmitter;
 
+type OwnedMap = std::collections::HashMap<String, crate::trial::lesson::Loaded>;
+
 impl Service {
     /// Run a job on the blocking pool, still answering SIGTERM: a stop
     /// request lets the job finish its current step, then it ends.
@@ -85,6 +87,7 @@ impl Service {
         // Re-arm first: changes made while we read are then seen again.
         self.rearm();
         let started = Instant::now();
+        self.applying_since_us = crate::trial::now_us();
         let job = if full {
             // What is reported from now on is for the next reconcile; only a
             // change reconcile reads by name, every other one in full.
@@ -137,14 +140,19 @@ impl Service {
     }
 
     /// Tell the denial follower which profiles armord owns now.
-    pub(super) fn share_owned(&self) {
+    pub(super) fn share_owned(&self, window: Option<(u64, u64)>) {
         if let Some(d) = &self.denials {
-            *d.owned.write().unwrap_or_else(|p| p.into_inner()) = self.owned_versions();
+            let mut owned = d.owned.write().unwrap_or_else(|p| p.into_inner());
+            *owned = self.owned_versions(&owned, window);
         }
     }
 
-    /// Each owned profile's loaded version and whether it complains.
-    pub(super) fn owned_versions(&self) -> std::collections::HashMap<String, crate::trial::lesson::Loaded> {
+    /// Each owned profile's loaded version, whether it complains, and
+    /// when it was loaded: a version or mode new since `before` (what the
+    /// follower had) was loaded within `window` (the kernel loads of the
+    /// apply, or else the whole reconcile); with nothing before (armord's
+    /// start), at the start of time.
+    pub(super) fn owned_versions(&self, before: &OwnedMap, window: Option<(u64, u64)>) -> OwnedMap {
         let Some(rec) = &self.rec else {
             return Default::default();
         };
@@ -152,9 +160,17 @@ impl Service {
             .profiles
             .iter()
             .map(|(n, o)| {
+                let complain = o.mode == crate::apparmor::Mode::Complain;
+                let (since_us, loaded_us) = match before.get(n) {
+                    Some(b) if b.sha256 == o.sha256 && b.complain == complain => (b.since_us, b.loaded_us),
+                    _ if before.is_empty() => (0, 0),
+                    _ => window.unwrap_or((self.applying_since_us, crate::trial::now_us())),
+                };
                 let loaded = crate::trial::lesson::Loaded {
                     sha256: o.sha256.clone(),
-                    complain: o.mode == crate::apparmor::Mode::Complain,
+                    complain,
+                    since_us,
+                    loaded_us,
                 };
                 (n.clone(), loaded)
             })
@@ -162,7 +178,7 @@ impl Service {
     }
 
     pub(super) fn after(&mut self, report: &Report) {
-        self.share_owned();
+        self.share_owned(report.load_window_us);
         if report.transient {
             self.retry_at = Some(Instant::now() + self.backoff);
             log::warn!(

@@ -120,6 +120,10 @@ pub struct Service {
     lost_seen: u64,
     /// Gate ticks since start (the process list is read every fifth).
     gate_ticks: u64,
+    /// When the reconcile in flight began (µs since the epoch): a version
+    /// it loads is taken to be loaded from then, so a record written
+    /// before is not taught to it.
+    applying_since_us: u64,
 }
 
 /// Past this many reported paths, a full read is as cheap.
@@ -166,7 +170,7 @@ impl Service {
             self.denial_tx.clone(),
             self.bus.is_some(),
             crate::journal::Writer::of(self.simulate),
-            self.owned_versions(),
+            self.owned_versions(&Default::default(), None),
         );
         if let Some(d) = &self.denials
             && d.learned.lock().unwrap_or_else(|p| p.into_inner()).lost
@@ -333,6 +337,7 @@ pub fn run(
             timers: Timers::new(Duration::ZERO),
             lost_seen: 0,
             gate_ticks: 0,
+            applying_since_us: 0,
             published,
             commands,
             denial_events,
