@@ -204,6 +204,14 @@ fn refused(what: &'static str, err: nix::Error) -> KauditError {
     KauditError::Refused { what, err, hint }
 }
 
+/// The kernel's audit status: its backlog limit, records lost since boot,
+/// the audit daemon registered (needs CAP_AUDIT_CONTROL).
+pub fn status() -> Result<Status, KauditError> {
+    Link::open()?
+        .ask("status", None)?
+        .ok_or_else(|| KauditError::Malformed("no status in the reply".into()))
+}
+
 /// Raise the kernel's audit backlog limit to `want` when it is lower; never
 /// lower it (auditd's rules or an operator may have set more).
 pub fn raise_backlog_limit(want: u32) -> Result<Raised, KauditError> {

@@ -176,6 +176,13 @@ fn armorctl_page(page: &str) -> (String, Vec<(&'static str, &'static str)>) {
                 ("$ armorctl learn custom.web --diff | git -C /srv/policy apply", "Commit what a trial learned (a new version starts a new trial):"),
             ],
         ),
+        "armorctl-doctor" => (
+            "0: no check found an error (warnings allowed). 1: at least one error. 2: doctor could not run (its configuration cannot be read).".into(),
+            vec![
+                ("$ sudo armorctl doctor", "Every check, with the fix for each line that is not ok (run as root: the kernel's audit status and AppArmor's audit parameters need it):"),
+                ("$ armorctl doctor --json | jq '.checks[] | select(.level != \"ok\")'", "The lines that need a look, as JSON ({root, as_root, checks: [{check, level, fact, fix}]}):"),
+            ],
+        ),
         "armorctl-suggest" => (
             "0: rules printed. 2: a denial could not be turned into a rule (said). 1: no denials, or an error.".into(),
             vec![

@@ -5,6 +5,7 @@ mod assets;
 mod audit_cmd;
 mod denials;
 mod diff;
+mod doctor;
 mod learn;
 mod list;
 mod man;
@@ -228,6 +229,18 @@ pub enum Cmd {
     /// (what it would have denied), or a diff for `git apply`; exit 1 when
     /// nothing was learned. Works when armord is down.
     Learn(LearnArgs),
+    /// Check the host and armord for what hides denials or changes what a
+    /// profile means: one line per check, with the fix (exit 1 on an error).
+    Doctor {
+        /// One JSON object: {root, as_root, checks: [{check, level, fact, fix}]}.
+        #[arg(long)]
+        json: bool,
+        /// Read the host under this directory (for tests).
+        #[arg(long, hide = true)]
+        root: Option<PathBuf>,
+        #[command(flatten)]
+        reach: Reach,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -477,6 +490,19 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
                 config: a.config.config.clone().or(outer.config.config),
             };
             suggest_cmd(&config_or_default(&c)?, &a, &Writer::of(outer.simulate))
+        }
+        Cmd::Doctor { json, root, reach } => {
+            let reach = reach.or(&outer);
+            let run = || {
+                let cfg = config_or_default(&reach.config)?;
+                let to = reach.endpoint().ok();
+                doctor::doctor(&cfg, to.as_ref(), json, root)
+            };
+            // Exit 2 when it could not run: 1 means an error was found.
+            run().or_else(|e| {
+                eprintln!("armorctl: {}", escape::text(&e.to_string()));
+                Ok(2)
+            })
         }
         Cmd::Learn(a) => {
             let c = ConfigArg {
