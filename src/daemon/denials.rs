@@ -4,7 +4,7 @@
 use crate::config::{Config, DenialScope};
 use crate::journal::{Counters, Follower, FollowerConfig, RateLimit, Stopper, relog};
 use crate::trial::learned::At;
-use crate::trial::lesson::{Loaded, lesson, load_of};
+use crate::trial::lesson::{Loaded, Unlearned, lesson, load_of};
 use crate::trial::store::Store;
 use std::collections::HashMap;
 use std::path::Path;
@@ -164,7 +164,7 @@ impl Denials {
             stats: follower.stats.clone(),
             batch: Vec::new(),
             moved: false,
-            loads: HashMap::new(),
+            learner: Learner::default(),
         };
         let thread = std::thread::Builder::new()
             .name("denials".into())
@@ -221,14 +221,17 @@ struct Handler {
     /// the loop per batch, not per record.
     batch: Vec<DenialEvent>,
     moved: bool,
-    /// The kernel's last record of loading each owned profile.
-    loads: HashMap<String, At>,
+    learner: Learner,
 }
 
 impl Handler {
     /// A record (`None`: the journal went quiet for a moment).
     fn on(&mut self, ev: Option<&crate::journal::Event>) {
         let Some(ev) = ev else {
+            if !self.learner.waiting.is_empty() {
+                let owned_now = self.owned.read().unwrap_or_else(|p| p.into_inner());
+                self.learner.settle(&self.learned, &owned_now);
+            }
             self.progress.store(CAUGHT_UP, Ordering::SeqCst);
             if self.moved {
                 let _ = self.events.try_send(std::mem::take(&mut self.batch));
@@ -241,7 +244,7 @@ impl Handler {
         let top = crate::apparmor::top_level(&profile).to_owned();
         {
             let owned_now = self.owned.read().unwrap_or_else(|p| p.into_inner());
-            learn(&self.learned, &owned_now, &mut self.loads, ev);
+            self.learner.on(&self.learned, &owned_now, &ev.record);
             if !self.scope_all && !owned_now.contains_key(&top) {
                 return;
             }
@@ -271,31 +274,91 @@ impl Handler {
     }
 }
 
-/// Learn from one record, if it teaches an owned profile's loaded version
-/// anything. A rule that cannot be written down is logged, never fatal.
-/// `loads`: the kernel's last record of loading each profile (a record
-/// written before it is of the version before).
-fn learn(
-    store: &Mutex<Store>,
-    owned: &HashMap<String, Loaded>,
-    loads: &mut HashMap<String, At>,
-    ev: &crate::journal::Event,
-) {
-    if let Some((name, at)) = load_of(&ev.record) {
-        // Only owned profiles: a bound on what any load can add.
-        if owned.contains_key(&name) {
-            loads.insert(name, at);
+/// Records held while their profile is being loaded, at most this many a
+/// profile: past it, a record counts for the version being loaded.
+const MAX_WAITING: usize = 4096;
+
+/// What the learner keeps between records: the kernel's last record of
+/// loading each owned profile, and the records held until one says which
+/// version wrote them.
+#[derive(Default)]
+struct Learner {
+    loads: HashMap<String, At>,
+    waiting: HashMap<String, Vec<crate::audit::Record<'static>>>,
+}
+
+impl Learner {
+    /// Learn from one record, if it teaches an owned profile's version
+    /// anything. A rule that cannot be written down is logged, never fatal.
+    fn on(&mut self, store: &Mutex<Store>, owned: &HashMap<String, Loaded>, r: &crate::audit::Record<'static>) {
+        if let Some((name, at)) = load_of(r) {
+            // Only owned profiles: a bound on what any load can add.
+            if owned.contains_key(&name) {
+                self.loads.insert(name.clone(), at);
+                // What waited on this load is told apart now.
+                for w in self.waiting.remove(&name).unwrap_or_default() {
+                    self.learn(store, owned, &w, true);
+                }
+            }
+            return;
         }
-        return;
+        self.learn(store, owned, r, false);
     }
-    // The record's own time and serial: read again after a restart, it
-    // counts nothing twice.
-    let Ok((profile, loaded, one, at)) = lesson(&ev.record, owned, loads) else {
-        return;
-    };
-    let mut s = store.lock().unwrap_or_else(|p| p.into_inner());
-    if let Err(e) = s.observe(profile, &loaded.sha256, &one, at) {
-        log::warn!("cannot record a learned rule of {}: {e}", crate::escape::text(profile));
+
+    fn learn(
+        &mut self,
+        store: &Mutex<Store>,
+        owned: &HashMap<String, Loaded>,
+        r: &crate::audit::Record<'static>,
+        settle: bool,
+    ) {
+        // The record's own time and serial: read again after a restart, it
+        // counts nothing twice.
+        let (profile, loaded, one, at) = match lesson(r, owned, &self.loads, settle) {
+            Ok(l) => l,
+            Err(Unlearned::Wait) => {
+                let top = r
+                    .profile()
+                    .map(|p| crate::apparmor::top_level(&p).to_owned())
+                    .unwrap_or_default();
+                let held = self.waiting.entry(top).or_default();
+                if held.len() < MAX_WAITING {
+                    held.push(r.clone());
+                    return;
+                }
+                match lesson(r, owned, &self.loads, true) {
+                    Ok(l) => l,
+                    Err(_) => return,
+                }
+            }
+            Err(_) => return,
+        };
+        let mut s = store.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = s.observe(profile, &loaded.sha256, &one, at) {
+            log::warn!("cannot record a learned rule of {}: {e}", crate::escape::text(profile));
+        }
+    }
+
+    /// The journal read to its end: records held for a load that ended
+    /// over a second ago get no load record (the kernel writes none, or it
+    /// was lost), and count for the version loaded.
+    fn settle(&mut self, store: &Mutex<Store>, owned: &HashMap<String, Loaded>) {
+        let now = crate::trial::now_us();
+        let done: Vec<String> = self
+            .waiting
+            .keys()
+            .filter(|n| {
+                owned
+                    .get(*n)
+                    .is_none_or(|l| l.loaded_us.is_some_and(|t| now.saturating_sub(t) > 1_000_000))
+            })
+            .cloned()
+            .collect();
+        for n in done {
+            for w in self.waiting.remove(&n).unwrap_or_default() {
+                self.learn(store, owned, &w, true);
+            }
+        }
     }
 }
 
@@ -312,4 +375,95 @@ pub struct DenialEvent {
     pub kind: String,
     pub operation: String,
     pub name: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trial::learned::Bounds;
+
+    fn rec(line: &str) -> crate::audit::Record<'static> {
+        crate::audit::parse(line).unwrap().into_owned()
+    }
+
+    fn allowed(secs: u64, serial: u64, name: &str) -> crate::audit::Record<'static> {
+        rec(&format!(
+            r#"audit({secs}.000:{serial}): apparmor="ALLOWED" operation="open" profile="custom.t" name="{name}" requested_mask="r" denied_mask="r" comm="app""#
+        ))
+    }
+
+    fn loaded(sha: &str, since_us: u64, loaded_us: Option<u64>) -> HashMap<String, Loaded> {
+        let l = Loaded {
+            sha256: sha.into(),
+            complain: true,
+            since_us,
+            loaded_us,
+        };
+        [("custom.t".to_owned(), l)].into()
+    }
+
+    fn rules(store: &Mutex<Store>, sha: &str) -> Vec<String> {
+        let s = store.lock().unwrap();
+        s.learned
+            .version("custom.t", sha)
+            .map(|v| v.render())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_record_of_the_version_being_loaded_waits_for_the_kernels_word() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::state::StateDir::new(dir.path().to_owned());
+        state.prepare().unwrap();
+        let store = Mutex::new(Store::open(
+            &state,
+            Bounds {
+                max_rules: 10,
+                max_profiles: 10,
+            },
+        ));
+        let mut l = Learner::default();
+        // v2's load was announced at t=100 s; the kernel's record of it is
+        // serial 10 at t=100.
+        let owned = loaded("v2", 100_000_000, None);
+        // v1's last record, before the announcement: the version before.
+        l.on(&store, &owned, &allowed(99, 8, "/etc/v1-early"));
+        // Written after it, before the load record was read: held.
+        l.on(&store, &owned, &allowed(100, 9, "/etc/v1-late"));
+        assert!(rules(&store, "v2").is_empty());
+        assert_eq!(l.waiting["custom.t"].len(), 1);
+        // The load record, then v2's own record.
+        let status = rec(
+            r#"audit(100.000:10): apparmor="STATUS" operation="profile_replace" profile="unconfined" name="custom.t" pid=1 comm="armord""#,
+        );
+        l.on(&store, &owned, &status);
+        l.on(&store, &owned, &allowed(100, 11, "/etc/v2"));
+        assert_eq!(rules(&store, "v2"), ["/etc/v2 r,"]);
+        assert!(l.waiting.is_empty());
+    }
+
+    #[test]
+    fn with_no_load_record_a_held_record_counts_for_the_new_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::state::StateDir::new(dir.path().to_owned());
+        state.prepare().unwrap();
+        let store = Mutex::new(Store::open(
+            &state,
+            Bounds {
+                max_rules: 10,
+                max_profiles: 10,
+            },
+        ));
+        let mut l = Learner::default();
+        let now = crate::trial::now_us();
+        let owned = loaded("v2", now - 5_000_000, None);
+        l.on(&store, &owned, &allowed(now / 1_000_000 - 1, 9, "/etc/doubt"));
+        // The load is under way: nothing settles yet.
+        l.settle(&store, &owned);
+        assert!(rules(&store, "v2").is_empty());
+        // Done over a second ago, and the journal read to its end.
+        let owned = loaded("v2", now - 5_000_000, Some(now - 2_000_000));
+        l.settle(&store, &owned);
+        assert_eq!(rules(&store, "v2"), ["/etc/doubt r,"]);
+    }
 }

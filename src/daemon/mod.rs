@@ -363,6 +363,7 @@ pub fn validate_files(cfg: &Config, files: &[PathBuf]) -> Result<Vec<(PathBuf, O
                 complain: cfg.mode == config::ForcedMode::Complain,
             },
             cancel: &cancel,
+            on_load: None,
         };
         let manifest = crate::state::Manifest::new();
         let bounds = Bounds::new(cfg.mode, cfg.allowed_attachments.clone());

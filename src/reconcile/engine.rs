@@ -12,7 +12,22 @@ pub struct Engine<'a> {
     pub opts: LoadOptions,
     /// Set when armord is stopping: finish the current step, start no other.
     pub cancel: &'a AtomicBool,
+    /// Told each batch's profiles just before the kernel loads them.
+    pub on_load: Option<&'a LoadHook>,
 }
+
+/// A profile about to be loaded: its name, version, and whether it loads
+/// in complain mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loading {
+    pub name: String,
+    pub sha256: String,
+    pub complain: bool,
+}
+
+/// What is told of each batch of loads before it starts (the denial
+/// follower, so that no record of a new version is judged by the old).
+pub type LoadHook = std::sync::Arc<dyn Fn(&[Loading]) + Send + Sync>;
 
 /// Map diagnostics that name a store path back to the source file.
 pub(super) fn rename_diagnostics(diags: Vec<Diagnostic>, store_path: &Path, file: &Path) -> Vec<Diagnostic> {
@@ -170,6 +185,19 @@ impl Engine<'_> {
         }
         self.state.save_pending(manifest)?;
         let paths: Vec<PathBuf> = by_path.keys().cloned().collect();
+        if let Some(hook) = self.on_load {
+            let loading: Vec<Loading> = by_path
+                .values()
+                .flat_map(|a| {
+                    a.names.iter().map(|n| Loading {
+                        name: n.clone(),
+                        sha256: a.sha256.clone(),
+                        complain: opts.complain,
+                    })
+                })
+                .collect();
+            hook(&loading);
+        }
         let began = crate::trial::now_us();
         let failed = self.batched(&paths, |fs| self.parser.load(fs, opts))?;
         let ended = crate::trial::now_us();

@@ -12,6 +12,7 @@ macro_rules! engine {
             state: &$r.state,
             opts: $r.opts(),
             cancel: &$r.cancel,
+            on_load: $r.on_load.as_ref(),
         }
     };
 }
@@ -53,8 +54,8 @@ pub use bounds::Bounds;
 use carry::*;
 pub use desired::render_specs;
 use desired::*;
-pub use engine::Engine;
 use engine::*;
+pub use engine::{Engine, LoadHook, Loading};
 use still::*;
 pub use trial::TrialStatus;
 pub use validate::Validator;
@@ -178,6 +179,8 @@ pub struct Reconciler {
     machine_id: Option<String>,
     /// The trials' clock (µs since the epoch): the wall clock, or a test's.
     pub clock: fn() -> u64,
+    /// Told of each batch of loads before the kernel gets it.
+    pub on_load: Option<LoadHook>,
     /// `last` holds exactly what a read of every source would give now,
     /// bar what inotify reported since: a change reconcile may carry it
     /// forward (see `carry`).
@@ -236,6 +239,7 @@ impl Reconciler {
             book,
             machine_id,
             clock: crate::trial::now_us,
+            on_load: None,
             config,
             parser,
             kernel,

@@ -14,15 +14,17 @@ use crate::audit::Record;
 use crate::audit::suggest::{One, rule_for};
 use std::collections::HashMap;
 
-/// What armord loaded for an owned profile: the version, its mode, and
-/// when the kernel load was made (µs since the epoch; 0: before armord
-/// started): it began at `since_us` and had ended by `loaded_us`.
+/// What armord loads or loaded for an owned profile: the version, its
+/// mode, and when (µs since the epoch): the kernel load began after
+/// `since_us` (0: before armord started) and had ended by `loaded_us`
+/// (`None`: it is under way). The follower is told before the load starts,
+/// so no record of the new version is ever judged by the old one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Loaded {
     pub sha256: String,
     pub complain: bool,
     pub since_us: u64,
-    pub loaded_us: u64,
+    pub loaded_us: Option<u64>,
 }
 
 /// When the kernel wrote `r`: its audit time and serial, or now when it
@@ -55,23 +57,43 @@ pub fn load_of(r: &Record) -> Option<(String, At)> {
 /// kept in milliseconds from a coarse clock, a tick behind at most.
 pub const AUDIT_SKEW_US: u64 = 20_000;
 
-/// Was a record written at `at` written by the version armord loaded
-/// last? Not when written before that load began; and, once the kernel's
-/// record of that load has been read (`load`, exact: the audit serials
-/// order them), not when written before it. Where no such record was read
-/// (a kernel that writes none), a record written before the load ended is
-/// taken for the version before. Every comparison with armord's clock
-/// allows for the audit clock's lag, so a doubt counts for the version
-/// loaded last (a rule too many holds a trial; a rule too few could let
-/// one through).
-fn of_loaded(at: At, loaded: &Loaded, load: Option<At>) -> bool {
+/// Which version wrote a record, as far as can be told yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The version armord loads or loaded last.
+    Current,
+    /// One before it.
+    Earlier,
+    /// Written while the load was under way, and the kernel's record of
+    /// the load is not read yet: it will say.
+    Wait,
+}
+
+/// Which version wrote a record at `at`: not the last loaded when written
+/// before its load began; once the kernel's record of that load (`load`)
+/// is read, the audit serials order them exactly. A version known from
+/// armord's start is every record's. `settle`: no more waiting (no load
+/// record is coming: the kernel writes none, or it was lost), and a doubt
+/// counts for the version loaded last (a rule too many holds a trial; a
+/// rule too few could let one through).
+pub fn side(at: At, loaded: &Loaded, load: Option<At>, settle: bool) -> Side {
+    if loaded.since_us == 0 {
+        return Side::Current;
+    }
     let since = loaded.since_us.saturating_sub(AUDIT_SKEW_US);
     if at.us < since {
-        return false;
+        return Side::Earlier;
     }
     match load {
-        Some(l) if l.us >= since => at > l,
-        _ => at.us >= loaded.loaded_us.saturating_sub(AUDIT_SKEW_US),
+        Some(l) if l.us >= since => {
+            if at > l {
+                Side::Current
+            } else {
+                Side::Earlier
+            }
+        }
+        _ if settle => Side::Current,
+        _ => Side::Wait,
     }
 }
 
@@ -98,6 +120,9 @@ pub enum Unlearned {
     NotALesson,
     /// Written by a version loaded before the current one.
     Earlier,
+    /// Written while its profile was being loaded: held until the kernel's
+    /// record of the load says by which version.
+    Wait,
     /// From a container runtime setting a container up.
     Runtime,
     /// No rule expresses it.
@@ -107,11 +132,13 @@ pub enum Unlearned {
 }
 
 /// The profile, its loaded version and the rule `r` teaches.
-/// `loads`: the kernel's last load record of each profile, as read.
+/// `loads`: the kernel's last load record of each profile, as read;
+/// `settle`: see [`side`].
 pub fn lesson<'o>(
     r: &Record,
     owned: &'o HashMap<String, Loaded>,
     loads: &HashMap<String, At>,
+    settle: bool,
 ) -> Result<(&'o str, &'o Loaded, One, At), Unlearned> {
     let label = r.profile().ok_or(Unlearned::NotALesson)?;
     let top = crate::apparmor::top_level(&label);
@@ -121,8 +148,10 @@ pub fn lesson<'o>(
         return Err(Unlearned::NotALesson);
     }
     let at = record_at(r);
-    if !of_loaded(at, loaded, loads.get(name.as_str()).copied()) {
-        return Err(Unlearned::Earlier);
+    match side(at, loaded, loads.get(name.as_str()).copied(), settle) {
+        Side::Current => {}
+        Side::Earlier => return Err(Unlearned::Earlier),
+        Side::Wait => return Err(Unlearned::Wait),
     }
     if r.str("comm").is_some_and(|c| is_runtime(&c)) {
         return Err(Unlearned::Runtime);
@@ -151,7 +180,7 @@ mod tests {
                     sha256: "v1".into(),
                     complain: true,
                     since_us: 0,
-                    loaded_us: 0,
+                    loaded_us: Some(0),
                 },
             ),
             (
@@ -160,7 +189,7 @@ mod tests {
                     sha256: "v2".into(),
                     complain: false,
                     since_us: 0,
-                    loaded_us: 0,
+                    loaded_us: Some(0),
                 },
             ),
         ]
@@ -181,14 +210,14 @@ mod tests {
     fn complain_learns_allowed_and_enforce_learns_denied() {
         let o = owned();
         let line = rec("ALLOWED", "custom.t//null-/bin/sh", "");
-        let (p, v, one, _) = lesson(&parse(&line).unwrap(), &o, &none()).unwrap();
+        let (p, v, one, _) = lesson(&parse(&line).unwrap(), &o, &none(), false).unwrap();
         assert_eq!((p, v.sha256.as_str()), ("custom.t", "v1"));
         assert_eq!(one, One::File("/etc/x".into(), ['r'].into()));
-        assert!(lesson(&parse(&rec("DENIED", "custom.t", "")).unwrap(), &o, &none()).is_err());
-        assert!(lesson(&parse(&rec("DENIED", "custom.e", "")).unwrap(), &o, &none()).is_ok());
-        assert!(lesson(&parse(&rec("ALLOWED", "custom.e", "")).unwrap(), &o, &none()).is_err());
+        assert!(lesson(&parse(&rec("DENIED", "custom.t", "")).unwrap(), &o, &none(), false).is_err());
+        assert!(lesson(&parse(&rec("DENIED", "custom.e", "")).unwrap(), &o, &none(), false).is_ok());
+        assert!(lesson(&parse(&rec("ALLOWED", "custom.e", "")).unwrap(), &o, &none(), false).is_err());
         assert_eq!(
-            lesson(&parse(&rec("ALLOWED", "other", "")).unwrap(), &o, &none()).err(),
+            lesson(&parse(&rec("ALLOWED", "other", "")).unwrap(), &o, &none(), false).err(),
             Some(Unlearned::NotALesson)
         );
     }
@@ -199,33 +228,36 @@ mod tests {
         for comm in ["runc:[2:INIT]", "containerd-shim", "crun", "conmon"] {
             let line = rec("ALLOWED", "custom.t", "").replace("comm=\"app\"", &format!("comm=\"{comm}\""));
             assert_eq!(
-                lesson(&parse(&line).unwrap(), &o, &none()).err(),
+                lesson(&parse(&line).unwrap(), &o, &none(), false).err(),
                 Some(Unlearned::Runtime),
                 "{comm}"
             );
         }
         // A newline in a name (hex-encoded, as the kernel writes it).
         let nl = rec("ALLOWED", "custom.t", "").replace("name=\"/etc/x\"", "name=2F746D702F610A62");
-        assert_eq!(lesson(&parse(&nl).unwrap(), &o, &none()).err(), Some(Unlearned::Unsafe));
+        assert_eq!(
+            lesson(&parse(&nl).unwrap(), &o, &none(), false).err(),
+            Some(Unlearned::Unsafe)
+        );
         let bad = rec("ALLOWED", "custom.t", "").replace("name=\"/etc/x\"", "name=2F746D702FFF");
         assert_eq!(
-            lesson(&parse(&bad).unwrap(), &o, &none()).err(),
+            lesson(&parse(&bad).unwrap(), &o, &none(), false).err(),
             Some(Unlearned::Unsafe)
         );
         let huge = rec("ALLOWED", "custom.t", "").replace("/etc/x", &format!("/{}", "a".repeat(5000)));
         assert_eq!(
-            lesson(&parse(&huge).unwrap(), &o, &none()).err(),
+            lesson(&parse(&huge).unwrap(), &o, &none(), false).err(),
             Some(Unlearned::Unsafe)
         );
     }
 
     #[test]
-    fn a_record_written_before_the_load_is_of_the_version_before() {
-        // custom.t's version loaded between t=10 s and t=11 s.
+    fn a_record_is_taught_to_the_version_that_wrote_it() {
+        // custom.t's new version: its load began at t=10 s.
         let mut o = owned();
         if let Some(l) = o.get_mut("custom.t") {
             l.since_us = 10_000_000;
-            l.loaded_us = 11_000_000;
+            l.loaded_us = None;
         }
         let at = |secs: u64, ms: u32, serial: u64| {
             rec("ALLOWED", "custom.t", "").replacen(
@@ -234,25 +266,32 @@ mod tests {
                 1,
             )
         };
-        let is = |line: &str, loads: &HashMap<String, At>| lesson(&parse(line).unwrap(), &o, loads).err();
+        let is =
+            |line: &str, loads: &HashMap<String, At>, settle| lesson(&parse(line).unwrap(), &o, loads, settle).err();
         // Before the load began (beyond the audit clock's lag): earlier.
-        assert_eq!(is(&at(9, 900, 5), &none()), Some(Unlearned::Earlier));
-        // During the load, with no record of it read: the version before.
-        assert_eq!(is(&at(10, 500, 6), &none()), Some(Unlearned::Earlier));
-        // After it, or within the audit clock's lag of its end: this one.
-        assert_eq!(is(&at(11, 0, 7), &none()), None);
-        assert_eq!(is(&at(10, 990, 7), &none()), None);
-        // With the kernel's record of the load read (serial 8 at 10.400 s):
-        // the serials say which side a record is on.
+        assert_eq!(is(&at(9, 900, 5), &none(), false), Some(Unlearned::Earlier));
+        // After it began, the kernel's record of the load not read: wait;
+        // settled (no such record is coming), the new version's.
+        assert_eq!(is(&at(10, 500, 6), &none(), false), Some(Unlearned::Wait));
+        assert_eq!(is(&at(10, 500, 6), &none(), true), None);
+        assert_eq!(is(&at(9, 990, 6), &none(), true), None, "within the audit clock's lag");
+        // With the load record read (serial 8 at 10.400 s), the serials
+        // say which side a record is on, settled or not.
         let status = parse(r#"audit(10.400:8): apparmor="STATUS" operation="profile_replace" profile="unconfined" name="custom.t" pid=1 comm="armord""#).unwrap();
         let loads: HashMap<String, At> = [load_of(&status).unwrap()].into();
-        assert_eq!(is(&at(10, 400, 7), &loads), Some(Unlearned::Earlier));
-        assert_eq!(is(&at(10, 400, 9), &loads), None);
-        assert_eq!(is(&at(10, 500, 10), &loads), None);
+        assert_eq!(is(&at(10, 400, 7), &loads, false), Some(Unlearned::Earlier));
+        assert_eq!(is(&at(10, 400, 7), &loads, true), Some(Unlearned::Earlier));
+        assert_eq!(is(&at(10, 400, 9), &loads, false), None);
+        assert_eq!(is(&at(10, 500, 10), &loads, false), None);
         // A load record from before this version's load says nothing.
         let old = parse(r#"audit(5.000:1): apparmor="STATUS" operation="profile_load" profile="unconfined" name="custom.t" pid=1 comm="armord""#).unwrap();
         let stale: HashMap<String, At> = [load_of(&old).unwrap()].into();
-        assert_eq!(is(&at(10, 500, 6), &stale), Some(Unlearned::Earlier));
-        assert_eq!(is(&at(11, 500, 9), &stale), None);
+        assert_eq!(is(&at(10, 500, 6), &stale, false), Some(Unlearned::Wait));
+        // A version known from armord's start takes every record.
+        if let Some(l) = o.get_mut("custom.t") {
+            l.since_us = 0;
+        }
+        let is = |line: &str| lesson(&parse(line).unwrap(), &o, &stale, false).err();
+        assert_eq!(is(&at(1, 0, 1)), None);
     }
 }

@@ -16,6 +16,25 @@ use zbus::object_server::SignalEmitter;
 
 type OwnedMap = std::collections::HashMap<String, crate::trial::lesson::Loaded>;
 
+/// Tell the follower of the versions about to be loaded, before the kernel
+/// has them: a record written after this is judged against the new
+/// version (or held until the kernel's record of the load says).
+fn load_hook(owned: crate::daemon::denials::OwnedVersions) -> crate::reconcile::LoadHook {
+    std::sync::Arc::new(move |loading: &[crate::reconcile::Loading]| {
+        let now = crate::trial::now_us();
+        let mut o = owned.write().unwrap_or_else(|p| p.into_inner());
+        for l in loading {
+            let next = crate::trial::lesson::Loaded {
+                sha256: l.sha256.clone(),
+                complain: l.complain,
+                since_us: now,
+                loaded_us: None,
+            };
+            o.insert(l.name.clone(), next);
+        }
+    })
+}
+
 impl Service {
     /// Run a job on the blocking pool, still answering SIGTERM: a stop
     /// request lets the job finish its current step, then it ends.
@@ -148,10 +167,10 @@ impl Service {
     }
 
     /// Each owned profile's loaded version, whether it complains, and
-    /// when it was loaded: a version or mode new since `before` (what the
-    /// follower had) was loaded within `window` (the kernel loads of the
-    /// apply, or else the whole reconcile); with nothing before (armord's
-    /// start), at the start of time.
+    /// when it was loaded: as the load hook announced it (now done), or
+    /// for a change the hook did not see, within `window` (the kernel loads
+    /// of the apply, or else the whole reconcile); with nothing before
+    /// (armord's start), at the start of time.
     pub(super) fn owned_versions(&self, before: &OwnedMap, window: Option<(u64, u64)>) -> OwnedMap {
         let Some(rec) = &self.rec else {
             return Default::default();
@@ -161,10 +180,17 @@ impl Service {
             .iter()
             .map(|(n, o)| {
                 let complain = o.mode == crate::apparmor::Mode::Complain;
+                let done = window.map_or_else(crate::trial::now_us, |(_, end)| end);
                 let (since_us, loaded_us) = match before.get(n) {
-                    Some(b) if b.sha256 == o.sha256 && b.complain == complain => (b.since_us, b.loaded_us),
-                    _ if before.is_empty() => (0, 0),
-                    _ => window.unwrap_or((self.applying_since_us, crate::trial::now_us())),
+                    // As the load hook told the follower, now done.
+                    Some(b) if b.sha256 == o.sha256 && b.complain == complain => {
+                        (b.since_us, Some(b.loaded_us.unwrap_or(done)))
+                    }
+                    _ if before.is_empty() => (0, Some(0)),
+                    // A load the hook announced did not take: the version
+                    // before is still loaded, every record its own.
+                    Some(b) if b.loaded_us.is_none() => (0, Some(0)),
+                    _ => window.map_or((self.applying_since_us, Some(done)), |(s, e)| (s, Some(e))),
                 };
                 let loaded = crate::trial::lesson::Loaded {
                     sha256: o.sha256.clone(),
@@ -178,6 +204,12 @@ impl Service {
     }
 
     pub(super) fn after(&mut self, report: &Report) {
+        // From now on the follower hears of each load before it starts.
+        if let (Some(d), Some(rec)) = (&self.denials, self.rec.as_mut())
+            && rec.on_load.is_none()
+        {
+            rec.on_load = Some(load_hook(d.owned.clone()));
+        }
         self.share_owned(report.load_window_us);
         if report.transient {
             self.retry_at = Some(Instant::now() + self.backoff);
