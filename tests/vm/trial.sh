@@ -101,7 +101,7 @@ EOF
   if (cd "$P" && busybox patch -p1 < "$STATE/trial.diff" >/dev/null) \
       && wait_for 30 sha_moved custom.trialweb "$v1" \
       && [ "$(kernel_mode custom.trialweb)" = complain ] \
-      && ! armorctl learn custom.trialweb >/dev/null 2>&1; then
+      && { armorctl learn custom.trialweb >/dev/null 2>&1; [ $? = 1 ]; }; then
     v2=$(sha_of custom.trialweb)
     echo "INFO trial-new-version: $(tr '\n' '|' < "$P/custom.trialweb.allow.toml")"
     pass 20-trial-new-version
