@@ -18,7 +18,9 @@ scenario_names() { # scenario_names SUITE
   echo install ready loaded-custom.deny-write loaded-custom.nginx-allow loaded-custom.complain-trial \
     mode-complain status-text
   echo 1-readiness 2b-direct-load 2-update 3-in-use 4-denials forged-entry 5-layouts 6-restart \
-    older-state 11-allow-list upgrade 19-audit-backlog-raised "19-burst-1000|19-burst-accounted"
+    older-state 11-allow-list upgrade 21-doctor
+  if [ "$1" = trixie ]; then echo 21-doctor-fix; fi
+  echo 19-audit-backlog-raised "19-burst-1000|19-burst-accounted"
   echo 12-deny-write-runc 12-deny-write-podman 12-deny-write-ctr 13-container-denial \
     14-container-allow-list 16-container-attribution 15-replaced-while-running 17-container-deferred
   echo 20-trial-learned 20-trial-new-version 20-trial-promoted 20-trial-idle-held
@@ -59,6 +61,8 @@ deny_write_v2() {
 . "$T/containers.sh"
 # shellcheck source=tests/vm/trial.sh
 . "$T/trial.sh"
+# shellcheck source=tests/vm/doctor.sh
+. "$T/doctor.sh"
 
 # Upgrade: the older package is installed; `apt install` this tree's. The
 # kernel's profile count never dips while the service restarts, the
@@ -483,6 +487,7 @@ PY
   fi
 
   upgrade
+  doctor_vm
   burst
   containers
   trial_boot1
