@@ -20,6 +20,7 @@ pub(crate) mod failpoint;
 pub(crate) mod human;
 pub mod journal;
 pub(crate) mod kaudit;
+pub mod lint;
 pub mod logging;
 pub(crate) mod notify;
 pub mod reconcile;

@@ -7,12 +7,17 @@ pub(super) async fn list(to: &Endpoint, json: bool) -> Result<i32, CliError> {
     let profiles = p.list_profiles().await.map_err(|e| bus_error(e, to))?;
     // An older armord has no trials to tell.
     let trials = p.trials().await.unwrap_or_default();
+    let lints = p.lints().await.unwrap_or_default();
     for pr in &profiles {
         let trial = trials.get(&pr.name);
+        let lint = lints.get(&pr.name).filter(|l| !l.is_empty());
         if json {
             let mut j = serde_json::to_value(pr).unwrap_or_default();
             if let (Some(t), Some(o)) = (trial, j.as_object_mut()) {
                 o.insert("trial".into(), t.clone().into());
+            }
+            if let (Some(l), Some(o)) = (lint, j.as_object_mut()) {
+                o.insert("lints".into(), l.clone().into());
             }
             outln!("{j}");
         } else {
@@ -37,6 +42,9 @@ pub(super) async fn list(to: &Endpoint, json: bool) -> Result<i32, CliError> {
             }
             if let Some(t) = trial {
                 out!("\t{}", escape::text(t));
+            }
+            if let Some(l) = lint {
+                out!("\t{} lint warnings (armorctl status)", l.len());
             }
             outln!();
         }

@@ -40,6 +40,14 @@ pub(super) async fn status(to: &Endpoint) -> Result<i32, CliError> {
     for (name, t) in &trials {
         outln!("{}: {}", escape::text(name), escape::text(t));
     }
+    // Warnings: they never change the exit code.
+    let mut lints: Vec<(String, Vec<String>)> = p.lints().await.unwrap_or_default().into_iter().collect();
+    lints.sort();
+    for (_, lines) in &lints {
+        for l in lines {
+            outln!("warning: {}", escape::text(l));
+        }
+    }
     if let Ok((lost, since)) = p.denial_loss().await
         && lost > 0
     {

@@ -178,6 +178,12 @@ pub struct DenialsConfig {
     pub audit_backlog_limit: u32,
 }
 
+/// `[lint]`: profile lints silenced on this node (see `lint`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LintConfig {
+    pub off: std::collections::BTreeSet<String>,
+}
+
 /// `[trial]`: trial → enforce (see `trial`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TrialConfig {
@@ -266,6 +272,7 @@ pub struct Config {
     pub denials: DenialsConfig,
     pub exports: ExportsConfig,
     pub trial: TrialConfig,
+    pub lint: LintConfig,
 }
 
 impl Default for Config {
@@ -312,6 +319,7 @@ impl Default for Config {
             },
             exports: ExportsConfig::default(),
             trial: TrialConfig::default(),
+            lint: LintConfig::default(),
         }
     }
 }

@@ -42,6 +42,8 @@ table! {
         exports: RawExports,
         #[serde(default)]
         trial: RawTrial,
+        #[serde(default)]
+        lint: RawLint,
     }
 }
 
@@ -101,6 +103,14 @@ table! {
         max_profiles: Key<usize>,
         allow_demotion: Key<bool>,
         machine_id: Key<PathBuf>,
+    }
+}
+
+table! {
+    /// `[lint]`.
+    #[derive(Default)]
+    struct RawLint {
+        off: Key<Vec<String>>,
     }
 }
 

@@ -4,10 +4,10 @@
 //! checks that span keys at the end.
 
 use super::merge::Origin;
-use super::raw::{RawConfig, RawDenials, RawExports, RawParser, RawSource, RawTrial};
+use super::raw::{RawConfig, RawDenials, RawExports, RawLint, RawParser, RawSource, RawTrial};
 use super::{
-    Config, ConfigError, DenialsConfig, ExportsConfig, KeyAt, LayoutKind, ParserConfig, Signatures, SourceConfig,
-    TrialConfig, join_clean,
+    Config, ConfigError, DenialsConfig, ExportsConfig, KeyAt, LayoutKind, LintConfig, ParserConfig, Signatures,
+    SourceConfig, TrialConfig, join_clean,
 };
 use std::path::{Component, Path, PathBuf};
 
@@ -47,6 +47,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         denials: denials(raw.denials, d.denials)?,
         exports: exports(raw.exports, d.exports)?,
         trial: trial(raw.trial, d.trial)?,
+        lint: lint(raw.lint)?,
     };
     mass_removal_waits_longer(&config, removal_at)?;
     Ok(config)
@@ -153,6 +154,22 @@ fn trusted_keys(o: Key<Vec<String>>) -> Result<Vec<String>, ConfigError> {
             }
         })
         .collect())
+}
+
+/// `[lint] off`: names of lints (see `lint::NAMES`).
+fn lint(p: RawLint) -> Result<LintConfig, ConfigError> {
+    let Some(o) = p.off else {
+        return Ok(LintConfig::default());
+    };
+    if let Some(bad) = o.value.iter().find(|n| !crate::lint::NAMES.contains(&n.as_str())) {
+        return Err(o.invalid(format!(
+            "{bad:?} is not a lint (the lints: {})",
+            crate::lint::NAMES.join(", ")
+        )));
+    }
+    Ok(LintConfig {
+        off: o.value.iter().cloned().collect(),
+    })
 }
 
 /// `allowed_attachments`: absolute path globs.

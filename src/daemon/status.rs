@@ -161,5 +161,6 @@ pub fn published_from(rec: &Reconciler, report: &Report, status: &Status) -> Pub
             .iter()
             .map(|t| (t.name.clone(), t.reason.clone()))
             .collect(),
+        lints: Default::default(),
     }
 }

@@ -50,6 +50,8 @@ pub struct Published {
     pub problems: Vec<String>,
     /// Each profile in trial or promoted from one: its state line.
     pub trials: HashMap<String, String>,
+    /// Each profile's lint warnings, one line each.
+    pub lints: HashMap<String, Vec<String>>,
 }
 
 /// A request from a D-Bus caller to the daemon loop.
@@ -246,6 +248,13 @@ impl Armord {
         self.read().trials.clone()
     }
 
+    /// Each profile's lint warnings (never refusals): one line each,
+    /// `file:line: [name] message; fix: …`.
+    #[zbus(property)]
+    fn lints(&self) -> HashMap<String, Vec<String>> {
+        self.read().lints.clone()
+    }
+
     /// Enforce a profile in trial now, whatever the gate says (root only;
     /// logged with the caller).
     async fn promote(
@@ -314,6 +323,8 @@ pub trait Armord1 {
     fn denial_loss(&self) -> zbus::Result<(u64, u64)>;
     #[zbus(property)]
     fn trials(&self) -> zbus::Result<HashMap<String, String>>;
+    #[zbus(property)]
+    fn lints(&self) -> zbus::Result<HashMap<String, Vec<String>>>;
     fn promote(&self, name: &str) -> zbus::Result<String>;
     fn trial(&self, name: &str) -> zbus::Result<String>;
     fn list_profiles(&self) -> zbus::Result<Vec<ProfileInfo>>;

@@ -1,8 +1,9 @@
 //! Each check against a fixture root (a fake /sys, /etc, /usr) and fake
 //! tools first on PATH, for ok, warning and error.
 
-use super::host::{backlog, file_features, kernel_features};
+use super::host::backlog;
 use super::*;
+use crate::apparmor::features::{file_features, kernel_features};
 use std::os::unix::fs::PermissionsExt;
 
 /// A host tree that passes every check; tests break one thing each.

@@ -234,7 +234,42 @@ impl Service {
             notify::status(&status.text());
         }
         self.status = status;
+        self.lint(report);
         self.publish(report);
+    }
+
+    /// Lint what this reconcile loaded (at start: everything), against the
+    /// kernel as it is now; each new warning is logged once, with the
+    /// profile, and every profile's warnings are published. A version not
+    /// changed is not linted again.
+    fn lint(&mut self, report: &Report) {
+        let Some(rec) = &self.rec else { return };
+        let first = self.lints.is_empty();
+        if !first && report.loaded.is_empty() && report.replaced.is_empty() {
+            self.lints.retain(|n, _| rec.manifest.profiles.contains_key(n));
+            return;
+        }
+        let host = crate::lint::Host::of(&rec.config);
+        let forced = rec.config.mode == crate::config::ForcedMode::Complain;
+        for (name, o) in &rec.manifest.profiles {
+            if self.lints.get(name).is_some_and(|(sha, _)| *sha == o.sha256) {
+                continue;
+            }
+            let text = std::fs::read_to_string(rec.state.store_entry(&o.sha256)).unwrap_or_default();
+            let complain = forced || o.mode == crate::apparmor::Mode::Complain;
+            let file = crate::escape::path(&o.file);
+            let lines: Vec<String> = crate::lint::file(&o.file, &text, complain, &host, &rec.config.lint.off)
+                .iter()
+                .map(|l| {
+                    let at = l.line.map(|n| format!(":{n}")).unwrap_or_default();
+                    let line = format!("{file}{at}: {}", crate::escape::text(&l.to_string()));
+                    log::warn!(profile = name.as_str(), lint = l.name; "lint: {line}");
+                    line
+                })
+                .collect();
+            self.lints.insert(name.clone(), (o.sha256.clone(), lines));
+        }
+        self.lints.retain(|n, _| rec.manifest.profiles.contains_key(n));
     }
 
     /// Update what D-Bus callers read, and the exports.
@@ -268,6 +303,12 @@ impl Service {
         for t in &trials {
             published.trials.insert(t.name.clone(), t.text.clone());
         }
+        published.lints = self
+            .lints
+            .iter()
+            .filter(|(_, (_, l))| !l.is_empty())
+            .map(|(n, (_, l))| (n.clone(), l.clone()))
+            .collect();
         self.metrics.trials = trials;
         crate::daemon::exports::write(&rec.config, &published, &self.counters, &self.metrics);
         self.exported = self.counter_marks();

@@ -118,6 +118,9 @@ pub struct Service {
     timers: Timers,
     /// Audit records lost as the gate last counted them.
     lost_seen: u64,
+    /// Each owned profile's lints: for the version (sha256) linted, as
+    /// lines (`file:line: [name] message; fix: …`).
+    lints: std::collections::HashMap<String, (String, Vec<String>)>,
     /// Gate ticks since start (the process list is read every fifth).
     gate_ticks: u64,
     /// When the reconcile in flight began (µs since the epoch): a version
@@ -336,6 +339,7 @@ pub fn run(
             drift: Default::default(),
             timers: Timers::new(Duration::ZERO),
             lost_seen: 0,
+            lints: Default::default(),
             gate_ticks: 0,
             applying_since_us: 0,
             published,
