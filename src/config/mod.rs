@@ -178,6 +178,17 @@ pub struct DenialsConfig {
     pub audit_backlog_limit: u32,
 }
 
+/// Every profile lint by name (`lint` implements them): what `[lint] off`
+/// may name.
+pub const LINT_NAMES: &[&str] = &[
+    "deny-in-complain",
+    "runtime-signal",
+    "peer-not-loaded",
+    "no-abi",
+    "unmediated",
+    "spec-exec-missing",
+];
+
 /// `[lint]`: profile lints silenced on this node (see `lint`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct LintConfig {

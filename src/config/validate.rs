@@ -161,10 +161,10 @@ fn lint(p: RawLint) -> Result<LintConfig, ConfigError> {
     let Some(o) = p.off else {
         return Ok(LintConfig::default());
     };
-    if let Some(bad) = o.value.iter().find(|n| !crate::lint::NAMES.contains(&n.as_str())) {
+    if let Some(bad) = o.value.iter().find(|n| !super::LINT_NAMES.contains(&n.as_str())) {
         return Err(o.invalid(format!(
             "{bad:?} is not a lint (the lints: {})",
-            crate::lint::NAMES.join(", ")
+            super::LINT_NAMES.join(", ")
         )));
     }
     Ok(LintConfig {

@@ -12,15 +12,8 @@ mod tests;
 use crate::apparmor::{Mode, blank_comments, declared_profiles};
 use std::collections::BTreeSet;
 
-/// Every lint, by name.
-pub const NAMES: &[&str] = &[
-    "deny-in-complain",
-    "runtime-signal",
-    "peer-not-loaded",
-    "no-abi",
-    "unmediated",
-    "spec-exec-missing",
-];
+/// Every lint, by name (the configuration's schema names them).
+pub const NAMES: &[&str] = crate::config::LINT_NAMES;
 
 /// The line that silences lints in a file.
 pub const OFF_MARK: &str = "# armord: lint-off";
