@@ -402,6 +402,19 @@ mod tests {
         [("custom.t".to_owned(), l)].into()
     }
 
+    /// A learned store in a state directory of its own.
+    fn store() -> (tempfile::TempDir, Mutex<Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::state::StateDir::new(dir.path().to_owned());
+        state.prepare().unwrap();
+        let bounds = Bounds {
+            max_rules: 10,
+            max_profiles: 10,
+        };
+        let store = Mutex::new(Store::open(&state, bounds));
+        (dir, store)
+    }
+
     fn rules(store: &Mutex<Store>, sha: &str) -> Vec<String> {
         let s = store.lock().unwrap();
         s.learned
@@ -412,16 +425,7 @@ mod tests {
 
     #[test]
     fn a_record_of_the_version_being_loaded_waits_for_the_kernels_word() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = crate::state::StateDir::new(dir.path().to_owned());
-        state.prepare().unwrap();
-        let store = Mutex::new(Store::open(
-            &state,
-            Bounds {
-                max_rules: 10,
-                max_profiles: 10,
-            },
-        ));
+        let (_dir, store) = store();
         let mut l = Learner::default();
         // v2's load was announced at t=100 s; the kernel's record of it is
         // serial 10 at t=100.
@@ -444,16 +448,7 @@ mod tests {
 
     #[test]
     fn with_no_load_record_a_held_record_counts_for_the_new_version() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = crate::state::StateDir::new(dir.path().to_owned());
-        state.prepare().unwrap();
-        let store = Mutex::new(Store::open(
-            &state,
-            Bounds {
-                max_rules: 10,
-                max_profiles: 10,
-            },
-        ));
+        let (_dir, store) = store();
         let mut l = Learner::default();
         let now = crate::trial::now_us();
         let owned = loaded("v2", now - 5_000_000, None);
