@@ -24,6 +24,7 @@ scenario_names() { # scenario_names SUITE
   echo 12-deny-write-runc 12-deny-write-podman 12-deny-write-ctr 13-container-denial \
     14-container-allow-list 16-container-attribution 15-replaced-while-running 17-container-deferred
   echo 20-trial-learned 20-trial-new-version 20-trial-promoted 20-trial-idle-held
+  echo 22-lint-deny-in-complain 22-lint-runtime-signal
   echo node-exporter
   if [ "$1" = bookworm ]; then echo apparmor4-refused-by-apparmor3; else echo apparmor4-userns; fi
   echo 18-signed-policy 7-reboot 20-trial-after-reboot 8-hardening 10-dbus drift-repair 9-packaging
@@ -63,6 +64,8 @@ deny_write_v2() {
 . "$T/trial.sh"
 # shellcheck source=tests/vm/doctor.sh
 . "$T/doctor.sh"
+# shellcheck source=tests/vm/lint.sh
+. "$T/lint.sh"
 
 # Upgrade: the older package is installed; `apt install` this tree's. The
 # kernel's profile count never dips while the service restarts, the
@@ -491,6 +494,7 @@ PY
   burst
   containers
   trial_boot1
+  lint_vm
   node_exporter
   apparmor4
   signed
