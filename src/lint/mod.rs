@@ -61,12 +61,11 @@ impl Host {
     /// This host as the configuration points at it: the kernel's loaded
     /// profiles and features (securityfs), and the ABI the parser assumes.
     pub fn of(cfg: &crate::config::Config) -> Host {
-        let loaded = std::fs::read_to_string(cfg.securityfs.join("profiles"))
-            .map(|t| {
-                t.lines()
-                    .filter_map(|l| l.rsplit_once(" (").map(|(n, _)| n.to_owned()))
-                    .collect()
-            })
+        let path = cfg.securityfs.join("profiles");
+        let loaded = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| crate::apparmor::parse_profiles_file(&path, &t).ok())
+            .map(|m| m.into_keys().collect())
             .unwrap_or_default();
         let features = crate::apparmor::features::kernel_features(&cfg.securityfs.join("features"), 2);
         let default_abi = match cfg

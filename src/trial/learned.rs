@@ -51,7 +51,7 @@ impl Seen {
 
     /// Count one more record; a record with a serial at or before the last
     /// one counted is one read again (after a restart), and counts nothing.
-    fn again(&mut self, at: At) -> bool {
+    fn again(&mut self, at: At) {
         if at.serial != 0
             && at
                 <= (At {
@@ -59,7 +59,7 @@ impl Seen {
                     serial: self.last_serial,
                 })
         {
-            return false;
+            return;
         }
         self.first_us = self.first_us.min(at.us);
         if at.us >= self.last_us {
@@ -67,7 +67,6 @@ impl Seen {
             self.last_serial = at.serial;
         }
         self.count = self.count.saturating_add(1);
-        true
     }
 }
 

@@ -279,13 +279,12 @@ pub fn backlog(status: Option<Result<crate::kaudit::Status, String>>, want: u32)
 /// The container runtimes on the host, and whether AppArmor confines them
 /// (a loaded profile of their name, as AppArmor 4 ships).
 fn runtimes(host: &Host) -> Vec<Check> {
-    let loaded = host.read(format!("{SECFS}/apparmor/profiles")).unwrap_or_default();
-    let confined = |name: &str| {
-        loaded
-            .lines()
-            .find(|l| l.split(" (").next() == Some(name))
-            .map(|l| l.to_owned())
-    };
+    let path = host.p(format!("{SECFS}/apparmor/profiles"));
+    let loaded = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| crate::apparmor::parse_profiles_file(&path, &t).ok())
+        .unwrap_or_default();
+    let confined = |name: &str| loaded.get(name).map(|mode| format!("{name} ({mode})"));
     let mut out = Vec::new();
     for rt in ["runc", "crun"] {
         let Some(bin) = host.program(rt) else { continue };
