@@ -29,6 +29,8 @@ fn relogged(i: usize, line: &str) -> serde_json::Value {
         "_COMM": "armord",
         "_SYSTEMD_UNIT": "armord.service",
         "_TRANSPORT": "journal",
+        "_HOSTNAME": "node-a",
+        "_MACHINE_ID": "0123456789abcdef0123456789abcdef",
     });
     let origin = armord::container::parse_path(&format!(
         "/kubepods/besteffort/pod1b2c3d4e-5f60-4718-8293-a4b5c6d7e8f9/{}",
@@ -238,8 +240,8 @@ fn denials_summary_counts_groups_and_names_the_container() {
     assert!(out.status.success(), "{}", text(&out));
     let lines: Vec<&str> = s.lines().collect();
     assert_eq!(lines.len(), 4, "{s}");
-    assert!(lines[0].trim_start().starts_with("COUNT  PROFILE"), "{s}");
-    assert!(lines[1].trim_start().starts_with("3  custom.app  open"), "{s}");
+    assert!(lines[0].trim_start().starts_with("COUNT  HOST    PROFILE"), "{s}");
+    assert!(lines[1].trim_start().starts_with("3  node-a  custom.app  open"), "{s}");
     assert!(
         lines[1].contains("/etc/shadow") && lines[1].contains("abababababab (pod 1b2c3d4e-"),
         "{s}"
@@ -252,6 +254,8 @@ fn denials_summary_counts_groups_and_names_the_container() {
     assert_eq!(groups.len(), 3);
     assert_eq!(groups[0]["count"], 3);
     assert_eq!(groups[0]["container"], "ab".repeat(32));
+    assert_eq!(groups[0]["host"], "node-a");
+    assert_eq!(groups[0]["machine_id"], "0123456789abcdef0123456789abcdef");
     // Plain lines: local time, no empty column.
     let out = run(ARMORCTL, &["--config", cfg, "denials"]);
     let s = String::from_utf8_lossy(&out.stdout);
@@ -260,7 +264,7 @@ fn denials_summary_counts_groups_and_names_the_container() {
     assert!(date.len() == 10 && date.as_bytes()[4] == b'-', "{last}");
     assert!(!last.contains("  "), "an empty column: {last}");
     assert!(
-        last.contains("DENIED custom.app userns_create userns_create comm=unshare pid=43"),
+        last.contains(" node-a DENIED custom.app userns_create userns_create comm=unshare pid=43"),
         "{last}"
     );
 }

@@ -155,11 +155,13 @@ fn armorctl_page(page: &str) -> (String, Vec<(&'static str, &'static str)>) {
             ],
         ),
         "armorctl-denials" => (
-            "0: success (no denials is not an error; it is said on standard error). 1: journalctl cannot be run.".into(),
+            "0: success (no denials is not an error; it is said on standard error). 3: some journal files given with --directory or --file could not be read, each named on standard error; the rest were. 1: journalctl cannot be run, or no journal file could be read.".into(),
             vec![
                 ("$ armorctl denials --profile custom.nginx --since -1h", "The last hour of one profile's denials:"),
                 ("$ armorctl denials --summary --json", "Grouped, as JSON:"),
                 ("$ armorctl denials --follow", "Watch denials as they happen:"),
+                ("$ armorctl denials --summary --by host --directory /var/log/journal/remote", "A fleet's denials, shipped by systemd-journal-upload, by node:"),
+                ("$ armorctl denials --summary --by profile --file '/srv/journals/*.journal'", "Journal files copied from nodes, by profile (with the number of hosts):"),
             ],
         ),
         "armorctl-promote" | "armorctl-trial" => (
@@ -184,7 +186,7 @@ fn armorctl_page(page: &str) -> (String, Vec<(&'static str, &'static str)>) {
             ],
         ),
         "armorctl-suggest" => (
-            "0: rules printed. 2: a denial could not be turned into a rule (said). 1: no denials, or an error.".into(),
+            "0: rules printed. 2: a denial could not be turned into a rule (said). 3: rules printed, but some journal files given with --directory or --file could not be read (each named). 1: no denials, or an error.".into(),
             vec![
                 ("$ armorctl suggest custom.nginx --since today", "Rules that would allow what custom.nginx was denied today:"),
                 ("$ armorctl suggest custom.nginx --spec", "Additions to its allow-list spec instead:"),

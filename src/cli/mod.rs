@@ -6,6 +6,7 @@ mod audit_cmd;
 mod denials;
 mod diff;
 mod doctor;
+mod journal_read;
 mod learn;
 mod list;
 mod man;
@@ -13,6 +14,7 @@ mod render;
 mod sign;
 mod status;
 mod suggest_cmd;
+mod summary;
 mod sync;
 mod trial_cmd;
 mod validate;
@@ -20,7 +22,9 @@ mod wait;
 
 pub use armord_args::ArmordArgs;
 pub use denials::record_from_json;
+pub use journal_read::JournalInput;
 pub use learn::LearnArgs;
+pub use summary::By;
 
 use assets::generate_assets;
 use audit_cmd::audit_parse;
@@ -277,10 +281,16 @@ pub struct DenialsArgs {
     /// One JSON object per denial (per group with --summary).
     #[arg(long)]
     pub json: bool,
-    /// A table: profile, operation, path or peer, denied mask, count, first
-    /// and last seen, container; sorted by count.
+    /// A table: count, host, profile, operation, path or peer, denied
+    /// mask, container, first and last seen; sorted by count.
     #[arg(long)]
     pub summary: bool,
+    /// With --summary, group by each denial (default), host, profile or
+    /// container.
+    #[arg(long, value_enum, default_value_t = By::Denial, requires = "summary")]
+    pub by: By,
+    #[command(flatten)]
+    pub input: JournalInput,
     #[command(flatten)]
     pub config: ConfigArg,
 }
@@ -295,6 +305,8 @@ pub struct SuggestArgs {
     /// Print additions to the profile's allow-list spec instead of rules.
     #[arg(long)]
     pub spec: bool,
+    #[command(flatten)]
+    pub input: JournalInput,
     #[command(flatten)]
     pub config: ConfigArg,
 }

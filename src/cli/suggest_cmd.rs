@@ -1,6 +1,6 @@
 //! `armorctl suggest`: the rules that would allow a profile's denials.
 
-use super::denials::{imitations, journal_query, journal_records};
+use super::journal_read::{Tally, journal_query, journal_records};
 use super::*;
 
 /// The profile text armord loaded for `name`, from its store.
@@ -44,16 +44,17 @@ pub(super) fn tempfile_dir() -> std::io::Result<PathBuf> {
 }
 
 pub(super) fn suggest_cmd(cfg: &config::Config, a: &SuggestArgs, writer: &Writer) -> Result<i32, CliError> {
-    if let Some(s) = imitations(cfg, writer, Some(&a.profile), a.since.as_deref()).summary() {
-        eprintln!("armorctl: {s}");
-    }
-    let mut child = journal_query(cfg, Some(writer), Some(&a.profile), a.since.as_deref(), false)?;
+    let input = a.input.open(&cfg.denials.journalctl)?;
+    input.warn();
+    let mut child = journal_query(cfg, &input, Some(&a.profile), a.since.as_deref(), false)?;
     let mut lines = Vec::new();
-    journal_records(&mut child, writer, |_, rec| {
+    let mut tally = Tally::default();
+    journal_records(&mut child, writer, &mut tally, |_, rec| {
         lines.push(rec);
         true
     });
     let _ = child.wait();
+    tally.warn();
     // Rebuild records from their JSON form.
     let owned: Vec<Record<'static>> = lines.iter().filter_map(record_from_json).collect();
     if a.spec {
@@ -66,7 +67,7 @@ pub(super) fn suggest_cmd(cfg: &config::Config, a: &SuggestArgs, writer: &Writer
         for l in lines {
             outln!("{l}");
         }
-        return Ok(0);
+        return Ok(input.exit_code());
     }
     let rules = suggest::rules(&owned);
     if rules.is_empty() {
@@ -97,5 +98,5 @@ pub(super) fn suggest_cmd(cfg: &config::Config, a: &SuggestArgs, writer: &Writer
         );
     }
     out!("{out}");
-    Ok(if failed > 0 { 2 } else { 0 })
+    Ok(if failed > 0 { 2 } else { input.exit_code() })
 }

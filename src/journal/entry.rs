@@ -68,6 +68,65 @@ pub fn field_string(v: &serde_json::Value) -> Option<String> {
     RawField::deserialize(v).ok()?.into_string()
 }
 
+/// One of armord's re-logged denial entries as `armorctl` reads it back:
+/// who journald says wrote it, where, when, and what armord wrote in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Relogged {
+    /// `_UID`, `_SYSTEMD_UNIT` and `_COMM`: set by journald, never by the writer.
+    pub uid: Option<String>,
+    pub unit: Option<String>,
+    pub comm: Option<String>,
+    /// `_HOSTNAME` and `_MACHINE_ID`: the node journald ran on.
+    pub hostname: String,
+    pub machine_id: String,
+    /// When journald received it (`__REALTIME_TIMESTAMP`), µs.
+    pub realtime_us: u64,
+    /// `ARMORD_RECORD`: the record as JSON text, as the writer gave it.
+    pub record: Option<String>,
+    pub container_id: String,
+    pub pod_uid: String,
+}
+
+#[derive(serde::Deserialize)]
+struct RawRelogged<'a> {
+    #[serde(rename = "_UID", borrow)]
+    uid: Option<RawField<'a>>,
+    #[serde(rename = "_SYSTEMD_UNIT", borrow)]
+    unit: Option<RawField<'a>>,
+    #[serde(rename = "_COMM", borrow)]
+    comm: Option<RawField<'a>>,
+    #[serde(rename = "_HOSTNAME", borrow)]
+    hostname: Option<RawField<'a>>,
+    #[serde(rename = "_MACHINE_ID", borrow)]
+    machine_id: Option<RawField<'a>>,
+    #[serde(rename = "__REALTIME_TIMESTAMP", borrow)]
+    realtime: Option<RawField<'a>>,
+    #[serde(rename = "ARMORD_RECORD", borrow)]
+    record: Option<RawField<'a>>,
+    #[serde(rename = "ARMORD_CONTAINER_ID", borrow)]
+    container_id: Option<RawField<'a>>,
+    #[serde(rename = "ARMORD_POD_UID", borrow)]
+    pod_uid: Option<RawField<'a>>,
+}
+
+/// Parse one line of `journalctl --output=json` as a re-logged entry; only
+/// the fields above are read, the rest skipped unparsed.
+pub fn parse_relogged(line: &str) -> Option<Relogged> {
+    let r: RawRelogged<'_> = serde_json::from_str(line).ok()?;
+    let text = |f: Option<RawField<'_>>| f.and_then(RawField::into_string);
+    Some(Relogged {
+        uid: text(r.uid),
+        unit: text(r.unit),
+        comm: text(r.comm),
+        hostname: text(r.hostname).unwrap_or_default(),
+        machine_id: text(r.machine_id).unwrap_or_default(),
+        realtime_us: text(r.realtime).and_then(|t| t.parse().ok()).unwrap_or(0),
+        record: text(r.record),
+        container_id: text(r.container_id).unwrap_or_default(),
+        pod_uid: text(r.pod_uid).unwrap_or_default(),
+    })
+}
+
 /// Parse one line of `journalctl --output=json`.
 pub fn parse_entry(line: &str) -> Option<Entry> {
     let r: RawEntry<'_> = serde_json::from_str(line).ok()?;

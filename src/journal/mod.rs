@@ -18,7 +18,7 @@ mod relog;
 mod trust;
 
 pub use cursor::{load_cursor, save_cursor};
-pub use entry::{Entry, field_string, parse_entry};
+pub use entry::{Entry, Relogged, field_string, parse_entry, parse_relogged};
 pub use follower::{Follower, FollowerConfig, FollowerStats, Stopper};
 pub use records::{Classified, Dedupe, Event, classify};
 pub use relog::{Counters, MESSAGE_ID, RateLimit, SUPPRESSED_MESSAGE_ID, relog, relog_fields};

@@ -54,8 +54,14 @@ impl Writer {
     /// Whether journald says this writer wrote `entry`.
     pub fn wrote(&self, entry: &serde_json::Value) -> bool {
         let field = |k: &str| entry.get(k).and_then(|v| v.as_str());
-        field("_UID").and_then(|u| u.parse::<u32>().ok()) == Some(self.uid)
-            && self.unit.as_deref().is_none_or(|u| field("_SYSTEMD_UNIT") == Some(u))
+        self.wrote_as(field("_UID"), field("_SYSTEMD_UNIT"))
+    }
+
+    /// Whether an entry whose journald fields are `_UID=uid` and
+    /// `_SYSTEMD_UNIT=unit` is this writer's.
+    pub fn wrote_as(&self, uid: Option<&str>, unit: Option<&str>) -> bool {
+        uid.and_then(|u| u.parse::<u32>().ok()) == Some(self.uid)
+            && self.unit.as_deref().is_none_or(|u| unit == Some(u))
     }
 }
 
@@ -70,11 +76,16 @@ pub struct Imitations {
 
 impl Imitations {
     pub fn note(&mut self, entry: &serde_json::Value) {
+        let field = |k: &str| entry.get(k).and_then(|v| v.as_str());
+        self.note_writer(field("_UID"), field("_COMM"));
+    }
+
+    /// Count one entry that journald says `_UID=uid` (`_COMM=comm`) wrote.
+    pub fn note_writer(&mut self, uid: Option<&str>, comm: Option<&str>) {
         /// Writers told apart; the rest are counted together.
         const WRITERS: usize = 64;
-        let field = |k: &str| entry.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_owned();
         self.count += 1;
-        let mut key = (field("_UID"), field("_COMM"));
+        let mut key = (uid.unwrap_or("?").to_owned(), comm.unwrap_or("?").to_owned());
         if self.writers.len() >= WRITERS && !self.writers.contains_key(&key) {
             key = ("?".into(), "others".into());
         }
