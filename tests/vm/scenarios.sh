@@ -21,6 +21,7 @@ scenario_names() { # scenario_names SUITE
     older-state 11-allow-list upgrade 21-doctor
   if [ "$1" = trixie ]; then echo 21-doctor-fix; fi
   echo 19-audit-backlog-raised "19-burst-1000|19-burst-accounted"
+  echo 23-fleet-upload 23-fleet-forged-ignored
   echo 12-deny-write-runc 12-deny-write-podman 12-deny-write-ctr 13-container-denial \
     14-container-allow-list 16-container-attribution 15-replaced-while-running 17-container-deferred
   echo 20-trial-learned 20-trial-new-version 20-trial-promoted 20-trial-idle-held
@@ -66,6 +67,8 @@ deny_write_v2() {
 . "$T/doctor.sh"
 # shellcheck source=tests/vm/lint.sh
 . "$T/lint.sh"
+# shellcheck source=tests/vm/fleet.sh
+. "$T/fleet.sh"
 
 # Upgrade: the older package is installed; `apt install` this tree's. The
 # kernel's profile count never dips while the service restarts, the
@@ -492,6 +495,7 @@ PY
   upgrade
   doctor_vm
   burst
+  fleet_vm
   containers
   trial_boot1
   lint_vm
