@@ -29,7 +29,8 @@ for f in usr/bin/armord usr/bin/armorctl usr/lib/systemd/system/armord.service u
          usr/share/bash-completion/completions/armorctl usr/share/zsh/vendor-completions/_armorctl \
          usr/share/fish/vendor_completions.d/armorctl.fish usr/lib/systemd/system-preset/80-armord.preset \
          usr/share/doc/armord/examples/profiles/custom.deny-write \
-         usr/share/doc/armord/examples/kubelet.service.d/10-armord.conf etc/armord/profiles.d/README; do
+         usr/share/doc/armord/examples/kubelet.service.d/10-armord.conf etc/armord/profiles.d/README \
+         usr/share/armord/armord-alerts.yml usr/share/armord/armord-alerts.test.yml; do
   check "deb has /$f" has "$files" " \./$f(\.gz)?\$"
 done
 check "deb postinst enables through deb-systemd-helper" grep -q 'deb-systemd-helper enable armord.service' "$ctl/DEBIAN/postinst"
@@ -52,7 +53,8 @@ check "rpm Requires: apparmor-parser" has "$rreq" '^apparmor-parser'
 check "rpm Requires: systemd" has "$rreq" '^systemd'
 check "rpm config /etc/armord/armord.toml" has "$rconf" '^/etc/armord/armord.toml$'
 for f in /usr/bin/armord /usr/bin/armorctl /usr/lib/systemd/system/armord.service /usr/share/dbus-1/system.d/org.armord.Armord1.conf \
-         /usr/lib/tmpfiles.d/armord.conf /usr/lib/systemd/catalog/armord.catalog /usr/share/man/man8/armord.8; do
+         /usr/lib/tmpfiles.d/armord.conf /usr/lib/systemd/catalog/armord.catalog /usr/share/man/man8/armord.8 \
+         /usr/share/armord/armord-alerts.yml; do
   check "rpm has $f" has "$rinfo" "^$f\$"
 done
 check "rpm %post applies the preset" has "$rinfo" 'systemctl --no-reload preset armord.service'
@@ -81,6 +83,30 @@ exposure=$(systemd-analyze security --offline=true --root="$root" "$root/usr/lib
 echo "info $exposure"
 check "kubelet is ordered after armord" bash -c "systemctl --root='$root' show -p After kubelet.service 2>/dev/null | grep -q armord.service || grep -q 'After=armord.service' '$root/etc/systemd/system/kubelet.service.d/10-armord.conf'"
 rm -rf "$root"
+
+echo "== Prometheus rules (promtool, from Debian's prometheus)"
+# The rules as the .deb installs them: checked, and each alert's unit
+# tests (firing and not firing) run against them.
+prom=$(mktemp -d)
+dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$prom" ./usr/share/armord
+for f in armord-alerts.yml armord-alerts.test.yml; do
+  check "deb's $f is the tree's" cmp "$prom/usr/share/armord/$f" "packaging/prometheus/$f"
+done
+if out=$(promtool check rules "$prom/usr/share/armord/armord-alerts.yml" 2>&1); then
+  echo "ok   promtool check rules: $(grep -o '[0-9]* rules found' <<<"$out")"
+else
+  echo "FAIL promtool check rules:"; echo "$out" | sed 's/^/     /'; fail=1
+fi
+# Every alert has a test (promtool passes a file that tests none of them).
+for a in $(sed -n 's/^ *- alert: //p' packaging/prometheus/armord-alerts.yml); do
+  check "alert $a has a promtool test" grep -q "alertname: $a\$" packaging/prometheus/armord-alerts.test.yml
+done
+if out=$(cd "$prom/usr/share/armord" && promtool test rules armord-alerts.test.yml 2>&1); then
+  echo "ok   promtool test rules: $(grep -c 'alertname:' packaging/prometheus/armord-alerts.test.yml) alert evaluations, $(grep -c 'expr: armord:' packaging/prometheus/armord-alerts.test.yml) recording-rule checks"
+else
+  echo "FAIL promtool test rules:"; echo "$out" | sed 's/^/     /'; fail=1
+fi
+rm -rf "$prom"
 
 echo "== cloud-init examples"
 for f in cloud-init/*.yaml; do

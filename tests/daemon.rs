@@ -322,11 +322,23 @@ fn late_source_is_picked_up_and_deleting_a_source_removes_nothing() {
     let d = Daemon::start(t, cfg).with_remove(remove);
     let ready = d.wait_ready();
     assert!(ready.contains("unavailable"), "{ready}");
+    // The fleet's alert reads it from the export, named.
+    let prom = || std::fs::read_to_string(d.path("armord.prom")).unwrap_or_default();
+    let unavailable = format!("armord_source_unavailable{{source=\"{}\"}} 1", d.path("src").display());
+    assert!(prom().contains(&unavailable), "{}", prom());
+    assert!(prom().contains("armord_ready 0\n"), "{}", prom());
     // The source appears after start (git-sync finished cloning, say).
     std::fs::create_dir_all(d.path("src.tmp")).unwrap();
     d.tree.write("src.tmp/a", &profile("custom.a"));
     std::fs::rename(d.path("src.tmp"), d.path("src")).unwrap();
     d.wait_until("late source", |d| d.kernel().contains("custom.a"));
+    d.wait_until("the export follows", |_| prom().contains("armord_ready 1\n"));
+    assert!(!prom().contains("armord_source_unavailable{"), "{}", prom());
+    assert!(
+        prom().contains("armord_profile_version{profile=\"custom.a\",version=\""),
+        "{}",
+        prom()
+    );
     // Deleting the source: nothing is removed, though a removal would be
     // done within two resyncs of the deletion.
     std::fs::remove_dir_all(d.path("src")).unwrap();

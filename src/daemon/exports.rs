@@ -69,6 +69,56 @@ pub fn prometheus_text(published: &Published, counters: &Counters, m: &Metrics) 
     for (state, n) in counts {
         let _ = writeln!(o, "armord_profiles{{state=\"{}\"}} {n}", escape(state));
     }
+    let _ = writeln!(
+        o,
+        "# HELP armord_profile_problem A profile or file not simply loaded: invalid (the last good version stays loaded), conflict, refused, deferred or held."
+    );
+    let _ = writeln!(o, "# TYPE armord_profile_problem gauge");
+    let _ = writeln!(
+        o,
+        "# HELP armord_source_unavailable A configured source that cannot be read (its last-good policy is kept)."
+    );
+    let _ = writeln!(o, "# TYPE armord_source_unavailable gauge");
+    let mut problems: Vec<&crate::dbus::ProfileInfo> =
+        published.profiles.iter().filter(|p| p.state != "loaded").collect();
+    problems.sort_by(|a, b| (&a.state, &a.name, &a.file).cmp(&(&b.state, &b.name, &b.file)));
+    for p in problems {
+        if p.state == "unavailable" {
+            let _ = writeln!(o, "armord_source_unavailable{{source=\"{}\"}} 1", escape(&p.file));
+        } else {
+            let _ = writeln!(
+                o,
+                "armord_profile_problem{{profile=\"{}\",file=\"{}\",state=\"{}\"}} 1",
+                escape(&p.name),
+                escape(&p.file),
+                escape(&p.state)
+            );
+        }
+    }
+    let _ = writeln!(
+        o,
+        "# HELP armord_ready 1 when the last reconcile left the node ready: every file loaded, nothing held."
+    );
+    let _ = writeln!(o, "# TYPE armord_ready gauge");
+    let _ = writeln!(o, "armord_ready {}", u8::from(published.state == "ready"));
+    let _ = writeln!(
+        o,
+        "# HELP armord_profile_version Each profile armord owns, by the first 12 hex digits of its loaded version's SHA-256 (a fleet mid-rollout shows two)."
+    );
+    let _ = writeln!(o, "# TYPE armord_profile_version gauge");
+    for p in published
+        .profiles
+        .iter()
+        .filter(|p| !p.name.is_empty() && !p.sha256.is_empty())
+    {
+        let _ = writeln!(
+            o,
+            "armord_profile_version{{profile=\"{}\",version=\"{}\",mode=\"{}\"}} 1",
+            escape(&p.name),
+            escape(p.sha256.get(..12).unwrap_or(&p.sha256)),
+            escape(&p.mode)
+        );
+    }
     let _ = writeln!(o, "# HELP armord_reconciles_total Reconciles run since start.");
     let _ = writeln!(o, "# TYPE armord_reconciles_total counter");
     let _ = writeln!(o, "armord_reconciles_total {}", m.reconciles);
@@ -155,6 +205,16 @@ pub fn prometheus_text(published: &Published, counters: &Counters, m: &Metrics) 
         "armord_audit_lost_since_seconds {}",
         counters.lost_since_us.unwrap_or(0) / 1_000_000
     );
+    let _ = writeln!(
+        o,
+        "# HELP armord_export_timestamp_seconds When armord wrote this file; it rewrites it at least every minute, so an old value means armord is down."
+    );
+    let _ = writeln!(o, "# TYPE armord_export_timestamp_seconds gauge");
+    let _ = writeln!(
+        o,
+        "armord_export_timestamp_seconds {}",
+        crate::trial::now_us() / 1_000_000
+    );
     o
 }
 
@@ -224,6 +284,63 @@ pub fn write(cfg: &Config, published: &Published, counters: &Arc<Mutex<Counters>
         if let Err(e) = crate::state::atomic_write_readable(path, prometheus_text(published, &c, m).as_bytes()) {
             log::warn!("export: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod text_tests {
+    use super::*;
+    use crate::dbus::ProfileInfo;
+
+    fn info(name: &str, state: &str, file: &str) -> ProfileInfo {
+        ProfileInfo {
+            name: name.into(),
+            mode: "enforce".into(),
+            state: state.into(),
+            file: file.into(),
+            sha256: if name.is_empty() {
+                String::new()
+            } else {
+                "ab".repeat(32)
+            },
+            error: String::new(),
+        }
+    }
+
+    #[test]
+    fn what_the_alerts_read_is_exported_by_profile_and_source() {
+        let published = Published {
+            state: "degraded".into(),
+            profiles: vec![
+                info("custom.ok", "loaded", "/p/custom.ok"),
+                info("custom.bad", "invalid", "/p/custom.bad"),
+                info("", "refused", "/p/new\"file"),
+                info("custom.gone", "held", "/p/custom.gone"),
+                info("", "unavailable", "/srv/policy"),
+            ],
+            ..Published::default()
+        };
+        let text = prometheus_text(&published, &Counters::default(), &Metrics::default());
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        for want in [
+            r#"armord_profile_problem{profile="custom.bad",file="/p/custom.bad",state="invalid"} 1"#,
+            r#"armord_profile_problem{profile="",file="/p/new\"file",state="refused"} 1"#,
+            r#"armord_profile_problem{profile="custom.gone",file="/p/custom.gone",state="held"} 1"#,
+            r#"armord_source_unavailable{source="/srv/policy"} 1"#,
+            r#"armord_profile_version{profile="custom.ok",version="abababababab",mode="enforce"} 1"#,
+            "armord_ready 0",
+        ] {
+            assert!(lines.contains(&want), "{want} missing:\n{text}");
+        }
+        assert!(!text.contains(r#"profile="custom.ok",file"#), "{text}");
+        let now = crate::trial::now_us() / 1_000_000;
+        let at: u64 = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("armord_export_timestamp_seconds "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(now.abs_diff(at) <= 1, "{at} vs {now}");
     }
 }
 

@@ -253,6 +253,9 @@ impl Service {
     /// with its evidence and loaded in enforce mode at once.
     pub(super) async fn on_gate(&mut self) -> Result<(), DaemonError> {
         self.timers.gate = Instant::now() + super::GATE_TICK;
+        if self.exported_at.elapsed() >= super::EXPORT_HEARTBEAT {
+            self.refresh_exports();
+        }
         let Some(d) = &self.denials else {
             // Nothing can be learned without the follower: no promotion.
             return Ok(());

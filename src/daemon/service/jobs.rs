@@ -311,6 +311,7 @@ impl Service {
             .collect();
         self.metrics.trials = trials;
         crate::daemon::exports::write(&rec.config, &published, &self.counters, &self.metrics);
+        self.exported_at = tokio::time::Instant::now();
         self.exported = self.counter_marks();
         *self.published.write().unwrap_or_else(|p| p.into_inner()) = published;
     }
@@ -334,6 +335,7 @@ impl Service {
             self.metrics.learned = self.learned_counts();
             let published = self.published.read().unwrap_or_else(|p| p.into_inner()).clone();
             crate::daemon::exports::write(&rec.config, &published, &self.counters, &self.metrics);
+            self.exported_at = tokio::time::Instant::now();
         }
     }
 
@@ -346,7 +348,9 @@ impl Service {
     /// written, so they are never more than one tick behind.
     pub(super) fn refresh_exports(&mut self) {
         let marks = self.counter_marks();
-        if marks == self.exported {
+        // Unchanged, but rewritten every EXPORT_HEARTBEAT all the same: its
+        // timestamp is how a fleet tells armord down from armord idle.
+        if marks == self.exported && self.exported_at.elapsed() < super::EXPORT_HEARTBEAT {
             return;
         }
         self.metrics.learned = self.learned_counts();
@@ -354,6 +358,7 @@ impl Service {
         if let Some(rec) = &self.rec {
             let published = self.published.read().unwrap_or_else(|p| p.into_inner()).clone();
             crate::daemon::exports::write(&rec.config, &published, &self.counters, &self.metrics);
+            self.exported_at = tokio::time::Instant::now();
         }
         self.exported = marks;
     }

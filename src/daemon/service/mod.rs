@@ -28,6 +28,8 @@ const DEFERRED_RETRY: Duration = Duration::from_secs(2);
 const EXPORTS_REFRESH: Duration = Duration::from_secs(1);
 /// How often the promotion gate is asked.
 const GATE_TICK: Duration = Duration::from_secs(1);
+/// The exports are rewritten at least this often, idle or not.
+const EXPORT_HEARTBEAT: Duration = Duration::from_secs(60);
 /// Backoff after a parser timeout or crash: first and largest delay.
 const BACKOFF_FIRST: Duration = Duration::from_secs(5);
 
@@ -106,6 +108,8 @@ pub struct Service {
     settle_at: Option<Instant>,
     /// The denial counters as last exported (total, suppressed, lost).
     exported: (u64, u64, u64),
+    /// When the exports were last written.
+    exported_at: Instant,
     /// Problems already logged: a standing problem is logged once.
     logged_problems: HashSet<String>,
     backoff: Duration,
@@ -333,6 +337,7 @@ pub fn run(
             retry_at: None,
             settle_at: None,
             exported: (0, 0, 0),
+            exported_at: Instant::now(),
             logged_problems: HashSet::new(),
             backoff: BACKOFF_FIRST,
             named: None,
