@@ -151,7 +151,7 @@ pub(super) fn denials(cfg: &config::Config, a: &DenialsArgs, writer: &Writer) ->
                 let _ = writeln!(out, "{}", serde_json::to_string(g).unwrap_or_default());
             }
         } else if !groups.is_empty() {
-            let _ = write!(out, "{}", super::summary::table(a.by, &groups));
+            let _ = super::summary::write_table(a.by, &groups, &mut std::io::BufWriter::new(&mut out));
         }
         if others > 0 {
             eprintln!(

@@ -258,14 +258,15 @@ pub(super) fn journal_records(
 ) {
     let Some(out) = child.stdout.take() else { return };
     let mut reader = std::io::BufReader::with_capacity(1 << 16, out);
-    let mut line = String::new();
+    let mut buf = Vec::new();
     loop {
-        line.clear();
-        match reader.read_line(&mut line) {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        let Some(entry) = parse_relogged(&line) else {
+        // journalctl writes JSON, so UTF-8; anything else is no entry.
+        let Some(entry) = std::str::from_utf8(&buf).ok().and_then(parse_relogged) else {
             tally.malformed += 1;
             continue;
         };
@@ -295,6 +296,40 @@ pub(super) fn journal_records(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_that_is_no_entry_is_counted_and_the_next_is_read() {
+        let entry = |uid: &str, rec: &str| {
+            serde_json::json!({"_UID": uid, "_SYSTEMD_UNIT": "armord.service", "_COMM": "x", "_HOSTNAME": "h", "ARMORD_RECORD": rec})
+                .to_string()
+        };
+        let good = entry("0", r#"{"kind":"DENIED","name":"/a"}"#);
+        let lines = [
+            "not json".to_owned(),
+            "\u{fffd}".to_owned(),
+            entry("0", "[1,2]"),
+            entry("0", r#"{"name":"no kind"}"#),
+            entry("1000", r#"{"kind":"DENIED","name":"/forged"}"#),
+            good,
+        ];
+        let d = crate::state::private_temp_dir("armorctl-test").unwrap();
+        let f = d.join("out");
+        let mut bytes = lines.join("\n").into_bytes();
+        // A byte that is no UTF-8, inside a line.
+        bytes.splice(9..9, [0xff]);
+        std::fs::write(&f, bytes).unwrap();
+        let mut child = Command::new("cat").arg(&f).stdout(Stdio::piped()).spawn().unwrap();
+        let mut tally = Tally::default();
+        let mut seen = Vec::new();
+        journal_records(&mut child, &Writer::node(), &mut tally, |e, rec| {
+            seen.push((e.hostname, rec["name"].as_str().unwrap_or_default().to_owned()));
+            true
+        });
+        let _ = child.wait();
+        assert_eq!(seen, [("h".to_owned(), "/a".to_owned())]);
+        assert_eq!((tally.malformed, tally.imitations.count), (4, 1));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 
     #[test]
     fn a_directory_holds_its_journal_files_and_its_machine_id_subdirectories() {

@@ -17,14 +17,14 @@ pub const MAX_DISTINCT: usize = 1_000_000;
 /// What `--summary` groups by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum By {
-    /// Each host, profile, operation, target, denied mask and container.
+    // Each host, profile, operation, target, denied mask and container.
     #[default]
     Denial,
-    /// Each host: how many denials, of how many profiles.
+    // Each host: how many denials, of how many profiles.
     Host,
-    /// Each profile: how many denials, on how many hosts.
+    // Each profile: how many denials, on how many hosts.
     Profile,
-    /// Each container, by host: how many denials, of how many profiles.
+    // Each container, by host: how many denials, of how many profiles.
     Container,
 }
 
@@ -39,20 +39,38 @@ impl By {
         }
     }
 
-    fn key_of(self, r: &Row) -> Vec<String> {
-        self.keys()
-            .iter()
-            .map(|k| match *k {
-                "HOST" => r.host.clone(),
-                "PROFILE" => r.profile.clone(),
-                "OPERATION" => r.operation.clone(),
-                "TARGET" => r.target.clone(),
-                "DENIED" => r.denied.clone(),
-                _ => r.container.clone(),
-            })
-            .collect()
+    /// A group's key: its columns' values, each length-prefixed, in one
+    /// allocation (a group is kept in as little memory as it can be).
+    fn key_of(self, r: &Row) -> Box<[u8]> {
+        let mut key = Vec::new();
+        for k in self.keys() {
+            let v = match *k {
+                "HOST" => &r.host,
+                "PROFILE" => &r.profile,
+                "OPERATION" => &r.operation,
+                "TARGET" => &r.target,
+                "DENIED" => &r.denied,
+                _ => &r.container,
+            };
+            key.extend_from_slice(&u32::try_from(v.len()).unwrap_or(u32::MAX).to_le_bytes());
+            key.extend_from_slice(v.as_bytes());
+        }
+        key.into_boxed_slice()
     }
+}
 
+/// The values of a key made by `By::key_of`.
+fn key_values(mut key: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some((len, rest)) = key.split_first_chunk::<4>() {
+        let n = (u32::from_le_bytes(*len) as usize).min(rest.len());
+        out.push(String::from_utf8_lossy(&rest[..n]).into_owned());
+        key = &rest[n..];
+    }
+    out
+}
+
+impl By {
     /// The distinct counts shown per group.
     fn counts(self) -> &'static [Distinct] {
         match self {
@@ -107,7 +125,7 @@ struct Acc {
 #[derive(Debug)]
 pub struct Summary {
     by: By,
-    groups: HashMap<Vec<String>, Acc>,
+    groups: HashMap<Box<[u8]>, Acc>,
     /// Denials of groups past `MAX_GROUPS`.
     others: u64,
     distinct: usize,
@@ -232,6 +250,7 @@ impl Summary {
             .groups
             .into_iter()
             .map(|(key, acc)| {
+                let key = key_values(&key);
                 let col = |c: &str| by.keys().iter().position(|k| *k == c).map(|i| key[i].clone());
                 let dist = |d: Distinct| by.counts().iter().position(|x| *x == d).map(|i| acc.seen[i].len());
                 let host = col("HOST");
@@ -272,55 +291,64 @@ impl Summary {
 
 /// The summary as an aligned table: COUNT, the group's columns, its
 /// distinct counts, FIRST and LAST.
+#[cfg(test)]
 pub fn table(by: By, groups: &[Group]) -> String {
-    let mut header: Vec<&str> = vec!["COUNT"];
-    header.extend(by.keys());
-    header.extend(by.counts().iter().map(|d| d.name()));
-    header.extend(["FIRST", "LAST"]);
-    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| (*h).to_owned()).collect()];
-    let plus = |n: Option<usize>, g: &Group| n.map(|n| format!("{n}{}", if g.at_least { "+" } else { "" }));
-    for g in groups {
-        let mut r = vec![g.count.to_string()];
-        for k in by.keys() {
-            let v = match *k {
-                "HOST" => g.host.as_deref(),
-                "PROFILE" => g.profile.as_deref(),
-                "OPERATION" => g.operation.as_deref(),
-                "TARGET" => g.target.as_deref(),
-                "DENIED" => g.denied.as_deref(),
-                _ => None,
-            };
-            r.push(match (*k, v) {
-                ("CONTAINER", _) => {
-                    let c = g.container.as_deref().unwrap_or_default();
-                    match g.pod.as_deref() {
-                        Some(p) if !p.is_empty() => format!("{} (pod {})", short_id(c), escape::text(p)),
-                        _ => escape::text(short_id(c)).into_owned(),
-                    }
+    let mut out = Vec::new();
+    let _ = write_table(by, groups, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One group's cells, as the table shows them.
+fn cells(by: By, g: &Group) -> Vec<String> {
+    let plus = |n: Option<usize>| n.map(|n| format!("{n}{}", if g.at_least { "+" } else { "" }));
+    let mut r = vec![g.count.to_string()];
+    for k in by.keys() {
+        let v = match *k {
+            "HOST" => g.host.as_deref(),
+            "PROFILE" => g.profile.as_deref(),
+            "OPERATION" => g.operation.as_deref(),
+            "TARGET" => g.target.as_deref(),
+            "DENIED" => g.denied.as_deref(),
+            _ => None,
+        };
+        r.push(match (*k, v) {
+            ("CONTAINER", _) => {
+                let c = g.container.as_deref().unwrap_or_default();
+                match g.pod.as_deref() {
+                    Some(p) if !p.is_empty() => format!("{} (pod {})", short_id(c), escape::text(p)),
+                    _ => escape::text(short_id(c)).into_owned(),
                 }
-                (_, v) => escape::text(v.unwrap_or_default()).into_owned(),
-            });
-        }
-        for d in by.counts() {
-            let n = match d {
-                Distinct::Hosts => g.hosts,
-                Distinct::Profiles => g.profiles,
-                Distinct::Containers => g.containers,
-            };
-            r.push(plus(n, g).unwrap_or_default());
-        }
-        r.push(local_time(g.first_us / 1_000_000));
-        r.push(local_time(g.last_us / 1_000_000));
-        rows.push(r);
+            }
+            (_, v) => escape::text(v.unwrap_or_default()).into_owned(),
+        });
     }
-    let mut width = vec![0usize; header.len()];
-    for r in &rows {
-        for (w, c) in width.iter_mut().zip(r) {
+    for d in by.counts() {
+        let n = match d {
+            Distinct::Hosts => g.hosts,
+            Distinct::Profiles => g.profiles,
+            Distinct::Containers => g.containers,
+        };
+        r.push(plus(n).unwrap_or_default());
+    }
+    r.push(local_time(g.first_us / 1_000_000));
+    r.push(local_time(g.last_us / 1_000_000));
+    r
+}
+
+/// Write the table a line at a time: the widths first, from each row's
+/// cells, then the rows (a table of 100,000 groups is never held whole).
+pub fn write_table(by: By, groups: &[Group], out: &mut impl std::io::Write) -> std::io::Result<()> {
+    let mut header: Vec<String> = vec!["COUNT".into()];
+    header.extend(by.keys().iter().map(|k| (*k).to_owned()));
+    header.extend(by.counts().iter().map(|d| d.name().to_owned()));
+    header.extend(["FIRST".into(), "LAST".into()]);
+    let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for g in groups {
+        for (w, c) in width.iter_mut().zip(cells(by, g)) {
             *w = (*w).max(c.chars().count());
         }
     }
-    let mut out = String::new();
-    for r in &rows {
+    let line = |r: &[String]| {
         let mut line = String::new();
         for (i, (c, w)) in r.iter().zip(&width).enumerate() {
             if i > 0 {
@@ -333,10 +361,15 @@ pub fn table(by: By, groups: &[Group]) -> String {
                 line.push_str(&format!("{c:<w$}"));
             }
         }
-        out.push_str(line.trim_end());
-        out.push('\n');
+        line.truncate(line.trim_end().len());
+        line.push('\n');
+        line
+    };
+    out.write_all(line(&header).as_bytes())?;
+    for g in groups {
+        out.write_all(line(&cells(by, g)).as_bytes())?;
     }
-    out
+    Ok(())
 }
 
 #[cfg(test)]
