@@ -236,7 +236,7 @@ fn listing_after(
 ) -> Option<BTreeSet<String>> {
     // Taken: a read that cannot use it lists the directory anew.
     let mut names = cache.listing.take()?;
-    if cache.dir != r.dir || names.len() >= limits.max_files {
+    if cache.dir != r.dir {
         return None;
     }
     for name in named {
@@ -246,7 +246,12 @@ fn listing_after(
             Err(_) => return None,
         };
     }
-    Some(names)
+    // With at most `max_files` entries every file is admitted, by name as
+    // by a full read; past it, only a full read knows which are refused.
+    // (`>=` before the names were applied made a source of exactly
+    // `max_profiles` files, the advertised limit, read in full at every
+    // change.)
+    (names.len() <= limits.max_files).then_some(names)
 }
 
 /// Read every file of a resolved source. `None` when the directory vanished

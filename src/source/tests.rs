@@ -480,6 +480,37 @@ fn a_named_read_looks_only_at_the_named_files_and_trusts_the_rest() {
 }
 
 #[test]
+fn a_source_at_exactly_the_limit_is_read_by_name_and_one_past_it_in_full() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path();
+    let limits = Limits {
+        max_file_bytes: 100,
+        max_files: 3,
+    };
+    for n in ["a", "b", "c"] {
+        fs::write(p.join(n), format!("profile custom.{n} {{}}\n")).unwrap();
+    }
+    let mut cache = ReadCache {
+        skew: Duration::from_secs(10),
+        ..Default::default()
+    };
+    ok(snapshot_cached(&src(p), &limits, &mut cache));
+    // At the limit: a change is read by its name (a is not looked at).
+    fs::write(p.join("a"), "profile custom.unseen {}\n").unwrap();
+    fs::write(p.join("b"), "profile custom.b2 {}\n").unwrap();
+    let d = snapshot_delta(&src(p), &limits, &mut cache, &named(p, &["b"])).expect("a read by name at the limit");
+    assert_eq!(d.files.len(), 1);
+    assert_eq!(d.files[0].content, "profile custom.b2 {}\n");
+    // One past it: only a full read knows which file is refused.
+    fs::write(p.join("d"), "profile custom.d {}\n").unwrap();
+    assert!(snapshot_delta(&src(p), &limits, &mut cache, &named(p, &["d"])).is_none());
+    let s = ok(snapshot_named(&src(p), &limits, &mut cache, Some(&named(p, &["d"]))));
+    assert_eq!(s.files.len(), 3);
+    assert_eq!(s.refused.len(), 1, "{:?}", s.refused);
+    assert!(s.refused[0].reason.contains("(max_profiles)"), "{:?}", s.refused);
+}
+
+#[test]
 fn a_reported_path_that_is_not_a_plain_entry_makes_it_a_full_read() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path();
