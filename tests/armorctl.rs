@@ -381,3 +381,40 @@ fn a_record_journalctl_writes_as_bytes_is_still_a_denial() {
         text(&out)
     );
 }
+
+#[test]
+fn a_journalctl_that_fails_part_way_is_an_error_after_what_it_gave() {
+    let t = Tree::new();
+    let line = r#"audit: type=1400 audit(1700000000.1:1): apparmor="DENIED" operation="open" class="file" profile="custom.app" name="/etc/shown" pid=42 comm="cat" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#;
+    t.write("journal.json", &format!("{}\n", relogged(1, line)));
+    let j = t.write(
+        "journalctl",
+        &format!(
+            "#!/bin/sh\ncat '{}'\necho 'Failed to iterate through journal: Bad message' >&2\nexit 1\n",
+            t.path("journal.json").display()
+        ),
+    );
+    std::fs::set_permissions(&j, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cfg = t.write(
+        "armord.toml",
+        &format!("state_dir = \"state\"\n[denials]\njournalctl = \"{}\"\n", j.display()),
+    );
+    let cfg = cfg.to_str().unwrap();
+    for args in [
+        &["denials"][..],
+        &["denials", "--summary"],
+        &["suggest", "custom.app", "--spec"],
+    ] {
+        let out = run(ARMORCTL, &[&["--config", cfg][..], args].concat());
+        let s = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {s}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("/etc/shown") || args[0] == "suggest",
+            "{args:?}: {s}"
+        );
+        assert!(
+            s.contains("failed (exit status: 1): what it read before is shown"),
+            "{args:?}: {s}"
+        );
+    }
+}

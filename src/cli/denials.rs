@@ -116,7 +116,7 @@ pub(super) fn denials(cfg: &config::Config, a: &DenialsArgs, writer: &Writer) ->
         as_they_come: follow,
         ..Tally::default()
     };
-    journal_records(&mut child, writer, &mut tally, |entry, rec| {
+    let read_to_end = journal_records(&mut child, writer, &mut tally, |entry, rec| {
         n += 1;
         if a.summary {
             summary.add(&Row::of(&entry, &rec));
@@ -142,7 +142,7 @@ pub(super) fn denials(cfg: &config::Config, a: &DenialsArgs, writer: &Writer) ->
         };
         writeln!(out, "{line}").is_ok()
     });
-    let _ = child.wait();
+    let failed = super::journal_read::finished(cfg, &mut child, read_to_end);
     if a.summary {
         let others = summary.others();
         let groups = summary.finish();
@@ -161,6 +161,7 @@ pub(super) fn denials(cfg: &config::Config, a: &DenialsArgs, writer: &Writer) ->
         }
     }
     tally.warn();
+    failed?;
     if n == 0 && !a.json {
         eprintln!(
             "armorctl: no denials recorded{}",

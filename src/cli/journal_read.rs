@@ -64,20 +64,22 @@ fn is_journal_name(p: &Path) -> bool {
 
 /// A machine ID: 32 lowercase hex digits (journald's per-machine directory).
 fn is_machine_id(n: &str) -> bool {
-    n.len() == 32 && n.bytes().all(|b| b.is_ascii_hexdigit())
+    n.len() == 32 && n.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The journal files journalctl reads for `--directory DIR`: those in DIR
-/// and in its machine-ID subdirectories.
-fn directory_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+/// and in its machine-ID subdirectories; a subdirectory that cannot be
+/// read goes to `skipped`.
+fn directory_files(dir: &Path, skipped: &mut Vec<(PathBuf, String)>) -> Result<Vec<PathBuf>, String> {
     let mut out = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| e.to_string())?;
     for e in entries.flatten() {
         let p = e.path();
         let Ok(t) = e.file_type() else { continue };
         if t.is_dir() && e.file_name().to_str().is_some_and(is_machine_id) {
-            if let Ok(sub) = std::fs::read_dir(&p) {
-                out.extend(sub.flatten().map(|s| s.path()).filter(|s| is_journal_name(s)));
+            match std::fs::read_dir(&p) {
+                Ok(sub) => out.extend(sub.flatten().map(|s| s.path()).filter(|s| is_journal_name(s))),
+                Err(e) => skipped.push((p, e.to_string())),
             }
         } else if is_journal_name(&p) {
             out.push(p);
@@ -105,7 +107,7 @@ impl JournalInput {
         }
         let mut files: Vec<PathBuf> = Vec::new();
         for d in &self.directory {
-            match directory_files(d) {
+            match directory_files(d, &mut opened.skipped) {
                 Ok(f) if f.is_empty() => opened.skipped.push((d.clone(), "no journal files in it".into())),
                 Ok(f) => files.extend(f),
                 Err(e) => opened.skipped.push((d.clone(), e)),
@@ -119,17 +121,27 @@ impl JournalInput {
             }
             match glob::glob(pattern) {
                 Ok(paths) => {
-                    let found: Vec<PathBuf> = paths.flatten().collect();
-                    if found.is_empty() {
+                    let mut found = 0;
+                    for p in paths {
+                        match p {
+                            Ok(p) => {
+                                found += 1;
+                                files.push(p);
+                            }
+                            Err(e) => opened.skipped.push((e.path().to_owned(), e.error().to_string())),
+                        }
+                    }
+                    if found == 0 {
                         opened.skipped.push((PathBuf::from(pattern), "no file matches".into()));
                     }
-                    files.extend(found);
                 }
                 Err(e) => opened
                     .skipped
                     .push((PathBuf::from(pattern), format!("not a pattern: {e}"))),
             }
         }
+        // A file named twice (a directory and a glob over it) is read once.
+        files.sort();
         files.dedup();
         for f in files {
             match probe(journalctl, &f) {
@@ -219,7 +231,10 @@ pub(super) fn journal_query(
 #[derive(Debug, Default)]
 pub(super) struct Tally {
     pub imitations: Imitations,
+    /// armord's own entries whose record cannot be read.
     pub malformed: u64,
+    /// Lines that are no journal entry (not JSON, or longer than MAX_LINE).
+    pub unreadable: u64,
     /// Print each imitation as it is read (`--follow`).
     pub as_they_come: bool,
 }
@@ -229,6 +244,14 @@ impl Tally {
     pub fn warn(&self) {
         if let Some(s) = self.imitations.summary() {
             eprintln!("armorctl: {s}");
+        }
+        if self.unreadable > 0 {
+            eprintln!(
+                "armorctl: {} {} from journalctl could not be read (not JSON, or over {} bytes), skipped",
+                self.unreadable,
+                if self.unreadable == 1 { "line" } else { "lines" },
+                crate::journal::MAX_LINE
+            );
         }
         if self.malformed > 0 {
             eprintln!(
@@ -247,34 +270,63 @@ fn record_of(entry: &Relogged) -> Option<serde_json::Value> {
     Some(rec)
 }
 
+/// Imitations named one by one on stderr with `--follow`; past it, only
+/// counted (a user may write them as fast as they like).
+const NAMED_IMITATIONS: u64 = 10;
+
+/// Read one line of at most `MAX_LINE` bytes into `buf`; a longer one is
+/// read past and left empty. False at the end of the output.
+fn bounded_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> bool {
+    use std::io::Read;
+    buf.clear();
+    let limit = crate::journal::MAX_LINE as u64 + 1;
+    match reader.by_ref().take(limit).read_until(b'\n', buf) {
+        Ok(0) | Err(_) => return false,
+        Ok(_) => {}
+    }
+    if buf.len() as u64 == limit && buf.last() != Some(&b'\n') {
+        buf.clear();
+        // The rest of the long line, a bounded piece at a time.
+        let mut rest = Vec::new();
+        loop {
+            rest.clear();
+            match reader.by_ref().take(limit).read_until(b'\n', &mut rest) {
+                Ok(0) | Err(_) => return false,
+                Ok(_) if rest.last() == Some(&b'\n') => return true,
+                Ok(_) => {}
+            }
+        }
+    }
+    true
+}
+
 /// Each re-logged record read from `child` that journald says `writer`
 /// wrote, in order, until `each` says stop; every other entry is counted
-/// in `tally`.
+/// in `tally`. True when journalctl's output was read to its end.
 pub(super) fn journal_records(
     child: &mut std::process::Child,
     writer: &Writer,
     tally: &mut Tally,
     mut each: impl FnMut(Relogged, serde_json::Value) -> bool,
-) {
-    let Some(out) = child.stdout.take() else { return };
+) -> bool {
+    let Some(out) = child.stdout.take() else { return true };
     let mut reader = std::io::BufReader::with_capacity(1 << 16, out);
     let mut buf = Vec::new();
     loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
+        if !bounded_line(&mut reader, &mut buf) {
+            return true;
         }
-        // journalctl writes JSON, so UTF-8; anything else is no entry.
+        // journalctl writes JSON, so UTF-8; anything else (or a line past
+        // MAX_LINE) is no entry.
         let Some(entry) = std::str::from_utf8(&buf).ok().and_then(parse_relogged) else {
-            tally.malformed += 1;
+            tally.unreadable += 1;
             continue;
         };
         if !writer.wrote_as(entry.uid.as_deref(), entry.unit.as_deref()) {
             tally
                 .imitations
                 .note_writer(entry.uid.as_deref(), entry.comm.as_deref());
-            if tally.as_they_come {
+            if tally.as_they_come && tally.imitations.count <= NAMED_IMITATIONS {
                 eprintln!(
                     "armorctl: ignored an entry imitating armord's (written by uid {} ({}))",
                     escape::text(entry.uid.as_deref().unwrap_or("?")),
@@ -288,8 +340,24 @@ pub(super) fn journal_records(
             continue;
         };
         if !each(entry, rec) {
-            break;
+            return false;
         }
+    }
+}
+
+/// Wait for journalctl; an error when it failed after its output was read
+/// to the end (what was shown may be incomplete: its own message said why).
+pub(super) fn finished(
+    cfg: &config::Config,
+    child: &mut std::process::Child,
+    read_to_end: bool,
+) -> Result<(), CliError> {
+    match child.wait() {
+        Ok(st) if !st.success() && read_to_end => Err(CliError::Other(format!(
+            "{} failed ({st}): what it read before is shown, the rest is not",
+            escape::path(&cfg.denials.journalctl)
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -327,7 +395,7 @@ mod tests {
         });
         let _ = child.wait();
         assert_eq!(seen, [("h".to_owned(), "/a".to_owned())]);
-        assert_eq!((tally.malformed, tally.imitations.count), (4, 1));
+        assert_eq!((tally.unreadable, tally.malformed, tally.imitations.count), (2, 2, 1));
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -341,7 +409,9 @@ mod tests {
             std::fs::write(d.join(f), "").unwrap();
         }
         std::fs::write(d.join(mid).join("system.journal"), "").unwrap();
-        let files = directory_files(&d).unwrap();
+        let mut skipped = Vec::new();
+        let files = directory_files(&d, &mut skipped).unwrap();
+        assert!(skipped.is_empty());
         let names: Vec<String> = files
             .iter()
             .map(|p| p.strip_prefix(&d).unwrap().display().to_string())

@@ -49,12 +49,13 @@ pub(super) fn suggest_cmd(cfg: &config::Config, a: &SuggestArgs, writer: &Writer
     let mut child = journal_query(cfg, &input, Some(&a.profile), a.since.as_deref(), false)?;
     let mut lines = Vec::new();
     let mut tally = Tally::default();
-    journal_records(&mut child, writer, &mut tally, |_, rec| {
+    let read_to_end = journal_records(&mut child, writer, &mut tally, |_, rec| {
         lines.push(rec);
         true
     });
-    let _ = child.wait();
+    let failed = super::journal_read::finished(cfg, &mut child, read_to_end);
     tally.warn();
+    failed?;
     // Rebuild records from their JSON form.
     let owned: Vec<Record<'static>> = lines.iter().filter_map(record_from_json).collect();
     if a.spec {

@@ -1,15 +1,19 @@
 //! `armorctl denials --summary`: denials grouped as they stream past, in
 //! memory bounded whatever the input's size (a fleet's merged journal of
-//! millions of entries): at most `MAX_GROUPS` groups, and at most
-//! `MAX_DISTINCT` distinct hosts, profiles and containers remembered in all
-//! for the per-group counts; past either bound the rest is counted, not kept.
+//! millions of entries): at most `MAX_GROUPS` groups holding at most
+//! `MAX_KEY_BYTES` of names and paths, and at most `MAX_DISTINCT` distinct
+//! hosts, profiles and containers remembered in all for the per-group
+//! counts; past a bound the rest is counted, not kept.
 
 use super::denials::{Row, local_time, short_id};
 use crate::escape;
 use std::collections::{HashMap, HashSet};
 
-/// Groups kept; denials of any further group are counted in one "others" row.
+/// Groups kept; denials of any further group are counted on stderr.
 pub const MAX_GROUPS: usize = 100_000;
+/// The names and paths the groups hold, in all (a target may be 4 KiB
+/// long; 100,000 of those would be 400 MB).
+pub const MAX_KEY_BYTES: usize = 32 << 20;
 /// Distinct values remembered, across all groups, for HOSTS, PROFILES and
 /// CONTAINERS; past it, a count is a lower bound and shown with `+`.
 pub const MAX_DISTINCT: usize = 1_000_000;
@@ -129,8 +133,10 @@ pub struct Summary {
     /// Denials of groups past `MAX_GROUPS`.
     others: u64,
     distinct: usize,
+    key_bytes: usize,
     max_groups: usize,
     max_distinct: usize,
+    max_key_bytes: usize,
 }
 
 /// One finished group, as `--json` writes it.
@@ -174,36 +180,41 @@ fn hash(s: &str) -> u64 {
 
 impl Summary {
     pub fn new(by: By) -> Summary {
-        Summary::bounded(by, MAX_GROUPS, MAX_DISTINCT)
+        Summary::bounded(by, MAX_GROUPS, MAX_DISTINCT, MAX_KEY_BYTES)
     }
 
-    pub fn bounded(by: By, max_groups: usize, max_distinct: usize) -> Summary {
+    pub fn bounded(by: By, max_groups: usize, max_distinct: usize, max_key_bytes: usize) -> Summary {
         Summary {
             by,
             groups: HashMap::new(),
             others: 0,
             distinct: 0,
+            key_bytes: 0,
             max_groups,
             max_distinct,
+            max_key_bytes,
         }
     }
 
     pub fn add(&mut self, r: &Row) {
         let key = self.by.key_of(r);
         let n = self.by.counts().len();
-        let full = self.groups.len() >= self.max_groups;
+        let full = self.groups.len() >= self.max_groups || self.key_bytes + key.len() > self.max_key_bytes;
         let acc = match self.groups.get_mut(&key) {
             Some(a) => a,
             None if full => {
                 self.others += 1;
                 return;
             }
-            None => self.groups.entry(key).or_insert_with(|| Acc {
-                first_us: r.when_us,
-                last_us: r.when_us,
-                seen: vec![HashSet::new(); n],
-                ..Acc::default()
-            }),
+            None => {
+                self.key_bytes += key.len();
+                self.groups.entry(key).or_insert_with(|| Acc {
+                    first_us: r.when_us,
+                    last_us: r.when_us,
+                    seen: vec![HashSet::new(); n],
+                    ..Acc::default()
+                })
+            }
         };
         acc.count += 1;
         acc.first_us = acc.first_us.min(r.when_us);
@@ -469,13 +480,19 @@ mod tests {
 
     #[test]
     fn memory_is_bounded_and_what_is_not_kept_is_counted() {
-        let mut s = Summary::bounded(By::Denial, 3, 10);
+        let mut s = Summary::bounded(By::Denial, 3, 10, MAX_KEY_BYTES);
         for i in 0..100u64 {
             s.add(&row("n", "p", &format!("/f{i}"), "", i));
         }
         assert_eq!(s.groups.len(), 3);
         assert_eq!(s.others(), 97);
-        let mut s = Summary::bounded(By::Profile, 10, 4);
+        // Long targets: the names held, not the group count, is the bound.
+        let mut s = Summary::bounded(By::Denial, 100, 10, 10_000);
+        for i in 0..100u64 {
+            s.add(&row("n", "p", &format!("/{i}/{}", "x".repeat(4000)), "", i));
+        }
+        assert_eq!((s.groups.len(), s.others()), (2, 98));
+        let mut s = Summary::bounded(By::Profile, 10, 4, MAX_KEY_BYTES);
         for i in 0..10u64 {
             s.add(&row(&format!("n{i}"), "p", "/a", "", i));
         }

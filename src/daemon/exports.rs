@@ -69,31 +69,32 @@ pub fn prometheus_text(published: &Published, counters: &Counters, m: &Metrics) 
     for (state, n) in counts {
         let _ = writeln!(o, "armord_profiles{{state=\"{}\"}} {n}", escape(state));
     }
+    // Each family's HELP and TYPE right before its own samples, as the
+    // text format requires.
+    let mut problems: Vec<&crate::dbus::ProfileInfo> =
+        published.profiles.iter().filter(|p| p.state != "loaded").collect();
+    problems.sort_by(|a, b| (&a.state, &a.name, &a.file).cmp(&(&b.state, &b.name, &b.file)));
     let _ = writeln!(
         o,
-        "# HELP armord_profile_problem A profile or file not simply loaded: invalid (the last good version stays loaded), conflict, refused, deferred or held."
+        "# HELP armord_profile_problem A profile or file not simply loaded: invalid (the last good version stays loaded), conflict, refused, loadfailed, removefailed, deferred or held."
     );
     let _ = writeln!(o, "# TYPE armord_profile_problem gauge");
+    for p in problems.iter().filter(|p| p.state != "unavailable") {
+        let _ = writeln!(
+            o,
+            "armord_profile_problem{{profile=\"{}\",file=\"{}\",state=\"{}\"}} 1",
+            escape(&p.name),
+            escape(&p.file),
+            escape(&p.state)
+        );
+    }
     let _ = writeln!(
         o,
         "# HELP armord_source_unavailable A configured source that cannot be read (its last-good policy is kept)."
     );
     let _ = writeln!(o, "# TYPE armord_source_unavailable gauge");
-    let mut problems: Vec<&crate::dbus::ProfileInfo> =
-        published.profiles.iter().filter(|p| p.state != "loaded").collect();
-    problems.sort_by(|a, b| (&a.state, &a.name, &a.file).cmp(&(&b.state, &b.name, &b.file)));
-    for p in problems {
-        if p.state == "unavailable" {
-            let _ = writeln!(o, "armord_source_unavailable{{source=\"{}\"}} 1", escape(&p.file));
-        } else {
-            let _ = writeln!(
-                o,
-                "armord_profile_problem{{profile=\"{}\",file=\"{}\",state=\"{}\"}} 1",
-                escape(&p.name),
-                escape(&p.file),
-                escape(&p.state)
-            );
-        }
+    for p in problems.iter().filter(|p| p.state == "unavailable") {
+        let _ = writeln!(o, "armord_source_unavailable{{source=\"{}\"}} 1", escape(&p.file));
     }
     let _ = writeln!(
         o,
@@ -333,6 +334,16 @@ mod text_tests {
             assert!(lines.contains(&want), "{want} missing:\n{text}");
         }
         assert!(!text.contains(r#"profile="custom.ok",file"#), "{text}");
+        // Every sample follows its own family's TYPE line.
+        let mut family = "";
+        for l in text.lines() {
+            if let Some(t) = l.strip_prefix("# TYPE ") {
+                family = t.split(' ').next().unwrap();
+            } else if !l.starts_with('#') {
+                let name = l.split(['{', ' ']).next().unwrap();
+                assert_eq!(name, family, "{l} follows the TYPE of {family}");
+            }
+        }
         let now = crate::trial::now_us() / 1_000_000;
         let at: u64 = lines
             .iter()
