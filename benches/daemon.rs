@@ -198,8 +198,10 @@ fn start_with(profiles: usize, debounce_ms: u64, extra: &str, env: &[(&str, Path
         p("armord.toml"),
         format!(
             "state_dir = \"state\"\nsecurityfs = \"secfs\"\nproc = \"proc\"\ndebounce_ms = {debounce_ms}\n\
-             debounce_max_ms = {}\ntakeover = true\n[parser]\npath = \"{}\"\ncache_dir = \"cache\"\n[[source]]\npath = \"src\"\n{extra}",
+             debounce_max_ms = {}\ntakeover = true\nmax_profiles = {}\n[parser]\npath = \"{}\"\ncache_dir = \"cache\"\n[[source]]\npath = \"src\"\n{extra}",
             debounce_ms.max(1) * 10,
+            // The default (10,000), raised for a larger bench.
+            profiles.max(10_000),
             wrapper.display()
         ),
     )

@@ -143,7 +143,7 @@ impl Reconciler {
                 return self.reconcile();
             };
             replace_files(&mut desired, &looked, new, may_define);
-            return self.plan_and_apply(desired, None, false);
+            return self.plan_and_apply(desired, None, false, false);
         }
         // While the parser checks the files, the kernel's list is read and
         // the plan made, for the verdicts the files will most likely get:
@@ -203,7 +203,7 @@ impl Reconciler {
         replace_files(&mut desired, &looked, new, may_define);
         let planned = planned.filter(|_| self.trials_now(&desired) == trials_guessed);
         self.plans_ahead_kept += u64::from(planned.is_some());
-        self.plan_and_apply(desired, planned, transient)
+        self.plan_and_apply(desired, planned, transient, false)
     }
 
     /// Record a look at some entries of `src`, as [`Reconciler::note_read`]

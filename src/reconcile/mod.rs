@@ -465,18 +465,21 @@ impl Reconciler {
         desired.files.extend(validated);
         sort_files(&mut desired.files);
         let transient = self.validator.transient > 0;
-        self.plan_and_apply(desired, None, transient)
+        self.plan_and_apply(desired, None, transient, true)
     }
 
     /// Plan and apply what the sources want now (`planned`: a plan made
     /// already for exactly that), then collect the stored copies nothing
     /// wants. A verdict a timeout or a crash gave (`transient`) is not
     /// carried forward.
+    /// Plan and apply `desired`; `full_read`: every source was read (not
+    /// a change reconcile carried forward).
     fn plan_and_apply(
         &mut self,
         desired: Desired,
         planned: Option<(BTreeMap<String, Mode>, Plan)>,
         transient: bool,
+        full_read: bool,
     ) -> Result<Report, ApplyError> {
         self.carry_ok = !transient;
         // The last reconcile's files are let go after the loads, not before.
@@ -484,7 +487,14 @@ impl Reconciler {
         let mut report = self.replan_with(planned)?;
         drop(previous);
         report.transient |= transient;
-        let _ = self.state.store_gc(&keep_stored(&self.manifest, self.last.as_ref()));
+        // The store's garbage goes after a full read (start, resync, a
+        // queue overflow): a change reconcile leaves the versions it
+        // replaced to the next one, and costs what changed, not a walk of
+        // the store and of every owned profile. Keeping a stored copy
+        // longer never unloads or loads anything.
+        if full_read {
+            let _ = self.state.store_gc(&keep_stored(&self.manifest, self.last.as_ref()));
+        }
         self.save_serials()?;
         Ok(report)
     }

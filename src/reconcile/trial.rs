@@ -43,9 +43,13 @@ pub struct TrialStatus {
 
 impl Reconciler {
     /// What the plan needs to know of trials now.
+    /// It costs what the trials hold, not what the node holds: with no
+    /// trial declared and none in the book, nothing is walked.
     pub(super) fn trials_now(&mut self, desired: &Desired) -> Trials {
-        let shas: std::collections::HashSet<&str> = desired.files.iter().map(|f| f.sha256.as_str()).collect();
-        self.validator.trial.retain(|s| shas.contains(s.as_str()));
+        if !self.validator.trial.is_empty() {
+            let shas: std::collections::HashSet<&str> = desired.files.iter().map(|f| f.sha256.as_str()).collect();
+            self.validator.trial.retain(|s| shas.contains(s.as_str()));
+        }
         Trials {
             declared: self.validator.trial.clone(),
             promoted: self
@@ -55,12 +59,18 @@ impl Reconciler {
                 .filter(|(_, t)| t.promoted.is_some())
                 .map(|(n, t)| (n.clone(), t.sha256.clone()))
                 .collect(),
+            // Only a profile in the book can have been promoted.
             known: self
-                .manifest
-                .profiles
-                .iter()
-                .filter(|(n, o)| self.book.promoted(n, &o.sha256))
-                .map(|(n, _)| n.clone())
+                .book
+                .trials
+                .keys()
+                .filter(|n| {
+                    self.manifest
+                        .profiles
+                        .get(n.as_str())
+                        .is_some_and(|o| self.book.promoted(n, &o.sha256))
+                })
+                .cloned()
                 .collect(),
             allow_demotion: self.config.trial.allow_demotion,
             refused: (self.config.mode == crate::config::ForcedMode::Enforce)
@@ -72,6 +82,11 @@ impl Reconciler {
     /// trial starts (or goes on with) its trial; a profile no longer owned,
     /// or whose loaded version no longer declares trial, leaves the book.
     pub(super) fn book_follows(&mut self) -> Result<(), ApplyError> {
+        // No version declares trial and the book is empty: nothing to
+        // follow, and no walk of every owned profile.
+        if self.validator.trial.is_empty() && self.book.trials.is_empty() {
+            return Ok(());
+        }
         let now = (self.clock)();
         let declared = &self.validator.trial;
         let mut changed = false;
