@@ -118,6 +118,11 @@ fn config(t: &Tree) -> String {
     t.write("armord.toml", "state_dir = \"state\"\n").display().to_string()
 }
 
+/// armorctl with the test's configuration.
+fn ctl(cfg: &str, args: &[&str]) -> std::process::Output {
+    run(ARMORCTL, &[&["--config", cfg][..], args].concat())
+}
+
 fn lines(o: &std::process::Output) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&o.stdout)
         .lines()
@@ -132,19 +137,7 @@ fn a_fleets_directory_is_summarised_by_host_profile_and_denial() {
     let dir = fleet(&t, remote);
     let cfg = config(&t);
     let d = dir.to_str().unwrap();
-    let out = run(
-        ARMORCTL,
-        &[
-            "--config",
-            &cfg,
-            "denials",
-            "--summary",
-            "--by",
-            "host",
-            "--directory",
-            d,
-        ],
-    );
+    let out = ctl(&cfg, &["denials", "--summary", "--by", "host", "--directory", d]);
     let s = text(&out);
     assert_eq!(out.status.code(), Some(0), "{s}");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -164,20 +157,7 @@ fn a_fleets_directory_is_summarised_by_host_profile_and_denial() {
     );
     assert!(!s.contains("forged") && !s.contains("broken"), "{s}");
 
-    let out = run(
-        ARMORCTL,
-        &[
-            "--config",
-            &cfg,
-            "denials",
-            "--summary",
-            "--by",
-            "profile",
-            "--json",
-            "-D",
-            d,
-        ],
-    );
+    let out = ctl(&cfg, &["denials", "--summary", "--by", "profile", "--json", "-D", d]);
     let g = lines(&out);
     let got: Vec<(&str, u64, u64)> = g
         .iter()
@@ -191,10 +171,7 @@ fn a_fleets_directory_is_summarised_by_host_profile_and_denial() {
         .collect();
     assert_eq!(got, [("custom.web", 6, 2), ("custom.db", 1, 1)]);
 
-    let out = run(
-        ARMORCTL,
-        &["--config", &cfg, "denials", "--summary", "--json", "--directory", d],
-    );
+    let out = ctl(&cfg, &["denials", "--summary", "--json", "--directory", d]);
     let g = lines(&out);
     assert_eq!(g.len(), 4, "{g:?}");
     assert_eq!(
@@ -204,17 +181,7 @@ fn a_fleets_directory_is_summarised_by_host_profile_and_denial() {
     assert_eq!(g[0]["machine_id"].as_str().map(str::len), Some(32));
 
     // Each denial names its host, in order of time across the files.
-    let out = run(
-        ARMORCTL,
-        &[
-            "--config",
-            &cfg,
-            "denials",
-            "--json",
-            "--file",
-            &format!("{d}/*.journal"),
-        ],
-    );
+    let out = ctl(&cfg, &["denials", "--json", "--file", &format!("{d}/*.journal")]);
     let rows = lines(&out);
     let hosts: Vec<&str> = rows.iter().map(|r| r["host"].as_str().unwrap()).collect();
     assert_eq!(
@@ -225,11 +192,9 @@ fn a_fleets_directory_is_summarised_by_host_profile_and_denial() {
         rows.iter()
             .all(|r| r["machine_id"].as_str().is_some_and(|m| m.len() == 32))
     );
-    let out = run(
-        ARMORCTL,
+    let out = ctl(
+        &cfg,
         &[
-            "--config",
-            &cfg,
             "denials",
             "--profile",
             "custom.db",
@@ -242,10 +207,7 @@ fn a_fleets_directory_is_summarised_by_host_profile_and_denial() {
     assert!(s.contains(" node-b DENIED custom.db open /var/lib/db r "), "{s}");
 
     // suggest reads the same way: rules from both nodes' denials.
-    let out = run(
-        ARMORCTL,
-        &["--config", &cfg, "suggest", "custom.web", "--spec", "--directory", d],
-    );
+    let out = ctl(&cfg, &["suggest", "custom.web", "--spec", "--directory", d]);
     let s = text(&out);
     assert_eq!(out.status.code(), Some(0), "{s}");
     assert!(
@@ -267,19 +229,7 @@ fn a_corrupt_truncated_or_foreign_file_is_named_and_the_rest_are_read() {
     std::fs::write(dir.join("notes.journal"), "not a journal at all\n").unwrap();
     let cfg = config(&t);
     let d = dir.to_str().unwrap();
-    let out = run(
-        ARMORCTL,
-        &[
-            "--config",
-            &cfg,
-            "denials",
-            "--summary",
-            "--by",
-            "host",
-            "--directory",
-            d,
-        ],
-    );
+    let out = ctl(&cfg, &["denials", "--summary", "--by", "host", "--directory", d]);
     let s = text(&out);
     assert_eq!(out.status.code(), Some(3), "{s}");
     for f in ["truncated.journal", "corrupt.journal", "notes.journal"] {
@@ -287,11 +237,9 @@ fn a_corrupt_truncated_or_foreign_file_is_named_and_the_rest_are_read() {
     }
     assert!(s.contains("4  node-a") && s.contains("3  node-b"), "{s}");
     // Named by --file, one missing: the same.
-    let out = run(
-        ARMORCTL,
+    let out = ctl(
+        &cfg,
         &[
-            "--config",
-            &cfg,
             "denials",
             "--summary",
             "--file",
@@ -311,10 +259,7 @@ fn a_corrupt_truncated_or_foreign_file_is_named_and_the_rest_are_read() {
     assert!(s.contains("absent.journal: skipped: No such file or directory"), "{s}");
     assert!(s.contains("node-b") && !s.contains("node-a"), "{s}");
     // Nothing readable at all: an error, not the local journal.
-    let out = run(
-        ARMORCTL,
-        &["--config", &cfg, "denials", "--file", &format!("{d}/notes.journal")],
-    );
+    let out = ctl(&cfg, &["denials", "--file", &format!("{d}/notes.journal")]);
     let s = text(&out);
     assert_eq!(out.status.code(), Some(1), "{s}");
     assert!(
@@ -323,10 +268,7 @@ fn a_corrupt_truncated_or_foreign_file_is_named_and_the_rest_are_read() {
     );
     let empty = t.path("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let out = run(
-        ARMORCTL,
-        &["--config", &cfg, "denials", "--directory", empty.to_str().unwrap()],
-    );
+    let out = ctl(&cfg, &["denials", "--directory", empty.to_str().unwrap()]);
     let s = text(&out);
     assert_eq!(out.status.code(), Some(1), "{s}");
     assert!(s.contains("no journal files in it"), "{s}");
