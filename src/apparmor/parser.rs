@@ -281,6 +281,33 @@ fn parse_one(line: &str, files: &[PathBuf]) -> Diagnostic {
 
 const SEPARATOR_PREFIX: &str = "__armord_separator_";
 
+/// The bytes of file arguments one parser run is given: past it, the files
+/// go to several runs, in order. Linux refuses a command line past a
+/// quarter of the stack limit (2 MiB with the usual 8 MiB), `E2BIG`; at
+/// 30,000 profiles one run's paths passed it, and no reconcile could
+/// start. 256 KiB leaves room under any stack limit of 1 MiB and more.
+const ARG_BYTES: usize = 256 << 10;
+
+/// `files` in runs whose arguments (each path, its NUL and its pointer,
+/// and `per_file` more bytes for what follows each path) stay within
+/// `budget`; every file in order, a file too long for any run alone.
+fn arg_batches(files: &[PathBuf], per_file: usize, budget: usize) -> Vec<&[PathBuf]> {
+    let mut out = Vec::new();
+    let (mut start, mut used) = (0, 0);
+    for (i, f) in files.iter().enumerate() {
+        let cost = f.as_os_str().len() + 1 + std::mem::size_of::<usize>() + per_file;
+        if i > start && used + cost > budget {
+            out.push(&files[start..i]);
+            (start, used) = (i, 0);
+        }
+        used += cost;
+    }
+    if start < files.len() {
+        out.push(&files[start..]);
+    }
+    out
+}
+
 /// The real `apparmor_parser`.
 #[derive(Debug, Clone)]
 pub struct ParserRunner {
@@ -391,8 +418,13 @@ impl ParserRunner {
     }
 }
 
-impl Parser for ParserRunner {
-    fn names(&self, files: &[PathBuf]) -> Result<Vec<NamesResult>, ParserError> {
+impl ParserRunner {
+    /// The separator each file is followed by in a batched run, in bytes.
+    fn separator_bytes(&self) -> usize {
+        self.scratch_dir.as_os_str().len() + SEPARATOR_PREFIX.len() + 8 + 1 + std::mem::size_of::<usize>()
+    }
+
+    fn names_batch(&self, files: &[PathBuf]) -> Result<Vec<NamesResult>, ParserError> {
         if files.len() <= 1 {
             return files.iter().map(|f| self.names_one(f)).collect();
         }
@@ -437,40 +469,7 @@ impl Parser for ParserRunner {
         Ok(result)
     }
 
-    fn compile(&self, files: &[PathBuf], _opts: LoadOptions) -> Result<(), ParserError> {
-        let mut c = self.command();
-        // Compiled as written, also where loads force complain mode (`-C`
-        // skips the cache): the compile is what every bound is judged by,
-        // and a forced mode is the load's.
-        c.arg("-Q").arg("--write-cache").arg("--cache-loc").arg(&self.cache_dir);
-        self.jobs_arg(&mut c);
-        c.args(files);
-        let outputs = self.outputs();
-        if let Some((d, subdir)) = outputs {
-            d.before_compile(subdir, files);
-        }
-        self.run(c, files)?;
-        if let Some((d, subdir)) = outputs {
-            d.after_compile(subdir, files);
-        }
-        Ok(())
-    }
-
-    fn leaves_policy(&self) -> bool {
-        self.outputs().is_some()
-    }
-
-    fn compiled(&self, file: &Path) -> Option<Vec<u8>> {
-        let (d, subdir) = self.outputs()?;
-        d.compiled(subdir, file)
-    }
-
-    fn cached(&self, file: &Path) -> Option<Vec<u8>> {
-        let (d, subdir) = self.outputs()?;
-        d.cached(subdir, file)
-    }
-
-    fn dump(&self, files: &[PathBuf]) -> Result<Vec<Option<Vec<u8>>>, ParserError> {
+    fn dump_batch(&self, files: &[PathBuf]) -> Result<Vec<Option<Vec<u8>>>, ParserError> {
         // One run for the batch, in file order, a separator profile after
         // each file to split the output where the entries name it.
         let mut c = self.command();
@@ -490,6 +489,78 @@ impl Parser for ParserRunner {
         ))
     }
 
+    fn compile_batch(&self, files: &[PathBuf]) -> Result<(), ParserError> {
+        let mut c = self.command();
+        // Compiled as written, also where loads force complain mode (`-C`
+        // skips the cache): the compile is what every bound is judged by,
+        // and a forced mode is the load's.
+        c.arg("-Q").arg("--write-cache").arg("--cache-loc").arg(&self.cache_dir);
+        self.jobs_arg(&mut c);
+        c.args(files);
+        let outputs = self.outputs();
+        if let Some((d, subdir)) = outputs {
+            d.before_compile(subdir, files);
+        }
+        self.run(c, files)?;
+        if let Some((d, subdir)) = outputs {
+            d.after_compile(subdir, files);
+        }
+        Ok(())
+    }
+
+    fn load_batch(&self, files: &[PathBuf], opts: LoadOptions) -> Result<(), ParserError> {
+        let mut c = Command::new(&self.program);
+        c.arg("-r").arg("--write-cache").arg("--cache-loc").arg(&self.cache_dir);
+        if opts.complain {
+            c.arg("-C");
+        }
+        self.jobs_arg(&mut c);
+        c.args(files);
+        self.run(c, files).map(drop)
+    }
+}
+
+/// Each call takes any number of files: past `ARG_BYTES` of arguments
+/// they go to several runs, in order, and a failed run fails the call
+/// (the runs before it stand, as files before a bad one in a single run).
+impl Parser for ParserRunner {
+    fn names(&self, files: &[PathBuf]) -> Result<Vec<NamesResult>, ParserError> {
+        let mut out = Vec::with_capacity(files.len());
+        for batch in arg_batches(files, self.separator_bytes(), ARG_BYTES) {
+            out.extend(self.names_batch(batch)?);
+        }
+        Ok(out)
+    }
+
+    fn compile(&self, files: &[PathBuf], _opts: LoadOptions) -> Result<(), ParserError> {
+        for batch in arg_batches(files, 0, ARG_BYTES) {
+            self.compile_batch(batch)?;
+        }
+        Ok(())
+    }
+
+    fn leaves_policy(&self) -> bool {
+        self.outputs().is_some()
+    }
+
+    fn compiled(&self, file: &Path) -> Option<Vec<u8>> {
+        let (d, subdir) = self.outputs()?;
+        d.compiled(subdir, file)
+    }
+
+    fn cached(&self, file: &Path) -> Option<Vec<u8>> {
+        let (d, subdir) = self.outputs()?;
+        d.cached(subdir, file)
+    }
+
+    fn dump(&self, files: &[PathBuf]) -> Result<Vec<Option<Vec<u8>>>, ParserError> {
+        let mut out = Vec::with_capacity(files.len());
+        for batch in arg_batches(files, self.separator_bytes(), ARG_BYTES) {
+            out.extend(self.dump_batch(batch)?);
+        }
+        Ok(out)
+    }
+
     fn load(&self, files: &[PathBuf], opts: LoadOptions) -> Result<(), ParserError> {
         let rest;
         let files = match self.direct(opts) {
@@ -502,20 +573,38 @@ impl Parser for ParserRunner {
             }
             None => files,
         };
-        let mut c = Command::new(&self.program);
-        c.arg("-r").arg("--write-cache").arg("--cache-loc").arg(&self.cache_dir);
-        if opts.complain {
-            c.arg("-C");
+        for batch in arg_batches(files, 0, ARG_BYTES) {
+            self.load_batch(batch, opts)?;
         }
-        self.jobs_arg(&mut c);
-        c.args(files);
-        self.run(c, files).map(drop)
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_file_list_goes_to_runs_within_the_argument_budget_in_order() {
+        let files: Vec<PathBuf> = (0..30_000)
+            .map(|i| PathBuf::from(format!("/etc/armord/profiles.d/custom.workload-{i:05}")))
+            .collect();
+        let batches = arg_batches(&files, 40, ARG_BYTES);
+        assert!(batches.len() > 1, "{} files in one run", files.len());
+        let again: Vec<&PathBuf> = batches.iter().flat_map(|b| b.iter()).collect();
+        assert_eq!(again, files.iter().collect::<Vec<_>>(), "every file, once, in order");
+        for b in &batches {
+            let bytes: usize = b.iter().map(|f| f.as_os_str().len() + 1 + 8 + 40).sum();
+            assert!(bytes <= ARG_BYTES, "{bytes} bytes in a run of {}", b.len());
+        }
+        // A few files: one run. A file longer than the budget: a run alone.
+        assert_eq!(arg_batches(&files[..3], 0, ARG_BYTES).len(), 1);
+        let huge = PathBuf::from("x".repeat(100));
+        let odd = vec![files[0].clone(), huge, files[1].clone()];
+        let b = arg_batches(&odd, 0, 80);
+        assert_eq!(b.iter().map(|b| b.len()).collect::<Vec<_>>(), [1, 1, 1]);
+        assert!(arg_batches(&[], 0, ARG_BYTES).is_empty());
+    }
 
     #[test]
     fn diagnostics_of_the_real_parser_formats() {
