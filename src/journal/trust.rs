@@ -75,11 +75,6 @@ pub struct Imitations {
 }
 
 impl Imitations {
-    pub fn note(&mut self, entry: &serde_json::Value) {
-        let field = |k: &str| entry.get(k).and_then(|v| v.as_str());
-        self.note_writer(field("_UID"), field("_COMM"));
-    }
-
     /// Count one entry that journald says `_UID=uid` (`_COMM=comm`) wrote.
     pub fn note_writer(&mut self, uid: Option<&str>, comm: Option<&str>) {
         /// Writers told apart; the rest are counted together.
@@ -132,8 +127,8 @@ mod tests {
         assert!(!sim.wrote(&e("0", "armord.service")));
         let mut i = Imitations::default();
         assert_eq!(i.summary(), None);
-        i.note(&serde_json::json!({"_UID": "65534", "_COMM": "logger"}));
-        i.note(&serde_json::json!({"_UID": "65534", "_COMM": "logger"}));
+        i.note_writer(Some("65534"), Some("logger"));
+        i.note_writer(Some("65534"), Some("logger"));
         assert_eq!(
             i.summary().unwrap(),
             "2 entries imitating armord's, ignored (written by uid 65534 (logger): 2)"
