@@ -312,13 +312,20 @@ mod text_tests {
     fn what_the_alerts_read_is_exported_by_profile_and_source() {
         let published = Published {
             state: "degraded".into(),
-            profiles: vec![
-                info("custom.ok", "loaded", "/p/custom.ok"),
-                info("custom.bad", "invalid", "/p/custom.bad"),
-                info("", "refused", "/p/new\"file"),
-                info("custom.gone", "held", "/p/custom.gone"),
-                info("", "unavailable", "/srv/policy"),
-            ],
+            profiles: crate::dbus::ProfileRows {
+                owned: [
+                    info("custom.ok", "loaded", "/p/custom.ok"),
+                    info("custom.bad", "invalid", "/p/custom.bad"),
+                    info("custom.gone", "held", "/p/custom.gone"),
+                ]
+                .into_iter()
+                .map(|i| (i.name.clone(), i))
+                .collect(),
+                files: vec![
+                    info("", "refused", "/p/new\"file"),
+                    info("", "unavailable", "/srv/policy"),
+                ],
+            },
             ..Published::default()
         };
         let text = prometheus_text(&published, &Counters::default(), &Metrics::default());

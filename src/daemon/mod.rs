@@ -4,11 +4,12 @@
 mod denials;
 mod drift;
 pub mod exports;
+mod rows;
 mod service;
 mod status;
 
 pub use service::run;
-pub use status::{Status, published_from};
+pub use status::{Status, publish_into};
 
 use crate::apparmor::{
     DirectLoad, Kernel, Parser, ParserRunner, ProcReader, SecurityFs, SimKernel, default_features_file,

@@ -1,9 +1,8 @@
 //! What the loop publishes after a reconcile: the counts of `STATUS=` and
 //! `armorctl status`, and the D-Bus state.
 
-use crate::dbus::{ProfileInfo, Published};
+use crate::dbus::Published;
 use crate::reconcile::{HeldWhy, ProblemKind, Reconciler, Report};
-use std::collections::HashSet;
 use std::path::PathBuf;
 
 /// The counts `STATUS=` and `armorctl status` report.
@@ -78,61 +77,9 @@ impl Status {
     }
 }
 
-/// What D-Bus publishes for a reconcile's outcome.
-pub fn published_from(rec: &Reconciler, report: &Report, status: &Status) -> Published {
-    let deferred: HashSet<&str> = report.deferred.iter().map(|d| d.name.as_str()).collect();
-    let held: std::collections::HashMap<&str, &crate::reconcile::Held> = report
-        .held
-        .iter()
-        .filter(|h| matches!(h.why, HeldWhy::MassRemoval | HeldWhy::Settling))
-        .map(|h| (h.name.as_str(), h))
-        .collect();
-    let mut problem_of: std::collections::HashMap<&std::path::Path, String> = Default::default();
-    for p in &report.problems {
-        problem_of.entry(p.file.as_path()).or_insert_with(|| p.to_string());
-    }
-    let mut profiles: Vec<ProfileInfo> = rec
-        .manifest
-        .profiles
-        .iter()
-        .map(|(name, o)| {
-            let mut error = problem_of.get(o.file.as_path()).cloned().unwrap_or_default();
-            let hold = held.get(name.as_str());
-            let state = if deferred.contains(name.as_str()) {
-                "deferred"
-            } else if let Some(h) = hold {
-                // No source defines it; its removal waits.
-                error = h.reason.clone();
-                "held"
-            } else if !error.is_empty() {
-                // The last good version is loaded; the current file is not.
-                "invalid"
-            } else {
-                "loaded"
-            };
-            ProfileInfo {
-                name: name.clone(),
-                mode: o.mode.to_string(),
-                state: state.into(),
-                file: crate::escape::path(&o.file),
-                sha256: o.sha256.clone(),
-                error,
-            }
-        })
-        .collect();
-    let owned_files: HashSet<&std::path::Path> = rec.manifest.profiles.values().map(|o| o.file.as_path()).collect();
-    for p in &report.problems {
-        if !owned_files.contains(p.file.as_path()) {
-            profiles.push(ProfileInfo {
-                name: String::new(),
-                mode: String::new(),
-                state: format!("{:?}", p.kind).to_lowercase(),
-                file: crate::escape::path(&p.file),
-                sha256: String::new(),
-                error: p.to_string(),
-            });
-        }
-    }
+/// What D-Bus publishes for a reconcile's outcome, but the profile rows
+/// (`rows::RowIndex`) and the lints, kept a name at a time.
+pub fn publish_into(published: &mut Published, report: &Report, status: &Status) {
     let counts = [
         ("loaded", status.loaded),
         ("invalid", status.invalid),
@@ -144,23 +91,19 @@ pub fn published_from(rec: &Reconciler, report: &Report, status: &Status) -> Pub
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v as u32))
     .collect();
-    Published {
-        state: if report.is_clean() && status.held == 0 {
-            "ready"
-        } else {
-            "degraded"
-        }
-        .into(),
-        counts,
-        last_sync_usec: crate::trial::now_us(),
-        last_sync_summary: report.summary(),
-        profiles,
-        problems: report.problems.iter().map(|p| p.to_string()).collect(),
-        trials: report
-            .trial_refused
-            .iter()
-            .map(|t| (t.name.clone(), t.reason.clone()))
-            .collect(),
-        lints: Default::default(),
+    published.state = if report.is_clean() && status.held == 0 {
+        "ready"
+    } else {
+        "degraded"
     }
+    .into();
+    published.counts = counts;
+    published.last_sync_usec = crate::trial::now_us();
+    published.last_sync_summary = report.summary();
+    published.problems = report.problems.iter().map(|p| p.to_string()).collect();
+    published.trials = report
+        .trial_refused
+        .iter()
+        .map(|t| (t.name.clone(), t.reason.clone()))
+        .collect();
 }

@@ -28,6 +28,21 @@ pub struct ProfileInfo {
     pub error: String,
 }
 
+/// The rows `ListProfiles` returns: each owned profile, by name, then
+/// each file with a problem that owns none. Kept a name at a time
+/// (`daemon::rows`).
+#[derive(Debug, Clone, Default)]
+pub struct ProfileRows {
+    pub owned: std::collections::BTreeMap<String, ProfileInfo>,
+    pub files: Vec<ProfileInfo>,
+}
+
+impl ProfileRows {
+    pub fn iter(&self) -> impl Iterator<Item = &ProfileInfo> {
+        self.owned.values().chain(&self.files)
+    }
+}
+
 /// The result of `Sync`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct SyncResult {
@@ -46,7 +61,7 @@ pub struct Published {
     pub counts: HashMap<String, u32>,
     pub last_sync_usec: u64,
     pub last_sync_summary: String,
-    pub profiles: Vec<ProfileInfo>,
+    pub profiles: ProfileRows,
     pub problems: Vec<String>,
     /// Each profile in trial or promoted from one: its state line.
     pub trials: HashMap<String, String>,
@@ -192,7 +207,7 @@ impl Armord {
 
     /// Every profile armord owns or refused, with its state and problem.
     fn list_profiles(&self) -> Vec<ProfileInfo> {
-        self.read().profiles.clone()
+        self.read().profiles.iter().cloned().collect()
     }
 
     /// Run a reconcile now and return its result.

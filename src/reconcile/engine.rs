@@ -131,7 +131,7 @@ impl Engine<'_> {
             ..Default::default()
         };
         for r in &plan.relocations {
-            if let Some(o) = manifest.profiles.get_mut(&r.name) {
+            if let Some(o) = manifest.owned_mut(&r.name) {
                 o.file = r.file.clone();
                 o.source = r.source.clone();
             }
@@ -144,7 +144,7 @@ impl Engine<'_> {
         self.load(&plan.loads, manifest, &mut report)?;
         self.remove(&plan.removes, manifest, &mut report)?;
         for name in &plan.forgets {
-            manifest.profiles.remove(name);
+            manifest.disown(name);
         }
         report.deferred = plan.defers.clone();
         report.trial_refused = plan.trial_refused.clone();
@@ -280,7 +280,7 @@ impl Engine<'_> {
                 ));
                 continue;
             };
-            manifest.profiles.insert(
+            manifest.own(
                 n.clone(),
                 Owned {
                     file: a.file.clone(),
@@ -322,7 +322,7 @@ impl Engine<'_> {
             match self.kernel.remove(name) {
                 Ok(()) => {
                     let _ = crate::failpoint::hit("between-removes");
-                    manifest.profiles.remove(name);
+                    manifest.disown(name);
                     report.removed.push(name.clone());
                 }
                 Err(e) => {

@@ -63,7 +63,25 @@ pub struct Manifest {
     /// a rollback is judged against), as durable as the manifest.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub serials: BTreeMap<PathBuf, u64>,
+    /// The profiles whose entry changed since [`Manifest::take_touched`]
+    /// was last called: what is published follows them a name at a time.
+    #[serde(skip)]
+    touched: Touched,
 }
+
+/// Names whose owned entry changed; `None`: every name (a manifest just
+/// read or built, whose readers have not seen it yet). Not part of what a
+/// manifest is: two manifests that own the same are equal.
+#[derive(Debug, Clone, Default)]
+struct Touched(Option<BTreeSet<String>>);
+
+impl PartialEq for Touched {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Touched {}
 
 impl Manifest {
     pub fn new() -> Self {
@@ -73,6 +91,38 @@ impl Manifest {
         }
     }
 
+    /// Own `name` as `o`.
+    pub fn own(&mut self, name: String, o: Owned) {
+        self.touch(&name);
+        self.profiles.insert(name, o);
+    }
+
+    /// Own `name` no more.
+    pub fn disown(&mut self, name: &str) -> Option<Owned> {
+        self.touch(name);
+        self.profiles.remove(name)
+    }
+
+    /// The entry of `name`, to change in place.
+    pub fn owned_mut(&mut self, name: &str) -> Option<&mut Owned> {
+        self.touch(name);
+        self.profiles.get_mut(name)
+    }
+
+    fn touch(&mut self, name: &str) {
+        if let Some(t) = &mut self.touched.0
+            && !t.contains(name)
+        {
+            t.insert(name.to_owned());
+        }
+    }
+
+    /// The names whose entry changed since the last call (`None`: every
+    /// name may have), and from now on, none.
+    pub fn take_touched(&mut self) -> Option<BTreeSet<String>> {
+        self.touched.0.replace(BTreeSet::new())
+    }
+
     /// Settle what a crash left behind, against what the kernel holds: a
     /// pending load the kernel has becomes owned (with an unknown hash, so the
     /// next reconcile replaces it); one it lacks is dropped.
@@ -80,6 +130,7 @@ impl Manifest {
         let mut adopted = Vec::new();
         for (name, p) in std::mem::take(&mut self.pending) {
             if let Some(mode) = kernel.get(&name) {
+                self.touch(&name);
                 let entry = self.profiles.entry(name.clone()).or_insert_with(|| Owned {
                     file: p.file.clone(),
                     source: p.source.clone(),

@@ -3,7 +3,7 @@
 
 use super::{Job, Service, Trigger};
 use crate::config::Config;
-use crate::daemon::status::{Status, published_from};
+use crate::daemon::status::{Status, publish_into};
 use crate::daemon::{DaemonError, log_report, open};
 use crate::dbus::{Armord, OBJECT_PATH};
 use crate::notify;
@@ -18,10 +18,18 @@ type OwnedMap = std::collections::HashMap<String, crate::trial::lesson::Loaded>;
 
 /// Tell the follower of the versions about to be loaded, before the kernel
 /// has them: a record written after this is judged against the new
-/// version (or held until the kernel's record of the load says).
-fn load_hook(owned: crate::daemon::denials::OwnedVersions) -> crate::reconcile::LoadHook {
+/// version (or held until the kernel's record of the load says). The
+/// names go to `announced` too: the loop settles each after the reconcile.
+fn load_hook(
+    owned: crate::daemon::denials::OwnedVersions,
+    announced: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) -> crate::reconcile::LoadHook {
     std::sync::Arc::new(move |loading: &[crate::reconcile::Loading]| {
         let now = crate::trial::now_us();
+        announced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(loading.iter().map(|l| l.name.clone()));
         let mut o = owned.write().unwrap_or_else(|p| p.into_inner());
         for l in loading {
             let next = crate::trial::lesson::Loaded {
@@ -151,26 +159,40 @@ impl Service {
         } else {
             log::debug!("recheck: {}", report.summary());
         }
-        self.after(&report);
+        self.after(&report, trigger);
         if full || report.changed() {
             self.signal_report(&report).await;
         }
         Ok(report)
     }
 
-    /// Tell the denial follower which profiles armord owns now.
-    pub(super) fn share_owned(&self, window: Option<(u64, u64)>) {
-        if let Some(d) = &self.denials {
-            let mut owned = d.owned.write().unwrap_or_else(|p| p.into_inner());
-            *owned = self.owned_versions(&owned, window);
+    /// Tell the denial follower which profiles armord owns now: the
+    /// names `touched` and those the load hook announced (`None`: every
+    /// name, made again from the manifest).
+    pub(super) fn share_owned(&self, window: Option<(u64, u64)>, touched: Option<&BTreeSet<String>>) {
+        let Some(d) = &self.denials else { return };
+        let announced = std::mem::take(&mut *self.announced.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut owned = d.owned.write().unwrap_or_else(|p| p.into_inner());
+        match (touched, &self.rec) {
+            (Some(names), Some(rec)) if !owned.is_empty() => {
+                for n in names.iter().chain(&announced) {
+                    match rec.manifest.profiles.get(n) {
+                        Some(o) => {
+                            let now = self.loaded_now(o, owned.get(n), false, window);
+                            owned.insert(n.clone(), now);
+                        }
+                        None => {
+                            owned.remove(n);
+                        }
+                    }
+                }
+            }
+            _ => *owned = self.owned_versions(&owned, window),
         }
     }
 
     /// Each owned profile's loaded version, whether it complains, and
-    /// when it was loaded: as the load hook announced it (now done), or
-    /// for a change the hook did not see, within `window` (the kernel loads
-    /// of the apply, or else the whole reconcile); with nothing before
-    /// (armord's start), at the start of time.
+    /// when it was loaded (see [`Service::loaded_now`]).
     pub(super) fn owned_versions(&self, before: &OwnedMap, window: Option<(u64, u64)>) -> OwnedMap {
         let Some(rec) = &self.rec else {
             return Default::default();
@@ -178,39 +200,55 @@ impl Service {
         rec.manifest
             .profiles
             .iter()
-            .map(|(n, o)| {
-                let complain = o.mode == crate::apparmor::Mode::Complain;
-                let done = window.map_or_else(crate::trial::now_us, |(_, end)| end);
-                let (since_us, loaded_us) = match before.get(n) {
-                    // As the load hook told the follower, now done.
-                    Some(b) if b.sha256 == o.sha256 && b.complain == complain => {
-                        (b.since_us, Some(b.loaded_us.unwrap_or(done)))
-                    }
-                    _ if before.is_empty() => (0, Some(0)),
-                    // A load the hook announced did not take: the version
-                    // before is still loaded, every record its own.
-                    Some(b) if b.loaded_us.is_none() => (0, Some(0)),
-                    _ => window.map_or((self.applying_since_us, Some(done)), |(s, e)| (s, Some(e))),
-                };
-                let loaded = crate::trial::lesson::Loaded {
-                    sha256: o.sha256.clone(),
-                    complain,
-                    since_us,
-                    loaded_us,
-                };
-                (n.clone(), loaded)
-            })
+            .map(|(n, o)| (n.clone(), self.loaded_now(o, before.get(n), before.is_empty(), window)))
             .collect()
     }
 
-    pub(super) fn after(&mut self, report: &Report) {
+    /// One owned profile's loaded version, whether it complains, and when
+    /// it was loaded: as the load hook announced it (now done), or for a
+    /// change the hook did not see, within `window` (the kernel loads of
+    /// the apply, or else the whole reconcile); with nothing before
+    /// (armord's start), at the start of time.
+    fn loaded_now(
+        &self,
+        o: &crate::state::Owned,
+        before: Option<&crate::trial::lesson::Loaded>,
+        nothing_before: bool,
+        window: Option<(u64, u64)>,
+    ) -> crate::trial::lesson::Loaded {
+        let complain = o.mode == crate::apparmor::Mode::Complain;
+        let done = window.map_or_else(crate::trial::now_us, |(_, end)| end);
+        let (since_us, loaded_us) = match before {
+            // As the load hook told the follower, now done.
+            Some(b) if b.sha256 == o.sha256 && b.complain == complain => {
+                (b.since_us, Some(b.loaded_us.unwrap_or(done)))
+            }
+            _ if nothing_before => (0, Some(0)),
+            // A load the hook announced did not take: the version
+            // before is still loaded, every record its own.
+            Some(b) if b.loaded_us.is_none() => (0, Some(0)),
+            _ => window.map_or((self.applying_since_us, Some(done)), |(s, e)| (s, Some(e))),
+        };
+        crate::trial::lesson::Loaded {
+            sha256: o.sha256.clone(),
+            complain,
+            since_us,
+            loaded_us,
+        }
+    }
+
+    /// After a reconcile, publish what it did. What follows each owned
+    /// profile (the follower's versions, the lints, the rows) is brought in
+    /// step for the names the manifest says changed, not for every one.
+    pub(super) fn after(&mut self, report: &Report, trigger: Trigger) {
         // From now on the follower hears of each load before it starts.
         if let (Some(d), Some(rec)) = (&self.denials, self.rec.as_mut())
             && rec.on_load.is_none()
         {
-            rec.on_load = Some(load_hook(d.owned.clone()));
+            rec.on_load = Some(load_hook(d.owned.clone(), self.announced.clone()));
         }
-        self.share_owned(report.load_window_us);
+        let touched = self.rec.as_mut().and_then(|r| r.manifest.take_touched());
+        self.share_owned(report.load_window_us, touched.as_ref());
         if report.transient {
             self.retry_at = Some(Instant::now() + self.backoff);
             log::warn!(
@@ -234,31 +272,51 @@ impl Service {
             notify::status(&status.text());
         }
         self.status = status;
-        self.lint(report);
-        self.publish(report);
+        let linted = self.lint(touched.as_ref());
+        self.publish(report, touched.as_ref(), &linted);
+        // A change's exports wait a moment: a burst of changes rewrites
+        // the file once, not once per change.
+        if trigger == Trigger::Change {
+            self.exports_stale = true;
+            self.timers
+                .exports
+                .get_or_insert(Instant::now() + super::EXPORTS_AFTER_CHANGE);
+        } else {
+            self.write_exports();
+        }
     }
 
-    /// Lint what this reconcile loaded (at start: everything), against the
-    /// kernel as it is now; each new warning is logged once, with the
-    /// profile, and every profile's warnings are published. A version not
-    /// changed is not linted again.
-    fn lint(&mut self, report: &Report) {
-        let Some(rec) = &self.rec else { return };
-        let first = self.lints.is_empty();
-        if !first && report.loaded.is_empty() && report.replaced.is_empty() {
-            self.lints.retain(|n, _| rec.manifest.profiles.contains_key(n));
-            return;
-        }
-        let host = crate::lint::Host::of(&rec.config);
+    /// Lint the versions the names `touched` now have (`None`: every
+    /// owned profile), against the kernel as it is now; each new warning
+    /// is logged once, with the profile. A version not changed is not
+    /// linted again. Returns the names whose lints may have changed.
+    fn lint(&mut self, touched: Option<&BTreeSet<String>>) -> Vec<String> {
+        let Some(rec) = &self.rec else { return Vec::new() };
+        let names: Vec<String> = match touched {
+            Some(names) => names.iter().cloned().collect(),
+            None => rec
+                .manifest
+                .profiles
+                .keys()
+                .chain(self.lints.keys().filter(|n| !rec.manifest.profiles.contains_key(*n)))
+                .cloned()
+                .collect(),
+        };
+        let mut host = None;
         let forced = rec.config.mode == crate::config::ForcedMode::Complain;
-        for (name, o) in &rec.manifest.profiles {
+        for name in &names {
+            let Some(o) = rec.manifest.profiles.get(name) else {
+                self.lints.remove(name);
+                continue;
+            };
             if self.lints.get(name).is_some_and(|(sha, _)| *sha == o.sha256) {
                 continue;
             }
+            let host = host.get_or_insert_with(|| crate::lint::Host::of(&rec.config));
             let text = std::fs::read_to_string(rec.state.store_entry(&o.sha256)).unwrap_or_default();
             let complain = forced || o.mode == crate::apparmor::Mode::Complain;
             let file = crate::escape::path(&o.file);
-            let lines: Vec<String> = crate::lint::file(&o.file, &text, complain, &host, &rec.config.lint.off)
+            let lines: Vec<String> = crate::lint::file(&o.file, &text, complain, host, &rec.config.lint.off)
                 .iter()
                 .map(|l| {
                     let at = l.line.map(|n| format!(":{n}")).unwrap_or_default();
@@ -269,7 +327,7 @@ impl Service {
                 .collect();
             self.lints.insert(name.clone(), (o.sha256.clone(), lines));
         }
-        self.lints.retain(|n, _| rec.manifest.profiles.contains_key(n));
+        names
     }
 
     /// Update what D-Bus callers read, and the exports.
@@ -295,25 +353,46 @@ impl Service {
         rec.trial_status(|n, sha| store.learned.pending(n, sha))
     }
 
-    pub(super) fn publish(&mut self, report: &Report) {
-        self.metrics.learned = self.learned_counts();
+    /// Update what D-Bus callers read: the rows and lints of the names
+    /// `touched` and `linted`, the rest from the report.
+    pub(super) fn publish(&mut self, report: &Report, touched: Option<&BTreeSet<String>>, linted: &[String]) {
         let trials = self.trial_status();
         let Some(rec) = &self.rec else { return };
-        let mut published = published_from(rec, report, &self.status);
-        for t in &trials {
-            published.trials.insert(t.name.clone(), t.text.clone());
+        {
+            let mut published = self.published.write().unwrap_or_else(|p| p.into_inner());
+            publish_into(&mut published, report, &self.status);
+            for t in &trials {
+                published.trials.insert(t.name.clone(), t.text.clone());
+            }
+            self.rows
+                .update(&mut published.profiles, &rec.manifest, report, touched);
+            for n in linted {
+                match self.lints.get(n) {
+                    Some((_, lines)) if !lines.is_empty() => {
+                        published.lints.insert(n.clone(), lines.clone());
+                    }
+                    _ => {
+                        published.lints.remove(n);
+                    }
+                }
+            }
         }
-        published.lints = self
-            .lints
-            .iter()
-            .filter(|(_, (_, l))| !l.is_empty())
-            .map(|(n, (_, l))| (n.clone(), l.clone()))
-            .collect();
         self.metrics.trials = trials;
+    }
+
+    /// Write the exports from what is published now.
+    pub(super) fn write_exports(&mut self) {
+        let Some(rec) = &self.rec else { return };
+        if rec.config.exports.prometheus_textfile.is_some() {
+            self.metrics.learned = self.learned_counts();
+        }
+        let Some(rec) = &self.rec else { return };
+        let published = self.published.read().unwrap_or_else(|p| p.into_inner());
         crate::daemon::exports::write(&rec.config, &published, &self.counters, &self.metrics);
+        drop(published);
         self.exported_at = tokio::time::Instant::now();
         self.exported = self.counter_marks();
-        *self.published.write().unwrap_or_else(|p| p.into_inner()) = published;
+        self.exports_stale = false;
     }
 
     /// Trial lines as they stand now (the clock and the gate's evidence
@@ -331,11 +410,8 @@ impl Service {
             p.trials = trials.iter().map(|t| (t.name.clone(), t.text.clone())).collect();
         }
         self.metrics.trials = trials;
-        if moved && let Some(rec) = &self.rec {
-            self.metrics.learned = self.learned_counts();
-            let published = self.published.read().unwrap_or_else(|p| p.into_inner()).clone();
-            crate::daemon::exports::write(&rec.config, &published, &self.counters, &self.metrics);
-            self.exported_at = tokio::time::Instant::now();
+        if moved {
+            self.write_exports();
         }
     }
 
@@ -350,17 +426,11 @@ impl Service {
         let marks = self.counter_marks();
         // Unchanged, but rewritten every EXPORT_HEARTBEAT all the same: its
         // timestamp is how a fleet tells armord down from armord idle.
-        if marks == self.exported && self.exported_at.elapsed() < super::EXPORT_HEARTBEAT {
+        if marks == self.exported && !self.exports_stale && self.exported_at.elapsed() < super::EXPORT_HEARTBEAT {
             return;
         }
-        self.metrics.learned = self.learned_counts();
         self.metrics.trials = self.trial_status();
-        if let Some(rec) = &self.rec {
-            let published = self.published.read().unwrap_or_else(|p| p.into_inner()).clone();
-            crate::daemon::exports::write(&rec.config, &published, &self.counters, &self.metrics);
-            self.exported_at = tokio::time::Instant::now();
-        }
-        self.exported = marks;
+        self.write_exports();
     }
 
     /// Reconcile, and while removals wait only for the source to settle,

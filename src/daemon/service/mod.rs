@@ -26,6 +26,9 @@ use tokio::time::Instant;
 const DEFERRED_RETRY: Duration = Duration::from_secs(2);
 /// How soon the exports are rewritten after a denial counter moved.
 const EXPORTS_REFRESH: Duration = Duration::from_secs(1);
+/// How soon the exports are rewritten after a change reconcile: a burst
+/// of changes rewrites them once.
+const EXPORTS_AFTER_CHANGE: Duration = Duration::from_millis(200);
 /// How often the promotion gate is asked.
 const GATE_TICK: Duration = Duration::from_secs(1);
 /// The exports are rewritten at least this often, idle or not.
@@ -125,6 +128,12 @@ pub struct Service {
     /// Each owned profile's lints: for the version (sha256) linted, as
     /// lines (`file:line: [name] message; fix: …`).
     lints: std::collections::HashMap<String, (String, Vec<String>)>,
+    /// What the published profile rows are kept by.
+    rows: super::rows::RowIndex,
+    /// The names the load hook announced since the follower was last told.
+    announced: Arc<Mutex<Vec<String>>>,
+    /// The exports lag what is published (a change's, written shortly).
+    exports_stale: bool,
     /// Gate ticks since start (the process list is read every fifth).
     gate_ticks: u64,
     /// When the reconcile in flight began (µs since the epoch): a version
@@ -218,6 +227,9 @@ impl Service {
                 _ = self.signals.stop.recv() => self.on_stop(),
             }
             if self.stopping {
+                if self.exports_stale {
+                    self.write_exports();
+                }
                 log::info!("stopped");
                 return Ok(0);
             }
@@ -345,6 +357,9 @@ pub fn run(
             timers: Timers::new(Duration::ZERO),
             lost_seen: 0,
             lints: Default::default(),
+            rows: Default::default(),
+            announced: Default::default(),
+            exports_stale: false,
             gate_ticks: 0,
             applying_since_us: 0,
             published,

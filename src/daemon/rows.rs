@@ -1,0 +1,244 @@
+//! The profile rows D-Bus and the exports publish, kept a name at a time:
+//! after a change reconcile only the rows of the profiles it touched, and
+//! of those its report or the one before it shaped (deferred, held, a
+//! problem of their file), are made again. A manifest just read (start, a
+//! reload, a recovery) makes every row.
+
+use crate::dbus::{ProfileInfo, ProfileRows};
+use crate::reconcile::{Held, HeldWhy, Report};
+use crate::state::{Manifest, Owned};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Default)]
+pub struct RowIndex {
+    /// Each owned profile's file…
+    file_of: HashMap<String, PathBuf>,
+    /// …and the owned profiles of each file.
+    of_file: HashMap<PathBuf, BTreeSet<String>>,
+    /// The profiles whose row the last report shaped: made again with the
+    /// next one, which may not.
+    shaped: BTreeSet<String>,
+}
+
+/// What a report says of owned profiles, looked up by name or file.
+struct Shapes<'a> {
+    deferred: HashSet<&'a str>,
+    held: HashMap<&'a str, &'a Held>,
+    /// The first problem of each file.
+    problem_of: HashMap<&'a Path, String>,
+}
+
+impl<'a> Shapes<'a> {
+    fn of(report: &'a Report) -> Self {
+        let mut problem_of: HashMap<&Path, String> = HashMap::new();
+        for p in &report.problems {
+            problem_of.entry(p.file.as_path()).or_insert_with(|| p.to_string());
+        }
+        Shapes {
+            deferred: report.deferred.iter().map(|d| d.name.as_str()).collect(),
+            held: report
+                .held
+                .iter()
+                .filter(|h| matches!(h.why, HeldWhy::MassRemoval | HeldWhy::Settling))
+                .map(|h| (h.name.as_str(), h))
+                .collect(),
+            problem_of,
+        }
+    }
+
+    fn row(&self, name: &str, o: &Owned) -> ProfileInfo {
+        let mut error = self.problem_of.get(o.file.as_path()).cloned().unwrap_or_default();
+        let state = if self.deferred.contains(name) {
+            "deferred"
+        } else if let Some(h) = self.held.get(name) {
+            // No source defines it; its removal waits.
+            error = h.reason.clone();
+            "held"
+        } else if !error.is_empty() {
+            // The last good version is loaded; the current file is not.
+            "invalid"
+        } else {
+            "loaded"
+        };
+        ProfileInfo {
+            name: name.to_owned(),
+            mode: o.mode.to_string(),
+            state: state.into(),
+            file: crate::escape::path(&o.file),
+            sha256: o.sha256.clone(),
+            error,
+        }
+    }
+}
+
+impl RowIndex {
+    fn unindex(&mut self, name: &str) {
+        if let Some(file) = self.file_of.remove(name)
+            && let Some(names) = self.of_file.get_mut(&file)
+        {
+            names.remove(name);
+            if names.is_empty() {
+                self.of_file.remove(&file);
+            }
+        }
+    }
+
+    fn index(&mut self, name: &str, o: &Owned) {
+        self.file_of.insert(name.to_owned(), o.file.clone());
+        self.of_file.entry(o.file.clone()).or_default().insert(name.to_owned());
+    }
+
+    /// Bring `rows` in step with `manifest` and `report`: the names
+    /// `touched` (`None`: every name) and those a report shaped.
+    pub fn update(
+        &mut self,
+        rows: &mut ProfileRows,
+        manifest: &Manifest,
+        report: &Report,
+        touched: Option<&BTreeSet<String>>,
+    ) {
+        let shapes = Shapes::of(report);
+        let mut redo: BTreeSet<String> = match touched {
+            None => {
+                self.file_of.clear();
+                self.of_file.clear();
+                rows.owned.clear();
+                for (n, o) in &manifest.profiles {
+                    self.index(n, o);
+                }
+                manifest.profiles.keys().cloned().collect()
+            }
+            Some(names) => {
+                for n in names {
+                    self.unindex(n);
+                    if let Some(o) = manifest.profiles.get(n) {
+                        self.index(n, o);
+                    }
+                }
+                names.clone()
+            }
+        };
+        let mut shaped: BTreeSet<String> = shapes
+            .deferred
+            .iter()
+            .chain(shapes.held.keys())
+            .map(|n| (*n).to_owned())
+            .collect();
+        for file in shapes.problem_of.keys() {
+            if let Some(names) = self.of_file.get(*file) {
+                shaped.extend(names.iter().cloned());
+            }
+        }
+        redo.extend(std::mem::take(&mut self.shaped));
+        redo.extend(shaped.iter().cloned());
+        self.shaped = shaped;
+        for n in redo {
+            match manifest.profiles.get(&n) {
+                Some(o) => {
+                    let row = shapes.row(&n, o);
+                    rows.owned.insert(n, row);
+                }
+                None => {
+                    rows.owned.remove(&n);
+                }
+            }
+        }
+        rows.files = report
+            .problems
+            .iter()
+            .filter(|p| !self.of_file.contains_key(p.file.as_path()))
+            .map(|p| ProfileInfo {
+                name: String::new(),
+                mode: String::new(),
+                state: format!("{:?}", p.kind).to_lowercase(),
+                file: crate::escape::path(&p.file),
+                sha256: String::new(),
+                error: p.to_string(),
+            })
+            .collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apparmor::Mode;
+    use crate::reconcile::{Deferred, Problem, ProblemKind};
+    use proptest::prelude::*;
+
+    fn owned(file: &str, sha: &str) -> Owned {
+        Owned {
+            file: file.into(),
+            source: "/s".into(),
+            sha256: sha.into(),
+            complain: false,
+            mode: Mode::Enforce,
+        }
+    }
+
+    /// Every row made from scratch, as a fresh index makes them.
+    fn all_rows(manifest: &Manifest, report: &Report) -> Vec<ProfileInfo> {
+        let mut rows = ProfileRows::default();
+        RowIndex::default().update(&mut rows, manifest, report, None);
+        rows.iter().cloned().collect()
+    }
+
+    /// One step: profiles owned (name index → file index, sha), deferred,
+    /// held and problem files, by index.
+    type Step = (Vec<(u8, u8, u8)>, Vec<u8>, Vec<u8>, Vec<u8>);
+
+    fn step() -> impl Strategy<Value = Step> {
+        (
+            proptest::collection::vec((0u8..40, 0u8..12, 0u8..3), 0..40),
+            proptest::collection::vec(0u8..40, 0..4),
+            proptest::collection::vec(0u8..40, 0..4),
+            proptest::collection::vec(0u8..14, 0..4),
+        )
+    }
+
+    proptest! {
+        /// Kept a name at a time, over any sequence of manifests and
+        /// reports, the rows are always those made from scratch.
+        #[test]
+        fn rows_kept_by_name_are_the_rows_made_whole(steps in proptest::collection::vec(step(), 1..12)) {
+            let mut manifest = Manifest::new();
+            let mut index = RowIndex::default();
+            let mut rows = ProfileRows::default();
+            // What a reader saw first: every name.
+            let _ = manifest.take_touched();
+            index.update(&mut rows, &manifest, &Report::default(), None);
+            for (owned_now, deferred, held, problems) in steps {
+                let want: std::collections::BTreeMap<String, Owned> = owned_now
+                    .iter()
+                    .map(|(n, f, sha)| (format!("p{n}"), owned(&format!("/f{f}"), &format!("{sha}"))))
+                    .collect();
+                let gone: Vec<String> = manifest.profiles.keys().filter(|n| !want.contains_key(*n)).cloned().collect();
+                for n in gone {
+                    manifest.disown(&n);
+                }
+                for (n, o) in want {
+                    if manifest.profiles.get(&n) != Some(&o) {
+                        manifest.own(n, o);
+                    }
+                }
+                let report = Report {
+                    deferred: deferred.iter().map(|n| Deferred { name: format!("p{n}"), pids: vec![1] }).collect(),
+                    held: held
+                        .iter()
+                        .map(|n| Held { name: format!("p{n}"), file: "/f0".into(), reason: "settling".into(), why: HeldWhy::Settling })
+                        .collect(),
+                    problems: problems
+                        .iter()
+                        .map(|f| Problem::new(ProblemKind::Invalid, format!("/f{f}").into(), "bad"))
+                        .collect(),
+                    ..Default::default()
+                };
+                let touched = manifest.take_touched();
+                index.update(&mut rows, &manifest, &report, touched.as_ref());
+                let kept: Vec<ProfileInfo> = rows.iter().cloned().collect();
+                prop_assert_eq!(kept, all_rows(&manifest, &report));
+            }
+        }
+    }
+}
