@@ -143,6 +143,9 @@ impl Reconciler {
                 return self.reconcile();
             };
             replace_files(&mut desired, &looked, new, may_define);
+            if let Some(l) = &mut self.looked {
+                l.extend(looked);
+            }
             return self.plan_and_apply(desired, None, false, false);
         }
         // While the parser checks the files, the kernel's list is read and
@@ -180,14 +183,19 @@ impl Reconciler {
         let policy = Self::policy(&self.config);
         let (tx, parser_starts) = std::sync::mpsc::channel();
         self.validator.parser_starts = Some(tx);
+        // The paths where the guess differs from what the last plan saw.
+        if let Some(l) = &mut self.looked {
+            l.extend(looked.iter().cloned());
+        }
         let (kernel, manifest, guess) = (&self.kernel, &self.manifest, &desired);
+        let (memo, looked_all) = (self.memo.as_ref(), self.looked.as_deref());
         let (validated, planned) = std::thread::scope(|s| {
             let ahead = s.spawn(move || {
                 // Either way: the parser started, or the validation ended.
                 let _ = parser_starts.recv();
                 let kernel = kernel.loaded().ok()?;
-                let plan = plan(guess, manifest, &kernel, &BTreeMap::new(), &policy);
-                Some((kernel, plan))
+                let (plan, reach) = plan_now(memo, looked_all, guess, manifest, &kernel, &policy);
+                Some((kernel, plan, reach))
             });
             let validated = self.validator.validate(files, &self.manifest, &engine, &mut may_define);
             // A validation that failed before its parser run still held it.

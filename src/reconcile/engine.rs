@@ -124,7 +124,7 @@ impl Engine<'_> {
     /// (intent) and after (result), so a crash at any point converges.
     pub fn apply(&self, plan: &Plan, manifest: &mut Manifest) -> Result<Report, ApplyError> {
         let mut report = Report {
-            unchanged: plan.keeps.len(),
+            unchanged: plan.keeps.len() + plan.carried_keeps,
             held: plan.held.clone(),
             problems: plan.problems.clone(),
             recheck_in: plan.recheck_in,

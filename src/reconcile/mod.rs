@@ -19,6 +19,7 @@ macro_rules! engine {
 
 mod bounds;
 mod carry;
+mod delta;
 mod desired;
 mod engine;
 mod hash;
@@ -189,6 +190,35 @@ pub struct Reconciler {
     pub carried_reads: u64,
     /// Of those, the ones whose plan, made while the parser ran, was kept.
     pub plans_ahead_kept: u64,
+    /// What the last plan left (see `delta`), and the paths where `last`
+    /// differs from what it was made from (`None`: not known; the next
+    /// plan is made in full).
+    memo: Option<delta::Memo>,
+    looked: Option<Vec<PathBuf>>,
+    /// Plans made over part of the files.
+    pub plans_by_reach: u64,
+}
+
+/// A plan made ahead: the kernel's list it was made against, and what it
+/// reached when made over part of the files.
+type Planned = (BTreeMap<String, Mode>, Plan, Option<delta::Reach>);
+
+/// The plan for `desired`: over what the change at `looked` reaches when
+/// `memo` can tell, else in full.
+fn plan_now(
+    memo: Option<&delta::Memo>,
+    looked: Option<&[PathBuf]>,
+    desired: &Desired,
+    manifest: &Manifest,
+    kernel: &BTreeMap<String, Mode>,
+    policy: &Policy,
+) -> (Plan, Option<delta::Reach>) {
+    if let (Some(memo), Some(looked)) = (memo, looked)
+        && let Some((plan, reach)) = memo.plan(desired, manifest, kernel, looked, policy)
+    {
+        return (plan, Some(reach));
+    }
+    (plan(desired, manifest, kernel, &BTreeMap::new(), policy), None)
 }
 
 impl Reconciler {
@@ -260,6 +290,9 @@ impl Reconciler {
             carry_ok: false,
             carried_reads: 0,
             plans_ahead_kept: 0,
+            memo: None,
+            looked: None,
+            plans_by_reach: 0,
         })
     }
 
@@ -477,11 +510,14 @@ impl Reconciler {
     fn plan_and_apply(
         &mut self,
         desired: Desired,
-        planned: Option<(BTreeMap<String, Mode>, Plan)>,
+        planned: Option<Planned>,
         transient: bool,
         full_read: bool,
     ) -> Result<Report, ApplyError> {
         self.carry_ok = !transient;
+        if full_read {
+            self.looked = None;
+        }
         // The last reconcile's files are let go after the loads, not before.
         let previous = self.last.replace(desired);
         let mut report = self.replan_with(planned)?;
@@ -548,7 +584,7 @@ impl Reconciler {
     /// [`Reconciler::replan`], given `planned`: the kernel's list and the
     /// plan made from it for exactly what `last` holds, its quiet times
     /// included (no process list: one is read when the plan removes).
-    fn replan_with(&mut self, planned: Option<(BTreeMap<String, Mode>, Plan)>) -> Result<Report, ApplyError> {
+    fn replan_with(&mut self, planned: Option<Planned>) -> Result<Report, ApplyError> {
         let Some(mut desired) = self.last.take() else {
             return self.reconcile();
         };
@@ -557,14 +593,23 @@ impl Reconciler {
         }
         desired.trials = self.trials_now(&desired);
         let engine = engine!(self);
+        let looked = self.looked.take();
+        let memo = self.memo.take();
         let result = (|| {
             let policy = Self::policy(&self.config);
-            let (kernel, mut plan) = match planned {
+            let (kernel, mut plan, reach) = match planned {
                 Some(p) => p,
                 None => {
                     let kernel = self.kernel.loaded()?;
-                    let plan = plan(&desired, &self.manifest, &kernel, &BTreeMap::new(), &policy);
-                    (kernel, plan)
+                    let (plan, reach) = plan_now(
+                        memo.as_ref(),
+                        looked.as_deref(),
+                        &desired,
+                        &self.manifest,
+                        &kernel,
+                        &policy,
+                    );
+                    (kernel, plan, reach)
                 }
             };
             // Which processes a profile confines matters only for removals:
@@ -573,6 +618,15 @@ impl Reconciler {
                 let in_use = self.kernel.confined()?;
                 plan = self::plan(&desired, &self.manifest, &kernel, &in_use, &policy);
             }
+            // What the next plan starts from: this one, taken in.
+            self.plans_by_reach += u64::from(reach.is_some());
+            self.memo = match (memo, reach) {
+                (Some(mut m), Some(r)) => {
+                    m.absorb(&desired, kernel, &plan, &r);
+                    Some(m)
+                }
+                _ => Some(delta::Memo::of_full(&desired, kernel, &plan, &policy)),
+            };
             // Removals go last, after one more look at their sources: loads
             // run the parser, and a file may have come back meanwhile.
             let removes = std::mem::take(&mut plan.removes);
@@ -619,7 +673,11 @@ impl Reconciler {
         })();
         self.last = Some(desired);
         if result.is_ok() {
+            // `last` is what the memo was made from.
+            self.looked = Some(Vec::new());
             self.book_follows()?;
+        } else {
+            self.memo = None;
         }
         result
     }
@@ -664,6 +722,8 @@ fn rebuild(state: &StateDir, parser: &dyn Parser, kernel: &BTreeMap<String, Mode
 
 #[cfg(test)]
 mod carry_tests;
+#[cfg(test)]
+mod delta_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

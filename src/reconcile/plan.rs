@@ -251,6 +251,9 @@ pub struct Plan {
     pub problems: Vec<Problem>,
     /// Removals are held until a source settles: plan again after this long.
     pub recheck_in: Option<Duration>,
+    /// Unchanged profiles a plan made over part of the files (`delta`)
+    /// did not look at: counted with `keeps`.
+    pub carried_keeps: usize,
 }
 
 impl Plan {

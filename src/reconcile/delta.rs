@@ -1,0 +1,383 @@
+//! A change's plan, made over what the change can reach: the files at the
+//! paths looked at, every file and profile the last plan left anything
+//! but a plain keep (blocked, loading, relocated, held, restored), and,
+//! closed over, every file that defines a name any of those define. The
+//! rest are files the last plan kept as they were, against a kernel list
+//! that has not moved under them since: the full plan would keep them
+//! again, so they are counted, not looked at.
+//!
+//! Whenever that cannot be told (another policy, configuration or trial
+//! book, an unavailable source, the kernel changed beyond armord's own
+//! loads) or the plan would remove anything (removal gating counts a whole
+//! source), `None`: the full plan is made. A property test holds the two
+//! equal over sequences of changes, thousands of files included.
+
+use super::plan::{Desired, LoadKind, Plan, Policy, RemovalRules, Trials, Verdict, plan};
+use crate::apparmor::{Mode, top_level};
+use crate::config::RemoveInUse;
+use crate::state::Manifest;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// What a plan was made under, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rules {
+    prefix: String,
+    takeover: bool,
+    remove_in_use: RemoveInUse,
+    complain: bool,
+    removal: RemovalRules,
+}
+
+impl Rules {
+    fn of(p: &Policy) -> Self {
+        Rules {
+            prefix: p.prefix.to_owned(),
+            takeover: p.takeover,
+            remove_in_use: p.remove_in_use,
+            complain: p.complain,
+            removal: p.removal,
+        }
+    }
+}
+
+/// What the last plan left, for the next one to start from.
+#[derive(Debug)]
+pub struct Memo {
+    rules: Rules,
+    configured: Vec<PathBuf>,
+    trials: Trials,
+    /// The kernel's list the last plan was made against.
+    kernel: BTreeMap<String, Mode>,
+    /// The names each file defines (valid) or may define (blocked)…
+    names_at: HashMap<PathBuf, Vec<String>>,
+    /// …and the files that define or may define each name.
+    definers: HashMap<String, Vec<PathBuf>>,
+    /// Files the last plan did anything with but keep, or that are not
+    /// valid: looked at again by the next.
+    unsettled_files: HashSet<PathBuf>,
+    /// Owned profiles no kept file defines (held, restored, relocated, a
+    /// trial refused): looked at again by the next.
+    unsettled_names: BTreeSet<String>,
+    /// How many profiles the settled files keep.
+    settled_keeps: usize,
+}
+
+/// What a plan over part of the files reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reach {
+    /// The paths looked at, and what the change made of them.
+    looked: Vec<PathBuf>,
+    files: BTreeSet<PathBuf>,
+    names: BTreeSet<String>,
+}
+
+fn bytes(p: &Path) -> &[u8] {
+    p.as_os_str().as_encoded_bytes()
+}
+
+/// The files of `desired` at `path` (sorted by path bytes: a range).
+fn files_at<'a>(desired: &'a Desired, path: &Path) -> &'a [super::plan::DesiredFile] {
+    let key = bytes(path);
+    let files = &desired.files;
+    let at = files.partition_point(|f| bytes(&f.path) < key);
+    let end = at + files[at..].iter().take_while(|f| bytes(&f.path) == key).count();
+    &files[at..end]
+}
+
+/// The names the files at `path` define, or may define when blocked.
+fn names_now(desired: &Desired, path: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in files_at(desired, path) {
+        match &f.verdict {
+            Verdict::Valid { names } => out.extend(names.iter().cloned()),
+            _ => out.extend(desired.may_define.get(&f.path).into_iter().flatten().cloned()),
+        }
+    }
+    out
+}
+
+/// What of `plan` leaves files and names unsettled.
+fn unsettled_of(plan: &Plan, names_file: impl Fn(&str) -> Vec<PathBuf>) -> (HashSet<PathBuf>, BTreeSet<String>) {
+    let mut files: HashSet<PathBuf> = HashSet::new();
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    files.extend(plan.problems.iter().map(|p| p.file.clone()));
+    for l in &plan.loads {
+        files.insert(l.file.clone());
+        if l.kind == LoadKind::Restore {
+            names.extend(l.names.iter().cloned());
+        }
+    }
+    for r in &plan.relocations {
+        files.insert(r.file.clone());
+        names.insert(r.name.clone());
+    }
+    for t in &plan.trial_refused {
+        files.extend(names_file(&t.name));
+        names.insert(t.name.clone());
+    }
+    names.extend(plan.held.iter().map(|h| h.name.clone()));
+    names.extend(plan.forgets.iter().cloned());
+    names.extend(plan.removes.iter().cloned());
+    names.extend(plan.defers.iter().map(|d| d.name.clone()));
+    (files, names)
+}
+
+/// Whether the files at `path` are settled: valid, defining profiles,
+/// and nothing of the plan's but a keep.
+fn settled(desired: &Desired, path: &Path, unsettled: &HashSet<PathBuf>) -> Option<usize> {
+    let files = files_at(desired, path);
+    if files.is_empty() || unsettled.contains(path) {
+        return None;
+    }
+    let mut n = 0;
+    for f in files {
+        match &f.verdict {
+            Verdict::Valid { names } if !names.is_empty() => n += names.len(),
+            _ => return None,
+        }
+    }
+    Some(n)
+}
+
+impl Memo {
+    /// What a full plan of `desired` left.
+    pub fn of_full(desired: &Desired, kernel: BTreeMap<String, Mode>, plan: &Plan, policy: &Policy) -> Memo {
+        let mut names_at: HashMap<PathBuf, Vec<String>> = HashMap::with_capacity(desired.files.len());
+        let mut definers: HashMap<String, Vec<PathBuf>> = HashMap::with_capacity(desired.files.len());
+        for f in &desired.files {
+            if names_at.contains_key(&f.path) {
+                continue;
+            }
+            let names = names_now(desired, &f.path);
+            for n in &names {
+                definers.entry(n.clone()).or_default().push(f.path.clone());
+            }
+            names_at.insert(f.path.clone(), names);
+        }
+        let (mut unsettled_files, unsettled_names) =
+            unsettled_of(plan, |n| definers.get(n).cloned().unwrap_or_default());
+        unsettled_files.retain(|p| names_at.contains_key(p));
+        let mut settled_keeps = 0;
+        for p in names_at.keys() {
+            match settled(desired, p, &unsettled_files) {
+                Some(n) => settled_keeps += n,
+                None => {
+                    unsettled_files.insert(p.clone());
+                }
+            }
+        }
+        Memo {
+            rules: Rules::of(policy),
+            configured: desired.configured.clone(),
+            trials: desired.trials.clone(),
+            kernel,
+            names_at,
+            definers,
+            unsettled_files,
+            unsettled_names,
+            settled_keeps,
+        }
+    }
+
+    /// Whether the kernel's list is the one the last plan saw, but for
+    /// profiles it left unsettled (armord's own loads since).
+    fn kernel_as_left(&self, kernel: &BTreeMap<String, Mode>) -> bool {
+        let exempt: HashSet<&str> = self
+            .unsettled_names
+            .iter()
+            .map(String::as_str)
+            .chain(
+                self.unsettled_files
+                    .iter()
+                    .filter_map(|p| self.names_at.get(p))
+                    .flatten()
+                    .map(String::as_str),
+            )
+            .collect();
+        let mut a = self.kernel.iter().peekable();
+        let mut b = kernel.iter().peekable();
+        loop {
+            let differs = match (a.peek(), b.peek()) {
+                (None, None) => return true,
+                (Some((n, _)), None) => {
+                    let n = *n;
+                    a.next();
+                    n
+                }
+                (None, Some((n, _))) => {
+                    let n = *n;
+                    b.next();
+                    n
+                }
+                (Some((na, ma)), Some((nb, mb))) => match na.cmp(nb) {
+                    std::cmp::Ordering::Equal => {
+                        let same = ma == mb;
+                        let n = *na;
+                        a.next();
+                        b.next();
+                        if same {
+                            continue;
+                        }
+                        n
+                    }
+                    std::cmp::Ordering::Less => {
+                        let n = *na;
+                        a.next();
+                        n
+                    }
+                    std::cmp::Ordering::Greater => {
+                        let n = *nb;
+                        b.next();
+                        n
+                    }
+                },
+            };
+            if !exempt.contains(top_level(differs)) {
+                return false;
+            }
+        }
+    }
+
+    /// The plan for `desired`, which differs from what this memo was made
+    /// from only at the paths `looked`; `None` when only a full plan can
+    /// say.
+    pub fn plan(
+        &self,
+        desired: &Desired,
+        manifest: &Manifest,
+        kernel: &BTreeMap<String, Mode>,
+        looked: &[PathBuf],
+        policy: &Policy,
+    ) -> Option<(Plan, Reach)> {
+        if self.rules != Rules::of(policy)
+            || self.configured != desired.configured
+            || !desired.unavailable.is_empty()
+            || self.trials != desired.trials
+            || !self.kernel_as_left(kernel)
+        {
+            return None;
+        }
+        let looked_set: HashSet<&Path> = looked.iter().map(PathBuf::as_path).collect();
+        // The files and names reached, closed over who defines what.
+        let mut files: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut names: BTreeSet<String> = self.unsettled_names.clone();
+        let mut queue: Vec<String> = self.unsettled_names.iter().cloned().collect();
+        let reach_file = |p: &Path, files: &mut BTreeSet<PathBuf>, queue: &mut Vec<String>| {
+            if files.insert(p.to_owned()) {
+                queue.extend(self.names_at.get(p).into_iter().flatten().cloned());
+                if looked_set.contains(p) {
+                    queue.extend(names_now(desired, p));
+                }
+            }
+        };
+        for p in looked.iter().chain(&self.unsettled_files) {
+            reach_file(p, &mut files, &mut queue);
+        }
+        while let Some(n) = queue.pop() {
+            let definers_now = self
+                .definers
+                .get(&n)
+                .into_iter()
+                .flatten()
+                .filter(|p| !looked_set.contains(p.as_path()))
+                .cloned()
+                .chain(looked.iter().filter(|p| names_now(desired, p).contains(&n)).cloned())
+                .collect::<Vec<_>>();
+            for p in definers_now {
+                reach_file(&p, &mut files, &mut queue);
+            }
+            names.insert(n);
+        }
+        // The part of each input the reach holds, in the full plan's order.
+        let mut part = Desired {
+            configured: desired.configured.clone(),
+            unavailable: Vec::new(),
+            quiet: desired.quiet.clone(),
+            allow_mass: desired.allow_mass.clone(),
+            trials: desired.trials.clone(),
+            ..Default::default()
+        };
+        for p in &files {
+            part.files.extend(files_at(desired, p).iter().cloned());
+            if let Some(m) = desired.may_define.get(p) {
+                part.may_define.insert(p.clone(), m.clone());
+            }
+        }
+        super::carry::sort_files(&mut part.files);
+        let mut owned = Manifest::new();
+        let mut listed = BTreeMap::new();
+        for n in &names {
+            if let Some(o) = manifest.profiles.get(n) {
+                owned.profiles.insert(n.clone(), o.clone());
+            }
+            if let Some(m) = kernel.get(n) {
+                listed.insert(n.clone(), m.clone());
+            }
+        }
+        let mut out = plan(&part, &owned, &listed, &BTreeMap::new(), policy);
+        // Removal gating counts a source's owned profiles: the full plan.
+        if !out.removes.is_empty() || !out.defers.is_empty() || !out.forgets.is_empty() || out.recheck_in.is_some() {
+            return None;
+        }
+        let reached_settled: usize = files
+            .iter()
+            .filter(|p| !self.unsettled_files.contains(*p) && self.names_at.contains_key(*p))
+            .map(|p| self.names_at.get(p).map_or(0, Vec::len))
+            .sum();
+        out.carried_keeps = self.settled_keeps - reached_settled.min(self.settled_keeps);
+        let reach = Reach {
+            looked: looked.to_vec(),
+            files,
+            names,
+        };
+        Some((out, reach))
+    }
+
+    /// Take in the plan made over `reach` for `desired`, against `kernel`.
+    pub fn absorb(&mut self, desired: &Desired, kernel: BTreeMap<String, Mode>, plan: &Plan, reach: &Reach) {
+        // Every file reached is counted again: uncount those settled.
+        for p in &reach.files {
+            if !self.unsettled_files.remove(p)
+                && let Some(names) = self.names_at.get(p)
+            {
+                self.settled_keeps -= names.len().min(self.settled_keeps);
+            }
+        }
+        // Who defines what, at the paths looked at.
+        for p in &reach.looked {
+            for n in self.names_at.remove(p).unwrap_or_default() {
+                if let Some(d) = self.definers.get_mut(&n) {
+                    d.retain(|q| q != p);
+                    if d.is_empty() {
+                        self.definers.remove(&n);
+                    }
+                }
+            }
+            if files_at(desired, p).is_empty() {
+                continue;
+            }
+            let names = names_now(desired, p);
+            for n in &names {
+                self.definers.entry(n.clone()).or_default().push(p.clone());
+            }
+            self.names_at.insert(p.clone(), names);
+        }
+        let definers = &self.definers;
+        let (files, names) = unsettled_of(plan, |n| definers.get(n).cloned().unwrap_or_default());
+        for p in &reach.files {
+            if files_at(desired, p).is_empty() {
+                continue;
+            }
+            match settled(desired, p, &files) {
+                Some(n) => self.settled_keeps += n,
+                None => {
+                    self.unsettled_files.insert(p.clone());
+                }
+            }
+        }
+        self.unsettled_names = names;
+        self.trials = desired.trials.clone();
+        self.kernel = kernel;
+    }
+}
