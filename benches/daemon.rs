@@ -11,7 +11,9 @@
 //!   the latency armord cannot remove while a change takes a parser process;
 //! - steady state over 10 minutes with nothing changing: parser calls, profile
 //!   files opened (strace), read syscalls, CPU, wakeups, resident memory;
-//! - memory while 100,000 denials are replayed through a fake journalctl.
+//! - memory while 100,000 denials are replayed through a fake journalctl;
+//! - with BENCH_RESTART=1, after the changes: the idle RSS, and a boot
+//!   restore (kernel emptied; start → READY on the state and cache).
 //!
 //! Run: `cargo bench --bench daemon`. Sizes: BENCH_PROFILES (1000),
 //! BENCH_CHANGES (200), BENCH_DEBOUNCES ("200,0"), BENCH_FLOOR_ROUNDS (300;
@@ -136,6 +138,12 @@ fn fake_parser() {
         }
         let text: String = set.into_iter().map(|l| l + "\n").collect();
         let _ = std::fs::write(&secfs, text);
+        let rev = secfs.with_file_name("revision");
+        let n: u64 = std::fs::read_to_string(&rev)
+            .ok()
+            .and_then(|r| r.trim().parse().ok())
+            .unwrap_or(0);
+        let _ = std::fs::write(&rev, format!("{}\n", n + 1));
     }
     // Tell the bench when this call started and ended, so it need not poll
     // and can tell armord's time from the parser's.
@@ -180,8 +188,11 @@ fn start_with(profiles: usize, debounce_ms: u64, extra: &str, env: &[(&str, Path
     let listed: String = (0..profiles).map(|i| format!("custom.p{i:04} (enforce)\n")).collect();
     std::fs::write(p("secfs/profiles"), listed).unwrap();
     std::fs::write(p("secfs/features/policy/set_load"), "yes\n").unwrap();
+    // The policy revision a kernel keeps (armord's drift poll reads it, and
+    // the whole list only when it moved): bumped by each load.
+    std::fs::write(p("secfs/revision"), "1\n").unwrap();
     nix::unistd::mkfifo(&p("secfs/.replace"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    report_replace_writes(&p("secfs/.replace"), &p("calls.sock"));
+    report_replace_writes(&p("secfs/.replace"), &p("calls.sock"), &p("secfs/revision"));
     for i in 0..profiles {
         std::fs::write(
             p(&format!("src/p{i:04}")),
@@ -207,21 +218,28 @@ fn start_with(profiles: usize, debounce_ms: u64, extra: &str, env: &[(&str, Path
     )
     .unwrap();
     let calls = UnixDatagram::bind(p("calls.sock")).unwrap();
-    let sock = p("notify.sock");
+    let child = spawn_ready(dir.path(), env);
+    Run { dir, child, calls }
+}
+
+/// Start armord on the tree in `dir` and wait for READY.
+fn spawn_ready(dir: &std::path::Path, env: &[(&str, PathBuf)]) -> Child {
+    let sock = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&sock);
     let notify = UnixDatagram::bind(&sock).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_armord"))
         .arg("--config")
-        .arg(p("armord.toml"))
+        .arg(dir.join("armord.toml"))
         .args(["--bus", "none"])
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("NOTIFY_SOCKET", &sock)
-        .envs(fake_parser_env(dir.path(), &p("secfs")))
+        .envs(fake_parser_env(dir, &dir.join("secfs")))
         .env_remove("LD_LIBRARY_PATH")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start armord");
-    notify.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    notify.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
     let mut buf = [0u8; 4096];
     loop {
         let n = notify.recv(&mut buf).expect("READY from armord");
@@ -229,7 +247,32 @@ fn start_with(profiles: usize, debounce_ms: u64, extra: &str, env: &[(&str, Path
             break;
         }
     }
-    Run { dir, child, calls }
+    child
+}
+
+/// After the changes: armord's resident memory at rest, then a boot
+/// restore: armord stopped, the kernel emptied as a reboot leaves it, and
+/// armord started again on its state directory and compile cache; the
+/// time from its start to READY (every profile loaded again). With the
+/// kernel's one-write set load gone, each load is a no-op parser `-r`
+/// run that lists the profiles in the fake kernel at once.
+fn rest_and_restart(mut run: Run) -> (u64, f64) {
+    // The blocking pool's threads retire after 10 s idle.
+    std::thread::sleep(Duration::from_secs(12));
+    let rss = rss_kib(run.child.id());
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = run.child.wait();
+    let secfs = run.dir.path().join("secfs");
+    std::fs::write(secfs.join("profiles"), "").unwrap();
+    std::fs::remove_file(secfs.join("features/policy/set_load")).unwrap();
+    nix::unistd::sync();
+    let t0 = std::time::Instant::now();
+    run.child = spawn_ready(run.dir.path(), &[]);
+    let secs = t0.elapsed().as_secs_f64();
+    (rss, secs)
 }
 
 /// Read the fake kernel's `.replace` (a FIFO, held open for reading and
@@ -237,7 +280,7 @@ fn start_with(profiles: usize, debounce_ms: u64, extra: &str, env: &[(&str, Path
 /// and report each policy written there (by the `sha=NAME;` its last entry holds) as
 /// a load call at the moment it is read: later than the write itself, so
 /// the figures count the reader's wake-up against armord.
-fn report_replace_writes(fifo: &std::path::Path, sock: &std::path::Path) {
+fn report_replace_writes(fifo: &std::path::Path, sock: &std::path::Path, revision: &std::path::Path) {
     use std::io::Read;
     let mut f = std::fs::OpenOptions::new()
         .read(true)
@@ -245,7 +288,9 @@ fn report_replace_writes(fifo: &std::path::Path, sock: &std::path::Path) {
         .open(fifo)
         .expect("open the fake .replace");
     let sock = sock.to_owned();
+    let revision = revision.to_owned();
     std::thread::spawn(move || {
+        let mut rev = 1u64;
         // Never blocking: a full queue (the first reconcile writes every
         // profile) must not hold up the reader, nor armord's writes behind it.
         let out = UnixDatagram::unbound().expect("a datagram socket");
@@ -257,6 +302,8 @@ fn report_replace_writes(fifo: &std::path::Path, sock: &std::path::Path) {
                 Ok(n) => n,
             };
             let t = now_ns();
+            rev += 1;
+            let _ = std::fs::write(&revision, format!("{rev}\n"));
             buf.extend_from_slice(&chunk[..n]);
             while let Some(at) = buf.windows(4).position(|w| w == b"sha=") {
                 let Some(end) = buf[at..].iter().position(|&b| b == b';') else {
@@ -376,7 +423,7 @@ impl ManifestWatch {
 /// Per change, in ms, sorted: write → first parser call, write → load
 /// call, and the latter less the time spent inside the (no-op) parser calls
 /// before the load: armord's own overhead.
-fn latency(profiles: usize, changes: usize, debounce_ms: u64) -> [Vec<f64>; 3] {
+fn latency(profiles: usize, changes: usize, debounce_ms: u64) -> ([Vec<f64>; 3], Run) {
     let run = start(profiles, debounce_ms);
     run.calls.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     // Steady state: files written in the last two seconds are always read
@@ -417,7 +464,7 @@ fn latency(profiles: usize, changes: usize, debounce_ms: u64) -> [Vec<f64>; 3] {
     for v in &mut out {
         v.sort_by(|a, b| a.total_cmp(b));
     }
-    out
+    (out, run)
 }
 
 /// A table row of sorted times in ms: p50, p99 and the largest.
@@ -482,7 +529,7 @@ fn main() {
         .filter_map(|d| d.trim().parse().ok())
         .collect();
     for debounce in debounces {
-        let [first, load, own] = latency(profiles, changes, debounce);
+        let ([first, load, own], run) = latency(profiles, changes, debounce);
         for (what, v) in [
             ("first parser call", first),
             ("load call (a write to .replace, or -r)", load),
@@ -494,6 +541,17 @@ fn main() {
             print_ms_row(
                 &format!("write → {what}, {changes} changes, {profiles} profiles, debounce {debounce} ms"),
                 &v,
+            );
+        }
+        if env("BENCH_RESTART", 0) > 0 {
+            let (rss, secs) = rest_and_restart(run);
+            println!(
+                "| idle RSS after the changes, {profiles} profiles | {:.1} MiB |",
+                rss as f64 / 1024.0
+            );
+            println!(
+                "| boot restore: start → READY, {profiles} profiles | {:.0} ms |",
+                secs * 1000.0
             );
         }
     }
