@@ -1,8 +1,9 @@
 //! The profile rows D-Bus and the exports publish, kept a name at a time:
 //! after a change reconcile only the rows of the profiles it touched, and
-//! of those its report or the one before it shaped (deferred, held, a
-//! problem of their file), are made again. A manifest just read (start, a
-//! reload, a recovery) makes every row.
+//! of those its report or the one before it shaped by name (deferred,
+//! held), are made again. A manifest just read (start, a reload, a
+//! recovery), or problems that moved (a row shows its file's problem),
+//! makes every row.
 
 use crate::dbus::{ProfileInfo, ProfileRows};
 use crate::reconcile::{Held, HeldWhy, Report};
@@ -12,13 +13,16 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, Default)]
 pub struct RowIndex {
-    /// Each owned profile's file…
-    file_of: HashMap<String, PathBuf>,
-    /// …and the owned profiles of each file.
-    of_file: HashMap<PathBuf, BTreeSet<String>>,
-    /// The profiles whose row the last report shaped: made again with the
-    /// next one, which may not.
+    /// The profiles whose row the last report shaped by name (deferred,
+    /// held): made again with the next one, which may not.
     shaped: BTreeSet<String>,
+    /// The first problem of each file, as the last report had them: a row
+    /// changes with its file's problem, so when these move every row is
+    /// looked at once.
+    problems: HashMap<PathBuf, String>,
+    /// Of the files with a problem, those an owned profile was loaded from
+    /// (the others get a row of their own).
+    owned_problem_files: HashSet<PathBuf>,
 }
 
 /// What a report says of owned profiles, looked up by name or file.
@@ -73,24 +77,9 @@ impl<'a> Shapes<'a> {
 }
 
 impl RowIndex {
-    fn unindex(&mut self, name: &str) {
-        if let Some(file) = self.file_of.remove(name)
-            && let Some(names) = self.of_file.get_mut(&file)
-        {
-            names.remove(name);
-            if names.is_empty() {
-                self.of_file.remove(&file);
-            }
-        }
-    }
-
-    fn index(&mut self, name: &str, o: &Owned) {
-        self.file_of.insert(name.to_owned(), o.file.clone());
-        self.of_file.entry(o.file.clone()).or_default().insert(name.to_owned());
-    }
-
     /// Bring `rows` in step with `manifest` and `report`: the names
-    /// `touched` (`None`: every name) and those a report shaped.
+    /// `touched` (`None`: every name), those a report shaped by name, and
+    /// every row when the files with a problem or their problems moved.
     pub fn update(
         &mut self,
         rows: &mut ProfileRows,
@@ -99,37 +88,43 @@ impl RowIndex {
         touched: Option<&BTreeSet<String>>,
     ) {
         let shapes = Shapes::of(report);
+        let problems: HashMap<PathBuf, String> = shapes
+            .problem_of
+            .iter()
+            .map(|(f, p)| ((*f).to_owned(), p.clone()))
+            .collect();
+        // A touched profile loaded from a file with a problem, before or
+        // now, moves which problem files are owned.
+        let escaped: HashSet<String> = problems.keys().map(|f| crate::escape::path(f)).collect();
+        let moves_problem_files = |n: &String| {
+            rows.owned.get(n).is_some_and(|r| escaped.contains(&r.file))
+                || manifest.profiles.get(n).is_some_and(|o| problems.contains_key(&o.file))
+        };
+        let every = match touched {
+            None => true,
+            Some(names) => problems != self.problems || names.iter().any(moves_problem_files),
+        };
+        if every {
+            self.owned_problem_files = manifest
+                .profiles
+                .values()
+                .filter(|o| problems.contains_key(&o.file))
+                .map(|o| o.file.clone())
+                .collect();
+        }
         let mut redo: BTreeSet<String> = match touched {
-            None => {
-                self.file_of.clear();
-                self.of_file.clear();
-                rows.owned.clear();
-                for (n, o) in &manifest.profiles {
-                    self.index(n, o);
-                }
+            Some(names) if !every => names.clone(),
+            _ => {
+                rows.owned.retain(|n, _| manifest.profiles.contains_key(n));
                 manifest.profiles.keys().cloned().collect()
             }
-            Some(names) => {
-                for n in names {
-                    self.unindex(n);
-                    if let Some(o) = manifest.profiles.get(n) {
-                        self.index(n, o);
-                    }
-                }
-                names.clone()
-            }
         };
-        let mut shaped: BTreeSet<String> = shapes
+        let shaped: BTreeSet<String> = shapes
             .deferred
             .iter()
             .chain(shapes.held.keys())
             .map(|n| (*n).to_owned())
             .collect();
-        for file in shapes.problem_of.keys() {
-            if let Some(names) = self.of_file.get(*file) {
-                shaped.extend(names.iter().cloned());
-            }
-        }
         redo.extend(std::mem::take(&mut self.shaped));
         redo.extend(shaped.iter().cloned());
         self.shaped = shaped;
@@ -147,7 +142,7 @@ impl RowIndex {
         rows.files = report
             .problems
             .iter()
-            .filter(|p| !self.of_file.contains_key(p.file.as_path()))
+            .filter(|p| !self.owned_problem_files.contains(&p.file))
             .map(|p| ProfileInfo {
                 name: String::new(),
                 mode: String::new(),
@@ -157,6 +152,7 @@ impl RowIndex {
                 error: p.to_string(),
             })
             .collect();
+        self.problems = problems;
     }
 }
 

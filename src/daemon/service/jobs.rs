@@ -290,7 +290,7 @@ impl Service {
         }
         self.status = status;
         let linted = self.lint(touched.as_ref());
-        self.publish(report, touched.as_ref(), &linted);
+        self.publish(report, touched.as_ref(), linted);
         // A change's exports wait a moment: a burst of changes rewrites
         // the file once, not once per change.
         if trigger == Trigger::Change {
@@ -306,8 +306,9 @@ impl Service {
     /// Lint the versions the names `touched` now have (`None`: every
     /// owned profile), against the kernel as it is now; each new warning
     /// is logged once, with the profile. A version not changed is not
-    /// linted again. Returns the names whose lints may have changed.
-    fn lint(&mut self, touched: Option<&BTreeSet<String>>) -> Vec<String> {
+    /// linted again. Returns the lints that changed: each profile's lines,
+    /// `None` for one no longer owned.
+    fn lint(&mut self, touched: Option<&BTreeSet<String>>) -> Vec<(String, Option<Vec<String>>)> {
         let Some(rec) = &self.rec else { return Vec::new() };
         let names: Vec<String> = match touched {
             Some(names) => names.iter().cloned().collect(),
@@ -321,12 +322,14 @@ impl Service {
         };
         let mut host = None;
         let forced = rec.config.mode == crate::config::ForcedMode::Complain;
-        for name in &names {
-            let Some(o) = rec.manifest.profiles.get(name) else {
-                self.lints.remove(name);
+        let mut changed = Vec::new();
+        for name in names {
+            let Some(o) = rec.manifest.profiles.get(&name) else {
+                self.lints.remove(&name);
+                changed.push((name, None));
                 continue;
             };
-            if self.lints.get(name).is_some_and(|(sha, _)| *sha == o.sha256) {
+            if self.lints.get(&name).is_some_and(|sha| *sha == o.sha256) {
                 continue;
             }
             let host = host.get_or_insert_with(|| crate::lint::Host::of(&rec.config));
@@ -342,9 +345,10 @@ impl Service {
                     line
                 })
                 .collect();
-            self.lints.insert(name.clone(), (o.sha256.clone(), lines));
+            self.lints.insert(name.clone(), o.sha256.clone());
+            changed.push((name, Some(lines)));
         }
-        names
+        changed
     }
 
     /// Update what D-Bus callers read, and the exports.
@@ -372,7 +376,12 @@ impl Service {
 
     /// Update what D-Bus callers read: the rows and lints of the names
     /// `touched` and `linted`, the rest from the report.
-    pub(super) fn publish(&mut self, report: &Report, touched: Option<&BTreeSet<String>>, linted: &[String]) {
+    pub(super) fn publish(
+        &mut self,
+        report: &Report,
+        touched: Option<&BTreeSet<String>>,
+        linted: Vec<(String, Option<Vec<String>>)>,
+    ) {
         let trials = self.trial_status();
         let Some(rec) = &self.rec else { return };
         {
@@ -383,13 +392,13 @@ impl Service {
             }
             self.rows
                 .update(&mut published.profiles, &rec.manifest, report, touched);
-            for n in linted {
-                match self.lints.get(n) {
-                    Some((_, lines)) if !lines.is_empty() => {
-                        published.lints.insert(n.clone(), lines.clone());
+            for (n, lines) in linted {
+                match lines {
+                    Some(lines) if !lines.is_empty() => {
+                        published.lints.insert(n, lines);
                     }
                     _ => {
-                        published.lints.remove(n);
+                        published.lints.remove(&n);
                     }
                 }
             }

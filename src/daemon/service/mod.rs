@@ -125,9 +125,9 @@ pub struct Service {
     timers: Timers,
     /// Audit records lost as the gate last counted them.
     lost_seen: u64,
-    /// Each owned profile's lints: for the version (sha256) linted, as
-    /// lines (`file:line: [name] message; fix: …`).
-    lints: std::collections::HashMap<String, (String, Vec<String>)>,
+    /// The version (sha256) of each owned profile last linted; its lines
+    /// (`file:line: [name] message; fix: …`) are published.
+    lints: std::collections::HashMap<String, String>,
     /// What the published profile rows are kept by.
     rows: super::rows::RowIndex,
     /// The names the load hook announced since the follower was last told.
