@@ -334,8 +334,16 @@ impl Memo {
         Some((out, reach))
     }
 
-    /// Take in the plan made over `reach` for `desired`, against `kernel`.
-    pub fn absorb(&mut self, desired: &Desired, kernel: BTreeMap<String, Mode>, plan: &Plan, reach: &Reach) {
+    /// Take in the plan made over `reach` for `desired`, against `kernel`;
+    /// returns the kernel list it held before, for the caller to let go
+    /// of off the path to the load.
+    pub fn absorb(
+        &mut self,
+        desired: &Desired,
+        kernel: BTreeMap<String, Mode>,
+        plan: &Plan,
+        reach: &Reach,
+    ) -> BTreeMap<String, Mode> {
         // Every file reached is counted again: uncount those settled.
         for p in &reach.files {
             if !self.unsettled_files.remove(p)
@@ -378,6 +386,6 @@ impl Memo {
         }
         self.unsettled_names = names;
         self.trials = desired.trials.clone();
-        self.kernel = kernel;
+        std::mem::replace(&mut self.kernel, kernel)
     }
 }

@@ -234,7 +234,7 @@ proptest! {
                     prop_assert_eq!(part.recheck_in, full.recheck_in);
                     prop_assert_eq!(part.keeps.len() + part.carried_keeps, full.keeps.len());
                     prop_assert!(part.keeps.iter().all(|k| full.keeps.contains(k)));
-                    memo.absorb(&w.desired, w.kernel.clone(), &part, &reach);
+                    let _ = memo.absorb(&w.desired, w.kernel.clone(), &part, &reach);
                 }
                 None => memo = Memo::of_full(&w.desired, w.kernel.clone(), &full, &policy),
             }
@@ -258,7 +258,7 @@ fn an_edit_of_one_file_of_thousands_reaches_that_file() {
         .plan(&w.desired, &w.manifest, &w.kernel, &[], &policy)
         .expect("nothing changed: planned over the reach");
     assert_eq!(part.keeps.len() + part.carried_keeps, settle.keeps.len());
-    memo.absorb(&w.desired, w.kernel.clone(), &part, &reach);
+    let _ = memo.absorb(&w.desired, w.kernel.clone(), &part, &reach);
     w.put(1234, 1234, 0);
     let looked = [PathBuf::from(format!("{SRC}/f1234"))];
     let (part, _) = memo

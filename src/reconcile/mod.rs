@@ -595,6 +595,8 @@ impl Reconciler {
         let engine = engine!(self);
         let looked = self.looked.take();
         let memo = self.memo.take();
+        // The kernel list the memo held: let go of after the loads.
+        let mut before = BTreeMap::new();
         let result = (|| {
             let policy = Self::policy(&self.config);
             let (kernel, mut plan, reach) = match planned {
@@ -622,7 +624,7 @@ impl Reconciler {
             self.plans_by_reach += u64::from(reach.is_some());
             self.memo = match (memo, reach) {
                 (Some(mut m), Some(r)) => {
-                    m.absorb(&desired, kernel, &plan, &r);
+                    before = m.absorb(&desired, kernel, &plan, &r);
                     Some(m)
                 }
                 _ => Some(delta::Memo::of_full(&desired, kernel, &plan, &policy)),
@@ -671,6 +673,7 @@ impl Reconciler {
             }
             Ok(report)
         })();
+        drop(before);
         self.last = Some(desired);
         if result.is_ok() {
             // `last` is what the memo was made from.

@@ -235,7 +235,7 @@ impl StateDir {
     /// loads; the pending-load log is then obsolete, and emptied.
     pub fn save_manifest(&self, m: &mut Manifest) -> Result<(), StateError> {
         m.generation += 1;
-        let written = serde_json::to_vec_pretty(m)
+        let written = serde_json::to_vec(m)
             .map_err(|e| StateError::Corrupt {
                 path: self.manifest(),
                 reason: e.to_string(),
