@@ -39,7 +39,7 @@ impl std::fmt::Display for Lint {
 #[derive(Debug, Clone, Default)]
 pub struct Host {
     /// Profiles loaded in the kernel, by name.
-    pub loaded: BTreeSet<String>,
+    pub loaded: LoadedList,
     /// The kernel's features (`a`, `a/b`); empty: not known.
     pub features: BTreeSet<String>,
     /// What the parser assumes without an `abi` line, as said to people.
@@ -52,8 +52,62 @@ impl Host {
     pub fn confined_runtimes(&self) -> Vec<&'static str> {
         ["runc", "crun"]
             .into_iter()
-            .filter(|r| self.loaded.contains(*r))
+            .filter(|r| self.loaded.contains(r))
             .collect()
+    }
+}
+
+/// The kernel's list of loaded profiles as it reads (`name (mode)` a
+/// line), asked about a few names: kept as text, not parsed into a set
+/// of every name (a lint after each change costs a search or two, not a
+/// set of 10,000 names).
+#[derive(Debug, Clone, Default)]
+pub struct LoadedList {
+    /// The list, each line after a newline.
+    text: String,
+}
+
+impl LoadedList {
+    pub fn from_text(text: &str) -> Self {
+        LoadedList {
+            text: format!("\n{text}"),
+        }
+    }
+
+    /// Whether a line names `name`, read as the kernel list's parser
+    /// reads it (the name before the last ` (`).
+    pub fn contains(&self, name: &str) -> bool {
+        if name.is_empty() || name.contains('\n') {
+            return false;
+        }
+        let needle = format!("\n{name} (");
+        self.text.match_indices(&needle).any(|(at, _)| {
+            let line = self.text[at + 1..].split('\n').next().unwrap_or("");
+            line.rsplit_once(" (")
+                .is_some_and(|(n, m)| n == name && m.ends_with(')'))
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.text.trim().is_empty()
+    }
+
+    pub fn insert(&mut self, name: String) {
+        if !self.text.ends_with('\n') {
+            self.text.push('\n');
+        }
+        self.text.push_str(&name);
+        self.text.push_str(" (enforce)\n");
+    }
+}
+
+impl FromIterator<String> for LoadedList {
+    fn from_iter<I: IntoIterator<Item = String>>(names: I) -> Self {
+        let mut l = LoadedList::default();
+        for n in names {
+            l.insert(n);
+        }
+        l
     }
 }
 
@@ -61,11 +115,8 @@ impl Host {
     /// This host as the configuration points at it: the kernel's loaded
     /// profiles and features (securityfs), and the ABI the parser assumes.
     pub fn of(cfg: &crate::config::Config) -> Host {
-        let path = cfg.securityfs.join("profiles");
-        let loaded = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|t| crate::apparmor::parse_profiles_file(&path, &t).ok())
-            .map(|m| m.into_keys().collect())
+        let loaded = std::fs::read_to_string(cfg.securityfs.join("profiles"))
+            .map(|t| LoadedList::from_text(&t))
             .unwrap_or_default();
         let features = crate::apparmor::features::kernel_features(&cfg.securityfs.join("features"), 2);
         let default_abi = match cfg

@@ -134,3 +134,20 @@ fn a_file_or_the_configuration_silences_a_lint() {
         assert!(!n.is_empty() && n.chars().all(|c| c.is_ascii_lowercase() || c == '-'));
     }
 }
+
+proptest::proptest! {
+    /// The kept list answers as the parsed list would, whatever its lines.
+    #[test]
+    fn the_kernel_list_kept_as_text_answers_as_the_parsed_list(
+        lines in proptest::collection::vec(("[a-c ()/]{1,6}", "(enforce|complain|kill)?"), 0..12),
+        asked in "[a-c ()/]{0,6}",
+    ) {
+        let text: String = lines.iter().map(|(n, m)| format!("{n} ({m})\n")).collect();
+        let parsed = crate::apparmor::parse_profiles_file(std::path::Path::new("profiles"), &text).unwrap();
+        let kept = super::LoadedList::from_text(&text);
+        for (n, _) in &lines {
+            proptest::prop_assert_eq!(kept.contains(n), parsed.contains_key(n.as_str()), "{:?} in {:?}", n, text);
+        }
+        proptest::prop_assert_eq!(kept.contains(&asked), parsed.contains_key(asked.as_str()));
+    }
+}
