@@ -1,4 +1,5 @@
-//! Files for other node agents, kept current after every reconcile, each
+//! Files for other node agents, kept current after every reconcile (a
+//! change's 200 ms later, once for a burst), each
 //! written atomically: a node-feature-discovery feature file (node labels
 //! that tell the scheduler which profiles a node has) and a Prometheus
 //! textfile-collector file for node_exporter.
