@@ -274,15 +274,27 @@ impl Memo {
         for p in looked.iter().chain(&self.unsettled_files) {
             reach_file(p, &mut files, &mut queue);
         }
+        // Who defines each name at the paths looked at, now: made once (a
+        // source read whole looks at every path of it).
+        let mut looked_definers: HashMap<String, Vec<PathBuf>> = HashMap::new();
+        for p in looked {
+            for n in names_now(desired, p) {
+                looked_definers.entry(n).or_default().push(p.clone());
+            }
+        }
+        let mut expanded: HashSet<String> = HashSet::new();
         while let Some(n) = queue.pop() {
+            if !expanded.insert(n.clone()) {
+                continue;
+            }
             let definers_now = self
                 .definers
                 .get(&n)
                 .into_iter()
                 .flatten()
                 .filter(|p| !looked_set.contains(p.as_path()))
+                .chain(looked_definers.get(&n).into_iter().flatten())
                 .cloned()
-                .chain(looked.iter().filter(|p| names_now(desired, p).contains(&n)).cloned())
                 .collect::<Vec<_>>();
             for p in definers_now {
                 reach_file(&p, &mut files, &mut queue);
