@@ -123,6 +123,21 @@ fn unsettled_of(plan: &Plan, names_file: impl Fn(&str) -> Vec<PathBuf>) -> (Hash
     (files, names)
 }
 
+/// Of `names`, those owned that the kernel does not list: a plan may say
+/// nothing of one (held with no known hash to restore from), yet the next
+/// may forget it, so each stays unsettled.
+fn unloaded_owned<'a>(
+    names: impl IntoIterator<Item = &'a String>,
+    manifest: &Manifest,
+    kernel: &BTreeMap<String, Mode>,
+) -> Vec<String> {
+    names
+        .into_iter()
+        .filter(|n| manifest.profiles.contains_key(*n) && !kernel.contains_key(*n))
+        .cloned()
+        .collect()
+}
+
 /// Whether the files at `path` are settled: valid, defining profiles,
 /// and nothing of the plan's but a keep.
 fn settled(desired: &Desired, path: &Path, unsettled: &HashSet<PathBuf>) -> Option<usize> {
@@ -142,7 +157,13 @@ fn settled(desired: &Desired, path: &Path, unsettled: &HashSet<PathBuf>) -> Opti
 
 impl Memo {
     /// What a full plan of `desired` left.
-    pub fn of_full(desired: &Desired, kernel: BTreeMap<String, Mode>, plan: &Plan, policy: &Policy) -> Memo {
+    pub fn of_full(
+        desired: &Desired,
+        manifest: &Manifest,
+        kernel: BTreeMap<String, Mode>,
+        plan: &Plan,
+        policy: &Policy,
+    ) -> Memo {
         let mut names_at: HashMap<PathBuf, Vec<String>> = HashMap::with_capacity(desired.files.len());
         let mut definers: HashMap<String, Vec<PathBuf>> = HashMap::with_capacity(desired.files.len());
         for f in &desired.files {
@@ -155,8 +176,9 @@ impl Memo {
             }
             names_at.insert(f.path.clone(), names);
         }
-        let (mut unsettled_files, unsettled_names) =
+        let (mut unsettled_files, mut unsettled_names) =
             unsettled_of(plan, |n| definers.get(n).cloned().unwrap_or_default());
+        unsettled_names.extend(unloaded_owned(manifest.profiles.keys(), manifest, &kernel));
         unsettled_files.retain(|p| names_at.contains_key(p));
         let mut settled_keeps = 0;
         for p in names_at.keys() {
@@ -352,6 +374,7 @@ impl Memo {
     pub fn absorb(
         &mut self,
         desired: &Desired,
+        manifest: &Manifest,
         kernel: BTreeMap<String, Mode>,
         plan: &Plan,
         reach: &Reach,
@@ -384,7 +407,8 @@ impl Memo {
             self.names_at.insert(p.clone(), names);
         }
         let definers = &self.definers;
-        let (files, names) = unsettled_of(plan, |n| definers.get(n).cloned().unwrap_or_default());
+        let (files, mut names) = unsettled_of(plan, |n| definers.get(n).cloned().unwrap_or_default());
+        names.extend(unloaded_owned(&reach.names, manifest, &kernel));
         for p in &reach.files {
             if files_at(desired, p).is_empty() {
                 continue;

@@ -1,6 +1,7 @@
 //! A plan made over what a change reaches is the full plan: over
 //! sequences of changes (edits, new files, deletions, conflicts, invalid
-//! files, profiles lost from the kernel or loaded behind armord's back),
+//! files, failed loads, profiles lost from the kernel or loaded behind
+//! armord's back),
 //! on sources of a few files and of thousands.
 
 use super::delta::Memo;
@@ -9,7 +10,7 @@ use crate::apparmor::{Diagnostic, Mode};
 use crate::config::RemoveInUse;
 use crate::state::{Manifest, Owned};
 use proptest::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -62,9 +63,32 @@ fn file(path: u32, name: u32, kind: u8, version: u32) -> (DesiredFile, Option<Ve
 }
 
 /// What the engine does with a plan, as far as the next plan can tell.
-fn apply(plan: &Plan, manifest: &mut Manifest, kernel: &mut BTreeMap<String, Mode>) {
+/// A load of a file defining a `failing` name fails whole: the kernel
+/// keeps what it had, and a name it still lists stays owned with no known
+/// hash (`Manifest::recover`).
+fn apply(plan: &Plan, manifest: &mut Manifest, kernel: &mut BTreeMap<String, Mode>, failing: &BTreeSet<String>) {
     for l in &plan.loads {
         let mode = if l.complain { Mode::Complain } else { Mode::Enforce };
+        if l.names.iter().any(|n| failing.contains(n)) {
+            for n in &l.names {
+                let Some(m) = kernel.get(n) else { continue };
+                match manifest.owned_mut(n) {
+                    Some(o) if o.sha256 != l.sha256 => o.sha256.clear(),
+                    Some(_) => {}
+                    None => manifest.own(
+                        n.clone(),
+                        Owned {
+                            file: l.file.clone(),
+                            source: l.source.clone(),
+                            sha256: String::new(),
+                            complain: l.complain,
+                            mode: m.clone(),
+                        },
+                    ),
+                }
+            }
+            continue;
+        }
         for n in &l.names {
             kernel.insert(n.clone(), mode.clone());
             manifest.own(
@@ -113,6 +137,10 @@ enum Change {
     Foreign {
         name: u32,
     },
+    /// Loads of a file defining this name fail from now on, or no longer.
+    Failing {
+        name: u32,
+    },
 }
 
 fn change(paths: u32) -> impl Strategy<Value = Change> {
@@ -121,6 +149,7 @@ fn change(paths: u32) -> impl Strategy<Value = Change> {
         2 => (0..paths + 4).prop_map(|path| Change::Delete { path }),
         1 => (0..paths + 4).prop_map(|name| Change::Lost { name }),
         1 => (0..paths + 4).prop_map(|name| Change::Foreign { name }),
+        1 => (0..paths + 4).prop_map(|name| Change::Failing { name }),
     ]
 }
 
@@ -140,6 +169,7 @@ struct World {
     desired: Desired,
     manifest: Manifest,
     kernel: BTreeMap<String, Mode>,
+    failing: BTreeSet<String>,
     version: u32,
 }
 
@@ -160,6 +190,7 @@ impl World {
             desired,
             manifest: Manifest::new(),
             kernel: BTreeMap::new(),
+            failing: BTreeSet::new(),
             version: 0,
         };
         for k in 0..size {
@@ -190,6 +221,60 @@ impl World {
     }
 }
 
+/// Runs `steps` on a source of `size` files, holding the plan over each
+/// change's reach equal to the full plan.
+fn same_as_full(size: u32, steps: Vec<Vec<Change>>, takeover: bool) -> Result<(), TestCaseError> {
+    let policy = policy(takeover);
+    let mut w = World::new(size);
+    let first = plan(&w.desired, &w.manifest, &w.kernel, &BTreeMap::new(), &policy);
+    let mut memo = Memo::of_full(&w.desired, &w.manifest, w.kernel.clone(), &first, &policy);
+    apply(&first, &mut w.manifest, &mut w.kernel, &w.failing);
+    for step in steps {
+        let mut looked = Vec::new();
+        for c in step {
+            match c {
+                Change::Put { path, name, kind } => {
+                    w.put(path, name, kind);
+                    looked.push(PathBuf::from(format!("{SRC}/f{path}")));
+                }
+                Change::Delete { path } => looked.push(w.delete(path)),
+                Change::Lost { name } => {
+                    w.kernel.remove(&format!("custom.n{name}"));
+                }
+                Change::Foreign { name } => {
+                    w.kernel.entry(format!("custom.n{name}")).or_insert(Mode::Enforce);
+                }
+                Change::Failing { name } => {
+                    let n = format!("custom.n{name}");
+                    if !w.failing.remove(&n) {
+                        w.failing.insert(n);
+                    }
+                }
+            }
+        }
+        let full = plan(&w.desired, &w.manifest, &w.kernel, &BTreeMap::new(), &policy);
+        match memo.plan(&w.desired, &w.manifest, &w.kernel, &looked, &policy) {
+            Some((part, reach)) => {
+                prop_assert_eq!(&part.loads, &full.loads);
+                prop_assert_eq!(&part.problems, &full.problems);
+                prop_assert_eq!(&part.held, &full.held);
+                prop_assert_eq!(&part.relocations, &full.relocations);
+                prop_assert_eq!(&part.trial_refused, &full.trial_refused);
+                prop_assert_eq!(&part.removes, &full.removes);
+                prop_assert_eq!(&part.forgets, &full.forgets);
+                prop_assert_eq!(&part.defers, &full.defers);
+                prop_assert_eq!(part.recheck_in, full.recheck_in);
+                prop_assert_eq!(part.keeps.len() + part.carried_keeps, full.keeps.len());
+                prop_assert!(part.keeps.iter().all(|k| full.keeps.contains(k)));
+                let _ = memo.absorb(&w.desired, &w.manifest, w.kernel.clone(), &part, &reach);
+            }
+            None => memo = Memo::of_full(&w.desired, &w.manifest, w.kernel.clone(), &full, &policy),
+        }
+        apply(&full, &mut w.manifest, &mut w.kernel, &w.failing);
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
@@ -198,47 +283,37 @@ proptest! {
     /// and as many profiles kept.
     #[test]
     fn a_plan_over_the_reach_of_a_change_is_the_full_plan((size, steps, takeover) in scenario()) {
-        let policy = policy(takeover);
-        let mut w = World::new(size);
-        let first = plan(&w.desired, &w.manifest, &w.kernel, &BTreeMap::new(), &policy);
-        let mut memo = Memo::of_full(&w.desired, w.kernel.clone(), &first, &policy);
-        apply(&first, &mut w.manifest, &mut w.kernel);
-        for step in steps {
-            let mut looked = Vec::new();
-            for c in step {
-                match c {
-                    Change::Put { path, name, kind } => {
-                        w.put(path, name, kind);
-                        looked.push(PathBuf::from(format!("{SRC}/f{path}")));
-                    }
-                    Change::Delete { path } => looked.push(w.delete(path)),
-                    Change::Lost { name } => {
-                        w.kernel.remove(&format!("custom.n{name}"));
-                    }
-                    Change::Foreign { name } => {
-                        w.kernel.entry(format!("custom.n{name}")).or_insert(Mode::Enforce);
-                    }
-                }
+        same_as_full(size, steps, takeover)?;
+    }
+}
+
+/// A profile whose replacement failed (owned, hash unknown), then held by
+/// a refused file and lost from the kernel, is forgotten when the file
+/// goes: the plan over the reach still looks at it.
+#[test]
+fn a_held_profile_of_unknown_hash_lost_from_the_kernel_is_forgotten() {
+    let steps = vec![
+        vec![
+            Change::Failing { name: 1 },
+            Change::Put {
+                path: 1,
+                name: 1,
+                kind: 0,
+            },
+        ],
+        vec![Change::Put {
+            path: 1,
+            name: 1,
+            kind: 8,
+        }],
+        vec![Change::Lost { name: 1 }],
+        vec![Change::Delete { path: 1 }],
+    ];
+    for size in [6, 3000] {
+        for takeover in [false, true] {
+            if let Err(e) = same_as_full(size, steps.clone(), takeover) {
+                panic!("{size} files, takeover {takeover}: {e}");
             }
-            let full = plan(&w.desired, &w.manifest, &w.kernel, &BTreeMap::new(), &policy);
-            match memo.plan(&w.desired, &w.manifest, &w.kernel, &looked, &policy) {
-                Some((part, reach)) => {
-                    prop_assert_eq!(&part.loads, &full.loads);
-                    prop_assert_eq!(&part.problems, &full.problems);
-                    prop_assert_eq!(&part.held, &full.held);
-                    prop_assert_eq!(&part.relocations, &full.relocations);
-                    prop_assert_eq!(&part.trial_refused, &full.trial_refused);
-                    prop_assert_eq!(&part.removes, &full.removes);
-                    prop_assert_eq!(&part.forgets, &full.forgets);
-                    prop_assert_eq!(&part.defers, &full.defers);
-                    prop_assert_eq!(part.recheck_in, full.recheck_in);
-                    prop_assert_eq!(part.keeps.len() + part.carried_keeps, full.keeps.len());
-                    prop_assert!(part.keeps.iter().all(|k| full.keeps.contains(k)));
-                    let _ = memo.absorb(&w.desired, w.kernel.clone(), &part, &reach);
-                }
-                None => memo = Memo::of_full(&w.desired, w.kernel.clone(), &full, &policy),
-            }
-            apply(&full, &mut w.manifest, &mut w.kernel);
         }
     }
 }
@@ -250,15 +325,15 @@ fn an_edit_of_one_file_of_thousands_reaches_that_file() {
     let policy = policy(false);
     let mut w = World::new(3000);
     let first = plan(&w.desired, &w.manifest, &w.kernel, &BTreeMap::new(), &policy);
-    let mut memo = Memo::of_full(&w.desired, w.kernel.clone(), &first, &policy);
-    apply(&first, &mut w.manifest, &mut w.kernel);
+    let mut memo = Memo::of_full(&w.desired, &w.manifest, w.kernel.clone(), &first, &policy);
+    apply(&first, &mut w.manifest, &mut w.kernel, &w.failing);
     // Loaded: the next plan settles every file.
     let settle = plan(&w.desired, &w.manifest, &w.kernel, &BTreeMap::new(), &policy);
     let (part, reach) = memo
         .plan(&w.desired, &w.manifest, &w.kernel, &[], &policy)
         .expect("nothing changed: planned over the reach");
     assert_eq!(part.keeps.len() + part.carried_keeps, settle.keeps.len());
-    let _ = memo.absorb(&w.desired, w.kernel.clone(), &part, &reach);
+    let _ = memo.absorb(&w.desired, &w.manifest, w.kernel.clone(), &part, &reach);
     w.put(1234, 1234, 0);
     let looked = [PathBuf::from(format!("{SRC}/f1234"))];
     let (part, _) = memo

@@ -624,10 +624,10 @@ impl Reconciler {
             self.plans_by_reach += u64::from(reach.is_some());
             self.memo = match (memo, reach) {
                 (Some(mut m), Some(r)) => {
-                    before = m.absorb(&desired, kernel, &plan, &r);
+                    before = m.absorb(&desired, &self.manifest, kernel, &plan, &r);
                     Some(m)
                 }
-                _ => Some(delta::Memo::of_full(&desired, kernel, &plan, &policy)),
+                _ => Some(delta::Memo::of_full(&desired, &self.manifest, kernel, &plan, &policy)),
             };
             // Removals go last, after one more look at their sources: loads
             // run the parser, and a file may have come back meanwhile.
