@@ -196,7 +196,7 @@ fn start_with(profiles: usize, debounce_ms: u64, extra: &str, env: &[(&str, Path
     for i in 0..profiles {
         std::fs::write(
             p(&format!("src/p{i:04}")),
-            format!("profile custom.p{i:04} {{\n  /etc/hostname r,\n}}\n"),
+            format!("abi <abi/3.0>,\nprofile custom.p{i:04} {{\n  /etc/hostname r,\n}}\n"),
         )
         .unwrap();
     }
@@ -442,7 +442,7 @@ fn latency(profiles: usize, changes: usize, debounce_ms: u64) -> ([Vec<f64>; 3],
     let mut out: [Vec<f64>; 3] = Default::default();
     for i in 0..changes {
         let k = (i * 7919) % profiles;
-        let text = format!("profile custom.p{k:04} {{\n  /etc/hostname r,\n  # change {i}\n}}\n");
+        let text = format!("abi <abi/3.0>,\nprofile custom.p{k:04} {{\n  /etc/hostname r,\n  # change {i}\n}}\n");
         let sha = sha256_hex(text.as_bytes());
         let file = run.dir.path().join(format!("src/p{k:04}"));
         let t0 = now_ns();

@@ -50,6 +50,7 @@ fn print_error(e: &dyn std::error::Error) {
 }
 
 fn main() -> ExitCode {
+    armord::daemon::memory::limit_arenas();
     let args = Args::parse();
     armord::logging::init("armord", args.verbose);
     let cfg = match load_config(&args) {

@@ -4,6 +4,7 @@
 mod denials;
 mod drift;
 pub mod exports;
+pub mod memory;
 mod rows;
 mod service;
 mod status;

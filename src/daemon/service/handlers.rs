@@ -89,6 +89,9 @@ impl Service {
     pub(super) fn on_exports(&mut self) {
         self.timers.exports = None;
         self.refresh_exports();
+        if std::mem::take(&mut self.trim_due) {
+            crate::daemon::memory::give_back_freed();
+        }
     }
 
     /// Write the learned rules' counts, when they moved.

@@ -43,20 +43,6 @@ fn load_hook(
     })
 }
 
-/// Hand the memory a full reconcile freed (it reads every file, the
-/// kernel's list, parser output) back to the system: the allocator keeps
-/// freed pages in the arenas of the threads that used them otherwise, and
-/// at 10,000 profiles that is more than armord holds.
-#[allow(unsafe_code)]
-fn give_back_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases free memory; it takes no pointer
-    // and may be called from any thread at any time.
-    unsafe {
-        nix::libc::malloc_trim(0);
-    }
-}
-
 impl Service {
     /// Run a job on the blocking pool, still answering SIGTERM: a stop
     /// request lets the job finish its current step, then it ends.
@@ -174,8 +160,12 @@ impl Service {
             log::debug!("recheck: {}", report.summary());
         }
         self.after(&report, trigger);
-        if trigger != Trigger::Change {
-            give_back_freed_memory();
+        // What a full read freed goes back now; what a burst of changes
+        // freed, once the burst is over (`on_exports`).
+        if full && trigger != Trigger::Change {
+            crate::daemon::memory::give_back_freed();
+        } else {
+            self.trim_due = true;
         }
         if full || report.changed() {
             self.signal_report(&report).await;

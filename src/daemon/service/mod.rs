@@ -134,6 +134,8 @@ pub struct Service {
     announced: Arc<Mutex<Vec<String>>>,
     /// The exports lag what is published (a change's, written shortly).
     exports_stale: bool,
+    /// Reconciles ran since the heap was last trimmed.
+    trim_due: bool,
     /// Gate ticks since start (the process list is read every fifth).
     gate_ticks: u64,
     /// When the reconcile in flight began (µs since the epoch): a version
@@ -360,6 +362,7 @@ pub fn run(
             rows: Default::default(),
             announced: Default::default(),
             exports_stale: false,
+            trim_due: false,
             gate_ticks: 0,
             applying_since_us: 0,
             published,

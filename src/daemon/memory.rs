@@ -1,0 +1,33 @@
+//! How armord's heap gives memory back to the system.
+//!
+//! glibc's allocator gives each thread that allocates under contention its
+//! own arena, and keeps the pages freed in an arena for reuse. A full
+//! reconcile at 10,000 profiles frees more than armord then holds; spread
+//! over several arenas, that stays resident. So armord keeps to two arenas
+//! and trims them when a burst of work is over.
+
+/// At most this many arenas: the loop thread and the blocking pool's
+/// reconcile take turns, and the follower allocates little.
+const ARENAS: i32 = 2;
+
+/// Cap the allocator's arenas; called once at start, before any thread.
+#[allow(unsafe_code)]
+pub fn limit_arenas() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt takes no pointer; M_ARENA_MAX only bounds how many
+    // arenas later threads may create.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_ARENA_MAX, ARENAS);
+    }
+}
+
+/// Hand the pages freed since the last call back to the system.
+#[allow(unsafe_code)]
+pub fn give_back_freed() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory; it takes no pointer
+    // and may be called from any thread at any time.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
+}
