@@ -20,6 +20,13 @@ pub(super) fn sort_files(files: &mut [DesiredFile]) {
     files.sort_unstable_by(|a, b| order_key(a).cmp(&order_key(b)));
 }
 
+/// Where the files at `path` are in `files`, sorted by [`sort_files`].
+pub(super) fn range_at(files: &[DesiredFile], path: &std::path::Path) -> std::ops::Range<usize> {
+    let key = path.as_os_str().as_encoded_bytes();
+    let at = files.partition_point(|f| order_key(f).0 < key);
+    at..at + files[at..].iter().take_while(|f| order_key(f).0 == key).count()
+}
+
 /// The stored copies to keep: every owned or pending version, and every
 /// version a source holds that the parser found valid (a file that waits,
 /// in a conflict, is loaded from its copy once the conflict ends, with no
@@ -258,10 +265,8 @@ fn replace_files(
         sort_files(files);
     } else {
         for path in looked {
-            let key = path.as_os_str().as_encoded_bytes();
-            let at = files.partition_point(|f| order_key(f).0 < key);
-            let end = at + files[at..].iter().take_while(|f| order_key(f).0 == key).count();
-            files.drain(at..end);
+            let range = range_at(files, path);
+            files.drain(range);
         }
         for f in new {
             let at = files.partition_point(|g| order_key(g) < order_key(&f));

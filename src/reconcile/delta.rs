@@ -72,17 +72,9 @@ pub struct Reach {
     names: BTreeSet<String>,
 }
 
-fn bytes(p: &Path) -> &[u8] {
-    p.as_os_str().as_encoded_bytes()
-}
-
-/// The files of `desired` at `path` (sorted by path bytes: a range).
+/// The files of `desired` at `path`.
 fn files_at<'a>(desired: &'a Desired, path: &Path) -> &'a [super::plan::DesiredFile] {
-    let key = bytes(path);
-    let files = &desired.files;
-    let at = files.partition_point(|f| bytes(&f.path) < key);
-    let end = at + files[at..].iter().take_while(|f| bytes(&f.path) == key).count();
-    &files[at..end]
+    &desired.files[super::carry::range_at(&desired.files, path)]
 }
 
 /// The names the files at `path` define, or may define when blocked.
