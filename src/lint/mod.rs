@@ -60,31 +60,57 @@ impl Host {
 /// The kernel's list of loaded profiles as it reads (`name (mode)` a
 /// line), asked about a few names: kept as text, not parsed into a set
 /// of every name (a lint after each change costs a search or two, not a
-/// set of 10,000 names).
+/// set of 10,000 names). Asked about many (every profile linted at
+/// start), it makes the set once: searching the text for each would cost
+/// the square of the profile count.
 #[derive(Debug, Clone, Default)]
 pub struct LoadedList {
     /// The list, each line after a newline.
     text: String,
+    /// Searches so far; past [`SEARCHES_BEFORE_SET`], the set.
+    searches: std::cell::Cell<u32>,
+    set: std::cell::OnceCell<std::collections::HashSet<String>>,
+}
+
+/// Searches of the text before the set of names is made instead.
+const SEARCHES_BEFORE_SET: u32 = 16;
+
+/// The name a kernel list line gives, read as the list's parser reads it
+/// (the name before the last ` (`, the mode closed by `)`).
+fn line_name(line: &str) -> Option<&str> {
+    line.rsplit_once(" (")
+        .filter(|(n, m)| !n.is_empty() && m.ends_with(')'))
+        .map(|(n, _)| n)
 }
 
 impl LoadedList {
     pub fn from_text(text: &str) -> Self {
         LoadedList {
             text: format!("\n{text}"),
+            ..Default::default()
         }
     }
 
-    /// Whether a line names `name`, read as the kernel list's parser
-    /// reads it (the name before the last ` (`).
+    /// Whether a line names `name`.
     pub fn contains(&self, name: &str) -> bool {
         if name.is_empty() || name.contains('\n') {
             return false;
         }
+        if let Some(set) = self.set.get() {
+            return set.contains(name);
+        }
+        let searches = self.searches.get() + 1;
+        self.searches.set(searches);
+        if searches > SEARCHES_BEFORE_SET {
+            let set = self
+                .set
+                .get_or_init(|| self.text.split('\n').filter_map(line_name).map(str::to_owned).collect());
+            return set.contains(name);
+        }
         let needle = format!("\n{name} (");
         self.text.match_indices(&needle).any(|(at, _)| {
             let line = self.text[at + 1..].split('\n').next().unwrap_or("");
-            line.rsplit_once(" (")
-                .is_some_and(|(n, m)| n == name && m.ends_with(')'))
+            line_name(line) == Some(name)
         })
     }
 
@@ -98,6 +124,9 @@ impl LoadedList {
         }
         self.text.push_str(&name);
         self.text.push_str(" (enforce)\n");
+        if let Some(set) = self.set.get_mut() {
+            set.insert(name);
+        }
     }
 }
 

@@ -136,7 +136,8 @@ fn a_file_or_the_configuration_silences_a_lint() {
 }
 
 proptest::proptest! {
-    /// The kept list answers as the parsed list would, whatever its lines.
+    /// The kept list answers as the parsed list would, whatever its lines,
+    /// searched or from its set.
     #[test]
     fn the_kernel_list_kept_as_text_answers_as_the_parsed_list(
         lines in proptest::collection::vec(("[a-c ()/]{1,6}", "(enforce|complain|kill)?"), 0..12),
@@ -144,10 +145,21 @@ proptest::proptest! {
     ) {
         let text: String = lines.iter().map(|(n, m)| format!("{n} ({m})\n")).collect();
         let parsed = crate::apparmor::parse_profiles_file(std::path::Path::new("profiles"), &text).unwrap();
+        // Asked a few times, searched; asked many, the set made once.
         let kept = super::LoadedList::from_text(&text);
-        for (n, _) in &lines {
-            proptest::prop_assert_eq!(kept.contains(n), parsed.contains_key(n.as_str()), "{:?} in {:?}", n, text);
+        for round in 0..4 {
+            for (n, _) in &lines {
+                proptest::prop_assert_eq!(
+                    kept.contains(n),
+                    parsed.contains_key(n.as_str()),
+                    "{:?} in {:?}, round {}", n, text, round
+                );
+            }
+            proptest::prop_assert_eq!(kept.contains(&asked), parsed.contains_key(asked.as_str()));
+            for _ in 0..super::SEARCHES_BEFORE_SET / 2 {
+                let _ = kept.contains("custom.none");
+            }
         }
-        proptest::prop_assert_eq!(kept.contains(&asked), parsed.contains_key(asked.as_str()));
+        proptest::prop_assert!(kept.set.get().is_some());
     }
 }
