@@ -147,6 +147,18 @@ impl Denials {
                 let _ = events.try_send(Vec::new());
             }));
         }
+        {
+            let learned = learned.clone();
+            follower.before_commit = Some(Box::new(move || {
+                match learned.lock().unwrap_or_else(|p| p.into_inner()).sync() {
+                    Ok(()) => true,
+                    Err(e) => {
+                        log::error!("cannot sync the learned rules; the journal cursor stays: {e}");
+                        false
+                    }
+                }
+            }));
+        }
         let progress = Arc::new(AtomicU8::new(NOT_YET));
         let mut handler = Handler {
             progress: progress.clone(),

@@ -70,6 +70,10 @@ pub struct Follower {
     started_us: u64,
     /// Told of every loss at once: (records lost in all, since when).
     pub on_loss: Option<Box<dyn Fn(u64, u64) + Send>>,
+    /// Asked before the cursor moves: what the records before it left
+    /// (the learned rules' log) must be on disk first. False: the cursor
+    /// stays, and those records are read again after a restart.
+    pub before_commit: Option<Box<dyn Fn() -> bool + Send>>,
 }
 
 impl Follower {
@@ -87,6 +91,7 @@ impl Follower {
                 .map(|d| d.as_micros() as u64)
                 .unwrap_or(0),
             on_loss: None,
+            before_commit: None,
         }
     }
 
@@ -372,6 +377,11 @@ impl Follower {
     }
 
     fn commit(&self, c: &str, cursor: &mut Option<String>) {
+        if let Some(durable) = &self.before_commit
+            && !durable()
+        {
+            return;
+        }
         match save_cursor(&self.cfg.cursor_path, c, self.dedupe.recent()) {
             Ok(()) => *cursor = Some(c.to_owned()),
             Err(e) => log::error!("cannot save the journal cursor: {e}"),

@@ -439,3 +439,41 @@ fn a_damaged_cursor_file_is_set_aside_and_reading_starts_afresh() {
     assert_eq!(load_cursor_file(&path), (None, Vec::new()));
     assert!(!aside.exists());
 }
+
+/// The cursor moves only after `before_commit` said what the records
+/// before it left is on disk; while it cannot, the cursor stays.
+#[test]
+fn the_cursor_waits_for_what_the_records_left_to_be_durable() {
+    let lines: Vec<String> = (1..=3).map(|i| audit_entry(i, i as u64)).collect();
+    for durable in [true, false] {
+        let j = FakeJournal::new(&lines, &[]);
+        let cursor = j.config().cursor_path;
+        let mut f = Follower::new(j.config());
+        // Each call: the cursor file as it was when asked.
+        let asked: Arc<Mutex<Vec<String>>> = Arc::default();
+        let a = asked.clone();
+        let seen = cursor.clone();
+        f.before_commit = Some(Box::new(move || {
+            a.lock()
+                .unwrap()
+                .push(std::fs::read_to_string(&seen).unwrap_or_default());
+            durable
+        }));
+        let stopper = f.stopper();
+        let handled = Arc::new(Mutex::new(0));
+        let h = handled.clone();
+        let t = std::thread::spawn(move || f.run(|_| *h.lock().unwrap() += 1));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while (*handled.lock().unwrap() < 3 || asked.lock().unwrap().is_empty()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        stopper.stop();
+        t.join().unwrap();
+        let asked = asked.lock().unwrap().clone();
+        assert!(!asked.is_empty(), "before_commit was never asked");
+        // Asked before the cursor named the last record.
+        assert!(!asked[0].contains("i=3"), "{asked:?}");
+        let saved = std::fs::read_to_string(&cursor).unwrap_or_default();
+        assert_eq!(saved.contains("s=fake;i=3"), durable, "durable {durable}: {saved:?}");
+    }
+}

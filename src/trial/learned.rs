@@ -260,10 +260,12 @@ impl Learned {
     }
 
     fn drop_least_recent(&mut self) {
+        // Compared by reference: a copy of each name per eviction made
+        // a burst over many profiles cost an allocation per profile held.
         let oldest = self
             .profiles
             .iter()
-            .min_by_key(|(name, p)| (p.touched_us, (*name).clone()))
+            .min_by(|(a, p), (b, q)| (p.touched_us, *a).cmp(&(q.touched_us, *b)))
             .map(|(name, _)| name.clone());
         if let Some(name) = oldest {
             self.profiles.remove(&name);

@@ -82,6 +82,8 @@ pub struct Store {
     dirty: bool,
     /// The log, open for appending while lines go into it.
     log_file: Option<std::fs::File>,
+    /// Lines written to the log since it was last synced.
+    unsynced: bool,
     /// Something learned was lost at open (a file set aside): trials
     /// must start again, as what they learned is not known.
     pub lost: bool,
@@ -156,6 +158,7 @@ impl Store {
             seq,
             dirty: false,
             log_file: None,
+            unsynced: false,
             lost: false,
         };
         store.replay(&set_aside, fix);
@@ -239,13 +242,27 @@ impl Store {
                 self.log_file = Some(f);
             }
             if let Some(f) = self.log_file.as_mut() {
-                // On disk before the record that taught it is passed on: a
-                // power loss loses no rule the cursor has gone past.
+                // Synced before the journal cursor passes the record that
+                // taught it ([`Store::sync`]): a power loss loses no rule
+                // the cursor has gone past. One sync a batch of records,
+                // not one a rule.
                 f.write_all(text.as_bytes()).map_err(io(&self.log))?;
-                f.sync_data().map_err(io(&self.log))?;
+                self.unsynced = true;
             }
         }
         Ok(o)
+    }
+
+    /// Put the log's lines on disk; called before the journal cursor
+    /// moves past the records that taught them.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        if self.unsynced
+            && let Some(f) = self.log_file.as_mut()
+        {
+            f.sync_data().map_err(io(&self.log))?;
+        }
+        self.unsynced = false;
+        Ok(())
     }
 
     /// Write the snapshot and empty the log, when anything moved.
@@ -262,6 +279,7 @@ impl Store {
         // Every line is in the snapshot now (its seq says so): a crash
         // before this truncation replays none of them twice.
         self.log_file = None;
+        self.unsynced = false;
         match std::fs::remove_file(&self.log) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
