@@ -218,15 +218,8 @@ impl Engine<'_> {
         }
         // Failed loads: whatever the kernel holds now is still ours.
         report.adopted = manifest.recover(&kernel);
-        // Durable now: boot restore reads these stored files. A restore
-        // loaded a version already owned, whose copy was made durable
-        // before the manifest first named it (10,000 syncs at boot).
-        self.state.store_sync(
-            by_path
-                .values()
-                .filter(|a| a.kind != LoadKind::Restore)
-                .map(|a| a.sha256.as_str()),
-        )?;
+        // Durable now: boot restore reads these stored files.
+        self.state.store_sync(by_path.values().map(|a| a.sha256.as_str()))?;
         forget_unrun_unchecked(manifest);
         self.state.save_manifest(manifest)?;
         Ok(())

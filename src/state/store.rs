@@ -9,6 +9,10 @@ use std::io::ErrorKind;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
+/// Past this many stored files to flush at once, `syncfs` on the store's
+/// filesystem costs less than an fsync each.
+const SYNC_FILESYSTEM_PAST: usize = 64;
+
 impl StateDir {
     /// Put a file's content into the store under its hash. Idempotent. Not
     /// yet durable: [`StateDir::store_sync`] makes it so, before the manifest
@@ -28,23 +32,31 @@ impl StateDir {
         Ok(path)
     }
 
-    /// Flush stored files (and the store directory) to disk.
+    /// Flush stored files (and the store directory) to disk: each file
+    /// on its own, or, past [`SYNC_FILESYSTEM_PAST`] files, the store's
+    /// filesystem in one call (a boot restore of 10,000 profiles took an
+    /// open and an fsync each, 450 ms, where their copies were mostly
+    /// clean already).
     pub fn store_sync<'a>(&self, shas: impl IntoIterator<Item = &'a str>) -> Result<(), StateError> {
-        let mut any = false;
+        let shas: Vec<&str> = shas.into_iter().collect();
+        if shas.is_empty() {
+            return Ok(());
+        }
+        let dir = self.store();
+        if shas.len() > SYNC_FILESYSTEM_PAST {
+            return std::fs::File::open(&dir)
+                .and_then(|d| nix::unistd::syncfs(&d).map_err(std::io::Error::from))
+                .map_err(io_err(&dir));
+        }
         for sha in shas {
             let path = self.store_entry(sha);
             std::fs::File::open(&path)
                 .and_then(|f| f.sync_all())
                 .map_err(io_err(&path))?;
-            any = true;
         }
-        if any {
-            let dir = self.store();
-            std::fs::File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err(&dir))?;
-        }
-        Ok(())
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&dir))
     }
 
     /// The stored content for a hash, when present and intact. A damaged
@@ -169,6 +181,28 @@ mod tests {
         s.store_put(&other, b"y").unwrap();
         assert_eq!(s.store_gc(&[sha.clone()].into()).unwrap(), 1);
         assert_eq!(s.store_entries(), [sha]);
+    }
+
+    /// A few copies are synced each, naming one that is missing; many,
+    /// the filesystem at once.
+    #[test]
+    fn store_sync_each_or_the_filesystem() {
+        let t = tempfile::tempdir().unwrap();
+        let s = StateDir::new(t.path().to_owned());
+        let shas: Vec<String> = (0..=SYNC_FILESYSTEM_PAST)
+            .map(|i| {
+                let text = format!("profile p{i} {{}}");
+                let sha = crate::source::sha256_hex(text.as_bytes());
+                s.store_put(&sha, text.as_bytes()).unwrap();
+                sha
+            })
+            .collect();
+        s.store_sync(shas.iter().map(String::as_str)).unwrap();
+        s.store_sync(shas[..3].iter().map(String::as_str)).unwrap();
+        s.store_sync(std::iter::empty()).unwrap();
+        let gone = crate::source::sha256_hex(b"gone");
+        let e = s.store_sync([gone.as_str()]).unwrap_err().to_string();
+        assert!(e.contains(&gone), "{e}");
     }
 
     #[test]

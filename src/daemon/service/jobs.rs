@@ -160,12 +160,15 @@ impl Service {
             log::debug!("recheck: {}", report.summary());
         }
         self.after(&report, trigger);
-        // What a full read freed goes back now; what a burst of changes
-        // freed, once the burst is over (`on_exports`).
-        if full && trigger != Trigger::Change {
-            crate::daemon::memory::give_back_freed();
-        } else {
+        // What a full read or a replan that changed the kernel (a drift
+        // repair of every profile) freed goes back now; what a burst of
+        // changes freed, once the burst is over (`on_exports`). A replan
+        // that changed nothing (deferred removals looked at every 2 s)
+        // freed next to nothing.
+        if trigger == Trigger::Change {
             self.trim_due = true;
+        } else if full || report.changed() {
+            crate::daemon::memory::give_back_freed();
         }
         if full || report.changed() {
             self.signal_report(&report).await;
