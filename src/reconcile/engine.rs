@@ -165,10 +165,37 @@ impl Engine<'_> {
 
     /// Loads: one batch for each mode (enforce as written, complain).
     fn load(&self, loads: &[LoadAction], manifest: &mut Manifest, report: &mut Report) -> Result<(), ApplyError> {
+        let mut again = Vec::new();
+        self.load_modes(loads, manifest, report, &mut again)?;
+        if again.is_empty() {
+            return Ok(());
+        }
+        // Once: a sibling's own copy that rolled back another is logged.
+        let mut still = Vec::new();
+        self.load_modes(&again, manifest, report, &mut still)?;
+        for a in still {
+            log::warn!(
+                "{}: restoring profiles {} put back an older version of a profile its stored copy also defines",
+                crate::escape::path(&a.file),
+                a.names.join(", ")
+            );
+        }
+        Ok(())
+    }
+
+    /// [`Engine::load`]'s batches, one for each mode; the profiles a
+    /// restore put back at another version than they own go in `again`.
+    fn load_modes(
+        &self,
+        loads: &[LoadAction],
+        manifest: &mut Manifest,
+        report: &mut Report,
+        again: &mut Vec<LoadAction>,
+    ) -> Result<(), ApplyError> {
         let (complain, as_written): (Vec<&LoadAction>, Vec<&LoadAction>) =
             loads.iter().partition(|a| a.complain || self.opts.complain);
-        self.load_batch(&as_written, LoadOptions { complain: false }, manifest, report)?;
-        self.load_batch(&complain, LoadOptions { complain: true }, manifest, report)
+        self.load_batch(&as_written, LoadOptions { complain: false }, manifest, report, again)?;
+        self.load_batch(&complain, LoadOptions { complain: true }, manifest, report, again)
     }
 
     /// One batch of loads: record intent, load, isolate failures.
@@ -178,8 +205,9 @@ impl Engine<'_> {
         opts: LoadOptions,
         manifest: &mut Manifest,
         report: &mut Report,
+        again: &mut Vec<LoadAction>,
     ) -> Result<(), ApplyError> {
-        let by_path = self.intend(loads, opts, manifest, report);
+        let (by_path, siblings) = self.intend(loads, opts, manifest, report);
         if by_path.is_empty() {
             return Ok(());
         }
@@ -222,6 +250,7 @@ impl Engine<'_> {
         self.state.store_sync(by_path.values().map(|a| a.sha256.as_str()))?;
         forget_unrun_unchecked(manifest);
         self.state.save_manifest(manifest)?;
+        rolled_back(&by_path, &siblings, &failed, manifest, again);
         Ok(())
     }
 
@@ -233,17 +262,30 @@ impl Engine<'_> {
         opts: LoadOptions,
         manifest: &mut Manifest,
         report: &mut Report,
-    ) -> BTreeMap<PathBuf, &'p LoadAction> {
+    ) -> (BTreeMap<PathBuf, &'p LoadAction>, Siblings) {
         let mut by_path = BTreeMap::new();
+        let mut siblings = Siblings::new();
         for &a in loads {
             let path = self.state.store_entry(&a.sha256);
-            if self.state.store_load(&a.sha256).is_none() {
+            let Some(content) = self.state.store_load(&a.sha256) else {
                 report.problems.push(Problem::new(
                     ProblemKind::LoadFailed,
                     a.file.clone(),
                     format!("stored copy {} is missing or damaged", path.display()),
                 ));
                 continue;
+            };
+            // A restore loads the whole copy, and may name only some of
+            // the profiles it defines (the others are owned elsewhere now).
+            if a.kind == LoadKind::Restore {
+                let others: Vec<String> = crate::apparmor::declared_profiles(&String::from_utf8_lossy(&content))
+                    .into_iter()
+                    .map(|d| d.name)
+                    .filter(|n| !a.names.contains(n))
+                    .collect();
+                if !others.is_empty() {
+                    siblings.insert(path.clone(), others);
+                }
             }
             for n in &a.names {
                 manifest.pending.insert(
@@ -258,7 +300,7 @@ impl Engine<'_> {
             }
             by_path.insert(path, a);
         }
-        by_path
+        (by_path, siblings)
     }
 
     /// A load the parser did: each name the kernel now lists is owned.
@@ -346,4 +388,44 @@ fn forget_unrun_unchecked(manifest: &mut Manifest) {
     manifest
         .unchecked
         .retain(|sha| profiles.values().any(|o| &o.sha256 == sha));
+}
+
+/// Profiles a restored copy defines besides those it was loaded for, by
+/// store path.
+type Siblings = BTreeMap<PathBuf, Vec<String>>;
+
+/// The owned versions to load again: each profile a restored copy also
+/// defines that armord owns at another version (the parser loaded the
+/// copy's older one over it), by that version's stored copy.
+fn rolled_back(
+    by_path: &BTreeMap<PathBuf, &LoadAction>,
+    siblings: &Siblings,
+    failed: &BTreeMap<PathBuf, crate::apparmor::ParserError>,
+    manifest: &Manifest,
+    again: &mut Vec<LoadAction>,
+) {
+    for (path, others) in siblings {
+        let Some(a) = by_path.get(path) else { continue };
+        if failed.contains_key(path) {
+            continue;
+        }
+        for n in others {
+            let Some(o) = manifest.profiles.get(n) else { continue };
+            if o.sha256.is_empty() || o.sha256 == a.sha256 {
+                continue;
+            }
+            match again.iter_mut().find(|l| l.sha256 == o.sha256) {
+                Some(l) if !l.names.contains(n) => l.names.push(n.clone()),
+                Some(_) => {}
+                None => again.push(LoadAction {
+                    file: o.file.clone(),
+                    source: o.source.clone(),
+                    sha256: o.sha256.clone(),
+                    names: vec![n.clone()],
+                    kind: LoadKind::Restore,
+                    complain: o.complain,
+                }),
+            }
+        }
+    }
 }

@@ -1081,3 +1081,42 @@ fn names_read_from_the_compile_leave_the_names_run_to_the_files_it_rejected() {
     assert_eq!(parser.asked.lock().unwrap().len(), 1);
     f.assert_manifest_matches_kernel(&r);
 }
+
+/// A restored copy that defines a profile armord now owns at another
+/// version puts that profile back to its own version after it: restoring
+/// one profile never rolls back another.
+#[test]
+fn restoring_a_copy_never_rolls_back_a_profile_it_also_defines() {
+    let f = Fixture::new();
+    f.write("p", "profile custom.a {\n  # v1\n}\nprofile custom.b {\n}\n");
+    let mut r = f.open();
+    r.reconcile().unwrap();
+    // custom.a moves on to v2; an invalid file may define custom.b, which
+    // stays held at the first copy.
+    f.write("p", "profile custom.a {\n  # v2\n}\n");
+    f.write("q", "profile custom.b {\n  BROKEN\n}\n");
+    let rep = r.reconcile().unwrap();
+    assert_eq!(rep.replaced, ["custom.a"]);
+    assert_eq!(rep.held.len(), 1, "{rep:?}");
+    // custom.b is removed behind armord's back, and restored.
+    let profiles = f.secfs.join("profiles");
+    let text = std::fs::read_to_string(&profiles).unwrap();
+    std::fs::write(&profiles, text.replace("custom.b (enforce)\n", "")).unwrap();
+    let rep = r.replan().unwrap();
+    assert!(rep.restored.contains(&"custom.b".to_string()), "{rep:?}");
+    // The last copy loaded that defines custom.a is its own, v2.
+    let log = std::fs::read_to_string(&f.log).unwrap();
+    let last_a = log
+        .lines()
+        .filter(|l| l.split_whitespace().any(|w| w == "-r"))
+        .flat_map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .filter_map(|w| std::fs::read_to_string(&w).ok())
+        .rfind(|c| c.contains("profile custom.a"))
+        .unwrap();
+    assert!(last_a.contains("v2"), "custom.a rolled back to:\n{last_a}");
+    assert_eq!(
+        r.manifest.profiles["custom.a"].sha256,
+        crate::source::sha256_hex(b"profile custom.a {\n  # v2\n}\n")
+    );
+    f.assert_manifest_matches_kernel(&r);
+}
