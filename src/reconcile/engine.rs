@@ -175,9 +175,14 @@ impl Engine<'_> {
         self.load_modes(&again, manifest, report, &mut still)?;
         for a in still {
             log::warn!(
-                "{}: restoring profiles {} put back an older version of a profile its stored copy also defines",
+                "{}: profiles {} were put back to an older version by a restored copy that also defines them; \
+                 the next change to their file loads them again",
                 crate::escape::path(&a.file),
-                a.names.join(", ")
+                a.names
+                    .iter()
+                    .map(|n| crate::escape::text(n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         Ok(())

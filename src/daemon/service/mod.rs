@@ -134,7 +134,7 @@ pub struct Service {
     announced: Arc<Mutex<Vec<String>>>,
     /// The exports lag what is published (a change's, written shortly).
     exports_stale: bool,
-    /// Reconciles ran since the heap was last trimmed.
+    /// Change reconciles ran since the heap was last trimmed.
     trim_due: bool,
     /// Gate ticks since start (the process list is read every fifth).
     gate_ticks: u64,
