@@ -87,7 +87,7 @@ fn bench_plan(c: &mut Criterion) {
         desired.files.push(DesiredFile {
             path: file.clone(),
             source: PathBuf::from("/src"),
-            sha256: sha.clone(),
+            sha256: sha.clone().into(),
             verdict: Verdict::Valid {
                 names: vec![name.clone()],
             },
@@ -97,7 +97,7 @@ fn bench_plan(c: &mut Criterion) {
             Owned {
                 file,
                 source: PathBuf::from("/src"),
-                sha256: sha,
+                sha256: sha.into(),
                 complain: false,
                 mode: "enforce".into(),
             },
@@ -105,7 +105,7 @@ fn bench_plan(c: &mut Criterion) {
         kernel.insert(name, armord::apparmor::Mode::Enforce);
     }
     // One file changed.
-    desired.files[500].sha256 = "f".repeat(64);
+    desired.files[500].sha256 = "f".repeat(64).into();
     let policy = Policy {
         prefix: "",
         takeover: false,

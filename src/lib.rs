@@ -24,6 +24,7 @@ pub mod lint;
 pub mod logging;
 pub(crate) mod notify;
 pub mod reconcile;
+pub mod sha;
 pub mod signing;
 pub mod source;
 pub mod spec;

@@ -196,7 +196,7 @@ pub fn revision_files(dir: &Path, max_file_bytes: u64) -> Result<BTreeMap<String
             continue;
         }
         let f = crate::source::read_one(&path, &limits).map_err(|e| io(&path, &e))?;
-        files.insert(name, f.sha256);
+        files.insert(name, f.sha256.into());
     }
     Ok(files)
 }

@@ -40,14 +40,13 @@ pub fn label_name(profile: &str) -> Option<String> {
 }
 
 pub fn nfd_lines(published: &Published) -> String {
-    let mut names: Vec<&str> = published
+    // Only owned profiles have a name; the rows are kept by it, in order.
+    let names = published
         .profiles
+        .owned
         .iter()
-        .filter(|p| !p.name.is_empty() && p.state != "deferred")
-        .map(|p| p.name.as_str())
-        .collect();
-    names.sort();
-    names.dedup();
+        .filter(|(_, r)| r.state != "deferred")
+        .map(|(n, _)| n.as_str());
     let mut out = String::new();
     for n in names {
         if let Some(l) = label_name(n) {
@@ -72,8 +71,14 @@ pub fn prometheus_text(published: &Published, counters: &Counters, m: &Metrics) 
     }
     // Each family's HELP and TYPE right before its own samples, as the
     // text format requires.
-    let mut problems: Vec<&crate::dbus::ProfileInfo> =
-        published.profiles.iter().filter(|p| p.state != "loaded").collect();
+    let rows = &published.profiles;
+    let mut problems: Vec<crate::dbus::ProfileInfo> = rows
+        .owned
+        .iter()
+        .filter(|(_, r)| r.state != "loaded")
+        .map(|(n, r)| r.info(n))
+        .chain(rows.files.iter().filter(|p| p.state != "loaded").cloned())
+        .collect();
     problems.sort_by(|a, b| (&a.state, &a.name, &a.file).cmp(&(&b.state, &b.name, &b.file)));
     let _ = writeln!(
         o,
@@ -320,7 +325,7 @@ mod text_tests {
                     info("custom.gone", "held", "/p/custom.gone"),
                 ]
                 .into_iter()
-                .map(|i| (i.name.clone(), i))
+                .map(|i| (i.name.clone(), crate::dbus::Row::of(&i)))
                 .collect(),
                 files: vec![
                     info("", "refused", "/p/new\"file"),

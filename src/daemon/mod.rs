@@ -350,7 +350,7 @@ pub fn validate_files(cfg: &Config, files: &[PathBuf]) -> Result<Vec<(PathBuf, O
                 Err(reason) => desired.files.push(DesiredFile {
                     path: f.clone(),
                     source: PathBuf::new(),
-                    sha256: String::new(),
+                    sha256: Default::default(),
                     verdict: Verdict::Refused { reason },
                 }),
             }

@@ -5,7 +5,7 @@
 //! recovery), or problems that moved (a row shows its file's problem),
 //! makes every row.
 
-use crate::dbus::{ProfileInfo, ProfileRows};
+use crate::dbus::{ProfileInfo, ProfileRows, Row};
 use crate::reconcile::{Held, HeldWhy, Report};
 use crate::state::{Manifest, Owned};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -51,7 +51,7 @@ impl<'a> Shapes<'a> {
         }
     }
 
-    fn row(&self, name: &str, o: &Owned) -> ProfileInfo {
+    fn row(&self, name: &str, o: &Owned) -> Row {
         let mut error = self.problem_of.get(o.file.as_path()).cloned().unwrap_or_default();
         let state = if self.deferred.contains(name) {
             "deferred"
@@ -65,13 +65,12 @@ impl<'a> Shapes<'a> {
         } else {
             "loaded"
         };
-        ProfileInfo {
-            name: name.to_owned(),
-            mode: o.mode.to_string(),
-            state: state.into(),
-            file: crate::escape::path(&o.file),
+        Row {
+            mode: o.mode.clone(),
+            state,
+            file: crate::escape::path(&o.file).into(),
             sha256: o.sha256.clone(),
-            error,
+            error: error.into(),
         }
     }
 }
@@ -97,7 +96,7 @@ impl RowIndex {
         // now, moves which problem files are owned.
         let escaped: HashSet<String> = problems.keys().map(|f| crate::escape::path(f)).collect();
         let moves_problem_files = |n: &String| {
-            rows.owned.get(n).is_some_and(|r| escaped.contains(&r.file))
+            rows.owned.get(n).is_some_and(|r| escaped.contains(&*r.file))
                 || manifest.profiles.get(n).is_some_and(|o| problems.contains_key(&o.file))
         };
         let every = match touched {
@@ -177,7 +176,7 @@ mod tests {
     fn all_rows(manifest: &Manifest, report: &Report) -> Vec<ProfileInfo> {
         let mut rows = ProfileRows::default();
         RowIndex::default().update(&mut rows, manifest, report, None);
-        rows.iter().cloned().collect()
+        rows.iter().collect()
     }
 
     /// One step: profiles owned (name index → file index, sha), deferred,
@@ -232,7 +231,7 @@ mod tests {
                 };
                 let touched = manifest.take_touched();
                 index.update(&mut rows, &manifest, &report, touched.as_ref());
-                let kept: Vec<ProfileInfo> = rows.iter().cloned().collect();
+                let kept: Vec<ProfileInfo> = rows.iter().collect();
                 prop_assert_eq!(kept, all_rows(&manifest, &report));
             }
         }

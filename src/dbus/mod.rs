@@ -33,13 +33,58 @@ pub struct ProfileInfo {
 /// (`daemon::rows`).
 #[derive(Debug, Clone, Default)]
 pub struct ProfileRows {
-    pub owned: std::collections::BTreeMap<String, ProfileInfo>,
+    pub owned: std::collections::BTreeMap<String, Row>,
     pub files: Vec<ProfileInfo>,
 }
 
+/// An owned profile's row, held compactly (10,000 of them at rest): its
+/// name is the key, its version shared with the manifest's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub mode: crate::apparmor::Mode,
+    /// loaded | invalid | deferred | held
+    pub state: &'static str,
+    /// The file, escaped.
+    pub file: Box<str>,
+    pub sha256: crate::sha::Sha,
+    pub error: Box<str>,
+}
+
+impl Row {
+    /// The row `info` shows (a state armord does not give an owned
+    /// profile reads as `invalid`).
+    pub fn of(info: &ProfileInfo) -> Row {
+        Row {
+            mode: crate::apparmor::Mode::from_word(&info.mode),
+            state: ["loaded", "deferred", "held"]
+                .into_iter()
+                .find(|s| *s == info.state)
+                .unwrap_or("invalid"),
+            file: info.file.as_str().into(),
+            sha256: info.sha256.as_str().into(),
+            error: info.error.as_str().into(),
+        }
+    }
+
+    pub fn info(&self, name: &str) -> ProfileInfo {
+        ProfileInfo {
+            name: name.to_owned(),
+            mode: self.mode.to_string(),
+            state: self.state.to_owned(),
+            file: self.file.to_string(),
+            sha256: self.sha256.to_string(),
+            error: self.error.to_string(),
+        }
+    }
+}
+
 impl ProfileRows {
-    pub fn iter(&self) -> impl Iterator<Item = &ProfileInfo> {
-        self.owned.values().chain(&self.files)
+    /// Every row as `ListProfiles` returns it.
+    pub fn iter(&self) -> impl Iterator<Item = ProfileInfo> + '_ {
+        self.owned
+            .iter()
+            .map(|(n, r)| r.info(n))
+            .chain(self.files.iter().cloned())
     }
 }
 
@@ -207,7 +252,7 @@ impl Armord {
 
     /// Every profile armord owns or refused, with its state and problem.
     fn list_profiles(&self) -> Vec<ProfileInfo> {
-        self.read().profiles.iter().cloned().collect()
+        self.read().profiles.iter().collect()
     }
 
     /// Run a reconcile now and return its result.

@@ -35,10 +35,27 @@ pub(super) fn keep_stored(manifest: &Manifest, desired: Option<&Desired>) -> BTr
     let mut keep = manifest.referenced();
     for f in desired.into_iter().flat_map(|d| &d.files) {
         if matches!(f.verdict, Verdict::Valid { .. }) && !f.sha256.is_empty() {
-            keep.insert(f.sha256.clone());
+            keep.insert(f.sha256.to_string());
         }
     }
     keep
+}
+
+/// A manifest read from disk holds its own copy of each version: once a
+/// full read names the same version, the manifest shares the read's, as
+/// do the follower, the lints and the rows that copy it.
+pub(super) fn share_versions(manifest: &mut Manifest, desired: Option<&Desired>) {
+    for f in desired.into_iter().flat_map(|d| &d.files) {
+        if let Verdict::Valid { names } = &f.verdict {
+            for n in names {
+                if let Some(o) = manifest.profiles.get_mut(n)
+                    && o.sha256 == f.sha256
+                {
+                    o.sha256 = f.sha256.clone();
+                }
+            }
+        }
+    }
 }
 
 /// What a carried reconcile found in one source: the entries looked at by

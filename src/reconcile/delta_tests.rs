@@ -55,7 +55,7 @@ fn file(path: u32, name: u32, kind: u8, version: u32) -> (DesiredFile, Option<Ve
         DesiredFile {
             path: PathBuf::from(format!("{SRC}/f{path}")),
             source: PathBuf::from(SRC),
-            sha256: format!("{path}-{name}-{kind}-{version}"),
+            sha256: format!("{path}-{name}-{kind}-{version}").into(),
             verdict,
         },
         may,
@@ -73,14 +73,14 @@ fn apply(plan: &Plan, manifest: &mut Manifest, kernel: &mut BTreeMap<String, Mod
             for n in &l.names {
                 let Some(m) = kernel.get(n) else { continue };
                 match manifest.owned_mut(n) {
-                    Some(o) if o.sha256 != l.sha256 => o.sha256.clear(),
+                    Some(o) if o.sha256 != l.sha256 => o.sha256 = Default::default(),
                     Some(_) => {}
                     None => manifest.own(
                         n.clone(),
                         Owned {
                             file: l.file.clone(),
                             source: l.source.clone(),
-                            sha256: String::new(),
+                            sha256: String::new().into(),
                             complain: l.complain,
                             mode: m.clone(),
                         },

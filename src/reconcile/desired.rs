@@ -19,7 +19,7 @@ pub(super) fn push_refusals(
         files.push(DesiredFile {
             path: r.path,
             source: src.to_owned(),
-            sha256: String::new(),
+            sha256: Default::default(),
             verdict: Verdict::Refused { reason: r.reason },
         });
     }
@@ -62,7 +62,7 @@ pub fn render_specs(
                 Ok(content) => Some((
                     source::SourceFile {
                         path: f.path,
-                        sha256: source::sha256_hex(content.as_bytes()),
+                        sha256: crate::sha::Sha::of(content.as_bytes()),
                         content,
                     },
                     src,

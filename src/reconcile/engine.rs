@@ -21,7 +21,7 @@ pub struct Engine<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Loading {
     pub name: String,
-    pub sha256: String,
+    pub sha256: crate::sha::Sha,
     pub complain: bool,
 }
 
@@ -338,7 +338,7 @@ impl Engine<'_> {
                 },
             );
             if !self.parser.checks() {
-                manifest.unchecked.insert(a.sha256.clone());
+                manifest.unchecked.insert(a.sha256.to_string());
                 log::warn!(
                     "{}: profile `{}` loaded unchecked (no apparmor_parser); it is checked once a parser is installed",
                     crate::escape::path(&a.file),

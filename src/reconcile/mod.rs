@@ -390,7 +390,7 @@ impl Reconciler {
     /// store, before any source is read.
     pub fn restore(&mut self) -> Result<Report, ApplyError> {
         let kernel = self.kernel.loaded()?;
-        let mut groups: BTreeMap<String, (Owned, Vec<String>)> = BTreeMap::new();
+        let mut groups: BTreeMap<crate::sha::Sha, (Owned, Vec<String>)> = BTreeMap::new();
         for (name, o) in &self.manifest.profiles {
             if !kernel.contains_key(name) && !self.manifest.removing.contains(name) && !o.sha256.is_empty() {
                 groups
@@ -530,6 +530,7 @@ impl Reconciler {
         // longer never unloads or loads anything.
         if full_read {
             let _ = self.state.store_gc(&keep_stored(&self.manifest, self.last.as_ref()));
+            share_versions(&mut self.manifest, self.last.as_ref());
         }
         self.save_serials()?;
         Ok(report)
@@ -538,7 +539,7 @@ impl Reconciler {
     /// Versions loaded unchecked that a parser has now found valid are
     /// checked; one it rejects stays marked, and reported invalid.
     fn note_checked(&mut self, validated: &[DesiredFile]) -> Result<(), ApplyError> {
-        let now_checked: Vec<String> = std::mem::take(&mut self.validator.checked)
+        let now_checked: Vec<crate::sha::Sha> = std::mem::take(&mut self.validator.checked)
             .into_iter()
             .filter(|sha| {
                 validated
@@ -548,7 +549,7 @@ impl Reconciler {
             .collect();
         if !now_checked.is_empty() {
             for sha in &now_checked {
-                self.manifest.unchecked.remove(sha);
+                self.manifest.unchecked.remove(sha.as_str());
             }
             self.state.save_manifest(&mut self.manifest)?;
         }
@@ -712,7 +713,7 @@ fn rebuild(state: &StateDir, parser: &dyn Parser, kernel: &BTreeMap<String, Mode
                     Owned {
                         file: state.store_entry(sha),
                         source: PathBuf::new(),
-                        sha256: sha.clone(),
+                        sha256: sha.clone().into(),
                         complain: *mode == Mode::Complain,
                         mode: mode.clone(),
                     },

@@ -30,7 +30,7 @@ pub enum Verdict {
 pub struct DesiredFile {
     pub path: PathBuf,
     pub source: PathBuf,
-    pub sha256: String,
+    pub sha256: crate::sha::Sha,
     pub verdict: Verdict,
 }
 
@@ -65,7 +65,7 @@ pub struct Desired {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Trials {
     /// Contents (sha256) that declare trial.
-    pub declared: std::collections::HashSet<String>,
+    pub declared: std::collections::HashSet<crate::sha::Sha>,
     /// Profiles and the version of each that was promoted.
     pub promoted: BTreeMap<String, String>,
     /// Profiles whose loaded version was promoted from a trial: a new
@@ -136,7 +136,7 @@ pub enum LoadKind {
 pub struct LoadAction {
     pub file: PathBuf,
     pub source: PathBuf,
-    pub sha256: String,
+    pub sha256: crate::sha::Sha,
     pub names: Vec<String>,
     pub kind: LoadKind,
     /// Loaded in complain mode (forced, or in trial).
@@ -496,7 +496,7 @@ fn wants_complain(
     if policy.complain {
         return true;
     }
-    if !t.declared.contains(&f.sha256) {
+    if !t.declared.contains(f.sha256.as_str()) {
         return false;
     }
     let mut refuse = |reason: &str| {
@@ -509,7 +509,7 @@ fn wants_complain(
     if let Some(why) = &t.refused {
         return refuse(why);
     }
-    if names.iter().all(|n| t.promoted.get(n) == Some(&f.sha256)) {
+    if names.iter().all(|n| t.promoted.get(n).is_some_and(|p| *p == f.sha256)) {
         return false;
     }
     // Enforcing: any mode but complain and unconfined (kill and prompt
@@ -742,7 +742,11 @@ fn push_restores(restores: Restores, out: &mut Plan) {
         out.loads.push(LoadAction {
             file: o.file.clone(),
             source: o.source.clone(),
-            sha256: sha.to_owned(),
+            sha256: if o.sha256 == *sha {
+                o.sha256.clone()
+            } else {
+                (*sha).into()
+            },
             names,
             kind: LoadKind::Restore,
             complain: o.complain,

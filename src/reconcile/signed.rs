@@ -37,7 +37,7 @@ impl Reconciler {
         let files: BTreeMap<String, String> = snap
             .files
             .iter()
-            .filter_map(|f| Some((f.path.file_name()?.to_string_lossy().into_owned(), f.sha256.clone())))
+            .filter_map(|f| Some((f.path.file_name()?.to_string_lossy().into_owned(), f.sha256.to_string())))
             .collect();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -229,7 +229,8 @@ fn plan_refusals() {
 
 #[test]
 fn a_trial_loads_in_complain_but_never_weakens_what_is_enforced() {
-    let trial = |d: &mut Desired, shas: &[&str]| d.trials.declared = shas.iter().map(|s| s.to_string()).collect();
+    let trial =
+        |d: &mut Desired, shas: &[&str]| d.trials.declared = shas.iter().map(|s| crate::sha::Sha::from(*s)).collect();
     // New: complain.
     let mut d = desired(vec![valid("/src/t", "t1", &["t"])]);
     trial(&mut d, &["t1"]);
@@ -332,7 +333,7 @@ fn arb_case() -> impl Strategy<
             .map(|(i, (source, sha, verdict))| DesiredFile {
                 path: source.join(format!("f{i}")),
                 source,
-                sha256: sha,
+                sha256: sha.into(),
                 verdict,
             })
             .collect::<Vec<_>>()
@@ -342,7 +343,7 @@ fn arb_case() -> impl Strategy<
         (0u8..6, 0u8..3, 0u8..3).prop_map(|(f, s, src)| Owned {
             file: PathBuf::from(format!("/s{src}/f{f}")),
             source: PathBuf::from(format!("/s{src}")),
-            sha256: format!("h{s}"),
+            sha256: format!("h{s}").into(),
             complain: false,
             mode: "enforce".into(),
         }),

@@ -92,7 +92,7 @@ impl Reconciler {
         let mut changed = false;
         for (name, o) in &self.manifest.profiles {
             let forced = self.config.mode == crate::config::ForcedMode::Complain;
-            if declared.contains(&o.sha256) && (o.complain && !forced || self.book.promoted(name, &o.sha256)) {
+            if declared.contains(o.sha256.as_str()) && (o.complain && !forced || self.book.promoted(name, &o.sha256)) {
                 changed |= self.book.on_trial(name, &o.sha256, now);
             }
         }
@@ -108,10 +108,9 @@ impl Reconciler {
             .map(|(n, _)| n.clone())
             .collect();
         changed |= self.book.retain(|n| {
-            manifest
-                .profiles
-                .get(n)
-                .is_some_and(|o| declared.contains(&o.sha256) && ((o.complain && !forced) || promoted.contains(n)))
+            manifest.profiles.get(n).is_some_and(|o| {
+                declared.contains(o.sha256.as_str()) && ((o.complain && !forced) || promoted.contains(n))
+            })
         });
         if changed {
             self.book.save(&self.state.trial_book())?;

@@ -13,21 +13,21 @@ pub struct Validator {
     /// Each verdict with the file it was given for: the diagnostics of a
     /// rejected one name that file, and another file of the same content
     /// is named in its place.
-    memo: [HashMap<String, (PathBuf, Verdict)>; 2],
+    memo: [HashMap<crate::sha::Sha, (PathBuf, Verdict)>; 2],
     /// Parser runs in the last validation that timed out or crashed.
     pub transient: usize,
     /// The writer's bounds: mode and attachments.
     pub bounds: Bounds,
     /// Contents loaded unchecked that the last validation checked (valid
     /// or not): no longer unchecked.
-    pub checked: Vec<String>,
+    pub checked: Vec<crate::sha::Sha>,
     /// Told (then dropped) as the parser is started, or dropped when the
     /// validation needs no parser: whoever waits on its receiver works
     /// beside the parser, not beside the validation's own steps.
     pub parser_starts: Option<std::sync::mpsc::Sender<()>>,
     /// Contents (sha256) that declare trial, from every file validated;
     /// kept to what the sources hold by the reconciler.
-    pub trial: std::collections::HashSet<String>,
+    pub trial: std::collections::HashSet<crate::sha::Sha>,
 }
 
 pub(super) const MEMO_LIMIT: usize = 20_000;
@@ -65,7 +65,7 @@ impl Validator {
         if can_check && !manifest.unchecked.is_empty() {
             for o in manifest.profiles.values() {
                 // A version loaded unchecked is checked once a parser is here.
-                if manifest.unchecked.contains(&o.sha256) && !self.checked.contains(&o.sha256) {
+                if manifest.unchecked.contains(o.sha256.as_str()) && !self.checked.contains(&o.sha256) {
                     self.checked.push(o.sha256.clone());
                 }
             }
@@ -74,7 +74,7 @@ impl Validator {
         let memo = &self.memo[usize::from(complain)];
         let mut out = Vec::with_capacity(files.len());
         let mut check: Vec<(usize, PathBuf, String)> = Vec::new();
-        let mut judged: Vec<(String, PathBuf, Verdict)> = Vec::new();
+        let mut judged: Vec<(crate::sha::Sha, PathBuf, Verdict)> = Vec::new();
         let cached_policy = engine.parser.leaves_policy();
         for (f, src) in files {
             // The parser's own verdict first: the names a content owns are
@@ -84,7 +84,7 @@ impl Validator {
             // Per-file work on the file's text: a bug in it refuses the
             // file, and never takes armord down.
             let verdict = contained(&f.path, || {
-                if let Some((judged, v)) = memo.get(&f.sha256) {
+                if let Some((judged, v)) = memo.get(f.sha256.as_str()) {
                     return Ok(Some(match v {
                         Verdict::Invalid { diagnostics } if *judged != f.path => Verdict::Invalid {
                             diagnostics: rename_diagnostics(diagnostics.clone(), judged, &f.path),
@@ -110,7 +110,7 @@ impl Validator {
                 Ok(None)
             })
             .unwrap_or_else(|reason| Some(Verdict::Refused { reason }));
-            let from_memo = memo.contains_key(&f.sha256);
+            let from_memo = memo.contains_key(f.sha256.as_str());
             if crate::trial::declared(&f.content) {
                 self.trial.insert(f.sha256.clone());
             }
@@ -170,10 +170,10 @@ impl Validator {
         // to write. Nothing waits for this one (a slow disk must not hold
         // up the load); that later flush is the one that counts, and
         // reports any error.
-        let shas: Vec<String> = check.iter().map(|(i, _, _)| out[*i].sha256.clone()).collect();
+        let shas: Vec<crate::sha::Sha> = check.iter().map(|(i, _, _)| out[*i].sha256.clone()).collect();
         let state = engine.state.clone();
         let _ = std::thread::Builder::new().name("store-sync".into()).spawn(move || {
-            let _ = state.store_sync(shas.iter().map(String::as_str));
+            let _ = state.store_sync(shas.iter().map(|s| s.as_str()));
             // The spare the new copies took, made again off the change's path.
             state.store_spare();
         });
@@ -201,7 +201,7 @@ impl Validator {
         Ok(())
     }
 
-    fn remember_verdict(&mut self, sha: String, path: PathBuf, verdict: Verdict, complain: bool) {
+    fn remember_verdict(&mut self, sha: crate::sha::Sha, path: PathBuf, verdict: Verdict, complain: bool) {
         let memo = &mut self.memo[usize::from(complain)];
         if memo.len() > MEMO_LIMIT {
             memo.clear();
@@ -359,7 +359,7 @@ impl<'a> Owners<'a> {
     fn counts(&self, o: &crate::state::Owned) -> bool {
         o.complain == self.complain
             && !o.sha256.is_empty()
-            && !(self.can_check && self.manifest.unchecked.contains(&o.sha256))
+            && !(self.can_check && self.manifest.unchecked.contains(o.sha256.as_str()))
     }
 
     /// Whether the content `sha` is loaded under any name.

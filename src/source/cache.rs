@@ -61,7 +61,7 @@ pub(super) const SETTLE: Duration = Duration::from_secs(2);
 pub(super) struct Cached {
     pub(super) stamp: Stamp,
     pub(super) content: String,
-    pub(super) sha256: String,
+    pub(super) sha256: crate::sha::Sha,
     /// Read through a symlink: its target may change with no event in the
     /// source directory, so it is never trusted without a look.
     pub(super) link: bool,

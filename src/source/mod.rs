@@ -95,7 +95,7 @@ pub struct SourceFile {
     /// The file as the operator names it (source path joined with the key).
     pub path: PathBuf,
     pub content: String,
-    pub sha256: String,
+    pub sha256: crate::sha::Sha,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

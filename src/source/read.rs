@@ -43,7 +43,7 @@ pub(super) fn read_entry(
         return Read1::File(file);
     }
     let (content, sha256) = match read_text(&entry, limits) {
-        Ok(t) => t,
+        Ok((content, sha256)) => (content, crate::sha::Sha::from(sha256)),
         Err(r) => return r,
     };
     if let Some(c) = cache

@@ -20,7 +20,7 @@ pub struct Owned {
     /// The configured source it came from.
     pub source: PathBuf,
     /// sha256 of the file content that was loaded (its store key).
-    pub sha256: String,
+    pub sha256: crate::sha::Sha,
     /// Loaded with `-C` (forced complain).
     #[serde(default)]
     pub complain: bool,
@@ -35,7 +35,7 @@ pub struct Owned {
 pub struct PendingLoad {
     pub file: PathBuf,
     pub source: PathBuf,
-    pub sha256: String,
+    pub sha256: crate::sha::Sha,
     #[serde(default)]
     pub complain: bool,
 }
@@ -134,12 +134,12 @@ impl Manifest {
                 let entry = self.profiles.entry(name.clone()).or_insert_with(|| Owned {
                     file: p.file.clone(),
                     source: p.source.clone(),
-                    sha256: String::new(),
+                    sha256: Default::default(),
                     complain: p.complain,
                     mode: mode.clone(),
                 });
                 if entry.sha256 != p.sha256 {
-                    entry.sha256.clear();
+                    entry.sha256 = Default::default();
                     adopted.push(name);
                 }
             }
@@ -151,8 +151,8 @@ impl Manifest {
     pub fn referenced(&self) -> BTreeSet<String> {
         self.profiles
             .values()
-            .map(|o| o.sha256.clone())
-            .chain(self.pending.values().map(|p| p.sha256.clone()))
+            .map(|o| o.sha256.to_string())
+            .chain(self.pending.values().map(|p| p.sha256.to_string()))
             .filter(|s| !s.is_empty())
             .collect()
     }

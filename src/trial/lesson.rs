@@ -21,7 +21,7 @@ use std::collections::HashMap;
 /// so no record of the new version is ever judged by the old one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Loaded {
-    pub sha256: String,
+    pub sha256: crate::sha::Sha,
     pub complain: bool,
     pub since_us: u64,
     pub loaded_us: Option<u64>,

@@ -127,7 +127,7 @@ pub struct Service {
     lost_seen: u64,
     /// The version (sha256) of each owned profile last linted; its lines
     /// (`file:line: [name] message; fix: …`) are published.
-    lints: std::collections::HashMap<String, String>,
+    lints: std::collections::HashMap<String, crate::sha::Sha>,
     /// What the published profile rows are kept by.
     rows: super::rows::RowIndex,
     /// The names the load hook announced since the follower was last told.
