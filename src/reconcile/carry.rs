@@ -166,10 +166,10 @@ impl Reconciler {
             let Some(mut desired) = self.last.take() else {
                 return self.reconcile();
             };
-            replace_files(&mut desired, &looked, new, may_define);
             if let Some(l) = &mut self.looked {
-                l.extend(looked);
+                l.note(&desired, &looked);
             }
+            replace_files(&mut desired, &looked, new, may_define);
             return self.plan_and_apply(desired, None, false, false);
         }
         // While the parser checks the files, the kernel's list is read and
@@ -197,6 +197,10 @@ impl Reconciler {
         let Some(mut desired) = self.last.take() else {
             return self.reconcile();
         };
+        // The paths where the guess differs from what the last plan saw.
+        if let Some(l) = &mut self.looked {
+            l.note(&desired, &looked);
+        }
         replace_files(&mut desired, &looked, guessed.clone(), guessed_may_define.clone());
         self.quiet_now(&mut desired);
         // The plan ahead knows the trials the guess holds; a file validated
@@ -207,12 +211,8 @@ impl Reconciler {
         let policy = Self::policy(&self.config);
         let (tx, parser_starts) = std::sync::mpsc::channel();
         self.validator.parser_starts = Some(tx);
-        // The paths where the guess differs from what the last plan saw.
-        if let Some(l) = &mut self.looked {
-            l.extend(looked.iter().cloned());
-        }
         let (kernel, manifest, guess) = (&self.kernel, &self.manifest, &desired);
-        let (memo, looked_all) = (self.memo.as_ref(), self.looked.as_deref());
+        let (memo, looked_all) = (self.memo.as_ref(), self.looked.as_ref());
         let (validated, planned) = std::thread::scope(|s| {
             let ahead = s.spawn(move || {
                 // Either way: the parser started, or the validation ended.

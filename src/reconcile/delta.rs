@@ -49,9 +49,9 @@ pub struct Memo {
     trials: Trials,
     /// The kernel's list the last plan was made against.
     kernel: BTreeMap<String, Mode>,
-    /// The names each file defines (valid) or may define (blocked)…
-    names_at: HashMap<PathBuf, Vec<String>>,
-    /// …and the files that define or may define each name.
+    /// The files that define (valid) or may define (blocked) each name.
+    /// The names of each file are those `desired` holds at the paths no
+    /// change looked at since, and those [`Looked`] kept for the others.
     definers: HashMap<String, Vec<PathBuf>>,
     /// Files the last plan did anything with but keep, or that are not
     /// valid: looked at again by the next.
@@ -61,6 +61,37 @@ pub struct Memo {
     unsettled_names: BTreeSet<String>,
     /// How many profiles the settled files keep.
     settled_keeps: usize,
+}
+
+/// The paths changes looked at since the memo was last brought in step,
+/// with the names each file there defined, or may define, before: the
+/// memo keeps no copy of what every file defines.
+#[derive(Debug, Default, Clone)]
+pub struct Looked {
+    pub paths: Vec<PathBuf>,
+    before: HashMap<PathBuf, Vec<String>>,
+}
+
+impl Looked {
+    /// A look at `paths`, noted before `desired` (what the memo was made
+    /// from, with the looks noted so far) is changed there.
+    pub fn note(&mut self, desired: &Desired, paths: &[PathBuf]) {
+        for p in paths {
+            if !self.before.contains_key(p) {
+                self.before.insert(p.clone(), names_now(desired, p));
+            }
+        }
+        self.paths.extend(paths.iter().cloned());
+    }
+
+    /// The names the files at `path` defined when the memo was made, of
+    /// `desired` as it is now.
+    fn names_then(&self, desired: &Desired, path: &Path) -> Vec<String> {
+        match self.before.get(path) {
+            Some(names) => names.clone(),
+            None => names_now(desired, path),
+        }
+    }
 }
 
 /// What a plan over part of the files reached.
@@ -156,28 +187,25 @@ impl Memo {
         plan: &Plan,
         policy: &Policy,
     ) -> Memo {
-        let mut names_at: HashMap<PathBuf, Vec<String>> = HashMap::with_capacity(desired.files.len());
+        // The files are sorted by path: each path once.
+        let mut paths: Vec<&Path> = desired.files.iter().map(|f| f.path.as_path()).collect();
+        paths.dedup();
         let mut definers: HashMap<String, Vec<PathBuf>> = HashMap::with_capacity(desired.files.len());
-        for f in &desired.files {
-            if names_at.contains_key(&f.path) {
-                continue;
+        for p in &paths {
+            for n in names_now(desired, p) {
+                definers.entry(n).or_default().push(p.to_path_buf());
             }
-            let names = names_now(desired, &f.path);
-            for n in &names {
-                definers.entry(n.clone()).or_default().push(f.path.clone());
-            }
-            names_at.insert(f.path.clone(), names);
         }
         let (mut unsettled_files, mut unsettled_names) =
             unsettled_of(plan, |n| definers.get(n).cloned().unwrap_or_default());
         unsettled_names.extend(unloaded_owned(manifest.profiles.keys(), manifest, &kernel));
-        unsettled_files.retain(|p| names_at.contains_key(p));
+        unsettled_files.retain(|p| !files_at(desired, p).is_empty());
         let mut settled_keeps = 0;
-        for p in names_at.keys() {
+        for p in paths {
             match settled(desired, p, &unsettled_files) {
                 Some(n) => settled_keeps += n,
                 None => {
-                    unsettled_files.insert(p.clone());
+                    unsettled_files.insert(p.to_path_buf());
                 }
             }
         }
@@ -186,7 +214,6 @@ impl Memo {
             configured: desired.configured.clone(),
             trials: desired.trials.clone(),
             kernel,
-            names_at,
             definers,
             unsettled_files,
             unsettled_names,
@@ -196,18 +223,17 @@ impl Memo {
 
     /// Whether the kernel's list is the one the last plan saw, but for
     /// profiles it left unsettled (armord's own loads since).
-    fn kernel_as_left(&self, kernel: &BTreeMap<String, Mode>) -> bool {
+    fn kernel_as_left(&self, kernel: &BTreeMap<String, Mode>, desired: &Desired, looked: &Looked) -> bool {
+        let of_files: Vec<String> = self
+            .unsettled_files
+            .iter()
+            .flat_map(|p| looked.names_then(desired, p))
+            .collect();
         let exempt: HashSet<&str> = self
             .unsettled_names
             .iter()
+            .chain(&of_files)
             .map(String::as_str)
-            .chain(
-                self.unsettled_files
-                    .iter()
-                    .filter_map(|p| self.names_at.get(p))
-                    .flatten()
-                    .map(String::as_str),
-            )
             .collect();
         let mut a = self.kernel.iter().peekable();
         let mut b = kernel.iter().peekable();
@@ -261,17 +287,18 @@ impl Memo {
         desired: &Desired,
         manifest: &Manifest,
         kernel: &BTreeMap<String, Mode>,
-        looked: &[PathBuf],
+        noted: &Looked,
         policy: &Policy,
     ) -> Option<(Plan, Reach)> {
         if self.rules != Rules::of(policy)
             || self.configured != desired.configured
             || !desired.unavailable.is_empty()
             || self.trials != desired.trials
-            || !self.kernel_as_left(kernel)
+            || !self.kernel_as_left(kernel, desired, noted)
         {
             return None;
         }
+        let looked = noted.paths.as_slice();
         let looked_set: HashSet<&Path> = looked.iter().map(PathBuf::as_path).collect();
         // The files and names reached, closed over who defines what.
         let mut files: BTreeSet<PathBuf> = BTreeSet::new();
@@ -279,7 +306,7 @@ impl Memo {
         let mut queue: Vec<String> = self.unsettled_names.iter().cloned().collect();
         let reach_file = |p: &Path, files: &mut BTreeSet<PathBuf>, queue: &mut Vec<String>| {
             if files.insert(p.to_owned()) {
-                queue.extend(self.names_at.get(p).into_iter().flatten().cloned());
+                queue.extend(noted.names_then(desired, p));
                 if looked_set.contains(p) {
                     queue.extend(names_now(desired, p));
                 }
@@ -348,8 +375,8 @@ impl Memo {
         }
         let reached_settled: usize = files
             .iter()
-            .filter(|p| !self.unsettled_files.contains(*p) && self.names_at.contains_key(*p))
-            .map(|p| self.names_at.get(p).map_or(0, Vec::len))
+            .filter(|p| !self.unsettled_files.contains(*p))
+            .map(|p| noted.names_then(desired, p).len())
             .sum();
         out.carried_keeps = self.settled_keeps - reached_settled.min(self.settled_keeps);
         let reach = Reach {
@@ -370,33 +397,28 @@ impl Memo {
         kernel: BTreeMap<String, Mode>,
         plan: &Plan,
         reach: &Reach,
+        noted: &Looked,
     ) -> BTreeMap<String, Mode> {
         // Every file reached is counted again: uncount those settled.
         for p in &reach.files {
-            if !self.unsettled_files.remove(p)
-                && let Some(names) = self.names_at.get(p)
-            {
-                self.settled_keeps -= names.len().min(self.settled_keeps);
+            if !self.unsettled_files.remove(p) {
+                let n = noted.names_then(desired, p).len();
+                self.settled_keeps -= n.min(self.settled_keeps);
             }
         }
-        // Who defines what, at the paths looked at.
-        for p in &reach.looked {
-            for n in self.names_at.remove(p).unwrap_or_default() {
-                if let Some(d) = self.definers.get_mut(&n) {
+        // Who defines what, at the paths looked at (each once).
+        for p in noted.before.keys() {
+            for n in noted.before.get(p).into_iter().flatten() {
+                if let Some(d) = self.definers.get_mut(n) {
                     d.retain(|q| q != p);
                     if d.is_empty() {
-                        self.definers.remove(&n);
+                        self.definers.remove(n);
                     }
                 }
             }
-            if files_at(desired, p).is_empty() {
-                continue;
+            for n in names_now(desired, p) {
+                self.definers.entry(n).or_default().push(p.clone());
             }
-            let names = names_now(desired, p);
-            for n in &names {
-                self.definers.entry(n.clone()).or_default().push(p.clone());
-            }
-            self.names_at.insert(p.clone(), names);
         }
         let definers = &self.definers;
         let (files, mut names) = unsettled_of(plan, |n| definers.get(n).cloned().unwrap_or_default());

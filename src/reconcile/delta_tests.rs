@@ -4,7 +4,7 @@
 //! armord's back),
 //! on sources of a few files and of thousands.
 
-use super::delta::Memo;
+use super::delta::{Looked, Memo};
 use super::plan::*;
 use crate::apparmor::{Diagnostic, Mode};
 use crate::config::RemoveInUse;
@@ -230,14 +230,18 @@ fn same_as_full(size: u32, steps: Vec<Vec<Change>>, takeover: bool) -> Result<()
     let mut memo = Memo::of_full(&w.desired, &w.manifest, w.kernel.clone(), &first, &policy);
     apply(&first, &mut w.manifest, &mut w.kernel, &w.failing);
     for step in steps {
-        let mut looked = Vec::new();
+        // Each look noted before the change, as the reconciler notes it.
+        let mut looked = Looked::default();
         for c in step {
             match c {
                 Change::Put { path, name, kind } => {
+                    looked.note(&w.desired, &[PathBuf::from(format!("{SRC}/f{path}"))]);
                     w.put(path, name, kind);
-                    looked.push(PathBuf::from(format!("{SRC}/f{path}")));
                 }
-                Change::Delete { path } => looked.push(w.delete(path)),
+                Change::Delete { path } => {
+                    looked.note(&w.desired, &[PathBuf::from(format!("{SRC}/f{path}"))]);
+                    w.delete(path);
+                }
                 Change::Lost { name } => {
                     w.kernel.remove(&format!("custom.n{name}"));
                 }
@@ -266,7 +270,7 @@ fn same_as_full(size: u32, steps: Vec<Vec<Change>>, takeover: bool) -> Result<()
                 prop_assert_eq!(part.recheck_in, full.recheck_in);
                 prop_assert_eq!(part.keeps.len() + part.carried_keeps, full.keeps.len());
                 prop_assert!(part.keeps.iter().all(|k| full.keeps.contains(k)));
-                let _ = memo.absorb(&w.desired, &w.manifest, w.kernel.clone(), &part, &reach);
+                let _ = memo.absorb(&w.desired, &w.manifest, w.kernel.clone(), &part, &reach, &looked);
             }
             None => memo = Memo::of_full(&w.desired, &w.manifest, w.kernel.clone(), &full, &policy),
         }
@@ -330,12 +334,20 @@ fn an_edit_of_one_file_of_thousands_reaches_that_file() {
     // Loaded: the next plan settles every file.
     let settle = plan(&w.desired, &w.manifest, &w.kernel, &BTreeMap::new(), &policy);
     let (part, reach) = memo
-        .plan(&w.desired, &w.manifest, &w.kernel, &[], &policy)
+        .plan(&w.desired, &w.manifest, &w.kernel, &Looked::default(), &policy)
         .expect("nothing changed: planned over the reach");
     assert_eq!(part.keeps.len() + part.carried_keeps, settle.keeps.len());
-    let _ = memo.absorb(&w.desired, &w.manifest, w.kernel.clone(), &part, &reach);
+    let _ = memo.absorb(
+        &w.desired,
+        &w.manifest,
+        w.kernel.clone(),
+        &part,
+        &reach,
+        &Looked::default(),
+    );
+    let mut looked = Looked::default();
+    looked.note(&w.desired, &[PathBuf::from(format!("{SRC}/f1234"))]);
     w.put(1234, 1234, 0);
-    let looked = [PathBuf::from(format!("{SRC}/f1234"))];
     let (part, _) = memo
         .plan(&w.desired, &w.manifest, &w.kernel, &looked, &policy)
         .expect("an edit: planned over the reach");

@@ -194,7 +194,7 @@ pub struct Reconciler {
     /// differs from what it was made from (`None`: not known; the next
     /// plan is made in full).
     memo: Option<delta::Memo>,
-    looked: Option<Vec<PathBuf>>,
+    looked: Option<delta::Looked>,
     /// Plans made over part of the files.
     pub plans_by_reach: u64,
 }
@@ -207,7 +207,7 @@ type Planned = (BTreeMap<String, Mode>, Plan, Option<delta::Reach>);
 /// `memo` can tell, else in full.
 fn plan_now(
     memo: Option<&delta::Memo>,
-    looked: Option<&[PathBuf]>,
+    looked: Option<&delta::Looked>,
     desired: &Desired,
     manifest: &Manifest,
     kernel: &BTreeMap<String, Mode>,
@@ -606,7 +606,7 @@ impl Reconciler {
                     let kernel = self.kernel.loaded()?;
                     let (plan, reach) = plan_now(
                         memo.as_ref(),
-                        looked.as_deref(),
+                        looked.as_ref(),
                         &desired,
                         &self.manifest,
                         &kernel,
@@ -623,9 +623,9 @@ impl Reconciler {
             }
             // What the next plan starts from: this one, taken in.
             self.plans_by_reach += u64::from(reach.is_some());
-            self.memo = match (memo, reach) {
-                (Some(mut m), Some(r)) => {
-                    before = m.absorb(&desired, &self.manifest, kernel, &plan, &r);
+            self.memo = match (memo, reach, looked.as_ref()) {
+                (Some(mut m), Some(r), Some(noted)) => {
+                    before = m.absorb(&desired, &self.manifest, kernel, &plan, &r, noted);
                     Some(m)
                 }
                 _ => Some(delta::Memo::of_full(&desired, &self.manifest, kernel, &plan, &policy)),
@@ -678,7 +678,7 @@ impl Reconciler {
         self.last = Some(desired);
         if result.is_ok() {
             // `last` is what the memo was made from.
-            self.looked = Some(Vec::new());
+            self.looked = Some(delta::Looked::default());
             self.book_follows()?;
         } else {
             self.memo = None;
