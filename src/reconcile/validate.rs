@@ -13,7 +13,7 @@ pub struct Validator {
     /// Each verdict with the file it was given for: the diagnostics of a
     /// rejected one name that file, and another file of the same content
     /// is named in its place.
-    memo: [HashMap<crate::sha::Sha, (PathBuf, Verdict)>; 2],
+    memo: [HashMap<crate::sha::Sha, (Option<PathBuf>, Verdict)>; 2],
     /// Parser runs in the last validation that timed out or crashed.
     pub transient: usize,
     /// The writer's bounds: mode and attachments.
@@ -85,11 +85,11 @@ impl Validator {
             // file, and never takes armord down.
             let verdict = contained(&f.path, || {
                 if let Some((judged, v)) = memo.get(f.sha256.as_str()) {
-                    return Ok(Some(match v {
-                        Verdict::Invalid { diagnostics } if *judged != f.path => Verdict::Invalid {
+                    return Ok(Some(match (v, judged) {
+                        (Verdict::Invalid { diagnostics }, Some(judged)) if *judged != f.path => Verdict::Invalid {
                             diagnostics: rename_diagnostics(diagnostics.clone(), judged, &f.path),
                         },
-                        v => v.clone(),
+                        (v, _) => v.clone(),
                     }));
                 }
                 if let Some(why) = policy_violation(&f.content) {
@@ -206,6 +206,8 @@ impl Validator {
         if memo.len() > MEMO_LIMIT {
             memo.clear();
         }
+        // The file judged matters only to an invalid verdict's lines.
+        let path = matches!(verdict, Verdict::Invalid { .. }).then_some(path);
         memo.insert(sha, (path, verdict));
     }
 }

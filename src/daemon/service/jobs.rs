@@ -301,15 +301,25 @@ impl Service {
     /// is logged once, with the profile. A version not changed is not
     /// linted again. Returns the lints that changed: each profile's lines,
     /// `None` for one no longer owned.
+    ///
+    /// The version last linted is the one its published row shows: each
+    /// publish lints the names it makes rows for whose version moved
+    /// (rows made again for another reason keep their version).
     fn lint(&mut self, touched: Option<&BTreeSet<String>>) -> Vec<(String, Option<Vec<String>>)> {
         let Some(rec) = &self.rec else { return Vec::new() };
+        let published = self.published.read().unwrap_or_else(|p| p.into_inner());
         let names: Vec<String> = match touched {
             Some(names) => names.iter().cloned().collect(),
             None => rec
                 .manifest
                 .profiles
                 .keys()
-                .chain(self.lints.keys().filter(|n| !rec.manifest.profiles.contains_key(*n)))
+                .chain(
+                    published
+                        .lints
+                        .keys()
+                        .filter(|n| !rec.manifest.profiles.contains_key(*n)),
+                )
                 .cloned()
                 .collect(),
         };
@@ -318,11 +328,15 @@ impl Service {
         let mut changed = Vec::new();
         for name in names {
             let Some(o) = rec.manifest.profiles.get(&name) else {
-                self.lints.remove(&name);
                 changed.push((name, None));
                 continue;
             };
-            if self.lints.get(&name).is_some_and(|sha| *sha == o.sha256) {
+            if published
+                .profiles
+                .owned
+                .get(&name)
+                .is_some_and(|r| r.sha256 == o.sha256)
+            {
                 continue;
             }
             let host = host.get_or_insert_with(|| crate::lint::Host::of(&rec.config));
@@ -338,7 +352,6 @@ impl Service {
                     line
                 })
                 .collect();
-            self.lints.insert(name.clone(), o.sha256.clone());
             changed.push((name, Some(lines)));
         }
         changed

@@ -125,9 +125,6 @@ pub struct Service {
     timers: Timers,
     /// Audit records lost as the gate last counted them.
     lost_seen: u64,
-    /// The version (sha256) of each owned profile last linted; its lines
-    /// (`file:line: [name] message; fix: …`) are published.
-    lints: std::collections::HashMap<String, crate::sha::Sha>,
     /// What the published profile rows are kept by.
     rows: super::rows::RowIndex,
     /// The names the load hook announced since the follower was last told.
@@ -358,7 +355,6 @@ pub fn run(
             drift: Default::default(),
             timers: Timers::new(Duration::ZERO),
             lost_seen: 0,
-            lints: Default::default(),
             rows: Default::default(),
             announced: Default::default(),
             exports_stale: false,
