@@ -12,14 +12,25 @@
 /// 39 against 41–46 MiB at rest, and a change no slower (BENCHMARKS.md).
 const ARENAS: i32 = 1;
 
-/// Cap the allocator's arenas; called once at start, before any thread.
+/// Blocks this large or larger are mapped on their own and unmapped when
+/// freed. glibc raises its threshold to the largest block freed (up to 32
+/// MiB), after which the manifest's and the pending record's text, the
+/// kernel's list and the plan's tables, megabytes each at 10,000 profiles,
+/// come from the heap and leave it spread out for good. Fixed, the
+/// threshold stays.
+const MMAP_THRESHOLD: i32 = 128 * 1024;
+
+/// Cap the allocator's arenas and fix its mapping threshold; called once
+/// at start, before any thread.
 #[allow(unsafe_code)]
 pub fn limit_arenas() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt takes no pointer; M_ARENA_MAX only bounds how many
-    // arenas later threads may create.
+    // arenas later threads may create, M_MMAP_THRESHOLD which blocks are
+    // mapped on their own.
     unsafe {
         nix::libc::mallopt(nix::libc::M_ARENA_MAX, ARENAS);
+        nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
     }
 }
 

@@ -41,6 +41,10 @@ impl Rules {
     }
 }
 
+/// Past this many files, a reach of more than half of them is planned in
+/// full.
+pub const REACH_WHOLE_MIN: usize = 1024;
+
 /// What the last plan left, for the next one to start from.
 #[derive(Debug)]
 pub struct Memo {
@@ -341,6 +345,13 @@ impl Memo {
                 reach_file(&p, &mut files, &mut queue);
             }
             names.insert(n);
+        }
+        // A reach of most of many files (the first change after a start
+        // that loaded them all) would copy each file and owned profile into
+        // the part: megabytes at 10,000, which spread the heap for good.
+        // The full plan reads them in place.
+        if files.len() > REACH_WHOLE_MIN && files.len() * 2 > desired.files.len() {
+            return None;
         }
         // The part of each input the reach holds, in the full plan's order.
         let mut part = Desired {

@@ -266,9 +266,15 @@ impl StateDir {
     pub fn save_pending(&self, m: &Manifest) -> Result<(), StateError> {
         let path = self.pending_log();
         crate::failpoint::hit("state-write").map_err(io_err(&path))?;
-        let record = PendingRecord {
+        // Written from the manifest's own entries, not a copy of them.
+        #[derive(Serialize)]
+        struct Record<'a> {
+            generation: u64,
+            pending: &'a BTreeMap<String, PendingLoad>,
+        }
+        let record = Record {
             generation: m.generation,
-            pending: m.pending.clone(),
+            pending: &m.pending,
         };
         let mut line = serde_json::to_vec(&record).map_err(|e| StateError::Corrupt {
             path: path.clone(),
