@@ -9,6 +9,7 @@ pub mod features;
 mod glob;
 mod kernel;
 mod lexical;
+pub mod listed;
 mod mode;
 mod parser;
 mod precheck;

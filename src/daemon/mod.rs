@@ -366,6 +366,7 @@ pub fn validate_files(cfg: &Config, files: &[PathBuf]) -> Result<Vec<(PathBuf, O
             },
             cancel: &cancel,
             on_load: None,
+            listed: &Default::default(),
         };
         let manifest = crate::state::Manifest::new();
         let bounds = Bounds::new(cfg.mode, cfg.allowed_attachments.clone());

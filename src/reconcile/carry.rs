@@ -212,12 +212,13 @@ impl Reconciler {
         let (tx, parser_starts) = std::sync::mpsc::channel();
         self.validator.parser_starts = Some(tx);
         let (kernel, manifest, guess) = (&self.kernel, &self.manifest, &desired);
+        let listed = &self.listed;
         let (memo, looked_all) = (self.memo.as_ref(), self.looked.as_ref());
         let (validated, planned) = std::thread::scope(|s| {
             let ahead = s.spawn(move || {
                 // Either way: the parser started, or the validation ended.
                 let _ = parser_starts.recv();
-                let kernel = kernel.loaded().ok()?;
+                let kernel = listed.read(kernel.as_ref()).ok()?;
                 let (plan, reach) = plan_now(memo, looked_all, guess, manifest, &kernel, &policy);
                 Some((kernel, plan, reach))
             });

@@ -13,6 +13,7 @@
 //! equal over sequences of changes, thousands of files included.
 
 use super::plan::{Desired, LoadKind, Plan, Policy, RemovalRules, Trials, Verdict, plan};
+use crate::apparmor::listed::List;
 use crate::apparmor::{Mode, top_level};
 use crate::config::RemoveInUse;
 use crate::state::Manifest;
@@ -51,8 +52,9 @@ pub struct Memo {
     rules: Rules,
     configured: Vec<PathBuf>,
     trials: Trials,
-    /// The kernel's list the last plan was made against.
-    kernel: BTreeMap<String, Mode>,
+    /// The kernel's list the last plan was made against, or one found
+    /// the same but for what it left unsettled ([`Memo::advance`]).
+    kernel: List,
     /// The files that define (valid) or may define (blocked) each name.
     /// The names of each file are those `desired` holds at the paths no
     /// change looked at since, and those [`Looked`] kept for the others.
@@ -184,13 +186,7 @@ fn settled(desired: &Desired, path: &Path, unsettled: &HashSet<PathBuf>) -> Opti
 
 impl Memo {
     /// What a full plan of `desired` left.
-    pub fn of_full(
-        desired: &Desired,
-        manifest: &Manifest,
-        kernel: BTreeMap<String, Mode>,
-        plan: &Plan,
-        policy: &Policy,
-    ) -> Memo {
+    pub fn of_full(desired: &Desired, manifest: &Manifest, kernel: List, plan: &Plan, policy: &Policy) -> Memo {
         // The files are sorted by path: each path once.
         let mut paths: Vec<&Path> = desired.files.iter().map(|f| f.path.as_path()).collect();
         paths.dedup();
@@ -227,7 +223,11 @@ impl Memo {
 
     /// Whether the kernel's list is the one the last plan saw, but for
     /// profiles it left unsettled (armord's own loads since).
-    fn kernel_as_left(&self, kernel: &BTreeMap<String, Mode>, desired: &Desired, looked: &Looked) -> bool {
+    fn kernel_as_left(&self, kernel: &List, desired: &Desired, looked: &Looked) -> bool {
+        // The very list (the revision has not moved since).
+        if std::sync::Arc::ptr_eq(&self.kernel, kernel) {
+            return true;
+        }
         let of_files: Vec<String> = self
             .unsettled_files
             .iter()
@@ -290,7 +290,7 @@ impl Memo {
         &self,
         desired: &Desired,
         manifest: &Manifest,
-        kernel: &BTreeMap<String, Mode>,
+        kernel: &List,
         noted: &Looked,
         policy: &Policy,
     ) -> Option<(Plan, Reach)> {
@@ -405,11 +405,11 @@ impl Memo {
         &mut self,
         desired: &Desired,
         manifest: &Manifest,
-        kernel: BTreeMap<String, Mode>,
+        kernel: List,
         plan: &Plan,
         reach: &Reach,
         noted: &Looked,
-    ) -> BTreeMap<String, Mode> {
+    ) -> List {
         // Every file reached is counted again: uncount those settled.
         for p in &reach.files {
             if !self.unsettled_files.remove(p) {
@@ -448,5 +448,18 @@ impl Memo {
         self.unsettled_names = names;
         self.trials = desired.trials.clone();
         std::mem::replace(&mut self.kernel, kernel)
+    }
+
+    /// After the plan taken in was applied: the kernel's list now, which
+    /// differs from the one the plan saw by armord's own loads, all of
+    /// profiles the plan left unsettled. When it is the same but for those,
+    /// it is kept in its place, and a next plan under the same revision
+    /// compares no list at all; else the next plan finds the kernel moved.
+    /// The memo must be what `desired` was planned from, with no look
+    /// since.
+    pub fn advance(&mut self, kernel: List, desired: &Desired) {
+        if self.kernel_as_left(&kernel, desired, &Looked::default()) {
+            self.kernel = kernel;
+        }
     }
 }

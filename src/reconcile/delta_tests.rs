@@ -12,6 +12,7 @@ use crate::state::{Manifest, Owned};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 const SRC: &str = "/src";
@@ -227,8 +228,13 @@ fn same_as_full(size: u32, steps: Vec<Vec<Change>>, takeover: bool) -> Result<()
     let policy = policy(takeover);
     let mut w = World::new(size);
     let first = plan(&w.desired, &w.manifest, &w.kernel, &BTreeMap::new(), &policy);
-    let mut memo = Memo::of_full(&w.desired, &w.manifest, w.kernel.clone(), &first, &policy);
+    // The kernel's list as the reconciler keeps it: one shared list while
+    // it has not moved, and the memo advanced to the list the loads left.
+    let mut listed = Arc::new(w.kernel.clone());
+    let mut memo = Memo::of_full(&w.desired, &w.manifest, listed.clone(), &first, &policy);
     apply(&first, &mut w.manifest, &mut w.kernel, &w.failing);
+    listed = Arc::new(w.kernel.clone());
+    memo.advance(listed.clone(), &w.desired);
     for step in steps {
         // Each look noted before the change, as the reconciler notes it.
         let mut looked = Looked::default();
@@ -256,8 +262,11 @@ fn same_as_full(size: u32, steps: Vec<Vec<Change>>, takeover: bool) -> Result<()
                 }
             }
         }
+        if *listed != w.kernel {
+            listed = Arc::new(w.kernel.clone());
+        }
         let full = plan(&w.desired, &w.manifest, &w.kernel, &BTreeMap::new(), &policy);
-        match memo.plan(&w.desired, &w.manifest, &w.kernel, &looked, &policy) {
+        match memo.plan(&w.desired, &w.manifest, &listed, &looked, &policy) {
             Some((part, reach)) => {
                 prop_assert_eq!(&part.loads, &full.loads);
                 prop_assert_eq!(&part.problems, &full.problems);
@@ -270,11 +279,15 @@ fn same_as_full(size: u32, steps: Vec<Vec<Change>>, takeover: bool) -> Result<()
                 prop_assert_eq!(part.recheck_in, full.recheck_in);
                 prop_assert_eq!(part.keeps.len() + part.carried_keeps, full.keeps.len());
                 prop_assert!(part.keeps.iter().all(|k| full.keeps.contains(k)));
-                let _ = memo.absorb(&w.desired, &w.manifest, w.kernel.clone(), &part, &reach, &looked);
+                let _ = memo.absorb(&w.desired, &w.manifest, listed.clone(), &part, &reach, &looked);
             }
-            None => memo = Memo::of_full(&w.desired, &w.manifest, w.kernel.clone(), &full, &policy),
+            None => memo = Memo::of_full(&w.desired, &w.manifest, listed.clone(), &full, &policy),
         }
         apply(&full, &mut w.manifest, &mut w.kernel, &w.failing);
+        if *listed != w.kernel {
+            listed = Arc::new(w.kernel.clone());
+        }
+        memo.advance(listed.clone(), &w.desired);
     }
     Ok(())
 }
@@ -329,27 +342,39 @@ fn an_edit_of_one_file_of_thousands_reaches_that_file() {
     let policy = policy(false);
     let mut w = World::new(3000);
     let first = plan(&w.desired, &w.manifest, &w.kernel, &BTreeMap::new(), &policy);
-    let mut memo = Memo::of_full(&w.desired, &w.manifest, w.kernel.clone(), &first, &policy);
+    let mut memo = Memo::of_full(&w.desired, &w.manifest, Arc::new(w.kernel.clone()), &first, &policy);
     apply(&first, &mut w.manifest, &mut w.kernel, &w.failing);
     // Loaded: the next plan settles every file. A reach of every file is
     // planned in full, not copied into a part.
     assert!(
-        memo.plan(&w.desired, &w.manifest, &w.kernel, &Looked::default(), &policy)
-            .is_none()
+        memo.plan(
+            &w.desired,
+            &w.manifest,
+            &Arc::new(w.kernel.clone()),
+            &Looked::default(),
+            &policy
+        )
+        .is_none()
     );
     let settle = plan(&w.desired, &w.manifest, &w.kernel, &BTreeMap::new(), &policy);
     assert_eq!(settle.keeps.len(), 3000);
-    memo = Memo::of_full(&w.desired, &w.manifest, w.kernel.clone(), &settle, &policy);
+    memo = Memo::of_full(&w.desired, &w.manifest, Arc::new(w.kernel.clone()), &settle, &policy);
     // Settled: nothing changed is a plan over an empty reach.
     let (part, _) = memo
-        .plan(&w.desired, &w.manifest, &w.kernel, &Looked::default(), &policy)
+        .plan(
+            &w.desired,
+            &w.manifest,
+            &Arc::new(w.kernel.clone()),
+            &Looked::default(),
+            &policy,
+        )
         .expect("nothing changed: planned over the reach");
     assert_eq!((part.keeps.len(), part.carried_keeps), (0, 3000));
     let mut looked = Looked::default();
     looked.note(&w.desired, &[PathBuf::from(format!("{SRC}/f1234"))]);
     w.put(1234, 1234, 0);
     let (part, _) = memo
-        .plan(&w.desired, &w.manifest, &w.kernel, &looked, &policy)
+        .plan(&w.desired, &w.manifest, &Arc::new(w.kernel.clone()), &looked, &policy)
         .expect("an edit: planned over the reach");
     assert_eq!(part.loads.len(), 1);
     assert_eq!(part.loads[0].kind, LoadKind::Replace);
@@ -358,7 +383,7 @@ fn an_edit_of_one_file_of_thousands_reaches_that_file() {
     // A profile lost from the kernel behind armord's back: the full plan.
     w.kernel.remove("custom.n7");
     assert!(
-        memo.plan(&w.desired, &w.manifest, &w.kernel, &looked, &policy)
+        memo.plan(&w.desired, &w.manifest, &Arc::new(w.kernel.clone()), &looked, &policy)
             .is_none()
     );
 }

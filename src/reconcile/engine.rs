@@ -14,6 +14,8 @@ pub struct Engine<'a> {
     pub cancel: &'a AtomicBool,
     /// Told each batch's profiles just before the kernel loads them.
     pub on_load: Option<&'a LoadHook>,
+    /// The kernel's list, read afresh after each batch of loads.
+    pub listed: &'a crate::apparmor::listed::Listed,
 }
 
 /// A profile about to be loaded: its name, version, and whether it loads
@@ -236,7 +238,7 @@ impl Engine<'_> {
         let ended = crate::trial::now_us();
         report.load_window_us = Some(report.load_window_us.map_or((began, ended), |(b, _)| (b, ended)));
         let _ = crate::failpoint::hit("after-load");
-        let kernel = self.kernel.loaded()?;
+        let kernel = self.listed.refresh(self.kernel)?;
         for (path, a) in &by_path {
             if let Some(e) = failed.get(path) {
                 report.transient |= !e.is_rejection();

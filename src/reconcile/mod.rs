@@ -13,6 +13,7 @@ macro_rules! engine {
             opts: $r.opts(),
             cancel: &$r.cancel,
             on_load: $r.on_load.as_ref(),
+            listed: &$r.listed,
         }
     };
 }
@@ -37,6 +38,7 @@ pub use plan::{
 };
 
 use crate::apparmor::Mode;
+use crate::apparmor::listed::List;
 use crate::apparmor::{
     Diagnostic, Kernel, KernelError, LoadOptions, Parser, ParserError, declared_profiles, names_a_file_may_define,
     policy_violation,
@@ -146,6 +148,8 @@ pub struct Reconciler {
     pub config: Config,
     pub parser: Arc<dyn Parser>,
     pub kernel: Arc<dyn Kernel>,
+    /// The kernel's list, kept while its revision has not moved.
+    listed: crate::apparmor::listed::Listed,
     pub state: StateDir,
     pub manifest: Manifest,
     pub validator: Validator,
@@ -201,7 +205,7 @@ pub struct Reconciler {
 
 /// A plan made ahead: the kernel's list it was made against, and what it
 /// reached when made over part of the files.
-type Planned = (BTreeMap<String, Mode>, Plan, Option<delta::Reach>);
+type Planned = (List, Plan, Option<delta::Reach>);
 
 /// The plan for `desired`: over what the change at `looked` reaches when
 /// `memo` can tell, else in full.
@@ -210,7 +214,7 @@ fn plan_now(
     looked: Option<&delta::Looked>,
     desired: &Desired,
     manifest: &Manifest,
-    kernel: &BTreeMap<String, Mode>,
+    kernel: &List,
     policy: &Policy,
 ) -> (Plan, Option<delta::Reach>) {
     if let (Some(memo), Some(looked)) = (memo, looked)
@@ -292,6 +296,7 @@ impl Reconciler {
             plans_ahead_kept: 0,
             memo: None,
             looked: None,
+            listed: Default::default(),
             plans_by_reach: 0,
         })
     }
@@ -597,13 +602,18 @@ impl Reconciler {
         let looked = self.looked.take();
         let memo = self.memo.take();
         // The kernel list the memo held: let go of after the loads.
-        let mut before = BTreeMap::new();
+        let mut before = List::default();
         let result = (|| {
             let policy = Self::policy(&self.config);
             let (kernel, mut plan, reach) = match planned {
                 Some(p) => p,
                 None => {
-                    let kernel = self.kernel.loaded()?;
+                    // A full read (start, resync, overflow) reads the
+                    // list afresh too: the safety net trusts no copy.
+                    let kernel = match looked {
+                        Some(_) => self.listed.read(self.kernel.as_ref())?,
+                        None => self.listed.refresh(self.kernel.as_ref())?,
+                    };
                     let (plan, reach) = plan_now(
                         memo.as_ref(),
                         looked.as_ref(),
@@ -671,6 +681,16 @@ impl Reconciler {
                 report.removed = removed.removed;
                 report.problems.extend(removed.problems);
                 report.cancelled |= removed.cancelled;
+            }
+            // The list the loads left, as the kernel lists it now (kept
+            // since the read after the loads unless the revision moved
+            // since): a next change under the same revision reads and
+            // compares no list. Off the path to this change's load, which
+            // is done.
+            if let Some(m) = self.memo.as_mut()
+                && let Ok(list) = self.listed.read(self.kernel.as_ref())
+            {
+                m.advance(list, &desired);
             }
             Ok(report)
         })();
