@@ -502,6 +502,9 @@ impl Reconciler {
         self.note_checked(&validated)?;
         desired.files.extend(validated);
         sort_files(&mut desired.files);
+        // Kept until the next full read: without the room its growth left
+        // (a change takes out as many files as it puts in at the same paths).
+        desired.files.shrink_to_fit();
         let transient = self.validator.transient > 0;
         self.plan_and_apply(desired, None, transient, true)
     }
