@@ -6,8 +6,16 @@
 //! The revision is read before the list, so a list kept under a revision
 //! is never older than it: a change after the revision's read moves it
 //! again, and the next read misses. After its own loads armord reads the
-//! list afresh ([`Listed::refresh`]), whatever the revision says: a kernel
-//! moves its revision with each load, but nothing here relies on that.
+//! list afresh ([`Listed::refresh`]), whatever the revision says, and
+//! after its own removals it drops the kept list ([`Listed::forget`]): a
+//! kernel moves its revision with each load and removal, but nothing here
+//! relies on that for armord's own changes.
+//!
+//! The revision is the namespace's own: a change in a child namespace
+//! (`:ns:name`, loaded by a container's own policy manager) does not move
+//! it, so a kept list may show such names as they were. armord owns no
+//! namespaced name (it refuses to define one), so none of its decisions
+//! turns on them.
 
 use super::{Kernel, KernelError, Mode};
 use std::collections::BTreeMap;
@@ -41,13 +49,9 @@ impl Listed {
         self.read_under(kernel, kernel.revision())
     }
 
-    /// The list last read, if any.
-    pub fn last(&self) -> Option<List> {
-        self.last
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|(_, l)| l.clone())
+    /// Drop the kept list: the next [`Listed::read`] reads the kernel.
+    pub fn forget(&self) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     fn read_under(&self, kernel: &dyn Kernel, rev: Option<u64>) -> Result<List, KernelError> {
@@ -110,8 +114,12 @@ mod tests {
         let fresh = l.refresh(&k).unwrap();
         assert_eq!(fresh.len(), 3);
         assert!(Arc::ptr_eq(&fresh, &l.read(&k).unwrap()));
-        assert!(Arc::ptr_eq(&fresh, &l.last().unwrap()));
         assert_eq!(k.reads.load(Ordering::SeqCst), 3);
+        // A removal the revision does not show: forgotten, read afresh.
+        k.names.lock().unwrap().retain(|n| n != "a");
+        l.forget();
+        assert_eq!(l.read(&k).unwrap().len(), 2);
+        assert_eq!(k.reads.load(Ordering::SeqCst), 4);
     }
 
     #[test]

@@ -370,6 +370,8 @@ impl Engine<'_> {
             }
             match self.kernel.remove(name) {
                 Ok(()) => {
+                    // The kept list still shows it, whatever the revision.
+                    self.listed.forget();
                     let _ = crate::failpoint::hit("between-removes");
                     manifest.disown(name);
                     report.removed.push(name.clone());

@@ -563,7 +563,13 @@ impl Fixture {
     }
 
     pub fn open_with(&self, c: Config) -> Reconciler {
-        let parser = ParserRunner {
+        let parser = self.parser(&c);
+        let kernel = FakeKernel(self.securityfs(&c));
+        Reconciler::open(c, Arc::new(parser), Arc::new(kernel)).unwrap()
+    }
+
+    pub fn parser(&self, c: &Config) -> ParserRunner {
+        ParserRunner {
             program: c.parser.path.clone(),
             timeout: Duration::from_millis(700),
             jobs: 0,
@@ -571,12 +577,14 @@ impl Fixture {
             features_file: None,
             scratch_dir: c.state_dir.join("tmp"),
             direct: None,
-        };
-        let kernel = SecurityFs {
+        }
+    }
+
+    pub fn securityfs(&self, c: &Config) -> SecurityFs {
+        SecurityFs {
             root: self.secfs.clone(),
             proc: ProcReader { root: c.proc.clone() },
-        };
-        Reconciler::open(c, Arc::new(parser), Arc::new(kernel)).unwrap()
+        }
     }
 
     pub fn write(&self, name: &str, text: &str) {
@@ -614,6 +622,84 @@ impl Fixture {
             .map(|s| s.lines().count())
             .unwrap_or(0)
     }
+}
+
+/// The fixture's kernel: securityfs files in the temp dir, with a policy
+/// revision that moves whenever the list does, as a kernel's moves with
+/// each load and removal. The fake parser writes the list at a load, and
+/// [`settle_removals`] at a removal; a test that edits the list by hand
+/// moves the revision with it. So every test here runs with the kept
+/// kernel list ([`crate::apparmor::listed`]) in play.
+pub(crate) struct FakeKernel(pub SecurityFs);
+
+impl Kernel for FakeKernel {
+    fn loaded(&self) -> Result<BTreeMap<String, crate::apparmor::Mode>, crate::apparmor::KernelError> {
+        self.0.loaded()
+    }
+    fn remove(&self, name: &str) -> Result<(), crate::apparmor::KernelError> {
+        self.0.remove(name)
+    }
+    fn confined(&self) -> Result<BTreeMap<String, Vec<u32>>, crate::apparmor::KernelError> {
+        self.0.confined()
+    }
+    fn revision(&self) -> Option<u64> {
+        use std::hash::{Hash, Hasher};
+        let text = std::fs::read(self.0.root.join("profiles")).ok()?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        text.hash(&mut h);
+        Some(h.finish())
+    }
+}
+
+/// A kernel that removes at once and never moves its revision.
+struct StillRevision(SecurityFs);
+
+impl Kernel for StillRevision {
+    fn loaded(&self) -> Result<BTreeMap<String, crate::apparmor::Mode>, crate::apparmor::KernelError> {
+        self.0.loaded()
+    }
+    fn remove(&self, name: &str) -> Result<(), crate::apparmor::KernelError> {
+        self.0.remove(name)?;
+        let mut k = self.0.loaded()?;
+        k.remove(name);
+        let text: String = k.iter().map(|(n, m)| format!("{n} ({m})\n")).collect();
+        std::fs::write(self.0.root.join("profiles"), text).unwrap();
+        Ok(())
+    }
+    fn confined(&self) -> Result<BTreeMap<String, Vec<u32>>, crate::apparmor::KernelError> {
+        self.0.confined()
+    }
+    fn revision(&self) -> Option<u64> {
+        Some(7)
+    }
+}
+
+/// armord's own removal is not left in the kept kernel list, even where
+/// the revision does not show it: a later file may define the name again.
+#[test]
+fn a_name_removed_under_an_unmoved_revision_can_be_loaded_again() {
+    let f = Fixture::new();
+    f.write("a", "profile custom.a {\n}\n");
+    f.write("b", "profile custom.b {\n}\n");
+    let c = f.config();
+    let kernel = StillRevision(f.securityfs(&c));
+    let parser = f.parser(&c);
+    let mut r = Reconciler::open(c, Arc::new(parser), Arc::new(kernel)).unwrap();
+    r.reconcile().unwrap();
+    std::fs::remove_file(f.src.join("b")).unwrap();
+    let mut removed = Vec::new();
+    for _ in 0..3 {
+        removed.extend(r.reconcile_named(Some([f.src.join("b")].into())).unwrap().removed);
+        if !removed.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(removed, ["custom.b"]);
+    f.write("c", "profile custom.b {\n  # back\n}\n");
+    let rep = r.reconcile_named(Some([f.src.join("c")].into())).unwrap();
+    assert!(rep.is_clean(), "{:?}", rep.problems);
+    assert_eq!(rep.loaded, ["custom.b"]);
+    f.assert_manifest_matches_kernel(&r);
 }
 
 #[test]
