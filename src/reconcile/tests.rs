@@ -660,10 +660,7 @@ impl Kernel for StillRevision {
     }
     fn remove(&self, name: &str) -> Result<(), crate::apparmor::KernelError> {
         self.0.remove(name)?;
-        let mut k = self.0.loaded()?;
-        k.remove(name);
-        let text: String = k.iter().map(|(n, m)| format!("{n} ({m})\n")).collect();
-        std::fs::write(self.0.root.join("profiles"), text).unwrap();
+        unlist(&self.0.root, &[name.to_owned()]);
         Ok(())
     }
     fn confined(&self) -> Result<BTreeMap<String, Vec<u32>>, crate::apparmor::KernelError> {
@@ -738,12 +735,18 @@ fn apply_loads_replaces_and_removes() {
 /// The fake securityfs `.remove` is a plain file: make removal real for the
 /// fixture by rewriting `profiles` after each apply.
 pub(super) fn settle_removals(f: &Fixture, removed: &[String]) {
-    let mut k = f.kernel();
-    for n in removed {
+    unlist(&f.secfs, removed);
+}
+
+/// Take `names` off the fake securityfs list at `secfs`.
+fn unlist(secfs: &Path, names: &[String]) {
+    let path = secfs.join("profiles");
+    let mut k = crate::apparmor::parse_profiles_file(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
+    for n in names {
         k.remove(n);
     }
     let text: String = k.iter().map(|(n, m)| format!("{n} ({m})\n")).collect();
-    std::fs::write(f.secfs.join("profiles"), text).unwrap();
+    std::fs::write(path, text).unwrap();
 }
 
 #[test]
