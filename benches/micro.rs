@@ -83,20 +83,20 @@ fn bench_plan(c: &mut Criterion) {
     for i in 0..PROFILES {
         let name = format!("custom.p{i:04}");
         let sha = format!("{i:064x}");
-        let file = PathBuf::from(format!("/src/p{i:04}"));
+        let file: std::sync::Arc<std::path::Path> = PathBuf::from(format!("/src/p{i:04}")).into();
         desired.files.push(DesiredFile {
             path: file.clone(),
-            source: PathBuf::from("/src"),
+            source: std::path::Path::new("/src").into(),
             sha256: sha.clone().into(),
             verdict: Verdict::Valid {
-                names: vec![name.clone()],
+                names: vec![name.clone()].into(),
             },
         });
         manifest.profiles.insert(
             name.clone(),
             Owned {
                 file,
-                source: PathBuf::from("/src"),
+                source: std::path::Path::new("/src").into(),
                 sha256: sha.into(),
                 complain: false,
                 mode: "enforce".into(),

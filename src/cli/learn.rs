@@ -85,7 +85,7 @@ pub(super) fn learn(cfg: &config::Config, a: &LearnArgs) -> Result<i32, CliError
         );
         return Ok(1);
     }
-    let text = std::fs::read_to_string(&owned.file).map_err(|e| CliError::Io(owned.file.clone(), e))?;
+    let text = std::fs::read_to_string(&owned.file).map_err(|e| CliError::Io(owned.file.to_path_buf(), e))?;
     let is_spec = owned.file.to_string_lossy().ends_with(crate::spec::SPEC_SUFFIX);
     let new = if is_spec {
         let (additions, left) = spec_additions(&rules);

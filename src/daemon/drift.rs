@@ -142,8 +142,8 @@ mod tests {
             m.profiles.insert(
                 n.into(),
                 crate::state::Owned {
-                    file: "/f".into(),
-                    source: "/s".into(),
+                    file: std::path::Path::new("/f").into(),
+                    source: std::path::Path::new("/s").into(),
                     sha256: "x".into(),
                     complain: false,
                     mode: Mode::Enforce,

@@ -346,10 +346,10 @@ pub fn validate_files(cfg: &Config, files: &[PathBuf]) -> Result<Vec<(PathBuf, O
         let mut read = Vec::new();
         for f in files {
             match read_one(f, &limits) {
-                Ok(sf) => read.push((sf, PathBuf::new())),
+                Ok(sf) => read.push((sf, Path::new("").into())),
                 Err(reason) => desired.files.push(DesiredFile {
-                    path: f.clone(),
-                    source: PathBuf::new(),
+                    path: f.as_path().into(),
+                    source: Path::new("").into(),
                     sha256: Default::default(),
                     verdict: Verdict::Refused { reason },
                 }),

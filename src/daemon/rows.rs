@@ -52,7 +52,7 @@ impl<'a> Shapes<'a> {
     }
 
     fn row(&self, name: &str, o: &Owned) -> Row {
-        let mut error = self.problem_of.get(o.file.as_path()).cloned().unwrap_or_default();
+        let mut error = self.problem_of.get(&*o.file).cloned().unwrap_or_default();
         let state = if self.deferred.contains(name) {
             "deferred"
         } else if let Some(h) = self.held.get(name) {
@@ -68,7 +68,7 @@ impl<'a> Shapes<'a> {
         Row {
             mode: o.mode.clone(),
             state,
-            file: crate::escape::path(&o.file).into(),
+            file: o.file.clone(),
             sha256: o.sha256.clone(),
             error: error.into(),
         }
@@ -94,10 +94,12 @@ impl RowIndex {
             .collect();
         // A touched profile loaded from a file with a problem, before or
         // now, moves which problem files are owned.
-        let escaped: HashSet<String> = problems.keys().map(|f| crate::escape::path(f)).collect();
         let moves_problem_files = |n: &String| {
-            rows.owned.get(n).is_some_and(|r| escaped.contains(&*r.file))
-                || manifest.profiles.get(n).is_some_and(|o| problems.contains_key(&o.file))
+            rows.owned.get(n).is_some_and(|r| problems.contains_key(&*r.file))
+                || manifest
+                    .profiles
+                    .get(n)
+                    .is_some_and(|o| problems.contains_key(&*o.file))
         };
         let every = match touched {
             None => true,
@@ -107,8 +109,8 @@ impl RowIndex {
             self.owned_problem_files = manifest
                 .profiles
                 .values()
-                .filter(|o| problems.contains_key(&o.file))
-                .map(|o| o.file.clone())
+                .filter(|o| problems.contains_key(&*o.file))
+                .map(|o| o.file.to_path_buf())
                 .collect();
         }
         let mut redo: BTreeSet<String> = match touched {
@@ -164,8 +166,8 @@ mod tests {
 
     fn owned(file: &str, sha: &str) -> Owned {
         Owned {
-            file: file.into(),
-            source: "/s".into(),
+            file: std::path::Path::new(file).into(),
+            source: Path::new("/s").into(),
             sha256: sha.into(),
             complain: false,
             mode: Mode::Enforce,

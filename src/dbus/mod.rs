@@ -44,8 +44,8 @@ pub struct Row {
     pub mode: crate::apparmor::Mode,
     /// loaded | invalid | deferred | held
     pub state: &'static str,
-    /// The file, escaped.
-    pub file: Box<str>,
+    /// The file, shared with the manifest's entry; escaped when listed.
+    pub file: std::sync::Arc<std::path::Path>,
     pub sha256: crate::sha::Sha,
     pub error: Box<str>,
 }
@@ -60,7 +60,7 @@ impl Row {
                 .into_iter()
                 .find(|s| *s == info.state)
                 .unwrap_or("invalid"),
-            file: info.file.as_str().into(),
+            file: std::path::Path::new(&info.file).into(),
             sha256: info.sha256.as_str().into(),
             error: info.error.as_str().into(),
         }
@@ -71,7 +71,7 @@ impl Row {
             name: name.to_owned(),
             mode: self.mode.to_string(),
             state: self.state.to_owned(),
-            file: self.file.to_string(),
+            file: crate::escape::path(&self.file),
             sha256: self.sha256.to_string(),
             error: self.error.to_string(),
         }

@@ -47,7 +47,7 @@ pub(super) fn keep_stored(manifest: &Manifest, desired: Option<&Desired>) -> BTr
 pub(super) fn share_versions(manifest: &mut Manifest, desired: Option<&Desired>) {
     for f in desired.into_iter().flat_map(|d| &d.files) {
         if let Verdict::Valid { names } = &f.verdict {
-            for n in names {
+            for n in names.iter() {
                 if let Some(o) = manifest.profiles.get_mut(n)
                     && o.sha256 == f.sha256
                 {
@@ -120,9 +120,9 @@ impl Reconciler {
             let looked = last
                 .files
                 .iter()
-                .filter(|f| f.source == src.path)
-                .map(|f| f.path.clone())
-                .chain(snap.files.iter().map(|f| f.path.clone()))
+                .filter(|f| *f.source == *src.path)
+                .map(|f| f.path.to_path_buf())
+                .chain(snap.files.iter().map(|f| f.path.to_path_buf()))
                 .chain(snap.refused.iter().map(|r| r.path.clone()))
                 .collect();
             let delta = source::Delta {
@@ -157,6 +157,7 @@ impl Reconciler {
                     delta
                 }
             };
+            let src: Arc<Path> = src.into();
             push_refusals(delta.refused, &src, &mut new, &mut may_define);
             files.extend(delta.files.into_iter().map(|f| (f, src.clone())));
             looked.extend(delta.looked);

@@ -107,8 +107,9 @@ fn full_read(r: &mut Reconciler) -> (Vec<DesiredFile>, BTreeMap<PathBuf, Vec<Str
             panic!("{} unavailable", src.path.display());
         };
         fps.push(fingerprint(&snap).0);
-        push_refusals(snap.refused, &src.path, &mut out, &mut may_define);
-        files.extend(snap.files.into_iter().map(|f| (f, src.path.clone())));
+        let shared: std::sync::Arc<std::path::Path> = src.path.as_path().into();
+        push_refusals(snap.refused, &shared, &mut out, &mut may_define);
+        files.extend(snap.files.into_iter().map(|f| (f, shared.clone())));
     }
     let files = render_specs(files, &mut out, &mut may_define);
     let engine = engine!(r);

@@ -19,6 +19,7 @@ use crate::config::RemoveInUse;
 use crate::state::Manifest;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// What a plan was made under, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +59,8 @@ pub struct Memo {
     /// The files that define (valid) or may define (blocked) each name.
     /// The names of each file are those `desired` holds at the paths no
     /// change looked at since, and those [`Looked`] kept for the others.
-    definers: HashMap<String, Vec<PathBuf>>,
+    /// Each path is the plan's own (shared); most names have one definer.
+    definers: HashMap<String, Vec<Arc<Path>>>,
     /// Files the last plan did anything with but keep, or that are not
     /// valid: looked at again by the next.
     unsettled_files: HashSet<PathBuf>,
@@ -120,29 +122,29 @@ fn names_now(desired: &Desired, path: &Path) -> Vec<String> {
     for f in files_at(desired, path) {
         match &f.verdict {
             Verdict::Valid { names } => out.extend(names.iter().cloned()),
-            _ => out.extend(desired.may_define.get(&f.path).into_iter().flatten().cloned()),
+            _ => out.extend(desired.may_define.get(&*f.path).into_iter().flatten().cloned()),
         }
     }
     out
 }
 
 /// What of `plan` leaves files and names unsettled.
-fn unsettled_of(plan: &Plan, names_file: impl Fn(&str) -> Vec<PathBuf>) -> (HashSet<PathBuf>, BTreeSet<String>) {
+fn unsettled_of(plan: &Plan, names_file: impl Fn(&str) -> Vec<Arc<Path>>) -> (HashSet<PathBuf>, BTreeSet<String>) {
     let mut files: HashSet<PathBuf> = HashSet::new();
     let mut names: BTreeSet<String> = BTreeSet::new();
     files.extend(plan.problems.iter().map(|p| p.file.clone()));
     for l in &plan.loads {
-        files.insert(l.file.clone());
+        files.insert(l.file.to_path_buf());
         if l.kind == LoadKind::Restore {
             names.extend(l.names.iter().cloned());
         }
     }
     for r in &plan.relocations {
-        files.insert(r.file.clone());
+        files.insert(r.file.to_path_buf());
         names.insert(r.name.clone());
     }
     for t in &plan.trial_refused {
-        files.extend(names_file(&t.name));
+        files.extend(names_file(&t.name).iter().map(|p| p.to_path_buf()));
         names.insert(t.name.clone());
     }
     names.extend(plan.held.iter().map(|h| h.name.clone()));
@@ -167,6 +169,23 @@ fn unloaded_owned<'a>(
         .collect()
 }
 
+/// `path` as the plan's files at it hold it (shared), or a copy where
+/// none is.
+fn shared_path(desired: &Desired, path: &Path) -> Arc<Path> {
+    files_at(desired, path)
+        .first()
+        .map_or_else(|| path.into(), |f| f.path.clone())
+}
+
+/// Note `path` as a definer of `name`: one slot to start with, as most
+/// names have one definer.
+fn add_definer(definers: &mut HashMap<String, Vec<Arc<Path>>>, name: String, path: &Arc<Path>) {
+    definers
+        .entry(name)
+        .or_insert_with(|| Vec::with_capacity(1))
+        .push(path.clone());
+}
+
 /// Whether the files at `path` are settled: valid, defining profiles,
 /// and nothing of the plan's but a keep.
 fn settled(desired: &Desired, path: &Path, unsettled: &HashSet<PathBuf>) -> Option<usize> {
@@ -188,12 +207,12 @@ impl Memo {
     /// What a full plan of `desired` left.
     pub fn of_full(desired: &Desired, manifest: &Manifest, kernel: List, plan: &Plan, policy: &Policy) -> Memo {
         // The files are sorted by path: each path once.
-        let mut paths: Vec<&Path> = desired.files.iter().map(|f| f.path.as_path()).collect();
+        let mut paths: Vec<&Arc<Path>> = desired.files.iter().map(|f| &f.path).collect();
         paths.dedup();
-        let mut definers: HashMap<String, Vec<PathBuf>> = HashMap::with_capacity(desired.files.len());
+        let mut definers: HashMap<String, Vec<Arc<Path>>> = HashMap::with_capacity(desired.files.len());
         for p in &paths {
             for n in names_now(desired, p) {
-                definers.entry(n).or_default().push(p.to_path_buf());
+                add_definer(&mut definers, n, p);
             }
         }
         let (mut unsettled_files, mut unsettled_names) =
@@ -202,6 +221,7 @@ impl Memo {
         unsettled_files.retain(|p| !files_at(desired, p).is_empty());
         let mut settled_keeps = 0;
         for p in paths {
+            let p: &Path = p;
             match settled(desired, p, &unsettled_files) {
                 Some(n) => settled_keeps += n,
                 None => {
@@ -321,10 +341,11 @@ impl Memo {
         }
         // Who defines each name at the paths looked at, now: made once (a
         // source read whole looks at every path of it).
-        let mut looked_definers: HashMap<String, Vec<PathBuf>> = HashMap::new();
+        let mut looked_definers: HashMap<String, Vec<Arc<Path>>> = HashMap::new();
         for p in looked {
+            let shared = shared_path(desired, p);
             for n in names_now(desired, p) {
-                looked_definers.entry(n).or_default().push(p.clone());
+                add_definer(&mut looked_definers, n, &shared);
             }
         }
         let mut expanded: HashSet<String> = HashSet::new();
@@ -337,7 +358,7 @@ impl Memo {
                 .get(&n)
                 .into_iter()
                 .flatten()
-                .filter(|p| !looked_set.contains(p.as_path()))
+                .filter(|p| !looked_set.contains(&***p))
                 .chain(looked_definers.get(&n).into_iter().flatten())
                 .cloned()
                 .collect::<Vec<_>>();
@@ -421,14 +442,15 @@ impl Memo {
         for p in noted.before.keys() {
             for n in noted.before.get(p).into_iter().flatten() {
                 if let Some(d) = self.definers.get_mut(n) {
-                    d.retain(|q| q != p);
+                    d.retain(|q| **q != **p);
                     if d.is_empty() {
                         self.definers.remove(n);
                     }
                 }
             }
+            let shared = shared_path(desired, p);
             for n in names_now(desired, p) {
-                self.definers.entry(n).or_default().push(p.clone());
+                add_definer(&mut self.definers, n, &shared);
             }
         }
         let definers = &self.definers;

@@ -32,9 +32,11 @@ fn policy(takeover: bool) -> Policy<'static> {
 fn file(path: u32, name: u32, kind: u8, version: u32) -> (DesiredFile, Option<Vec<String>>) {
     let n = |k: u32| format!("custom.n{k}");
     let verdict = match kind {
-        0..=5 => Verdict::Valid { names: vec![n(name)] },
+        0..=5 => Verdict::Valid {
+            names: vec![n(name)].into(),
+        },
         6 => Verdict::Valid {
-            names: vec![n(name), n(name + 1)],
+            names: vec![n(name), n(name + 1)].into(),
         },
         7 => Verdict::Invalid {
             diagnostics: vec![Diagnostic {
@@ -54,8 +56,8 @@ fn file(path: u32, name: u32, kind: u8, version: u32) -> (DesiredFile, Option<Ve
     };
     (
         DesiredFile {
-            path: PathBuf::from(format!("{SRC}/f{path}")),
-            source: PathBuf::from(SRC),
+            path: PathBuf::from(format!("{SRC}/f{path}")).into(),
+            source: std::path::Path::new(SRC).into(),
             sha256: format!("{path}-{name}-{kind}-{version}").into(),
             verdict,
         },
@@ -205,7 +207,7 @@ impl World {
         let (f, may) = file(path, name, kind, self.version);
         self.delete(path);
         if let Some(m) = may {
-            self.desired.may_define.insert(f.path.clone(), m);
+            self.desired.may_define.insert(f.path.to_path_buf(), m);
         }
         let at = self
             .desired
@@ -216,7 +218,7 @@ impl World {
 
     fn delete(&mut self, path: u32) -> PathBuf {
         let p = PathBuf::from(format!("{SRC}/f{path}"));
-        self.desired.files.retain(|f| f.path != p);
+        self.desired.files.retain(|f| *f.path != *p);
         self.desired.may_define.remove(&p);
         p
     }

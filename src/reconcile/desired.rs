@@ -8,7 +8,7 @@ use super::*;
 /// it may define.
 pub(super) fn push_refusals(
     refused: Vec<source::Refusal>,
-    src: &Path,
+    src: &Arc<Path>,
     files: &mut Vec<DesiredFile>,
     may_define: &mut BTreeMap<PathBuf, Vec<String>>,
 ) {
@@ -17,8 +17,8 @@ pub(super) fn push_refusals(
             may_define.insert(r.path.clone(), super::validate::may_define_of(&r.path, text));
         }
         files.push(DesiredFile {
-            path: r.path,
-            source: src.to_owned(),
+            path: r.path.into(),
+            source: src.clone(),
             sha256: Default::default(),
             verdict: Verdict::Refused { reason: r.reason },
         });
@@ -28,10 +28,10 @@ pub(super) fn push_refusals(
 /// Turn allow-list specs (`*.allow.toml`) into the profiles they render to;
 /// a bad spec is refused with the key and the reason.
 pub fn render_specs(
-    files: Vec<(source::SourceFile, PathBuf)>,
+    files: Vec<(source::SourceFile, Arc<Path>)>,
     refused: &mut Vec<DesiredFile>,
     may_define: &mut BTreeMap<PathBuf, Vec<String>>,
-) -> Vec<(source::SourceFile, PathBuf)> {
+) -> Vec<(source::SourceFile, Arc<Path>)> {
     files
         .into_iter()
         .filter_map(|(f, src)| {
@@ -63,7 +63,7 @@ pub fn render_specs(
                     source::SourceFile {
                         path: f.path,
                         sha256: crate::sha::Sha::of(content.as_bytes()),
-                        content,
+                        content: content.into(),
                     },
                     src,
                 )),
@@ -71,7 +71,7 @@ pub fn render_specs(
                     // The name a broken spec may give its profile stays
                     // protected (none found: every profile of its source).
                     may_define.insert(
-                        f.path.clone(),
+                        f.path.to_path_buf(),
                         super::validate::contained(&f.path, || Ok(crate::spec::names_a_spec_may_define(&f.content)))
                             .unwrap_or_default(),
                     );

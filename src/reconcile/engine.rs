@@ -277,7 +277,7 @@ impl Engine<'_> {
             let Some(content) = self.state.store_load(&a.sha256) else {
                 report.problems.push(Problem::new(
                     ProblemKind::LoadFailed,
-                    a.file.clone(),
+                    a.file.to_path_buf(),
                     format!("stored copy {} is missing or damaged", path.display()),
                 ));
                 continue;
@@ -298,8 +298,8 @@ impl Engine<'_> {
                 manifest.pending.insert(
                     n.clone(),
                     PendingLoad {
-                        file: a.file.clone(),
-                        source: a.source.clone(),
+                        file: a.file.to_path_buf(),
+                        source: a.source.to_path_buf(),
                         sha256: a.sha256.clone(),
                         complain: opts.complain,
                     },
@@ -324,7 +324,7 @@ impl Engine<'_> {
             let Some(mode) = kernel.get(n) else {
                 report.problems.push(Problem::new(
                     ProblemKind::LoadFailed,
-                    a.file.clone(),
+                    a.file.to_path_buf(),
                     format!("the parser loaded the file but the kernel does not list profile `{n}`"),
                 ));
                 continue;
@@ -377,7 +377,11 @@ impl Engine<'_> {
                     report.removed.push(name.clone());
                 }
                 Err(e) => {
-                    let file = manifest.profiles.get(name).map(|o| o.file.clone()).unwrap_or_default();
+                    let file = manifest
+                        .profiles
+                        .get(name)
+                        .map(|o| o.file.to_path_buf())
+                        .unwrap_or_default();
                     report.problems.push(Problem::new(
                         ProblemKind::RemoveFailed,
                         file,

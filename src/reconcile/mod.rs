@@ -483,8 +483,10 @@ impl Reconciler {
                         continue;
                     }
                     self.note_read(&src.path, &snap);
-                    push_refusals(snap.refused, &src.path, &mut desired.files, &mut desired.may_define);
-                    files.extend(snap.files.into_iter().map(|f| (f, src.path.clone())));
+                    // One copy of the source's path, shared by its files.
+                    let shared: Arc<Path> = src.path.as_path().into();
+                    push_refusals(snap.refused, &shared, &mut desired.files, &mut desired.may_define);
+                    files.extend(snap.files.into_iter().map(|f| (f, shared.clone())));
                 }
                 SnapshotResult::Unavailable(u) => {
                     self.stillness.remove(&src.path);
@@ -652,21 +654,21 @@ impl Reconciler {
                 // Only the sources something is removed from are read again.
                 let of = removes
                     .iter()
-                    .filter_map(|n| self.manifest.profiles.get(n).map(|o| &o.source))
+                    .filter_map(|n| self.manifest.profiles.get(n).map(|o| &*o.source))
                     .collect();
                 let moved = moved_sources(&self.config, &of, &limits, &mut self.read_caches, &self.stillness);
                 let (go, stay): (Vec<String>, Vec<String>) = removes.into_iter().partition(|n| {
                     self.manifest
                         .profiles
                         .get(n)
-                        .is_some_and(|o| !moved.contains(&o.source))
+                        .is_some_and(|o| !moved.contains(&*o.source))
                 });
                 for name in stay {
                     let file = self
                         .manifest
                         .profiles
                         .get(&name)
-                        .map(|o| o.file.clone())
+                        .map(|o| o.file.to_path_buf())
                         .unwrap_or_default();
                     report.held.push(Held {
                         name,
@@ -734,8 +736,8 @@ fn rebuild(state: &StateDir, parser: &dyn Parser, kernel: &BTreeMap<String, Mode
                 m.profiles.insert(
                     n,
                     Owned {
-                        file: state.store_entry(sha),
-                        source: PathBuf::new(),
+                        file: state.store_entry(sha).into(),
+                        source: Path::new("").into(),
                         sha256: sha.clone().into(),
                         complain: *mode == Mode::Complain,
                         mode: mode.clone(),

@@ -12,14 +12,16 @@ use crate::source::Unavailable;
 use crate::state::{Manifest, Owned};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "verdict")]
 pub enum Verdict {
     /// Compiles; defines these top-level profiles.
-    Valid { names: Vec<String> },
+    /// The names are shared by the memo and every plan that holds the verdict.
+    Valid { names: Arc<[String]> },
     /// The parser rejected it.
     Invalid { diagnostics: Vec<Diagnostic> },
     /// armord refused it before the parser (size, encoding, symlink, mode, …).
@@ -28,8 +30,9 @@ pub enum Verdict {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DesiredFile {
-    pub path: PathBuf,
-    pub source: PathBuf,
+    /// Shared with the manifest's entry of each profile loaded from it.
+    pub path: Arc<Path>,
+    pub source: Arc<Path>,
     pub sha256: crate::sha::Sha,
     pub verdict: Verdict,
 }
@@ -134,8 +137,8 @@ pub enum LoadKind {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LoadAction {
-    pub file: PathBuf,
-    pub source: PathBuf,
+    pub file: Arc<Path>,
+    pub source: Arc<Path>,
     pub sha256: crate::sha::Sha,
     pub names: Vec<String>,
     pub kind: LoadKind,
@@ -228,8 +231,8 @@ pub struct Deferred {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Relocation {
     pub name: String,
-    pub file: PathBuf,
-    pub source: PathBuf,
+    pub file: Arc<Path>,
+    pub source: Arc<Path>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -337,7 +340,7 @@ fn index_definers(desired: &Desired) -> FxMap<&str, Definers> {
         let Verdict::Valid { names } = &f.verdict else {
             continue;
         };
-        for n in names {
+        for n in names.iter() {
             definers
                 .entry(n.as_str())
                 .and_modify(|d| {
@@ -387,7 +390,7 @@ fn classify<'a>(
         match found {
             Some((kind, message)) => {
                 blocked.insert(bytes(&f.path));
-                problems.push(Problem::new(kind, f.path.clone(), message));
+                problems.push(Problem::new(kind, f.path.to_path_buf(), message));
             }
             None => accepted.push(i),
         }
@@ -471,7 +474,7 @@ fn loads_and_keeps<'a>(view: &View<'a>, accepted: &[usize], policy: &Policy, out
             file: f.path.clone(),
             source: f.source.clone(),
             sha256: f.sha256.clone(),
-            names: names.clone(),
+            names: names.to_vec(),
             kind,
             complain,
         });
@@ -532,7 +535,7 @@ struct Protection<'a> {
     names: FxSet<&'a str>,
     /// Sources with a blocked file whose names cannot be read: it may define
     /// any profile of its source.
-    whole_sources: BTreeSet<&'a PathBuf>,
+    whole_sources: BTreeSet<&'a Path>,
 }
 
 /// Phase 4, protected names: a blocked valid file protects its names, an
@@ -545,11 +548,11 @@ fn protected_names<'a>(desired: &'a Desired, blocked: &Blocked) -> Protection<'a
         whole_sources: BTreeSet::new(),
     };
     for f in desired.files.iter().filter(|f| blocked.contains(bytes(&f.path))) {
-        match (&f.verdict, desired.may_define.get(&f.path)) {
+        match (&f.verdict, desired.may_define.get(&*f.path)) {
             (Verdict::Valid { names }, _) => p.names.extend(names.iter().map(String::as_str)),
             (_, Some(names)) if !names.is_empty() => p.names.extend(names.iter().map(String::as_str)),
             _ => {
-                p.whole_sources.insert(&f.source);
+                p.whole_sources.insert(&*f.source);
             }
         }
     }
@@ -567,7 +570,7 @@ fn report_unavailable(desired: &Desired, problems: &mut Vec<Problem>) {
 }
 
 /// Owned profiles that may go, by source.
-type Candidates<'a> = BTreeMap<&'a PathBuf, Vec<(&'a str, &'a Owned)>>;
+type Candidates<'a> = BTreeMap<&'a Path, Vec<(&'a str, &'a Owned)>>;
 /// Held profiles missing from the kernel, by content: restored as they were.
 type Restores<'a> = BTreeMap<&'a str, (&'a Owned, Vec<String>)>;
 
@@ -577,7 +580,7 @@ fn hold_reason(
     view: &View,
     blocked: &Blocked,
     protection: &Protection,
-    unavailable: &BTreeSet<&PathBuf>,
+    unavailable: &BTreeSet<&Path>,
     name: &str,
     o: &Owned,
 ) -> Option<(&'static str, HeldWhy)> {
@@ -591,14 +594,14 @@ fn hold_reason(
             "a file that is not valid may define it; the last good version stays loaded",
             HeldWhy::Protected,
         ))
-    } else if protection.whole_sources.contains(&o.source) {
+    } else if protection.whole_sources.contains(&*o.source) {
         Some((
             "a file of its source cannot be read for names and may define it; the last good version stays loaded",
             HeldWhy::Protected,
         ))
-    } else if unavailable.contains(&o.source) {
+    } else if unavailable.contains(&*o.source) {
         Some(("its source is unavailable; missing is not empty", HeldWhy::Source))
-    } else if !view.desired.configured.contains(&o.source) {
+    } else if !view.desired.configured.iter().any(|c| *c == *o.source) {
         Some(("its source is no longer configured", HeldWhy::Source))
     } else {
         None
@@ -617,7 +620,7 @@ fn holds<'a>(
     protection: &Protection,
     out: &mut Plan,
 ) -> (Candidates<'a>, Restores<'a>) {
-    let unavailable: BTreeSet<&PathBuf> = view.desired.unavailable.iter().map(|u| &u.path).collect();
+    let unavailable: BTreeSet<&Path> = view.desired.unavailable.iter().map(|u| u.path.as_path()).collect();
     let mut candidates = Candidates::new();
     let mut restores = Restores::new();
     for (name, o) in &view.manifest.profiles {
@@ -628,7 +631,7 @@ fn holds<'a>(
             if view.loaded(name) {
                 out.held.push(Held {
                     name: name.clone(),
-                    file: o.file.clone(),
+                    file: o.file.to_path_buf(),
                     reason: reason.to_owned(),
                     why,
                 });
@@ -642,7 +645,7 @@ fn holds<'a>(
         } else if !view.loaded(name) {
             out.forgets.push(name.clone());
         } else {
-            candidates.entry(&o.source).or_default().push((name.as_str(), o));
+            candidates.entry(&*o.source).or_default().push((name.as_str(), o));
         }
     }
     (candidates, restores)
@@ -676,7 +679,7 @@ fn gate_removals(
             if let Some((reason, why, _)) = &held {
                 out.held.push(Held {
                     name: name.to_owned(),
-                    file: o.file.clone(),
+                    file: o.file.to_path_buf(),
                     reason: reason.clone(),
                     why: *why,
                 });
@@ -701,7 +704,7 @@ fn gate_removals(
 fn removal_hold(
     desired: &Desired,
     rules: RemovalRules,
-    src: &PathBuf,
+    src: &Path,
     going: usize,
     owned: usize,
 ) -> Option<(String, HeldWhy, Duration)> {

@@ -57,9 +57,9 @@ impl Reconciler {
             snap.files = keep;
             for f in out {
                 snap.refused.push(source::Refusal {
-                    path: f.path,
+                    path: f.path.to_path_buf(),
                     reason: format!("unsigned: not listed in {}", signing::MANIFEST),
-                    text: Some(f.content),
+                    text: Some(f.content.to_string()),
                 });
             }
         }
@@ -77,7 +77,7 @@ impl Reconciler {
             .manifest
             .profiles
             .values()
-            .filter(|o| o.source == src)
+            .filter(|o| *o.source == *src)
             .map(|o| o.sha256.as_str())
             .collect();
         if owned.is_empty() {

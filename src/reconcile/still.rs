@@ -34,14 +34,11 @@ pub(super) fn shares<'a>(
     files: &'a [source::SourceFile],
     refused: &'a [source::Refusal],
 ) -> impl Iterator<Item = (&'a Path, u64)> {
-    files
-        .iter()
-        .map(|f| (f.path.as_path(), part(&f.path, Ok(&f.sha256))))
-        .chain(
-            refused
-                .iter()
-                .map(|r| (r.path.as_path(), part(&r.path, Err(&r.reason)))),
-        )
+    files.iter().map(|f| (&*f.path, part(&f.path, Ok(&f.sha256)))).chain(
+        refused
+            .iter()
+            .map(|r| (r.path.as_path(), part(&r.path, Err(&r.reason)))),
+    )
 }
 
 /// A fingerprint: the revision's share, then the sum of the entries'
@@ -72,13 +69,13 @@ pub(super) fn instant_of(wall: Duration, now: Instant) -> Instant {
 /// last read (or that cannot be read now).
 pub(super) fn moved_sources(
     config: &Config,
-    of: &std::collections::HashSet<&PathBuf>,
+    of: &std::collections::HashSet<&Path>,
     limits: &Limits,
     caches: &mut HashMap<PathBuf, source::ReadCache>,
     stillness: &HashMap<PathBuf, Still>,
 ) -> std::collections::HashSet<PathBuf> {
     let mut moved = std::collections::HashSet::new();
-    for src in config.sources.iter().filter(|s| of.contains(&s.path)) {
+    for src in config.sources.iter().filter(|s| of.contains(s.path.as_path())) {
         let cache = caches.entry(src.path.clone()).or_default();
         let same = match source::snapshot_cached(src, limits, cache) {
             SnapshotResult::Ok(snap) => stillness

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 fn owned(file: &str, sha: &str) -> Owned {
     Owned {
-        file: file.into(),
-        source: "/src".into(),
+        file: Path::new(file).into(),
+        source: Path::new("/src").into(),
         sha256: sha.into(),
         complain: false,
         mode: "enforce".into(),
@@ -20,8 +20,8 @@ fn owned(file: &str, sha: &str) -> Owned {
 
 fn valid(path: &str, sha: &str, names: &[&str]) -> DesiredFile {
     DesiredFile {
-        path: path.into(),
-        source: "/src".into(),
+        path: Path::new(path).into(),
+        source: Path::new("/src").into(),
         sha256: sha.into(),
         verdict: Verdict::Valid {
             names: names.iter().map(|s| s.to_string()).collect(),
@@ -31,8 +31,8 @@ fn valid(path: &str, sha: &str, names: &[&str]) -> DesiredFile {
 
 fn invalid(path: &str) -> DesiredFile {
     DesiredFile {
-        path: path.into(),
-        source: "/src".into(),
+        path: Path::new(path).into(),
+        source: Path::new("/src").into(),
         sha256: "bad".into(),
         verdict: Verdict::Invalid {
             diagnostics: vec![Diagnostic {
@@ -173,7 +173,7 @@ fn plan_unavailable_or_unconfigured_source_holds() {
         reason: "does not exist".into(),
     });
     let mut other = owned("/old/x", "1");
-    other.source = "/old".into();
+    other.source = Path::new("/old").into();
     let m = manifest(&[("a", owned("/src/a", "1")), ("x", other)]);
     let p = plan(&d, &m, &kmap(&["a", "x"]), &BTreeMap::new(), &POLICY);
     assert!(p.removes.is_empty());
@@ -284,8 +284,8 @@ fn plan_forced_complain_change_replaces_and_moves_relocate() {
         p.relocations,
         [Relocation {
             name: "a".to_string(),
-            file: PathBuf::from("/src/new-name"),
-            source: PathBuf::from("/src")
+            file: Path::new("/src/new-name").into(),
+            source: Path::new("/src").into()
         }]
     );
     let c = Policy {
@@ -302,7 +302,7 @@ fn files_scans(files: &[DesiredFile], scans: &[Vec<String>]) -> BTreeMap<PathBuf
         .iter()
         .zip(scans)
         .filter(|(f, _)| !matches!(f.verdict, Verdict::Valid { .. }))
-        .map(|(f, n)| (f.path.clone(), n.clone()))
+        .map(|(f, n)| (f.path.to_path_buf(), n.clone()))
         .collect()
 }
 
@@ -323,7 +323,7 @@ fn arb_case() -> impl Strategy<
         let verdict = match kind {
             0 => Verdict::Invalid { diagnostics: vec![] },
             1 => Verdict::Refused { reason: "x".into() },
-            _ => Verdict::Valid { names },
+            _ => Verdict::Valid { names: names.into() },
         };
         (source, format!("h{sha}"), verdict)
     });
@@ -331,8 +331,8 @@ fn arb_case() -> impl Strategy<
         v.into_iter()
             .enumerate()
             .map(|(i, (source, sha, verdict))| DesiredFile {
-                path: source.join(format!("f{i}")),
-                source,
+                path: source.join(format!("f{i}")).into(),
+                source: source.into(),
                 sha256: sha.into(),
                 verdict,
             })
@@ -341,8 +341,8 @@ fn arb_case() -> impl Strategy<
     let owned = prop::collection::btree_map(
         (0..8u8).prop_map(|i| format!("p{i}")),
         (0u8..6, 0u8..3, 0u8..3).prop_map(|(f, s, src)| Owned {
-            file: PathBuf::from(format!("/s{src}/f{f}")),
-            source: PathBuf::from(format!("/s{src}")),
+            file: PathBuf::from(format!("/s{src}/f{f}")).into(),
+            source: PathBuf::from(format!("/s{src}")).into(),
             sha256: format!("h{s}").into(),
             complain: false,
             mode: "enforce".into(),
@@ -436,20 +436,20 @@ proptest! {
         let accepted_names: BTreeSet<&String> = p.loads.iter().flat_map(|a| &a.names).chain(&p.keeps).collect();
         for n in &going {
             let o = &m.profiles[n.as_str()];
-            let q = d.quiet.get(&o.source).copied();
+            let q = d.quiet.get(&*o.source).copied();
             prop_assert!(q.is_some_and(|q| q.confirmed && q.quiet >= RULES.settle), "{} removed unsettled", n);
             let of_source = going.iter().filter(|g| m.profiles[g.as_str()].source == o.source).count();
             let owned_in = m.profiles.values().filter(|x| x.source == o.source).count();
             if of_source * 100 > owned_in * 50 {
                 prop_assert!(
-                    d.allow_mass.contains(&o.source) || q.is_some_and(|q| q.quiet >= RULES.mass_settle),
+                    d.allow_mass.contains(&*o.source) || q.is_some_and(|q| q.quiet >= RULES.mass_settle),
                     "mass removal of {} not held", n
                 );
             }
             for f in d.files.iter().filter(|f| f.source == o.source) {
                 let defines = match &f.verdict {
                     Verdict::Valid { names } => names.contains(n),
-                    _ => d.may_define.get(&f.path).is_none_or(|s| s.is_empty() || s.contains(n)),
+                    _ => d.may_define.get(&*f.path).is_none_or(|s| s.is_empty() || s.contains(n)),
                 };
                 prop_assert!(!defines, "{} removed while {} may define it", n, f.path.display());
             }
@@ -468,8 +468,8 @@ proptest! {
                 prop_assert!(in_use.get(n).is_none_or(|v| v.is_empty()), "removed in-use {}", n);
             }
         }
-        let bad_files: BTreeSet<&PathBuf> = d.files.iter().filter(|f| !matches!(f.verdict, Verdict::Valid { .. })).map(|f| &f.path).collect();
-        let unavailable: BTreeSet<&PathBuf> = d.unavailable.iter().map(|u| &u.path).collect();
+        let bad_files: BTreeSet<&Path> = d.files.iter().filter(|f| !matches!(f.verdict, Verdict::Valid { .. })).map(|f| &*f.path).collect();
+        let unavailable: BTreeSet<&Path> = d.unavailable.iter().map(|u| u.path.as_path()).collect();
         for a in &p.loads {
             // No invalid file replaces a loaded version: every load is a valid
             // file's content, or the stored last-good content of a held one.
@@ -483,7 +483,7 @@ proptest! {
         }
         // A profile whose file is broken or whose source is missing stays loaded.
         for (n, o) in &m.profiles {
-            if bad_files.contains(&o.file) || unavailable.contains(&o.source) {
+            if bad_files.contains(&*o.file) || unavailable.contains(&*o.source) {
                 prop_assert!(!p.removes.contains(n), "removed held {}", n);
             }
         }
@@ -886,7 +886,7 @@ fn corrupt_manifest_is_rebuilt_without_unloading() {
     let rep = r.reconcile().unwrap();
     assert!(rep.removed.is_empty() && rep.is_clean(), "{rep:?}");
     assert_eq!(rep.unchanged, 1);
-    assert_eq!(r.manifest.profiles["custom.a"].file, f.src.join("a"));
+    assert_eq!(r.manifest.profiles["custom.a"].file, f.src.join("a").into());
     f.assert_manifest_matches_kernel(&r);
 }
 

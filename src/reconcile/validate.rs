@@ -46,14 +46,14 @@ impl Validator {
     }
 
     fn remember(&mut self, file: &DesiredFile, complain: bool) {
-        self.remember_verdict(file.sha256.clone(), file.path.clone(), file.verdict.clone(), complain);
+        self.remember_verdict(file.sha256.clone(), &file.path, file.verdict.clone(), complain);
     }
 
     /// Validate every file of the snapshots. Files whose content armord
     /// already loaded, or already judged, need no parser call.
     pub fn validate(
         &mut self,
-        files: Vec<(source::SourceFile, PathBuf)>,
+        files: Vec<(source::SourceFile, Arc<Path>)>,
         manifest: &Manifest,
         engine: &Engine,
         may_define: &mut BTreeMap<PathBuf, Vec<String>>,
@@ -73,8 +73,8 @@ impl Validator {
         let owned = Owners::new(manifest, complain, can_check, files.len());
         let memo = &self.memo[usize::from(complain)];
         let mut out = Vec::with_capacity(files.len());
-        let mut check: Vec<(usize, PathBuf, String)> = Vec::new();
-        let mut judged: Vec<(crate::sha::Sha, PathBuf, Verdict)> = Vec::new();
+        let mut check: Vec<(usize, PathBuf, Arc<str>)> = Vec::new();
+        let mut judged: Vec<(crate::sha::Sha, Arc<Path>, Verdict)> = Vec::new();
         let cached_policy = engine.parser.leaves_policy();
         for (f, src) in files {
             // The parser's own verdict first: the names a content owns are
@@ -86,7 +86,7 @@ impl Validator {
             let verdict = contained(&f.path, || {
                 if let Some((judged, v)) = memo.get(f.sha256.as_str()) {
                     return Ok(Some(match (v, judged) {
-                        (Verdict::Invalid { diagnostics }, Some(judged)) if *judged != f.path => Verdict::Invalid {
+                        (Verdict::Invalid { diagnostics }, Some(judged)) if **judged != *f.path => Verdict::Invalid {
                             diagnostics: rename_diagnostics(diagnostics.clone(), judged, &f.path),
                         },
                         (v, _) => v.clone(),
@@ -120,7 +120,7 @@ impl Validator {
                 engine.state.store_put(&f.sha256, f.content.as_bytes())?;
             }
             if let Some(Verdict::Invalid { .. } | Verdict::Refused { .. }) = &verdict {
-                may_define.insert(f.path.clone(), may_define_of(&f.path, &f.content));
+                may_define.insert(f.path.to_path_buf(), may_define_of(&f.path, &f.content));
             }
             if !from_memo && let Some(v @ (Verdict::Valid { .. } | Verdict::Refused { .. })) = &verdict {
                 judged.push((f.sha256.clone(), f.path.clone(), v.clone()));
@@ -133,11 +133,11 @@ impl Validator {
                 path: f.path,
                 source: src,
                 sha256: f.sha256,
-                verdict: verdict.unwrap_or(Verdict::Valid { names: Vec::new() }),
+                verdict: verdict.unwrap_or(Verdict::Valid { names: Arc::from([]) }),
             });
         }
         for (sha, path, v) in judged {
-            self.remember_verdict(sha, path, v, complain);
+            self.remember_verdict(sha, &path, v, complain);
         }
         let starts = self.parser_starts.take();
         if check.is_empty() {
@@ -155,7 +155,7 @@ impl Validator {
     /// remember the verdicts that will not change.
     fn check(
         &mut self,
-        check: Vec<(usize, PathBuf, String)>,
+        check: Vec<(usize, PathBuf, Arc<str>)>,
         out: &mut [DesiredFile],
         engine: &Engine,
         may_define: &mut BTreeMap<PathBuf, Vec<String>>,
@@ -188,33 +188,33 @@ impl Validator {
                     // Timeouts and crashes may pass next time: do not remember them.
                     if !e.is_rejection() {
                         self.transient += 1;
-                        may_define.insert(out[i].path.clone(), may_define_of(&out[i].path, &content));
+                        may_define.insert(out[i].path.to_path_buf(), may_define_of(&out[i].path, &content));
                         continue;
                     }
                 }
             }
             if !matches!(out[i].verdict, Verdict::Valid { .. }) {
-                may_define.insert(out[i].path.clone(), may_define_of(&out[i].path, &content));
+                may_define.insert(out[i].path.to_path_buf(), may_define_of(&out[i].path, &content));
             }
             self.remember(&out[i], engine.opts.complain);
         }
         Ok(())
     }
 
-    fn remember_verdict(&mut self, sha: crate::sha::Sha, path: PathBuf, verdict: Verdict, complain: bool) {
+    fn remember_verdict(&mut self, sha: crate::sha::Sha, path: &Path, verdict: Verdict, complain: bool) {
         let memo = &mut self.memo[usize::from(complain)];
         if memo.len() > MEMO_LIMIT {
             memo.clear();
         }
         // The file judged matters only to an invalid verdict's lines.
-        let path = matches!(verdict, Verdict::Invalid { .. }).then_some(path);
+        let path = matches!(verdict, Verdict::Invalid { .. }).then(|| path.to_owned());
         memo.insert(sha, (path, verdict));
     }
 }
 
 fn verdict_of(judged: Result<Vec<String>, String>) -> Verdict {
     match judged {
-        Ok(names) => Verdict::Valid { names },
+        Ok(names) => Verdict::Valid { names: names.into() },
         Err(reason) => Verdict::Refused { reason },
     }
 }

@@ -60,7 +60,11 @@ pub(super) const SETTLE: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub(super) struct Cached {
     pub(super) stamp: Stamp,
-    pub(super) content: String,
+    /// The file as it was last named, and its text: shared with every
+    /// read that serves it (and the plan's and the manifest's entries made
+    /// from those), not copied.
+    pub(super) path: Arc<Path>,
+    pub(super) content: Arc<str>,
     pub(super) sha256: crate::sha::Sha,
     /// Read through a symlink: its target may change with no event in the
     /// source directory, so it is never trusted without a look.
@@ -149,9 +153,12 @@ impl CacheIo {
     /// The cached file `name`, named `display` (taken: a hit ends the
     /// read of that entry).
     fn keep(&mut self, name: &str, display: &mut PathBuf) -> Option<SourceFile> {
-        let (key, hit) = self.old.remove_entry(name)?;
+        let (key, mut hit) = self.old.remove_entry(name)?;
+        if *hit.path != **display {
+            hit.path = std::mem::take(display).into();
+        }
         let file = SourceFile {
-            path: std::mem::take(display),
+            path: hit.path.clone(),
             content: hit.content.clone(),
             sha256: hit.sha256.clone(),
         };

@@ -19,6 +19,7 @@ use std::fs;
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use cache::ReadCache;
@@ -93,8 +94,9 @@ pub struct Unavailable {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SourceFile {
     /// The file as the operator names it (source path joined with the key).
-    pub path: PathBuf,
-    pub content: String,
+    pub path: Arc<Path>,
+    /// Shared with the read cache.
+    pub content: Arc<str>,
     pub sha256: crate::sha::Sha,
 }
 

@@ -46,6 +46,8 @@ pub(super) fn read_entry(
         Ok((content, sha256)) => (content, crate::sha::Sha::from(sha256)),
         Err(r) => return r,
     };
+    let content: Arc<str> = content.into();
+    let path: Arc<Path> = display.into();
     if let Some(c) = cache
         && file_unchanged(&entry.open_path, &stamp)
     {
@@ -53,6 +55,7 @@ pub(super) fn read_entry(
             name.to_owned(),
             Cached {
                 stamp,
+                path: path.clone(),
                 content: content.clone(),
                 sha256: sha256.clone(),
                 link: entry.is_link,
@@ -60,11 +63,7 @@ pub(super) fn read_entry(
             },
         );
     }
-    Read1::File(SourceFile {
-        path: display,
-        content,
-        sha256,
-    })
+    Read1::File(SourceFile { path, content, sha256 })
 }
 
 /// The entry as the read cache has it, when nothing can have changed: no
@@ -367,7 +366,7 @@ fn read_names(
                 None,
                 false,
             ) {
-                Read1::File(f) => Ok(f.content),
+                Read1::File(f) => Ok(f.content.to_string()),
                 Read1::Refused(why) | Read1::Undecodable(why, _) => Err(why),
                 Read1::Skip => Err("is a directory".into()),
                 Read1::Vanished if r.link.is_some() => return Ok(None),

@@ -80,7 +80,7 @@ fn plain_layout_reads_files_and_skips_leftovers() {
     assert_eq!(names(&s), ["a", "b"]);
     assert!(s.refused.is_empty(), "{:?}", s.refused);
     assert_eq!(s.files[0].sha256, sha256_hex(b"profile x {}\n"));
-    assert_eq!(s.files[0].path, p.join("a"));
+    assert_eq!(*s.files[0].path, *p.join("a"));
 }
 
 #[test]
@@ -90,7 +90,7 @@ fn configmap_layout_reads_through_data_link() {
     let s = ok(snapshot(&src(t.path()), &LIMITS));
     assert_eq!(s.layout, Layout::Configmap);
     assert_eq!(names(&s), ["p1", "p2"]);
-    assert_eq!(s.files[0].path, t.path().join("p1"));
+    assert_eq!(*s.files[0].path, *t.path().join("p1"));
     assert_eq!(s.revision.as_deref(), Some(Path::new("..2026_01_01")));
 }
 
@@ -103,14 +103,14 @@ fn git_sync_layout_from_root_and_from_link() {
     let s = ok(snapshot(&src(t.path()), &LIMITS));
     assert_eq!(s.layout, Layout::GitSync);
     assert_eq!(names(&s), ["p1"]);
-    assert_eq!(s.files[0].path, t.path().join("current/p1"));
+    assert_eq!(*s.files[0].path, *t.path().join("current/p1"));
     // The configured path is the link itself, with a subdirectory.
     let mut c = src(&t.path().join("current"));
     c.subdir = Some("profiles".into());
     let s = ok(snapshot(&c, &LIMITS));
     assert_eq!(s.layout, Layout::GitSync);
     assert_eq!(names(&s), ["q"]);
-    assert_eq!(s.files[0].path, t.path().join("current/profiles/q"));
+    assert_eq!(*s.files[0].path, *t.path().join("current/profiles/q"));
 }
 
 #[test]
@@ -247,7 +247,7 @@ fn swap_race(publish: fn(&Path, &str, &[(&str, &str)]), cleanup: fn(&Path, &str)
         let r = snapshot(&cfg, &LIMITS);
         let during = swaps.load(Ordering::SeqCst) != before;
         if let SnapshotResult::Ok(s) = r {
-            let contents: std::collections::BTreeSet<&str> = s.files.iter().map(|f| f.content.as_str()).collect();
+            let contents: std::collections::BTreeSet<&str> = s.files.iter().map(|f| &*f.content).collect();
             assert_eq!(s.files.len(), 30, "a snapshot lost files: {:?}", s.revision);
             assert_eq!(contents.len(), 1, "mixed revisions: {contents:?}");
             seen += 1;
@@ -285,7 +285,7 @@ fn read_cache_serves_settled_files_and_sees_every_change() {
     let p = t.path();
     fs::write(p.join("a"), "profile custom.a {}\n").unwrap();
     fs::write(p.join("b"), "profile custom.b {}\n").unwrap();
-    let contents = |s: SourceSnapshot| -> Vec<String> { s.files.into_iter().map(|f| f.content).collect() };
+    let contents = |s: SourceSnapshot| -> Vec<String> { s.files.into_iter().map(|f| f.content.to_string()).collect() };
 
     // Just written: not settled, so not kept.
     let mut cache = ReadCache::default();
@@ -469,14 +469,14 @@ fn a_named_read_looks_only_at_the_named_files_and_trusts_the_rest() {
     ));
     assert_eq!(names(&s), ["a", "b", "d"]);
     assert_eq!(
-        s.files[0].content, "profile custom.a {}\n",
+        &*s.files[0].content, "profile custom.a {}\n",
         "a was trusted from the cache"
     );
-    assert_eq!(s.files[1].content, "profile custom.b2 {}\n");
+    assert_eq!(&*s.files[1].content, "profile custom.b2 {}\n");
 
     // A full read (no names) sees a's change.
     let s = ok(snapshot_named(&src(p), &LIMITS, &mut cache, None));
-    assert_eq!(s.files[0].content, "profile custom.changed {}\n");
+    assert_eq!(&*s.files[0].content, "profile custom.changed {}\n");
 }
 
 #[test]
@@ -500,7 +500,7 @@ fn a_source_at_exactly_the_limit_is_read_by_name_and_one_past_it_in_full() {
     fs::write(p.join("b"), "profile custom.b2 {}\n").unwrap();
     let d = snapshot_delta(&src(p), &limits, &mut cache, &named(p, &["b"])).expect("a read by name at the limit");
     assert_eq!(d.files.len(), 1);
-    assert_eq!(d.files[0].content, "profile custom.b2 {}\n");
+    assert_eq!(&*d.files[0].content, "profile custom.b2 {}\n");
     // One past it: only a full read knows which file is refused.
     fs::write(p.join("d"), "profile custom.d {}\n").unwrap();
     assert!(snapshot_delta(&src(p), &limits, &mut cache, &named(p, &["d"])).is_none());
@@ -532,7 +532,7 @@ fn a_reported_path_that_is_not_a_plain_entry_makes_it_a_full_read() {
             &mut cache,
             Some(&[path.clone()].into()),
         ));
-        assert_eq!(s.files[0].content, changed, "{}", path.display());
+        assert_eq!(&*s.files[0].content, changed, "{}", path.display());
     }
 }
 
@@ -549,7 +549,7 @@ fn a_file_read_through_a_symlink_is_looked_at_although_not_reported() {
     fs::write(p.join("targets/x"), "profile custom.x2 {}\n").unwrap();
     let s = ok(snapshot_named(&src(p), &LIMITS, &mut cache, Some(&named(p, &["a"]))));
     assert_eq!(
-        s.files.iter().find(|f| f.path.ends_with("x")).unwrap().content,
+        s.files.iter().find(|f| f.path.ends_with("x")).unwrap().content.as_ref(),
         "profile custom.x2 {}\n"
     );
 }
@@ -569,13 +569,13 @@ fn a_file_read_while_fresh_is_trusted_only_by_a_read_of_reported_names() {
     // an event of its own.
     fs::write(p.join("a"), "profile custom.a2 {}\n").unwrap();
     let s = ok(snapshot_named(&src(p), &LIMITS, &mut cache, Some(&named(p, &["b"]))));
-    assert_eq!(s.files[0].content, "profile custom.a {}\n");
+    assert_eq!(&*s.files[0].content, "profile custom.a {}\n");
     let s = ok(snapshot_named(&src(p), &LIMITS, &mut cache, Some(&named(p, &["a"]))));
-    assert_eq!(s.files[0].content, "profile custom.a2 {}\n");
+    assert_eq!(&*s.files[0].content, "profile custom.a2 {}\n");
     // A full read looks at it again.
     fs::write(p.join("a"), "profile custom.a3 {}\n").unwrap();
     let s = ok(snapshot_cached(&src(p), &LIMITS, &mut cache));
-    assert_eq!(s.files[0].content, "profile custom.a3 {}\n");
+    assert_eq!(&*s.files[0].content, "profile custom.a3 {}\n");
 }
 
 mod named_reads {

@@ -8,17 +8,19 @@ use crate::apparmor::Mode;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{ErrorKind, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub const MANIFEST_VERSION: u32 = 1;
 
 /// A profile armord loaded and therefore owns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Owned {
-    /// The source file as the operator names it.
-    pub file: PathBuf,
-    /// The configured source it came from.
-    pub source: PathBuf,
+    /// The source file as the operator names it (shared with the plan's
+    /// file and the published row).
+    pub file: Arc<Path>,
+    /// The configured source it came from (shared by its every file).
+    pub source: Arc<Path>,
     /// sha256 of the file content that was loaded (its store key).
     pub sha256: crate::sha::Sha,
     /// Loaded with `-C` (forced complain).
@@ -132,8 +134,8 @@ impl Manifest {
             if let Some(mode) = kernel.get(&name) {
                 self.touch(&name);
                 let entry = self.profiles.entry(name.clone()).or_insert_with(|| Owned {
-                    file: p.file.clone(),
-                    source: p.source.clone(),
+                    file: p.file.as_path().into(),
+                    source: p.source.as_path().into(),
                     sha256: Default::default(),
                     complain: p.complain,
                     mode: mode.clone(),
@@ -319,8 +321,8 @@ mod tests {
 
     fn owned(sha: &str) -> Owned {
         Owned {
-            file: "/src/a".into(),
-            source: "/src".into(),
+            file: Path::new("/src/a").into(),
+            source: Path::new("/src").into(),
             sha256: sha.into(),
             complain: false,
             mode: Mode::Enforce,
