@@ -6,7 +6,7 @@ use crate::journal::{Counters, Follower, FollowerConfig, RateLimit, Stopper, rel
 use crate::trial::learned::At;
 use crate::trial::lesson::{Loaded, Unlearned, lesson, load_of};
 use crate::trial::store::Store;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -75,7 +75,7 @@ fn origin_of(proc_root: &Path, ev: &crate::journal::Event) -> crate::container::
 use tokio::sync::mpsc;
 
 /// The profiles armord owns, with the version and mode it loaded.
-pub type OwnedVersions = Arc<RwLock<HashMap<String, Loaded>>>;
+pub type OwnedVersions = Arc<RwLock<BTreeMap<String, Loaded>>>;
 
 /// How often the loop writes the learned counts (a new rule is written at
 /// once; see `trial::store`): what a kill -9 can lose is the counts and
@@ -104,7 +104,7 @@ impl Denials {
         events: mpsc::Sender<Vec<DenialEvent>>,
         signals: bool,
         writer: crate::journal::Writer,
-        owned_now: HashMap<String, Loaded>,
+        owned_now: BTreeMap<String, Loaded>,
     ) -> Option<Denials> {
         if !cfg.denials.enabled {
             return None;
@@ -302,7 +302,7 @@ struct Learner {
 impl Learner {
     /// Learn from one record, if it teaches an owned profile's version
     /// anything. A rule that cannot be written down is logged, never fatal.
-    fn on(&mut self, store: &Mutex<Store>, owned: &HashMap<String, Loaded>, r: &crate::audit::Record<'static>) {
+    fn on(&mut self, store: &Mutex<Store>, owned: &BTreeMap<String, Loaded>, r: &crate::audit::Record<'static>) {
         if let Some((name, at)) = load_of(r) {
             // Only owned profiles: a bound on what any load can add.
             if owned.contains_key(&name) {
@@ -320,7 +320,7 @@ impl Learner {
     fn learn(
         &mut self,
         store: &Mutex<Store>,
-        owned: &HashMap<String, Loaded>,
+        owned: &BTreeMap<String, Loaded>,
         r: &crate::audit::Record<'static>,
         settle: bool,
     ) {
@@ -354,7 +354,7 @@ impl Learner {
     /// The journal read to its end: records held for a load that ended
     /// over a second ago get no load record (the kernel writes none, or it
     /// was lost), and count for the version loaded.
-    fn settle(&mut self, store: &Mutex<Store>, owned: &HashMap<String, Loaded>) {
+    fn settle(&mut self, store: &Mutex<Store>, owned: &BTreeMap<String, Loaded>) {
         let now = crate::trial::now_us();
         let done: Vec<String> = self
             .waiting
@@ -404,7 +404,7 @@ mod tests {
         ))
     }
 
-    fn loaded(sha: &str, since_us: u64, loaded_us: Option<u64>) -> HashMap<String, Loaded> {
+    fn loaded(sha: &str, since_us: u64, loaded_us: Option<u64>) -> BTreeMap<String, Loaded> {
         let l = Loaded {
             sha256: sha.into(),
             complain: true,

@@ -62,7 +62,7 @@ pub(super) fn share_versions(manifest: &mut Manifest, desired: Option<&Desired>)
 /// name, or the whole source read again (with its fingerprint and shares).
 enum Look {
     Named(source::Delta),
-    Whole(source::Delta, u64, HashMap<std::ffi::OsString, u64>),
+    Whole(source::Delta, u64, super::still::Parts),
 }
 
 impl Reconciler {
@@ -250,12 +250,12 @@ impl Reconciler {
         let mut parts = std::mem::take(&mut st.parts);
         let mut fp = st.fingerprint;
         for p in &delta.looked {
-            if let Some(old) = parts.remove(p.as_os_str()) {
+            if let Some(old) = parts.remove(p.as_path()) {
                 fp = fp.wrapping_sub(old);
             }
         }
         for (path, share) in shares(&delta.files, &delta.refused) {
-            if let Some(old) = parts.insert(path.as_os_str().to_owned(), share) {
+            if let Some(old) = parts.insert(path, share) {
                 fp = fp.wrapping_sub(old);
             }
             fp = fp.wrapping_add(share);

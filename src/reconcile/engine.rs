@@ -148,6 +148,7 @@ impl Engine<'_> {
         for name in &plan.forgets {
             manifest.disown(name);
         }
+        manifest.pack_if_grown();
         report.deferred = plan.defers.clone();
         report.trial_refused = plan.trial_refused.clone();
         for v in [
@@ -298,8 +299,8 @@ impl Engine<'_> {
                 manifest.pending.insert(
                     n.clone(),
                     PendingLoad {
-                        file: a.file.to_path_buf(),
-                        source: a.source.to_path_buf(),
+                        file: a.file.clone(),
+                        source: a.source.clone(),
                         sha256: a.sha256.clone(),
                         complain: opts.complain,
                     },

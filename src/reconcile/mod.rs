@@ -330,13 +330,7 @@ impl Reconciler {
 
     /// [`Reconciler::note_read`], of a read that found `fingerprint`
     /// (made of `parts`) and saw a change as late as `newest_change`.
-    fn record_read(
-        &mut self,
-        src: &Path,
-        fingerprint: u64,
-        parts: HashMap<std::ffi::OsString, u64>,
-        newest_change: Duration,
-    ) {
+    fn record_read(&mut self, src: &Path, fingerprint: u64, parts: still::Parts, newest_change: Duration) {
         let now = Instant::now();
         let mut since = instant_of(newest_change, now);
         if let Some(e) = self.last_event {

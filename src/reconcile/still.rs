@@ -9,7 +9,7 @@ pub(super) struct Still {
     pub(super) fingerprint: u64,
     /// Each entry's share of `fingerprint`, by the path the operator
     /// knows it by: a look at some entries updates it without the rest.
-    pub(super) parts: HashMap<std::ffi::OsString, u64>,
+    pub(super) parts: Parts,
     /// When the source last changed, as far as reads, change times and
     /// watch events tell.
     pub(super) since: Instant,
@@ -17,6 +17,10 @@ pub(super) struct Still {
     pub(super) confirmed: bool,
     pub(super) read_at: Instant,
 }
+
+/// Each entry's share of a fingerprint, by its path (a file's shared with
+/// the read cache).
+pub(super) type Parts = HashMap<Arc<Path>, u64>;
 
 /// One entry's share of a fingerprint: its path and its hash, or why it
 /// was refused.
@@ -33,12 +37,15 @@ pub(super) fn part(path: &Path, what: Result<&str, &str>) -> u64 {
 pub(super) fn shares<'a>(
     files: &'a [source::SourceFile],
     refused: &'a [source::Refusal],
-) -> impl Iterator<Item = (&'a Path, u64)> {
-    files.iter().map(|f| (&*f.path, part(&f.path, Ok(&f.sha256)))).chain(
-        refused
-            .iter()
-            .map(|r| (r.path.as_path(), part(&r.path, Err(&r.reason)))),
-    )
+) -> impl Iterator<Item = (Arc<Path>, u64)> {
+    files
+        .iter()
+        .map(|f| (f.path.clone(), part(&f.path, Ok(&f.sha256))))
+        .chain(
+            refused
+                .iter()
+                .map(|r| (Arc::from(r.path.as_path()), part(&r.path, Err(&r.reason)))),
+        )
 }
 
 /// A fingerprint: the revision's share, then the sum of the entries'
@@ -52,10 +59,8 @@ pub(super) fn fingerprint_of<'a>(revision: Option<&Path>, parts: impl IntoIterat
 
 /// What a read of a source found: its revision, every file and its hash,
 /// every refusal. Two reads with the same fingerprint saw the same source.
-pub(super) fn fingerprint(snap: &source::SourceSnapshot) -> (u64, HashMap<std::ffi::OsString, u64>) {
-    let parts: HashMap<std::ffi::OsString, u64> = shares(&snap.files, &snap.refused)
-        .map(|(path, share)| (path.as_os_str().to_owned(), share))
-        .collect();
+pub(super) fn fingerprint(snap: &source::SourceSnapshot) -> (u64, Parts) {
+    let parts: Parts = shares(&snap.files, &snap.refused).collect();
     (fingerprint_of(snap.revision.as_deref(), parts.values()), parts)
 }
 

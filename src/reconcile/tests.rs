@@ -850,8 +850,8 @@ fn interrupted_load_is_adopted_on_next_open() {
     m.pending.insert(
         "custom.a".into(),
         PendingLoad {
-            file: f.src.join("a"),
-            source: f.src.clone(),
+            file: f.src.join("a").into(),
+            source: f.src.as_path().into(),
             sha256: "x".into(),
             complain: false,
         },

@@ -330,6 +330,25 @@ fn read_cache_serves_settled_files_and_sees_every_change() {
 }
 
 #[test]
+fn a_file_served_from_the_cache_shares_its_path_and_text() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path();
+    fs::write(p.join("a"), "profile custom.a {}\n").unwrap();
+    let mut cache = settled_cache(p);
+    let first = ok(snapshot_cached(&src(p), &LIMITS, &mut cache));
+    let again = ok(snapshot_cached(&src(p), &LIMITS, &mut cache));
+    // One copy of each, however many reads (and plans, and manifest
+    // entries made from them) hold the file.
+    assert!(std::sync::Arc::ptr_eq(&first.files[0].path, &again.files[0].path));
+    assert!(std::sync::Arc::ptr_eq(&first.files[0].content, &again.files[0].content));
+    // A changed file is read again: new text, the path as it was.
+    fs::write(p.join("a"), "profile custom.b {}\n").unwrap();
+    let changed = ok(snapshot_cached(&src(p), &LIMITS, &mut cache));
+    assert_eq!(&*changed.files[0].content, "profile custom.b {}\n");
+    assert_eq!(*changed.files[0].path, *p.join("a"));
+}
+
+#[test]
 fn hostile_source_layouts() {
     let t = tempfile::tempdir().unwrap();
     let p = t.path();

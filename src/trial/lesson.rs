@@ -12,7 +12,7 @@
 use super::learned::At;
 use crate::audit::Record;
 use crate::audit::suggest::{One, rule_for};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// What armord loads or loaded for an owned profile: the version, its
 /// mode, and when (µs since the epoch): the kernel load began after
@@ -136,7 +136,7 @@ pub enum Unlearned {
 /// `settle`: see [`side`].
 pub fn lesson<'o>(
     r: &Record,
-    owned: &'o HashMap<String, Loaded>,
+    owned: &'o BTreeMap<String, Loaded>,
     loads: &HashMap<String, At>,
     settle: bool,
 ) -> Result<(&'o str, &'o Loaded, One, At), Unlearned> {
@@ -172,7 +172,7 @@ mod tests {
     use super::*;
     use crate::audit::parse;
 
-    fn owned() -> HashMap<String, Loaded> {
+    fn owned() -> BTreeMap<String, Loaded> {
         [
             (
                 "custom.t".to_owned(),

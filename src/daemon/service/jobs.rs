@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 use zbus::object_server::SignalEmitter;
 
-type OwnedMap = std::collections::HashMap<String, crate::trial::lesson::Loaded>;
+type OwnedMap = std::collections::BTreeMap<String, crate::trial::lesson::Loaded>;
 
 /// Tell the follower of the versions about to be loaded, before the kernel
 /// has them: a record written after this is judged against the new
