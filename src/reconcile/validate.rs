@@ -70,7 +70,7 @@ impl Validator {
                 }
             }
         }
-        let owned = Owners::new(manifest, complain, can_check, files.len());
+        let owned = Owners::new(manifest, engine.state, complain, can_check, files.len());
         let memo = &self.memo[usize::from(complain)];
         let mut out = Vec::with_capacity(files.len());
         let mut check: Vec<(usize, PathBuf, Arc<str>)> = Vec::new();
@@ -323,10 +323,13 @@ fn check_compiled(
 }
 
 /// The names each content armord loaded owns, looked up by content. For a
-/// few files, a scan of the manifest per file; for more, one sorted list of
-/// (content, name) built once.
+/// few files, a scan of the manifest per file, and only for a content
+/// armord keeps a stored copy of (each one it loaded, as boot restore needs
+/// it): a change's new content costs one `stat`, not a pass over 10,000
+/// entries. For more files, one sorted list of (content, name) built once.
 struct Owners<'a> {
     manifest: &'a Manifest,
+    state: &'a crate::state::StateDir,
     complain: bool,
     can_check: bool,
     sorted: Option<Vec<(&'a str, &'a str)>>,
@@ -336,9 +339,16 @@ impl<'a> Owners<'a> {
     /// Past this many files, the sorted list pays.
     const SCAN_LIMIT: usize = 16;
 
-    fn new(manifest: &'a Manifest, complain: bool, can_check: bool, files: usize) -> Self {
+    fn new(
+        manifest: &'a Manifest,
+        state: &'a crate::state::StateDir,
+        complain: bool,
+        can_check: bool,
+        files: usize,
+    ) -> Self {
         let mut owners = Owners {
             manifest,
+            state,
             complain,
             can_check,
             sorted: None,
@@ -370,12 +380,22 @@ impl<'a> Owners<'a> {
             Some(v) => v
                 .get(v.partition_point(|(s, _)| *s < sha))
                 .is_some_and(|(s, _)| *s == sha),
-            None => self
-                .manifest
-                .profiles
-                .values()
-                .any(|o| o.sha256 == sha && self.counts(o)),
+            None => {
+                self.stored(sha)
+                    && self
+                        .manifest
+                        .profiles
+                        .values()
+                        .any(|o| o.sha256 == sha && self.counts(o))
+            }
         }
+    }
+
+    /// Whether a stored copy of `sha` is there: none is for a content
+    /// armord never loaded. One with none stored is judged by the parser
+    /// again, as a new one is.
+    fn stored(&self, sha: &str) -> bool {
+        !sha.is_empty() && std::fs::symlink_metadata(self.state.store_entry(sha)).is_ok()
     }
 
     /// The names the content `sha` is loaded under, if any.
@@ -389,6 +409,7 @@ impl<'a> Owners<'a> {
                     .map(|(_, n)| (*n).to_owned())
                     .collect()
             }
+            None if !self.stored(sha) => return None,
             None => self
                 .manifest
                 .profiles
