@@ -13,7 +13,7 @@ pub struct Validator {
     /// Each verdict with the file it was given for: the diagnostics of a
     /// rejected one name that file, and another file of the same content
     /// is named in its place.
-    memo: [HashMap<crate::sha::Sha, (Option<PathBuf>, Verdict)>; 2],
+    memo: [Memo; 2],
     /// Parser runs in the last validation that timed out or crashed.
     pub transient: usize,
     /// The writer's bounds: mode and attachments.
@@ -31,6 +31,9 @@ pub struct Validator {
 }
 
 pub(super) const MEMO_LIMIT: usize = 20_000;
+
+/// Verdicts by content, each with the file a rejected one was given for.
+type Memo = HashMap<crate::sha::Sha, (Option<Box<Path>>, Verdict)>;
 
 impl Validator {
     /// A validator that judges by `bounds`.
@@ -207,7 +210,7 @@ impl Validator {
             memo.clear();
         }
         // The file judged matters only to an invalid verdict's lines.
-        let path = matches!(verdict, Verdict::Invalid { .. }).then(|| path.to_owned());
+        let path = matches!(verdict, Verdict::Invalid { .. }).then(|| Box::from(path));
         memo.insert(sha, (path, verdict));
     }
 }

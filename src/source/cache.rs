@@ -85,7 +85,7 @@ pub struct ReadCache {
     /// The directory the files were read from (a layout swap changes it).
     pub(super) dir: PathBuf,
     /// By file name.
-    pub(super) files: HashMap<String, Cached>,
+    pub(super) files: HashMap<Box<str>, Cached>,
     /// Added to the clock when judging whether a file has settled (tests).
     pub(super) skew: Duration,
     /// Every entry name of `dir` at the last read: what a read of only the
@@ -123,8 +123,8 @@ pub(super) fn now_since_epoch() -> Duration {
 pub(super) struct CacheIo {
     /// The directory being read, for one `fstatat` per file.
     pub(super) dir: Option<fs::File>,
-    pub(super) old: HashMap<String, Cached>,
-    pub(super) new: HashMap<String, Cached>,
+    pub(super) old: HashMap<Box<str>, Cached>,
+    pub(super) new: HashMap<Box<str>, Cached>,
     pub(super) read_at: Duration,
     /// The newest file change time seen.
     pub(super) newest: Duration,

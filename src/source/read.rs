@@ -52,7 +52,7 @@ pub(super) fn read_entry(
         && file_unchanged(&entry.open_path, &stamp)
     {
         c.new.insert(
-            name.to_owned(),
+            name.into(),
             Cached {
                 stamp,
                 path: path.clone(),
@@ -455,7 +455,7 @@ pub(super) fn read_delta(
         .chain(&cache.untrusted)
         .cloned()
         .collect();
-    let old: HashMap<String, Cached> = look
+    let old: HashMap<Box<str>, Cached> = look
         .iter()
         .filter_map(|n| cache.files.remove_entry(n.as_str()))
         .collect();
