@@ -34,14 +34,20 @@ impl Listed {
     /// read under; otherwise read now. A kernel without a revision is
     /// read each time.
     pub fn read(&self, kernel: &dyn Kernel) -> Result<List, KernelError> {
+        self.read_kept(kernel).map(|(_, list)| list)
+    }
+
+    /// The list as [`Listed::read`] gives it, with the revision it is
+    /// kept under (`None`: the kernel has none).
+    pub fn read_kept(&self, kernel: &dyn Kernel) -> Result<(Option<u64>, List), KernelError> {
         let rev = kernel.revision();
         if let Some(r) = rev
             && let Some((at, list)) = &*self.last.lock().unwrap_or_else(|p| p.into_inner())
             && *at == r
         {
-            return Ok(list.clone());
+            return Ok((rev, list.clone()));
         }
-        self.read_under(kernel, rev)
+        self.read_under(kernel, rev).map(|list| (rev, list))
     }
 
     /// The list read now, and kept for the revision it was read under.

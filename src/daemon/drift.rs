@@ -3,7 +3,10 @@
 //! not at the next resync. The kernel's policy revision
 //! (`securityfs/apparmor/revision`) says when policy changed; where there
 //! is none, the profile list is read at each poll. armord's own loads do not
-//! count: the revision is taken again after each of its jobs. A profile that
+//! count: after each of its jobs, the job itself (off the loop) looks at
+//! the list its own reads left; when every owned profile is there, the
+//! poll reads the list again only once the revision moves past the one
+//! that list was kept under, and otherwise at the next poll. A profile that
 //! is removed again and again is not fought over: its repairs back off.
 
 use crate::apparmor::Kernel;
@@ -39,6 +42,31 @@ impl Drift {
     /// happened beside them may be; the list is looked at on the next poll.
     pub fn settled(&mut self) {
         self.last = None;
+    }
+
+    /// After a job of armord's own that found every owned profile in the
+    /// kernel's list kept under `revision` (read after its loads, or read
+    /// again since when the revision moved): nothing was lost up to that
+    /// revision, and the poll looks at the list again only once it moves.
+    /// `None` (no revision, an unreadable list, an owned profile missing):
+    /// as [`Drift::settled`], the list is looked at on the next poll.
+    pub fn settled_at(&mut self, revision: Option<u64>) {
+        self.last = revision;
+    }
+
+    /// The revision under which `loaded` (the kernel's list kept under
+    /// `revision`) holds every owned profile of `manifest`, if it does.
+    /// One walk of both sorted lists, after every job of armord's.
+    pub fn all_there(manifest: &Manifest, revision: Option<u64>, loaded: &BTreeMap<String, Mode>) -> Option<u64> {
+        let rev = revision?;
+        let mut listed = loaded.keys().peekable();
+        for name in manifest.profiles.keys() {
+            while listed.next_if(|l| *l < name).is_some() {}
+            if listed.peek() != Some(&name) && !manifest.removing.contains(name) {
+                return None;
+            }
+        }
+        Some(rev)
     }
 
     /// Whether policy may have changed since the last look.
@@ -133,6 +161,83 @@ mod tests {
         }
         assert!(d.repairs_due(&x, later + Duration::from_secs(4)).is_empty());
         assert_eq!(d.held.get("custom.x").unwrap().1, BACKOFF * 2);
+    }
+
+    /// A kernel at a revision the test sets.
+    struct AtRevision(std::sync::atomic::AtomicU64);
+
+    impl Kernel for AtRevision {
+        fn loaded(&self) -> Result<BTreeMap<String, Mode>, crate::apparmor::KernelError> {
+            Ok(BTreeMap::new())
+        }
+        fn remove(&self, _: &str) -> Result<(), crate::apparmor::KernelError> {
+            Ok(())
+        }
+        fn confined(&self) -> Result<BTreeMap<String, Vec<u32>>, crate::apparmor::KernelError> {
+            Ok(BTreeMap::new())
+        }
+        fn revision(&self) -> Option<u64> {
+            Some(self.0.load(std::sync::atomic::Ordering::SeqCst))
+        }
+    }
+
+    #[test]
+    fn a_job_that_saw_every_owned_profile_is_not_looked_at_again_until_policy_moves() {
+        let m = owning(&["a", "b"]);
+        let both: BTreeMap<String, Mode> = [("a".to_string(), Mode::Enforce), ("b".into(), Mode::Complain)].into();
+        let only_a: BTreeMap<String, Mode> = [("a".to_string(), Mode::Enforce)].into();
+        assert_eq!(Drift::all_there(&m, Some(7), &both), Some(7));
+        assert_eq!(Drift::all_there(&m, Some(7), &only_a), None);
+        assert_eq!(Drift::all_there(&m, None, &both), None);
+
+        let kernel = AtRevision(7.into());
+        let mut d = Drift::default();
+        // The job's list had every owned profile at 7: no look at 7.
+        d.settled_at(Drift::all_there(&m, Some(7), &both));
+        assert!(!d.changed(&kernel));
+        // Policy moved since (a removal behind armord's back): looked at.
+        kernel.0.store(8, std::sync::atomic::Ordering::SeqCst);
+        assert!(d.changed(&kernel));
+        assert!(!d.changed(&kernel));
+        // The job's list lacked an owned profile: looked at even at the
+        // revision the job saw, so the poll repairs it.
+        d.settled_at(Drift::all_there(&m, Some(8), &only_a));
+        assert!(d.changed(&kernel));
+    }
+
+    proptest::proptest! {
+        /// The walk of both lists says "all there" exactly when no owned
+        /// profile is missing, children and names being removed included.
+        #[test]
+        fn all_there_is_no_owned_profile_missing(
+            owned in proptest::collection::btree_set("[ab]{1,2}(//[ab])?", 0..8),
+            listed in proptest::collection::btree_set("[ab]{1,2}(//[ab])?", 0..8),
+            removing in proptest::collection::btree_set("[ab]{1,2}", 0..3),
+        ) {
+            let names: Vec<&str> = owned.iter().map(String::as_str).collect();
+            let mut m = owning(&names);
+            m.removing = removing.into_iter().collect();
+            let loaded: BTreeMap<String, Mode> = listed.into_iter().map(|n| (n, Mode::Enforce)).collect();
+            let want = Drift::missing(&m, &loaded).is_empty().then_some(3);
+            proptest::prop_assert_eq!(Drift::all_there(&m, Some(3), &loaded), want);
+        }
+    }
+
+    fn owning(names: &[&str]) -> Manifest {
+        let mut m = Manifest::new();
+        for n in names {
+            m.profiles.insert(
+                (*n).into(),
+                crate::state::Owned {
+                    file: std::path::Path::new("/f").into(),
+                    source: std::path::Path::new("/s").into(),
+                    sha256: "x".into(),
+                    complain: false,
+                    mode: Mode::Enforce,
+                },
+            );
+        }
+        m
     }
 
     #[test]

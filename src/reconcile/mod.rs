@@ -571,6 +571,13 @@ impl Reconciler {
         Ok(report)
     }
 
+    /// The kernel's list now, and the policy revision it is kept under:
+    /// the list this reconciler's own reads left, while the revision has
+    /// not moved since.
+    pub fn listed_now(&self) -> Result<(Option<u64>, List), KernelError> {
+        self.listed.read_kept(self.kernel.as_ref())
+    }
+
     /// The rules a plan follows, from the configuration.
     fn policy(config: &Config) -> Policy<'_> {
         Policy {

@@ -58,9 +58,16 @@ impl Service {
                 Job::Reconcile(named) => rec.reconcile_named(named),
                 Job::Replan => rec.replan(),
             };
-            (rec, r)
+            // Whether every owned profile is in the list the job's own
+            // reads left (off the loop, which must not spend a look at
+            // 10,000 names after every change).
+            let seen = rec
+                .listed_now()
+                .ok()
+                .and_then(|(rev, list)| crate::daemon::drift::Drift::all_there(&rec.manifest, rev, &list));
+            ((rec, seen), r)
         });
-        let (rec, result) = loop {
+        let ((rec, seen), result) = loop {
             tokio::select! {
                 done = &mut handle => match done {
                     Ok(pair) => break pair,
@@ -71,8 +78,9 @@ impl Service {
             }
         };
         self.rec = Some(rec);
-        // armord's own loads are not drift.
-        self.drift.settled();
+        // armord's own loads are not drift; what the job's list showed is
+        // not either.
+        self.drift.settled_at(seen);
         Ok(result?)
     }
 
