@@ -242,19 +242,7 @@ mod tests {
 
     #[test]
     fn missing_owned_profiles_only() {
-        let mut m = Manifest::new();
-        for n in ["a", "b", "c"] {
-            m.profiles.insert(
-                n.into(),
-                crate::state::Owned {
-                    file: std::path::Path::new("/f").into(),
-                    source: std::path::Path::new("/s").into(),
-                    sha256: "x".into(),
-                    complain: false,
-                    mode: Mode::Enforce,
-                },
-            );
-        }
+        let mut m = owning(&["a", "b", "c"]);
         m.removing.insert("c".into());
         let loaded: BTreeMap<String, Mode> = [("a".to_string(), Mode::Enforce), ("z".into(), Mode::Enforce)].into();
         assert_eq!(Drift::missing(&m, &loaded), ["b"]);
