@@ -57,8 +57,7 @@ impl Drift {
     /// The revision under which `loaded` (the kernel's list kept under
     /// `revision`) holds every owned profile of `manifest`, if it does.
     /// One walk of both sorted lists, after every job of armord's.
-    pub fn all_there(manifest: &Manifest, revision: Option<u64>, loaded: &BTreeMap<String, Mode>) -> Option<u64> {
-        let rev = revision?;
+    pub fn all_there(manifest: &Manifest, revision: u64, loaded: &BTreeMap<String, Mode>) -> Option<u64> {
         let mut listed = loaded.keys().peekable();
         for name in manifest.profiles.keys() {
             while listed.next_if(|l| *l < name).is_some() {}
@@ -66,7 +65,7 @@ impl Drift {
                 return None;
             }
         }
-        Some(rev)
+        Some(revision)
     }
 
     /// Whether policy may have changed since the last look.
@@ -186,14 +185,13 @@ mod tests {
         let m = owning(&["a", "b"]);
         let both: BTreeMap<String, Mode> = [("a".to_string(), Mode::Enforce), ("b".into(), Mode::Complain)].into();
         let only_a: BTreeMap<String, Mode> = [("a".to_string(), Mode::Enforce)].into();
-        assert_eq!(Drift::all_there(&m, Some(7), &both), Some(7));
-        assert_eq!(Drift::all_there(&m, Some(7), &only_a), None);
-        assert_eq!(Drift::all_there(&m, None, &both), None);
+        assert_eq!(Drift::all_there(&m, 7, &both), Some(7));
+        assert_eq!(Drift::all_there(&m, 7, &only_a), None);
 
         let kernel = AtRevision(7.into());
         let mut d = Drift::default();
         // The job's list had every owned profile at 7: no look at 7.
-        d.settled_at(Drift::all_there(&m, Some(7), &both));
+        d.settled_at(Drift::all_there(&m, 7, &both));
         assert!(!d.changed(&kernel));
         // Policy moved since (a removal behind armord's back): looked at.
         kernel.0.store(8, std::sync::atomic::Ordering::SeqCst);
@@ -201,7 +199,10 @@ mod tests {
         assert!(!d.changed(&kernel));
         // The job's list lacked an owned profile: looked at even at the
         // revision the job saw, so the poll repairs it.
-        d.settled_at(Drift::all_there(&m, Some(8), &only_a));
+        d.settled_at(Drift::all_there(&m, 8, &only_a));
+        assert!(d.changed(&kernel));
+        // No list to go by (no revision, an unreadable list): looked at.
+        d.settled_at(None);
         assert!(d.changed(&kernel));
     }
 
@@ -219,7 +220,7 @@ mod tests {
             m.removing = removing.into_iter().collect();
             let loaded: BTreeMap<String, Mode> = listed.into_iter().map(|n| (n, Mode::Enforce)).collect();
             let want = Drift::missing(&m, &loaded).is_empty().then_some(3);
-            proptest::prop_assert_eq!(Drift::all_there(&m, Some(3), &loaded), want);
+            proptest::prop_assert_eq!(Drift::all_there(&m, 3, &loaded), want);
         }
     }
 

@@ -573,9 +573,14 @@ impl Reconciler {
 
     /// The kernel's list now, and the policy revision it is kept under:
     /// the list this reconciler's own reads left, while the revision has
-    /// not moved since.
-    pub fn listed_now(&self) -> Result<(Option<u64>, List), KernelError> {
-        self.listed.read_kept(self.kernel.as_ref())
+    /// not moved since. `None` for a kernel with no revision (nothing to
+    /// keep a list under: the list is not read) or an unreadable list.
+    pub fn listed_now(&self) -> Option<(u64, List)> {
+        self.kernel.revision()?;
+        match self.listed.read_kept(self.kernel.as_ref()) {
+            Ok((Some(rev), list)) => Some((rev, list)),
+            _ => None,
+        }
     }
 
     /// The rules a plan follows, from the configuration.

@@ -63,7 +63,6 @@ impl Service {
             // 10,000 names after every change).
             let seen = rec
                 .listed_now()
-                .ok()
                 .and_then(|(rev, list)| crate::daemon::drift::Drift::all_there(&rec.manifest, rev, &list));
             ((rec, seen), r)
         });
